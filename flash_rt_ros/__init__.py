@@ -1,0 +1,1 @@
+"""flash_rt_ros: the ROS 2 policy node package."""
