@@ -356,7 +356,7 @@ def test_pi05_prompt_exact():
 
 
 def test_pi0_prompt_exact():
-    assert pi0_prompt(" open_the drawer\n") == "open the drawer\n"
+    assert pi0_prompt(" open_the drawer\n") == "open the drawer"
 
 
 # ---------------------------------------------------------------- tokenizer

@@ -156,3 +156,48 @@ def load_reference_weights(model: nn.Module, reader: SafetensorsReader,
 def weights_path(checkpoint: str | Path) -> Path:
     path = Path(checkpoint)
     return path / WEIGHTS_FILE if path.is_dir() else path
+
+
+@dataclass
+class CheckpointBundle:
+    """A checkpoint directory resolved into its parts and the config it implies."""
+
+    directory: Path
+    reader: SafetensorsReader
+    config: ModelConfig
+    norm_stats: Path
+    tokenizer: Optional[Path]
+
+    @property
+    def checkpoint_id(self) -> str:
+        """Short content id (header + size), cheap even for a 13 GB file."""
+        import hashlib
+
+        h = hashlib.sha256()
+        with open(self.reader.path, "rb") as fh:
+            h.update(fh.read(self.reader.data_start))
+        h.update(str(self.reader.path.stat().st_size).encode())
+        return h.hexdigest()[:16]
+
+
+def open_checkpoint(checkpoint: str | Path, model: str, preset: Optional[str] = None,
+                    tokenizer: Optional[str | Path] = None, **overrides) -> CheckpointBundle:
+    """Locate weights / norm stats / tokenizer and build the config (preset + overrides)."""
+    directory = Path(checkpoint)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"checkpoint directory not found: {directory}")
+    reader = SafetensorsReader(directory / WEIGHTS_FILE)
+    preset = preset or detect_preset(reader, model)
+    config = load_config(model, preset, **overrides)
+    norm_stats = directory / NORM_STATS_FILE
+    if not norm_stats.is_file():
+        raise FileNotFoundError(f"{norm_stats} not found: the policy needs the dataset's "
+                                "normalisation statistics (openpi norm_stats.json)")
+    if tokenizer is not None:
+        tok_path: Optional[Path] = Path(tokenizer)
+        if not tok_path.is_file():
+            raise FileNotFoundError(f"tokenizer not found: {tok_path}")
+    else:
+        candidate = directory / TOKENIZER_FILE
+        tok_path = candidate if candidate.is_file() else None
+    return CheckpointBundle(directory, reader, config, norm_stats, tok_path)

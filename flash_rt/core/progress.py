@@ -21,7 +21,10 @@ class ProgressBar:
         self._last = 0.0
         self._done = 0
 
-    def update(self, done: int) -> None:
+    def update(self, done: int, total: int | None = None) -> None:
+        """Matches the ``progress(done, total)`` callbacks of the loaders and writers."""
+        if total is not None:
+            self.total = max(int(total), 1)
         self._done = done
         now = time.perf_counter()
         if not self.enabled or (now - self._last < _MIN_INTERVAL_S and done < self.total):

@@ -96,7 +96,7 @@ class SafetensorsReader:
             except ValueError as exc:
                 raise ValueError(f"{self.path}: unreadable safetensors header ({exc})") from exc
         self.metadata: dict[str, str] = dict(header.pop("__metadata__", None) or {})
-        self._data_start = 8 + header_len
+        self.data_start = 8 + header_len
         self._entries: dict[str, tuple[torch.dtype, tuple[int, ...], int, int]] = {}
         for key, info in header.items():
             dtype = _DTYPES_BY_NAME.get(info.get("dtype"))
@@ -105,7 +105,7 @@ class SafetensorsReader:
                                  f"{info.get('dtype')!r}")
             shape = tuple(int(d) for d in info["shape"])
             begin, end = (int(o) for o in info["data_offsets"])
-            if end - begin != _nbytes(shape, dtype) or self._data_start + end > file_size:
+            if end - begin != _nbytes(shape, dtype) or self.data_start + end > file_size:
                 raise ValueError(f"{self.path}: tensor {key!r} at bytes [{begin}, {end}) does not "
                                  f"fit shape {shape} / file size {file_size} (truncated file?)")
             self._entries[key] = (dtype, shape, begin, end)
@@ -124,7 +124,7 @@ class SafetensorsReader:
         out = torch.empty(shape, dtype=dtype)
         raw = out.view(torch.int16) if dtype == torch.bfloat16 else out
         with open(self.path, "rb") as fh:
-            fh.seek(self._data_start + begin)
+            fh.seek(self.data_start + begin)
             got = fh.readinto(memoryview(raw.numpy()).cast("B"))
         if got != end - begin:
             raise ValueError(f"{self.path}: short read for {key!r} ({got} of {end - begin} B)")

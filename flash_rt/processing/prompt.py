@@ -38,9 +38,14 @@ def pi05_prompt(task: str, state_bins: Sequence[int] | np.ndarray) -> str:
     return f"Task: {clean_task(task)}, State: {state_str};\nAction: "
 
 
+# openpi tokenises Pi0's prompt as encode(task, bos) + encode("\n"): the newline is a
+# separate piece without BOS, which can differ from encoding "task\n" in one go.
+PI0_PROMPT_SUFFIX = "\n"
+
+
 def pi0_prompt(task: str) -> str:
-    """Cleaned task + newline; the tokenizer adds BOS."""
-    return clean_task(task) + "\n"
+    """The cleaned task; encode it with BOS, then ``PI0_PROMPT_SUFFIX`` without."""
+    return clean_task(task)
 
 
-__all__ = ["NUM_STATE_BINS", "clean_task", "discretize_state", "pi0_prompt", "pi05_prompt"]
+__all__ = ["NUM_STATE_BINS", "PI0_PROMPT_SUFFIX", "clean_task", "discretize_state", "pi0_prompt", "pi05_prompt"]

@@ -49,8 +49,9 @@ class Tokenizer:
         pad = self._sp.pad_id()
         return pad if pad >= 0 else PAD_ID
 
-    def encode(self, text: str) -> list[int]:
-        return [self.bos_id] + list(self._sp.encode(text))
+    def encode(self, text: str, add_bos: bool = True) -> list[int]:
+        ids = list(self._sp.encode(text))
+        return [self.bos_id] + ids if add_bos else ids
 
     def decode(self, ids: Sequence[int]) -> str:
         return self._sp.decode([int(i) for i in ids])

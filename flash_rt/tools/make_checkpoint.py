@@ -76,7 +76,7 @@ def write_weights(cfg: ModelConfig, out_file: Path, seed: int, dtype: torch.dtyp
     bar = ProgressBar("writing weights", len(entries))
     write_streaming(out_file, entries, dtype=dtype,
                     metadata={META_MODEL: cfg.model, META_PRESET: cfg.preset},
-                    progress=lambda done, _total: bar.update(done))
+                    progress=bar.update)
     bar.close()
 
 
