@@ -16,6 +16,8 @@ import yaml
 _CONFIG_DIR = Path(__file__).resolve().parent
 
 MODELS = ("pi05", "pi0")
+# Views the models were trained with: base_0_rgb, left_wrist_0_rgb, right_wrist_0_rgb.
+MAX_VIEWS = 3
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,8 @@ class ModelConfig:
         for name in ("horizon", "num_steps", "max_token_len", "num_views", "action_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_views > MAX_VIEWS:
+            raise ValueError(f"num_views must be in [1, {MAX_VIEWS}], got {self.num_views}")
         if self.expert.width % 2:
             raise ValueError("time embedding needs an even expert width")
 
@@ -168,5 +172,5 @@ def load_config(model: str = "pi05", preset: str = "full", **overrides: Any) -> 
 
 
 __all__ = [
-    "GemmaConfig", "ModelConfig", "SiglipConfig", "MODELS", "available_presets", "load_config",
+    "GemmaConfig", "MAX_VIEWS", "ModelConfig", "SiglipConfig", "MODELS", "available_presets", "load_config",
 ]

@@ -1,0 +1,36 @@
+"""Shared fixtures: tiny checkpoints generated on the spot (nothing is downloaded)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flash_rt.tools.make_checkpoint import make_checkpoint
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: long-running (full-size model); "
+                                       "enable with FLASH_RT_FULL=1")
+
+
+@pytest.fixture(scope="session")
+def tiny_pi05_ckpt(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("pi05_tiny"), "pi05", "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_pi0_ckpt(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("pi0_tiny"), "pi0", "tiny", seed=0)
+
+
+@pytest.fixture
+def camera_images():
+    """Realistic-ish frames: smooth gradients plus texture, two different sizes."""
+    rng = np.random.default_rng(7)
+
+    def frame(h, w, phase):
+        yy, xx = np.mgrid[0:h, 0:w]
+        base = np.stack([(xx * 255 // w), (yy * 255 // h), ((xx + yy + phase) % 256)], -1)
+        noise = rng.integers(0, 40, size=(h, w, 3))
+        return np.clip(base + noise, 0, 255).astype(np.uint8)
+
+    return [frame(480, 640, 0), frame(360, 480, 90), frame(224, 224, 180)]
