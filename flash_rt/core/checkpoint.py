@@ -19,6 +19,7 @@ from torch import nn
 
 from flash_rt.configs import ModelConfig, available_presets, load_config
 from flash_rt.core.safetensors_stream import SafetensorsReader
+from flash_rt.models import reference_class
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +38,6 @@ _UNUSED_KEYS = frozenset({"paligemma_with_expert.gemma_expert.lm_head.weight"})
 
 class CheckpointError(ValueError):
     """A checkpoint that does not match the model layout; the message names the keys."""
-
-
-def reference_class(model: str):
-    # Imported here so the layout helpers stay importable without pulling both models.
-    if model == "pi05":
-        from flash_rt.models.pi05.reference import Pi05Reference
-        return Pi05Reference
-    if model == "pi0":
-        from flash_rt.models.pi0.reference import Pi0Reference
-        return Pi0Reference
-    raise ValueError(f"no reference model for {model!r}")
 
 
 def build_empty_reference(cfg: ModelConfig) -> nn.Module:
@@ -74,6 +64,16 @@ class KeyPlan:
     source: dict[str, str]  # canonical -> key in file
 
 
+_MAX_LISTED = 20
+
+
+def _listing(kind: str, keys: list[str]) -> str:
+    if not keys:
+        return ""
+    more = " ..." if len(keys) > _MAX_LISTED else ""
+    return f"{kind} keys ({len(keys)}): " + ", ".join(keys[:_MAX_LISTED]) + more
+
+
 def plan_keys(reader: SafetensorsReader, layout: dict[str, tuple[int, ...]]) -> KeyPlan:
     """Match file keys to the layout; raise one error naming every problem."""
     source: dict[str, str] = {}
@@ -96,14 +96,8 @@ def plan_keys(reader: SafetensorsReader, layout: dict[str, tuple[int, ...]]) -> 
                 continue  # embed_tokens and the tied lm_head both present: keep embed_tokens
         source[canon] = key
     missing = sorted(set(layout) - set(source))
-    problems = []
-    if missing:
-        problems.append(f"missing keys ({len(missing)}): " + ", ".join(missing[:20]) +
-                        (" ..." if len(missing) > 20 else ""))
-    if unexpected:
-        problems.append(f"unexpected keys ({len(unexpected)}): " + ", ".join(unexpected[:20]) +
-                        (" ..." if len(unexpected) > 20 else ""))
-    problems.extend(shape_errors)
+    problems = [_listing("missing", missing), _listing("unexpected", unexpected)] + shape_errors
+    problems = [p for p in problems if p]
     if problems:
         raise CheckpointError(f"{reader.path} does not match the layout:\n  " +
                               "\n  ".join(problems))

@@ -1,13 +1,32 @@
-"""Per-model code: FP32 references, processors and (later) per-hardware pipelines."""
+"""Per-model code: FP32 references, processors and (later) per-hardware pipelines.
+
+``_MODEL_PARTS`` names each model's hardware-independent pieces; they are imported lazily
+so loading one model never imports the other.
+"""
 from __future__ import annotations
+
+import importlib
+
+_MODEL_PARTS = {
+    "pi05": {"reference": "flash_rt.models.pi05.reference:Pi05Reference",
+             "processor": "flash_rt.models.pi05.processor:Pi05Processor"},
+    "pi0": {"reference": "flash_rt.models.pi0.reference:Pi0Reference",
+            "processor": "flash_rt.models.pi0.processor:Pi0Processor"},
+}
+
+
+def _part(model: str, part: str):
+    if model not in _MODEL_PARTS:
+        raise ValueError(f"unknown model {model!r}; expected one of {tuple(_MODEL_PARTS)}")
+    module, _, name = _MODEL_PARTS[model][part].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def reference_class(model: str):
+    """The FP32 reference ``nn.Module`` class of ``model`` (the ground truth)."""
+    return _part(model, "reference")
 
 
 def processor_class(model: str):
-    """The hardware-independent processor of ``model`` (prompt format, state handling)."""
-    if model == "pi05":
-        from flash_rt.models.pi05.processor import Pi05Processor
-        return Pi05Processor
-    if model == "pi0":
-        from flash_rt.models.pi0.processor import Pi0Processor
-        return Pi0Processor
-    raise ValueError(f"no processor for model {model!r}")
+    """The processor of ``model`` (prompt format, state handling)."""
+    return _part(model, "processor")

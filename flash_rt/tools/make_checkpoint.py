@@ -2,8 +2,8 @@
 
 Nothing can be downloaded in CI, so every test builds its model from this: the weights
 file (streamed: a full-size FP32 Pi0.5 is 13.4 GB and is never held in memory whole),
-``norm_stats.json`` in openpi's layout and, for ``tiny``, a SentencePiece tokenizer
-trained on the spot. Usage::
+``norm_stats.json`` in openpi's layout and a small SentencePiece tokenizer trained on
+the spot. Usage::
 
     python -m flash_rt.tools.make_checkpoint --model pi05 --preset tiny --out /tmp/ckpt
 """
@@ -107,10 +107,11 @@ def make_checkpoint(out: str | Path, model: str = "pi05", preset: str = "tiny", 
     log.info("weights written in %.1f s", time.perf_counter() - start)
     (out / NORM_STATS_FILE).write_text(
         json.dumps(make_norm_stats(state_dims, action_dims, seed), indent=1))
-    if preset == "tiny":
-        from flash_rt.processing.tokenizer import train_tiny_tokenizer
+    # A stand-in for PaliGemma's tokenizer (which cannot be downloaded here); its ids are a
+    # subset of every preset's vocab, so prompts work on tiny and full checkpoints alike.
+    from flash_rt.processing.tokenizer import train_tiny_tokenizer
 
-        train_tiny_tokenizer(out / TOKENIZER_FILE, vocab_size=TINY_TOKENIZER_VOCAB)
+    train_tiny_tokenizer(out / TOKENIZER_FILE, vocab_size=TINY_TOKENIZER_VOCAB)
     return out
 
 
