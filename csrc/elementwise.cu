@@ -28,7 +28,7 @@ __global__ void gated_residual_kernel(bf16* __restrict__ x, const bf16* __restri
     load8(x + i * 8, xv);
     load8(y + i * 8, yv);
 #pragma unroll
-    for (int k = 0; k < 8; ++k) xv[k] += g[k] * yv[k];
+    for (int k = 0; k < 8; ++k) xv[k] = __fadd_rn(xv[k], __fmul_rn(g[k], yv[k]));
     store8(x + i * 8, xv);
   }
 }

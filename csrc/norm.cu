@@ -49,7 +49,7 @@ __global__ void __launch_bounds__(kThreads) norm_kernel(NormParams p, Out* __res
         const float* g = p.gate_mod + static_cast<size_t>(cond) * 3 * p.N + 2 * p.N + ch * 8;
 #pragma unroll
         for (int i = 0; i < 8; ++i) {
-          v[c][i] = __bfloat162float(__float2bfloat16_rn(v[c][i] + g[i] * yv[i]));
+          v[c][i] = __bfloat162float(__float2bfloat16_rn(__fadd_rn(v[c][i], __fmul_rn(g[i], yv[i]))));
         }
         store8(p.x_out + base + ch * 8, v[c]);
       }
