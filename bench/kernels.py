@@ -19,12 +19,15 @@ import math
 import platform
 import statistics
 import subprocess
+import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from flash_rt import kernels
-from flash_rt.configs import load_config
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+from flash_rt import kernels  # noqa: E402
+from flash_rt.configs import load_config  # noqa: E402
 
 # Dense peaks by device name (vendor datasheets, SXM parts): TFLOP/s and TB/s.
 PEAKS = {
