@@ -70,6 +70,18 @@ std::string gemm_doc(const char* name, const char* types) {
 
 PYBIND11_MODULE(flash_rt_kernels, m) {
   m.doc() = "flash_rt CUDA kernels: raw-pointer launchers, capture-safe (see docs/kernels.md)";
+  // Translate our errors in this module, before any global translator: translators that
+  // other extensions (torch) register globally would otherwise rethrow our exception in
+  // their own C++ runtime, which crashed on the device image.
+  py::register_local_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const std::invalid_argument& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    } catch (const std::exception& e) {
+      PyErr_SetString(PyExc_RuntimeError, e.what());
+    }
+  });
   m.attr("MASK_VALUE") = kMaskValue;
   m.attr("E4M3_MAX") = kE4M3Max;
 
