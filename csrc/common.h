@@ -7,7 +7,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <sstream>
+#include <cstdio>
 #include <stdexcept>
 #include <string>
 
@@ -40,10 +40,11 @@ inline void check_ptr(uintptr_t p, const char* where, const char* name, unsigned
     return;
   }
   if (p % align != 0) {
-    std::ostringstream s;
-    s << name << " = 0x" << std::hex << p << std::dec << " is not " << align
-      << "-byte aligned (misaligned view or offset into a tensor?)";
-    fail(where, s.str());
+    // snprintf, not iostreams: no locale machinery in the module (see CMakeLists.txt)
+    char buf[160];
+    std::snprintf(buf, sizeof(buf), "%s = 0x%llx is not %u-byte aligned (misaligned view or "
+                  "offset into a tensor?)", name, static_cast<unsigned long long>(p), align);
+    fail(where, buf);
   }
 }
 

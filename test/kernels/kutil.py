@@ -38,8 +38,13 @@ class Guarded:
 
 
 def fp8_ref(x: torch.Tensor, s: float | torch.Tensor) -> torch.Tensor:
-    """Reference quantisation: sat(x / s) to float8_e4m3fn, round to nearest even."""
-    return (x.float() / s).clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
+    """Reference quantisation: sat(x / s) to float8_e4m3fn, round to nearest even.
+
+    s goes to x's device as a tensor: torch divides by a Python or CPU scalar as a
+    multiplication by its reciprocal, which is not the IEEE division the kernels do.
+    """
+    st = torch.as_tensor(s, dtype=torch.float32).to(x.device)
+    return (x.float() / st).clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
 
 
 def fp8_close(out: torch.Tensor, ref_f32: torch.Tensor, s: float, ulps: int = 1) -> None:
