@@ -126,7 +126,7 @@ PYBIND11_MODULE(flash_rt_kernels, m) {
         py::arg("stream"), py::kw_only(), py::arg("bias") = 0, py::arg("c") = 0,
         py::arg("epilogue") = Epilogue::kNone, py::arg("out_dtype") = OutType::kBF16,
         py::arg("workspace") = 0, py::arg("workspace_bytes") = 0,
-        gemm_doc("gemm_bf16", "a, b: bfloat16; out_dtype BF16 | FP16.").c_str());
+        gemm_doc("gemm_bf16", "a, b: bfloat16; out_dtype BF16 only (cuBLASLt pairs bf16 in with bf16 out).").c_str());
   m.def("gemm_fp8_autotune",
         [](ptr_t a, ptr_t b, ptr_t d, i64 M, i64 N, i64 K, ptr_t a_scale, ptr_t b_scale,
            ptr_t stream, ptr_t bias, ptr_t c, Epilogue epi, OutType out, ptr_t d_scale_inv,

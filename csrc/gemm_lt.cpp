@@ -120,7 +120,8 @@ void validate(const GemmArgs& g, bool fp8, const char* where) {
       check(g.d_scale_inv == 0, where, "d_scale_inv is only used with out_dtype FP8");
     }
   } else {
-    check(g.out_type != OutType::kFP8, where, "bf16 GEMM writes bf16 or fp16, not FP8");
+    // cuBLASLt pairs bf16 inputs with a bf16 (or fp32) C/D only.
+    check(g.out_type == OutType::kBF16, where, "bf16 GEMM writes bf16 output only");
     check(g.a_scale == 0 && g.b_scale == 0 && g.d_scale_inv == 0, where,
           "scale pointers are only used by gemm_fp8");
     check(!g.fast_accum, where, "fast_accum is an FP8 option");
@@ -243,7 +244,10 @@ Plan* get_plan(const GemmArgs& g, bool fp8, int n_results = 8) {
 cublasStatus_t run_algo(Plan* p, const GemmArgs& g, int idx) {
   const float alpha = 1.f;
   const float beta = g.c ? 1.f : 0.f;
-  const void* c = g.c ? as_ptr<void>(g.c) : as_ptr<void>(g.d);
+  // Without a residual beta is 0 and C is not read: pass D when it has C's 16-bit type
+  // (cuBLASLt's in-place form), no pointer when D is FP8 (C == D needs equal types).
+  const void* c = g.c ? as_ptr<void>(g.c)
+                      : (g.out_type == OutType::kFP8 ? nullptr : as_ptr<void>(g.d));
   return cublasLtMatmul(lt_handle(), p->op, &alpha, as_ptr<void>(g.b), p->la, as_ptr<void>(g.a),
                         p->lb, &beta, c, p->lc, as_ptr<void>(g.d), p->ld, &p->heur[idx].algo,
                         as_ptr<void>(g.workspace), g.workspace_bytes, as_stream(g.stream));

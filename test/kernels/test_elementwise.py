@@ -19,7 +19,8 @@ def test_geglu(fk, stream, name, M, Fd):
     ref = F.gelu(gu[:, :Fd].float(), approximate="tanh") * gu[:, Fd:].float()
     s = float(ref.abs().max()) / 448
     out = Guarded((M, Fd), torch.float8_e4m3fn)
-    fk.geglu_fp8(ptr(gu), ptr(out.t), ptr(scalar(s)), M, Fd, stream)
+    s_dev = scalar(s)  # kept alive: the kernel reads it asynchronously
+    fk.geglu_fp8(ptr(gu), ptr(out.t), ptr(s_dev), M, Fd, stream)
     out.check()
     fp8_close(out.t, ref, s)
     o16 = Guarded((M, Fd), torch.bfloat16)
@@ -45,7 +46,8 @@ def test_quantize_static_is_bit_exact(fk, stream, n):
     x[0] = 1e4  # saturates
     s = 0.0173
     out = Guarded((n,), torch.float8_e4m3fn)
-    fk.quantize_fp8_static(ptr(x), ptr(out.t), ptr(scalar(s)), n, stream)
+    s_dev = scalar(s)  # kept alive: the kernel reads it asynchronously
+    fk.quantize_fp8_static(ptr(x), ptr(out.t), ptr(s_dev), n, stream)
     out.check()
     ref = fp8_ref(x, torch.tensor(s, dtype=torch.float32))
     assert torch.equal(out.t.view(torch.uint8), ref.view(torch.uint8))

@@ -98,22 +98,31 @@ def test_bias_is_broadcast_over_rows_not_flattened(fk, stream):
 
 
 def test_gelu_epilogue_is_the_tanh_approximation(fk, stream):
-    # Pre-activations placed exactly by an identity weight. On x in [-3, -1.5] the
-    # outputs are <= 0.1 (fp16 step <= 6e-5) while tanh- and erf-GELU differ by ~3e-4.
+    # Pre-activations placed exactly: A holds e4m3-representable x in [-3, -1.5] in
+    # column 0, B is an identity column, scales 1. There the outputs are <= 0.1 (fp16
+    # step <= 6e-5) while tanh- and erf-GELU differ by ~3e-4 on average.
     M, N, K = 64, 8, 16
-    x = torch.linspace(-3, -1.5, M, device="cuda")
-    a = torch.zeros(M, K, device="cuda")
+    x = torch.linspace(-3, -1.5, M, device="cuda").to(torch.float8_e4m3fn)
+    a = torch.zeros(M, K, device="cuda").to(torch.float8_e4m3fn)
     a[:, 0] = x
-    a = a.half().bfloat16()
     b = torch.zeros(N, K, device="cuda")
     b[:, 0] = 1
+    b = b.to(torch.float8_e4m3fn)
+    one = scalar(1.0)
+    bias = torch.zeros(N, device="cuda", dtype=torch.float16)
     out = torch.empty(M, N, device="cuda", dtype=torch.float16)
-    fk.gemm_bf16(ptr(a), ptr(b.bfloat16()), ptr(out), M, N, K, stream,
-                 epilogue=fk.Epilogue.GELU, out_dtype=fk.OutDtype.FP16)
-    xv = a[:, 0].float()
+    fk.gemm_fp8(ptr(a), ptr(b), ptr(out), M, N, K, ptr(one), ptr(one), stream, bias=ptr(bias),
+                epilogue=fk.Epilogue.BIAS_GELU, out_dtype=fk.OutDtype.FP16)
+    xv = x.float()
     e_tanh = float((out[:, 0].float() - F.gelu(xv, approximate="tanh")).abs().mean())
     e_erf = float((out[:, 0].float() - F.gelu(xv)).abs().mean())
     assert e_tanh < 0.3 * e_erf, f"GELU epilogue: mean err vs tanh {e_tanh:.3g}, vs erf {e_erf:.3g}"
+
+
+def test_bf16_gemm_rejects_fp16_output(fk, stream):
+    t = torch.empty(64, 64, device="cuda", dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="bf16 GEMM writes bf16"):
+        fk.gemm_bf16(ptr(t), ptr(t), ptr(t), 8, 8, 8, stream, out_dtype=fk.OutDtype.FP16)
 
 
 @pytest.mark.parametrize("epi", ["BIAS", "BIAS_GELU"])

@@ -37,7 +37,8 @@ def test_layernorm_fp8_and_bf16(fk, stream, name, M, N):
     ref = torch.nn.functional.layer_norm(x.float(), (N,), w.float(), b.float(), EPS)
     s = float(ref.abs().max()) / 448
     out = Guarded((M, N), torch.float8_e4m3fn)
-    fk.layernorm_fp8(ptr(x), ptr(w), ptr(b), ptr(out.t), ptr(scalar(s)), M, N, EPS, stream)
+    s_dev = scalar(s)  # kept alive: the kernel reads it asynchronously
+    fk.layernorm_fp8(ptr(x), ptr(w), ptr(b), ptr(out.t), ptr(s_dev), M, N, EPS, stream)
     out.check()
     fp8_close(out.t, ref, s)
     out16 = Guarded((M, N), torch.bfloat16)
@@ -56,7 +57,8 @@ def test_rmsnorm(fk, stream, name, M, N, mode):
     ref = rms_ref(x, EPS) * g
     s = float(ref.abs().max()) / 448
     out = Guarded((M, N), torch.float8_e4m3fn)
-    fk.rmsnorm_fp8(ptr(x), wp, ptr(out.t), ptr(scalar(s)), M, N, EPS, mode == "one_plus_w", stream)
+    s_dev = scalar(s)  # kept alive: the kernel reads it asynchronously
+    fk.rmsnorm_fp8(ptr(x), wp, ptr(out.t), ptr(s_dev), M, N, EPS, mode == "one_plus_w", stream)
     out.check()
     fp8_close(out.t, ref, s)
     out16 = torch.empty(M, N, device="cuda", dtype=torch.bfloat16)
@@ -75,7 +77,8 @@ def test_adarms_uses_per_row_condition(fk, stream, name, M, N):
     ref = rms_ref(x, EPS) * (1 + sc) + sh
     s = float(ref.abs().max()) / 448
     out = Guarded((M, N), torch.float8_e4m3fn)
-    fk.adarms_fp8(ptr(x), ptr(mod), ptr(out.t), ptr(scalar(s)), M, N, EPS, rows_per_cond, stream)
+    s_dev = scalar(s)  # kept alive: the kernel reads it asynchronously
+    fk.adarms_fp8(ptr(x), ptr(mod), ptr(out.t), ptr(s_dev), M, N, EPS, rows_per_cond, stream)
     out.check()
     fp8_close(out.t, ref, s)
     out16 = torch.empty(M, N, device="cuda", dtype=torch.bfloat16)
