@@ -146,7 +146,13 @@ def test_fp8_output_with_scale(fk, stream, epi):
     want = post * float(inv)
     got = out.float()
     step = torch.exp2(torch.floor(torch.log2(want.abs().clamp_min(2.0 ** -6))) - 3)
-    assert bool(((got - want).abs() <= 1.01 * step + 1e-6).all())
+    # one e4m3 step of slack; below the smallest normal (2^-6) cuBLASLt may flush to 0
+    bad = ((got - want).abs() > 1.01 * step + 1e-6) & (want.abs() >= 2.0 ** -6)
+    i = int((got - want).abs().argmax())
+    assert not bool(bad.any()), (
+        f"{int(bad.sum())} FP8 outputs off; worst got {float(got.flatten()[i])} "
+        f"want {float(want.flatten()[i])}")
+    assert bool(((got - want).abs() <= 2.0 ** -6 + 1.01 * step).all())
 
 
 def test_autotune_keeps_the_fastest_and_results_stay_correct(fk, stream):
