@@ -112,9 +112,9 @@ PYBIND11_MODULE(flash_rt_kernels, m) {
         gemm_doc("gemm_fp8",
                  "a, b: float8_e4m3fn; a_scale, b_scale: device float32 scalars (dequant\n"
                  "  scales, real = fp8 * s); D = a_scale * b_scale * (A @ B^T) + ...\n"
-                 "  out_dtype BF16 | FP16 | FP8; FP8 output needs d_scale_inv: device float32\n"
-                 "  holding 1 / s_out (cuBLASLt multiplies by it). fast_accum: Hopper's faster,\n"
-                 "  less precise FP8 accumulation (off by default).")
+                 "  out_dtype BF16 | FP16 (FP8 output is disabled until validated; d_scale_inv\n"
+                 "  is reserved for it and must be 0). fast_accum: Hopper's faster, less\n"
+                 "  precise FP8 accumulation (off by default).")
             .c_str());
   m.def("gemm_bf16",
         [](ptr_t a, ptr_t b, ptr_t d, i64 M, i64 N, i64 K, ptr_t stream, ptr_t bias, ptr_t c,
@@ -143,7 +143,8 @@ PYBIND11_MODULE(flash_rt_kernels, m) {
         py::arg("workspace") = 0, py::arg("workspace_bytes") = 0,
         py::arg("fast_accum") = false, py::arg("iters") = 20, py::arg("max_candidates") = 16,
         "Time up to max_candidates cuBLASLt algorithms for this exact gemm_fp8 call (same\n"
-        "arguments) and cache the fastest measured (mean of `iters` runs) for the shape.\n"
+        "arguments) and cache the fastest measured for the shape: each candidate's `iters`\n"
+        "calls are replayed from a CUDA Graph on a private stream (GPU time, not launch rate).\n"
         "Synchronises the stream and overwrites d (and accumulates into c when c == d):\n"
         "run it on scratch buffers, never during CUDA Graph capture (raises ValueError).\n"
         "Returns {candidates, chosen, best_us, heuristic_us}.");

@@ -114,11 +114,12 @@ void validate(const GemmArgs& g, bool fp8, const char* where) {
   if (fp8) {
     check_ptr(g.a_scale, where, "a_scale", 4);
     check_ptr(g.b_scale, where, "b_scale", 4);
-    if (g.out_type == OutType::kFP8) {
-      check_ptr(g.d_scale_inv, where, "d_scale_inv (FP8 output)", 4);
-    } else {
-      check(g.d_scale_inv == 0, where, "d_scale_inv is only used with out_dtype FP8");
-    }
+    // FP8 output (cuBLASLt D scale) ran on the H100 but one element of 8192 in the BIAS
+    // test landed more than one e4m3 step from the reference; until that is understood
+    // it stays disabled: write bf16 and quantize with quantize_fp8_static / the norms.
+    check(g.out_type != OutType::kFP8, where,
+          "out_dtype FP8 is disabled (not validated): use BF16 output, then quantize_fp8_static");
+    check(g.d_scale_inv == 0, where, "d_scale_inv is reserved for the disabled FP8 output");
   } else {
     // cuBLASLt pairs bf16 inputs with a bf16 (or fp32) C/D only.
     check(g.out_type == OutType::kBF16, where, "bf16 GEMM writes bf16 output only");
@@ -272,6 +273,14 @@ AutotuneResult autotune(const GemmArgs& g, bool fp8, int iters, int max_candidat
         "autotune times kernels and cannot run during CUDA Graph capture; tune before capture");
   std::lock_guard<std::mutex> lock(g_mu);
   Plan* p = get_plan(g, fp8, max_candidates);
+  // Time GPU work, not launch overhead: each candidate's `iters` calls are captured into a
+  // CUDA Graph on a private stream and one replay is timed (an eager loop of small GEMMs
+  // measures the host's launch rate, ~10 us per call, and would pick at random).
+  check_cuda(cudaStreamSynchronize(s), where);  // inputs produced on the caller's stream
+  cudaStream_t ts = nullptr;
+  check_cuda(cudaStreamCreateWithFlags(&ts, cudaStreamNonBlocking), where);
+  GemmArgs gt = g;
+  gt.stream = reinterpret_cast<ptr_t>(ts);
   cudaEvent_t e0, e1;
   check_cuda(cudaEventCreate(&e0), where);
   check_cuda(cudaEventCreate(&e1), where);
@@ -279,21 +288,33 @@ AutotuneResult autotune(const GemmArgs& g, bool fp8, int iters, int max_candidat
   float best = 1e30f;
   int best_i = -1;
   for (int i = 0; i < static_cast<int>(p->heur.size()); ++i) {
-    if (run_algo(p, g, i) != CUBLAS_STATUS_SUCCESS) continue;  // warm-up / support check
-    run_algo(p, g, i);
-    cudaEventRecord(e0, s);
-    for (int it = 0; it < iters; ++it) run_algo(p, g, i);
-    cudaEventRecord(e1, s);
-    check_cuda(cudaEventSynchronize(e1), where);
+    if (run_algo(p, gt, i) != CUBLAS_STATUS_SUCCESS) continue;  // support check + warm-up
+    if (cudaStreamSynchronize(ts) != cudaSuccess) { cudaGetLastError(); continue; }
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    bool ok = cudaStreamBeginCapture(ts, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
+    for (int it = 0; ok && it < iters; ++it) ok = run_algo(p, gt, i) == CUBLAS_STATUS_SUCCESS;
+    ok = (cudaStreamEndCapture(ts, &graph) == cudaSuccess) && ok;
+    ok = ok && cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
     float ms = 0.f;
-    cudaEventElapsedTime(&ms, e0, e1);
-    float us = ms * 1000.f / iters;
+    if (ok) {
+      cudaGraphLaunch(exec, ts);  // warm
+      cudaEventRecord(e0, ts);
+      cudaGraphLaunch(exec, ts);
+      cudaEventRecord(e1, ts);
+      ok = cudaEventSynchronize(e1) == cudaSuccess && cudaEventElapsedTime(&ms, e0, e1) == cudaSuccess;
+    }
+    if (exec) cudaGraphExecDestroy(exec);
+    if (graph) cudaGraphDestroy(graph);
+    if (!ok) { cudaGetLastError(); continue; }
+    const float us = ms * 1000.f / iters;
     if (i == 0) r.heuristic_us = us;
     ++r.candidates;
     if (us < best) { best = us; best_i = i; }
   }
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
+  cudaStreamDestroy(ts);
   check(best_i >= 0, where, "no candidate algorithm ran successfully");
   p->chosen = best_i;
   p->tuned = true;

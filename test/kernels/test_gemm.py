@@ -125,34 +125,16 @@ def test_bf16_gemm_rejects_fp16_output(fk, stream):
         fk.gemm_bf16(ptr(t), ptr(t), ptr(t), 8, 8, 8, stream, out_dtype=fk.OutDtype.FP16)
 
 
-@pytest.mark.parametrize("epi", ["BIAS", "BIAS_GELU"])
-def test_fp8_output_with_scale(fk, stream, epi):
+def test_fp8_output_is_rejected_until_validated(fk, stream):
+    # cuBLASLt's FP8-output path ran on the H100 (2026-11-27) but one of 8192 outputs of the
+    # BIAS case fell more than one e4m3 step from the reference: disabled, see docs/kernels.md.
     M, N, K = 64, 128, 64
-    aq, bq, sa, sb, ref = make_fp8(M, N, K)
-    bias = (torch.randn(N, device="cuda") * 0.5).bfloat16()
-    pre = ref + bias.float()
-    post = F.gelu(pre, approximate="tanh") if epi == "BIAS_GELU" else pre
-    s_out = float(post.abs().max()) / 448
-    inv = scalar(1.0 / s_out)
+    aq, bq, sa, sb, _ = make_fp8(M, N, K)
     out = torch.empty(M, N, device="cuda", dtype=torch.float8_e4m3fn)
-    try:
+    inv = scalar(1.0)
+    with pytest.raises(ValueError, match="FP8 is disabled"):
         fk.gemm_fp8(ptr(aq), ptr(bq), ptr(out), M, N, K, ptr(sa), ptr(sb), stream,
-                    bias=ptr(bias), epilogue=getattr(fk.Epilogue, epi),
                     out_dtype=fk.OutDtype.FP8, d_scale_inv=ptr(inv))
-    except RuntimeError as exc:
-        if "no algorithm" in str(exc):
-            pytest.skip(f"this cuBLASLt offers no FP8-output kernel for {epi}: {exc}")
-        raise
-    want = post * float(inv)
-    got = out.float()
-    step = torch.exp2(torch.floor(torch.log2(want.abs().clamp_min(2.0 ** -6))) - 3)
-    # one e4m3 step of slack; below the smallest normal (2^-6) cuBLASLt may flush to 0
-    bad = ((got - want).abs() > 1.01 * step + 1e-6) & (want.abs() >= 2.0 ** -6)
-    i = int((got - want).abs().argmax())
-    assert not bool(bad.any()), (
-        f"{int(bad.sum())} FP8 outputs off; worst got {float(got.flatten()[i])} "
-        f"want {float(want.flatten()[i])}")
-    assert bool(((got - want).abs() <= 2.0 ** -6 + 1.01 * step).all())
 
 
 def test_autotune_keeps_the_fastest_and_results_stay_correct(fk, stream):
@@ -197,7 +179,7 @@ def test_bad_arguments_raise_clear_errors(fk, stream):
         fk.gemm_fp8(ptr(aq), ptr(bq), ptr(out), M, N, K, 0, ptr(sb), stream)
     with pytest.raises(ValueError, match="d_scale_inv"):
         fk.gemm_fp8(ptr(aq), ptr(bq), ptr(out), M, N, K, ptr(sa), ptr(sb), stream,
-                    out_dtype=fk.OutDtype.FP8)
+                    d_scale_inv=ptr(sa))
     with pytest.raises(ValueError, match="M must be > 0"):
         fk.gemm_bf16(ptr(out), ptr(out), ptr(out), 0, N, K, stream)
     assert fk.gemm_cache_size() >= 1
