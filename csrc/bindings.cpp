@@ -70,9 +70,9 @@ std::string gemm_doc(const char* name, const char* types) {
 
 PYBIND11_MODULE(flash_rt_kernels, m) {
   m.doc() = "flash_rt CUDA kernels: raw-pointer launchers, capture-safe (see docs/kernels.md)";
-  // Translate our errors in this module, before any global translator: translators that
-  // other extensions (torch) register globally would otherwise rethrow our exception in
-  // their own C++ runtime, which crashed on the device image.
+  // Translate our errors here: module-local translators run before the global ones other
+  // extensions (torch) register, so our exceptions never reach foreign C++ runtimes.
+  // (The crash seen on the device image came from iostreams/locales, see CMakeLists.txt.)
   py::register_local_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
