@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Compile-check of the CUDA kernel module for CI (no GPU needed): one CMake build per GPU
+# arch (each its own module, as a Hopper / Thor / RTX 5090 install would build it), then
+# the build-inventory test imports every build and checks that all public bindings
+# resolve, no flash_rt symbol is undefined, and SASS for the arch is present.
+#   FLASH_RT_CI_ARCHS   archs to build (default "90a 110a 120a")
+#   PYTHON              interpreter (default python3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ARCHS=${FLASH_RT_CI_ARCHS:-"90a 110a 120a"}
+PY=${PYTHON:-python3}
+PYBIN=$(command -v "$PY")
+NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+[ -x "$NVCC" ] || { echo "build_kernels: nvcc not found" >&2; exit 1; }
+
+# Build dependencies (requirements-kernels.txt): pybind11 and cuBLASLt headers + library
+# (the toolkit's if it ships them, else the nvidia-cublas wheel).
+"$PY" -c "import pybind11" 2>/dev/null || "$PY" -m pip install -q "pybind11>=2.12"
+if [ ! -f "$(dirname "$NVCC")/../include/cublasLt.h" ] &&
+   ! "$PY" -c "import nvidia, os, sys; sys.exit(not any(os.path.exists(os.path.join(p, s, 'include', 'cublasLt.h')) for p in nvidia.__path__ for s in ('cu13', 'cublas')))" 2>/dev/null; then
+  "$PY" -m pip install -q "nvidia-cublas>=13,<14"
+fi
+
+mkdir -p build
+GEN=()
+command -v ninja >/dev/null && GEN=(-G Ninja)
+dirs=()
+for a in $ARCHS; do
+  b="build/ci-kernels-$a"
+  start=$(date +%s)
+  cmake -S csrc -B "$b" "${GEN[@]}" -DGPU_ARCH="$a" -DPython_EXECUTABLE="$PYBIN" \
+        -DCMAKE_CUDA_COMPILER="$NVCC" -DFLASH_RT_OUTPUT_DIR="$PWD/$b/out" >"$b.configure.log" 2>&1 ||
+    { cat "$b.configure.log"; exit 1; }
+  cmake --build "$b" -j "$(nproc)"
+  echo "build_kernels: sm_$a built in $(( $(date +%s) - start )) s"
+  dirs+=("$PWD/$b/out")
+done
+FLASH_RT_KERNELS_BUILDS=$(IFS=:; echo "${dirs[*]}") PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" \
+  "$PY" -m pytest -q test/kernels/test_build_inventory.py

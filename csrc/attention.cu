@@ -1,0 +1,385 @@
+// Exact-softmax attention (flash-style online softmax, fp32 statistics and accumulation,
+// bf16 tensor-core MMAs via mma.sync m16n8k16, portable to sm_80+ incl. sm_90/110/120).
+//
+// Grouped-query packing: the G = H / Hkv query heads that share one KV head are laid out
+// as G consecutive "rows" per token, so MQA (G = 8) with few tokens still fills the
+// 64-row tiles (decoder: 50 tokens x 8 heads = 400 rows). Keys beyond a device-side
+// length are skipped; keys with key_mask == 0 get the finite mask constant (exactly as
+// the reference's where(mask, logits, -2.3819763e38)). Split-K (flash-decoding) splits
+// the key range over blockIdx.z and merges the partial results in a second kernel.
+#include <cmath>
+
+#include "common.h"
+#include "ops.h"
+
+namespace flash_rt {
+namespace {
+
+constexpr int kBlockM = 64;   // rows per block: 4 warps x 16
+constexpr int kWarps = 4;
+constexpr float kLog2e = 1.4426950408889634f;
+
+struct Params {
+  const bf16* q; const bf16* k; const bf16* v; bf16* o;
+  int Lq, Lk, H, Hkv, G, D;
+  long long q_row, k_row, v_row, o_row, q_batch, k_batch, v_batch, o_batch;
+  float scale;
+  const int* kv_len; int kv_len_add;
+  const unsigned char* key_mask;
+  int splits;
+  float* ws_o;     // (splits, batch, H, Lq, D) fp32, split-K only
+  float* ws_lse;   // (splits, batch, H, Lq)
+  int batch;
+};
+
+__device__ __forceinline__ unsigned smem_u32(const void* p) {
+  return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+  const int bytes = valid ? 16 : 0;  // 0 source bytes = zero fill
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(smem)),
+               "l"(gmem), "r"(bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const unsigned (&a)[4], unsigned b0,
+                                         unsigned b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ void ldmatrix_x4_trans(unsigned (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_u32(p)));
+}
+
+__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
+  __nv_bfloat162 t = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<unsigned*>(&t);
+}
+
+__device__ __forceinline__ unsigned lds32(const bf16* p) {
+  return *reinterpret_cast<const unsigned*>(p);
+}
+
+// Rows [row0, row0 + nrows) of one (batch, kv-head) into smem (stride SD), zero-filled
+// past `valid_rows` and past the real head_dim D.
+template <int DP, int SD>
+__device__ __forceinline__ void load_kv_tile(bf16* s, const bf16* base, long long row_stride,
+                                             int row0, int nrows, int valid_rows, int D) {
+  constexpr int kChunks = DP / 8;
+  for (int i = threadIdx.x; i < nrows * kChunks; i += kWarps * 32) {
+    const int r = i / kChunks, c = i % kChunks;
+    const bool ok = (row0 + r) < valid_rows && c * 8 < D;
+    const bf16* g = ok ? base + (long long)(row0 + r) * row_stride + c * 8 : base;
+    cp_async16(s + r * SD + c * 8, g, ok);
+  }
+}
+
+template <int DP, int BN>
+__global__ void __launch_bounds__(kWarps * 32) attn_kernel(Params p) {
+  constexpr int SD = DP + 8;  // padded smem row (conflict-free fragment loads)
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16* Qs = reinterpret_cast<bf16*>(smem_raw);
+  bf16* Ks = Qs + kBlockM * SD;
+  bf16* Vs = Ks + BN * SD;
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int gid = lane >> 2, tig = lane & 3;
+  const int b = blockIdx.y / p.Hkv, kvh = blockIdx.y % p.Hkv;
+  const int split = blockIdx.z;
+  const int rows = p.Lq * p.G;  // packed (token, head-in-group) rows
+  const int m0 = blockIdx.x * kBlockM;
+
+  int kv_len = p.Lk;
+  if (p.kv_len) kv_len = min(max(p.kv_len[b] + p.kv_len_add, 0), p.Lk);
+  const int n_blocks = (kv_len + BN - 1) / BN;
+  const int per_split = (n_blocks + p.splits - 1) / p.splits;
+  const int blk_lo = split * per_split;
+  const int blk_hi = min(n_blocks, blk_lo + per_split);
+  const int kv_hi = min(blk_hi * BN, kv_len);
+
+  const bf16* kbase = p.k + b * p.k_batch + (long long)kvh * p.D;
+  const bf16* vbase = p.v + b * p.v_batch + (long long)kvh * p.D;
+  const unsigned char* mask = p.key_mask ? p.key_mask + (long long)b * p.Lk : nullptr;
+
+  // Q tile (packed rows) + first K tile: group 0; first V tile: group 1.
+  {
+    constexpr int kChunks = DP / 8;
+    for (int i = threadIdx.x; i < kBlockM * kChunks; i += kWarps * 32) {
+      const int r = i / kChunks, c = i % kChunks;
+      const int R = m0 + r;
+      const int t = R / p.G, h = kvh * p.G + R % p.G;
+      const bool ok = R < rows && c * 8 < p.D;
+      const bf16* g = ok ? p.q + b * p.q_batch + t * p.q_row + (long long)h * p.D + c * 8 : p.q;
+      cp_async16(Qs + r * SD + c * 8, g, ok);
+    }
+  }
+  if (blk_lo < blk_hi) load_kv_tile<DP, SD>(Ks, kbase, p.k_row, blk_lo * BN, BN, kv_hi, p.D);
+  cp_async_commit();
+  if (blk_lo < blk_hi) load_kv_tile<DP, SD>(Vs, vbase, p.v_row, blk_lo * BN, BN, kv_hi, p.D);
+  cp_async_commit();
+
+  float o[DP / 8][4];
+#pragma unroll
+  for (int i = 0; i < DP / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+  float m_run[2] = {-INFINITY, -INFINITY};
+  float l_run[2] = {0.f, 0.f};
+  const int qr = warp * 16 + gid;  // this thread's rows in the tile: qr, qr + 8
+
+  for (int blk = blk_lo; blk < blk_hi; ++blk) {
+    const int j0 = blk * BN;
+    cp_async_wait<1>();
+    __syncthreads();
+    // S = Q K^T for this warp's 16 rows x BN keys.
+    float s[BN / 8][4];
+#pragma unroll
+    for (int n = 0; n < BN / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < DP / 16; ++kk) {
+      unsigned a[4];
+      const bf16* q0 = Qs + qr * SD + kk * 16 + 2 * tig;
+      a[0] = lds32(q0);
+      a[1] = lds32(q0 + 8 * SD);
+      a[2] = lds32(q0 + 8);
+      a[3] = lds32(q0 + 8 * SD + 8);
+#pragma unroll
+      for (int n = 0; n < BN / 8; ++n) {
+        const bf16* k0 = Ks + (n * 8 + gid) * SD + kk * 16 + 2 * tig;
+        mma_bf16(s[n], a, lds32(k0), lds32(k0 + 8));
+      }
+    }
+    __syncthreads();  // everyone is done with Ks
+    const bool more = blk + 1 < blk_hi;
+    if (more) {
+      load_kv_tile<DP, SD>(Ks, kbase, p.k_row, j0 + BN, BN, kv_hi, p.D);
+      cp_async_commit();
+    }
+    // Online softmax on fp32 logits.
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int n = 0; n < BN / 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int j = j0 + n * 8 + 2 * tig + (e & 1);
+        float x = s[n][e] * p.scale;
+        if (j >= kv_hi) x = -INFINITY;                 // not a key of this range
+        else if (mask && mask[j] == 0) x = kMaskValue;  // masked: finite constant
+        s[n][e] = x;
+        mx[e >> 1] = fmaxf(mx[e >> 1], x);
+      }
+    }
+    float alpha[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+      const float m_new = fmaxf(m_run[r], mx[r]);  // finite: the block holds >= 1 key
+      alpha[r] = exp2f((m_run[r] - m_new) * kLog2e);
+      m_run[r] = m_new;
+      l_run[r] *= alpha[r];
+    }
+#pragma unroll
+    for (int n = 0; n < BN / 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float pe = exp2f((s[n][e] - m_run[e >> 1]) * kLog2e);
+        s[n][e] = pe;
+        l_run[e >> 1] += pe;
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < DP / 8; ++i) {
+      o[i][0] *= alpha[0]; o[i][1] *= alpha[0];
+      o[i][2] *= alpha[1]; o[i][3] *= alpha[1];
+    }
+    if (more) cp_async_wait<1>(); else cp_async_wait<0>();
+    __syncthreads();  // V tile visible
+    // O += P V
+#pragma unroll
+    for (int ks = 0; ks < BN / 16; ++ks) {
+      unsigned a[4];
+      a[0] = pack_bf16(s[2 * ks][0], s[2 * ks][1]);
+      a[1] = pack_bf16(s[2 * ks][2], s[2 * ks][3]);
+      a[2] = pack_bf16(s[2 * ks + 1][0], s[2 * ks + 1][1]);
+      a[3] = pack_bf16(s[2 * ks + 1][2], s[2 * ks + 1][3]);
+#pragma unroll
+      for (int np = 0; np < DP / 16; ++np) {
+        const int mat = lane >> 3;
+        const bf16* vp = Vs + (ks * 16 + (lane & 7) + (mat & 1) * 8) * SD + np * 16 + (mat >> 1) * 8;
+        unsigned bfr[4];
+        ldmatrix_x4_trans(bfr, vp);
+        mma_bf16(o[2 * np], a, bfr[0], bfr[1]);
+        mma_bf16(o[2 * np + 1], a, bfr[2], bfr[3]);
+      }
+    }
+    __syncthreads();  // everyone is done with Vs
+    if (more) {
+      load_kv_tile<DP, SD>(Vs, vbase, p.v_row, j0 + BN, BN, kv_hi, p.D);
+      cp_async_commit();
+    }
+  }
+  cp_async_wait<0>();
+
+  // Epilogue: full row sums, normalise, write bf16 (or fp32 partials + lse for split-K).
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 1);
+    l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 2);
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int R = m0 + qr + r * 8;
+    if (R >= rows) continue;
+    const int t = R / p.G, h = kvh * p.G + R % p.G;
+    const float inv = l_run[r] > 0.f ? 1.f / l_run[r] : 0.f;
+    if (p.splits == 1) {
+      bf16* dst = p.o + b * p.o_batch + t * p.o_row + (long long)h * p.D;
+#pragma unroll
+      for (int i = 0; i < DP / 8; ++i) {
+        const int col = i * 8 + 2 * tig;
+        if (col < p.D) {
+          *reinterpret_cast<__nv_bfloat162*>(dst + col) =
+              __floats2bfloat162_rn(o[i][2 * r] * inv, o[i][2 * r + 1] * inv);
+        }
+      }
+    } else {
+      const long long prow = (((long long)split * p.batch + b) * p.H + h) * p.Lq + t;
+      float* dst = p.ws_o + prow * p.D;
+#pragma unroll
+      for (int i = 0; i < DP / 8; ++i) {
+        const int col = i * 8 + 2 * tig;
+        if (col < p.D) {
+          *reinterpret_cast<float2*>(dst + col) = make_float2(o[i][2 * r] * inv, o[i][2 * r + 1] * inv);
+        }
+      }
+      if (tig == 0) p.ws_lse[prow] = l_run[r] > 0.f ? m_run[r] + logf(l_run[r]) : -INFINITY;
+    }
+  }
+}
+
+// One warp per (split-merged) output row: weights exp(lse_s - max lse).
+__global__ void attn_combine_kernel(Params p) {
+  const int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+  const int lane = threadIdx.x & 31;
+  const int total = p.batch * p.H * p.Lq;
+  if (warp >= total) return;
+  const int t = warp % p.Lq, h = (warp / p.Lq) % p.H, b = warp / (p.Lq * p.H);
+  const long long stride = (long long)p.batch * p.H * p.Lq;
+  float mx = -INFINITY;
+  for (int s = 0; s < p.splits; ++s) mx = fmaxf(mx, p.ws_lse[s * stride + warp]);
+  float wsum = 0.f;
+  for (int s = 0; s < p.splits; ++s) {
+    const float l = p.ws_lse[s * stride + warp];
+    wsum += l == -INFINITY ? 0.f : expf(l - mx);
+  }
+  const float inv = wsum > 0.f ? 1.f / wsum : 0.f;
+  bf16* dst = p.o + b * p.o_batch + t * p.o_row + (long long)h * p.D;
+  for (int d = lane; d < p.D; d += 32) {
+    float acc = 0.f;
+    for (int s = 0; s < p.splits; ++s) {
+      const float l = p.ws_lse[s * stride + warp];
+      if (l != -INFINITY) acc += expf(l - mx) * p.ws_o[(s * stride + warp) * p.D + d];
+    }
+    dst[d] = __float2bfloat16_rn(acc * inv);
+  }
+}
+
+template <int DP, int BN>
+void launch_dp(const Params& p, dim3 grid, cudaStream_t s) {
+  constexpr int smem = (kBlockM + 2 * BN) * (DP + 8) * static_cast<int>(sizeof(bf16));
+  static bool attr_set = false;  // one-time, host-side; safe before/inside capture
+  if (!attr_set) {
+    check_cuda(cudaFuncSetAttribute(attn_kernel<DP, BN>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
+               "attention: cudaFuncSetAttribute");
+    attr_set = true;
+  }
+  attn_kernel<DP, BN><<<grid, kWarps * 32, smem, s>>>(p);
+}
+
+}  // namespace
+
+size_t attention_workspace_bytes(i64 batch, i64 Lq, i64 H, i64 D, i64 splits) {
+  if (splits <= 1) return 0;
+  return static_cast<size_t>(splits) * batch * H * Lq * (D + 1) * sizeof(float);
+}
+
+void attention(const AttnArgs& a) {
+  const char* w = "attention";
+  check_positive(a.batch, w, "batch");
+  check_positive(a.Lq, w, "Lq");
+  check_positive(a.Lk, w, "Lk");
+  check_positive(a.H, w, "H");
+  check_positive(a.Hkv, w, "Hkv");
+  check_positive(a.D, w, "D");
+  check_multiple(a.H, a.Hkv, w, "H (query heads per KV head)");
+  check_multiple(a.D, 8, w, "D (head_dim)");
+  check(a.D <= 256, w, "head_dim D must be <= 256");
+  check(a.splits >= 1 && a.splits <= 64, w, "splits must be in [1, 64]");
+  check_ptr(a.q, w, "q", 16);
+  check_ptr(a.k, w, "k", 16);
+  check_ptr(a.v, w, "v", 16);
+  check_ptr(a.o, w, "o", 4);
+  check_ptr(a.kv_len, w, "kv_len", 4, true);
+  check_ptr(a.key_mask, w, "key_mask", 1, true);
+  for (auto st : {a.q_row, a.k_row, a.v_row, a.q_batch, a.k_batch, a.v_batch}) {
+    check(st % 8 == 0, w, "q/k/v strides must be multiples of 8 elements (16-byte rows), got " +
+                              std::to_string(st));
+  }
+  check(a.o_row % 2 == 0 && a.o_batch % 2 == 0, w, "o strides must be even");
+  check(a.q_row >= a.H * a.D && a.o_row >= a.H * a.D, w,
+        "q_row/o_row strides must cover H * D elements (rows overlap otherwise)");
+  check(a.k_row >= a.Hkv * a.D && a.v_row >= a.Hkv * a.D, w,
+        "k_row/v_row strides must cover Hkv * D elements");
+  check(a.batch == 1 || (a.q_batch > 0 && a.k_batch > 0 && a.v_batch > 0 && a.o_batch > 0), w,
+        "batch > 1 needs batch strides");
+  const i64 G = a.H / a.Hkv;
+  check(a.Lq * G < (1ll << 30) && a.Lk < (1ll << 30), w, "sequence too long");
+  Params p{};
+  p.q = as_ptr<const bf16>(a.q); p.k = as_ptr<const bf16>(a.k); p.v = as_ptr<const bf16>(a.v);
+  p.o = as_ptr<bf16>(a.o);
+  p.Lq = static_cast<int>(a.Lq); p.Lk = static_cast<int>(a.Lk);
+  p.H = static_cast<int>(a.H); p.Hkv = static_cast<int>(a.Hkv); p.G = static_cast<int>(G);
+  p.D = static_cast<int>(a.D);
+  p.q_row = a.q_row; p.k_row = a.k_row; p.v_row = a.v_row; p.o_row = a.o_row;
+  p.q_batch = a.q_batch; p.k_batch = a.k_batch; p.v_batch = a.v_batch; p.o_batch = a.o_batch;
+  p.scale = a.scale;
+  p.kv_len = as_ptr<const int>(a.kv_len); p.kv_len_add = static_cast<int>(a.kv_len_add);
+  p.key_mask = as_ptr<const unsigned char>(a.key_mask);
+  p.splits = static_cast<int>(a.splits);
+  p.batch = static_cast<int>(a.batch);
+  if (a.splits > 1) {
+    const size_t need = attention_workspace_bytes(a.batch, a.Lq, a.H, a.D, a.splits);
+    check(a.workspace != 0 && a.workspace_bytes >= need, w,
+          "splits > 1 needs a workspace of attention_workspace_bytes(...) = " +
+              std::to_string(need) + " bytes, got " + std::to_string(a.workspace_bytes));
+    check_ptr(a.workspace, w, "workspace", 16);
+    p.ws_o = as_ptr<float>(a.workspace);
+    p.ws_lse = p.ws_o + static_cast<size_t>(a.splits) * a.batch * a.H * a.Lq * a.D;
+  }
+  cudaStream_t s = as_stream(a.stream);
+  dim3 grid(ceil_div(a.Lq * G, kBlockM), static_cast<unsigned>(a.batch * a.Hkv),
+            static_cast<unsigned>(a.splits));
+  if (a.D <= 16) launch_dp<16, 64>(p, grid, s);
+  else if (a.D <= 32) launch_dp<32, 64>(p, grid, s);
+  else if (a.D <= 64) launch_dp<64, 64>(p, grid, s);
+  else if (a.D <= 80) launch_dp<80, 64>(p, grid, s);
+  else if (a.D <= 128) launch_dp<128, 64>(p, grid, s);
+  else launch_dp<256, 32>(p, grid, s);
+  check_launch(w);
+  if (a.splits > 1) {
+    const i64 rows = a.batch * a.H * a.Lq;
+    attn_combine_kernel<<<ceil_div(rows * 32, 256), 256, 0, s>>>(p);
+    check_launch("attention (split-K combine)");
+  }
+}
+
+}  // namespace flash_rt

@@ -1,0 +1,367 @@
+// pybind11 module flash_rt_kernels: the only file with m.def. Every binding is
+// unconditional and forwards to a launcher in ops.h that is compiled for every GPU_ARCH
+// (see docs/kernels.md and test/kernels/test_build_inventory.py). Pointers are Python
+// ints (tensor.data_ptr()), `stream` is an int cudaStream_t (torch: stream.cuda_stream).
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "common.h"
+#include "ops.h"
+
+#ifndef FLASH_RT_GPU_ARCHS
+#define FLASH_RT_GPU_ARCHS "unknown"
+#endif
+
+namespace py = pybind11;
+using namespace flash_rt;
+
+namespace {
+
+GemmArgs make_gemm(ptr_t a, ptr_t b, ptr_t d, i64 M, i64 N, i64 K, ptr_t a_scale,
+                   ptr_t b_scale, ptr_t stream, ptr_t bias, ptr_t c, Epilogue epi, OutType out,
+                   ptr_t d_scale_inv, ptr_t ws, size_t ws_bytes, bool fast_accum) {
+  GemmArgs g;
+  g.a = a; g.b = b; g.d = d; g.M = M; g.N = N; g.K = K;
+  g.a_scale = a_scale; g.b_scale = b_scale; g.stream = stream;
+  g.bias = bias; g.c = c; g.epilogue = epi; g.out_type = out; g.d_scale_inv = d_scale_inv;
+  g.workspace = ws; g.workspace_bytes = ws_bytes; g.fast_accum = fast_accum;
+  return g;
+}
+
+py::dict autotune_dict(const AutotuneResult& r) {
+  py::dict d;
+  d["candidates"] = r.candidates;
+  d["chosen"] = r.chosen;
+  d["best_us"] = r.best_us;
+  d["heuristic_us"] = r.heuristic_us;
+  return d;
+}
+
+AttnArgs attn_base(ptr_t q, ptr_t k, ptr_t v, ptr_t o, ptr_t stream) {
+  AttnArgs a;
+  a.q = q; a.k = k; a.v = v; a.o = o; a.stream = stream;
+  return a;
+}
+
+const char* kGemmDoc = R"doc(
+{name}: D (M, N) = A (M, K) @ B (N, K)^T [+ bias] [GELU-tanh] [+ C], fp32 accumulate.
+
+Pointers (device, row-major, contiguous):
+  a: (M, K) activations; b: (N, K) weight in nn.Linear layout (out_features, in_features);
+  d: (M, N) output. {types}
+  bias: (N,) added to every row (epilogue BIAS / BIAS_GELU), dtype of the 16-bit output
+        (bf16 when out_dtype is FP8). c: optional residual (M, N), same 16-bit dtype,
+        D = ... + C (beta = 1); c may equal d (in-place residual add).
+  workspace/workspace_bytes: optional cuBLASLt scratch (256-byte aligned); 32 MiB suggested.
+Constraints: K % 16 == 0 (FP8) or % 8 (bf16), N % 8 == 0, pointers 16-byte aligned.
+Algorithm: the cached per-shape choice ({name}_autotune sets it), else cuBLASLt's first
+heuristic. No allocation, no sync: safe inside CUDA Graph capture.
+)doc";
+
+std::string gemm_doc(const char* name, const char* types) {
+  std::string s = kGemmDoc;
+  for (auto [key, val] : {std::pair<std::string, std::string>{"{name}", name}, {"{types}", types}}) {
+    for (size_t pos; (pos = s.find(key)) != std::string::npos;) s.replace(pos, key.size(), val);
+  }
+  return s;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(flash_rt_kernels, m) {
+  m.doc() = "flash_rt CUDA kernels: raw-pointer launchers, capture-safe (see docs/kernels.md)";
+  // Translate our errors here: module-local translators run before the global ones other
+  // extensions (torch) register, so our exceptions never reach foreign C++ runtimes.
+  // (The crash seen on the device image came from iostreams/locales, see CMakeLists.txt.)
+  py::register_local_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const std::invalid_argument& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    } catch (const std::exception& e) {
+      PyErr_SetString(PyExc_RuntimeError, e.what());
+    }
+  });
+  m.attr("MASK_VALUE") = kMaskValue;
+  m.attr("E4M3_MAX") = kE4M3Max;
+
+  py::enum_<Epilogue>(m, "Epilogue", "GEMM epilogue fused by cuBLASLt")
+      .value("NONE", Epilogue::kNone)
+      .value("BIAS", Epilogue::kBias)
+      .value("GELU", Epilogue::kGelu)
+      .value("BIAS_GELU", Epilogue::kBiasGelu);
+  py::enum_<OutType>(m, "OutDtype", "GEMM output dtype")
+      .value("BF16", OutType::kBF16)
+      .value("FP16", OutType::kFP16)
+      .value("FP8", OutType::kFP8);
+
+  // ------------------------------------------------------------------ GEMM
+  m.def("gemm_fp8",
+        [](ptr_t a, ptr_t b, ptr_t d, i64 M, i64 N, i64 K, ptr_t a_scale, ptr_t b_scale,
+           ptr_t stream, ptr_t bias, ptr_t c, Epilogue epi, OutType out, ptr_t d_scale_inv,
+           ptr_t ws, size_t ws_bytes, bool fast_accum) {
+          gemm_fp8(make_gemm(a, b, d, M, N, K, a_scale, b_scale, stream, bias, c, epi, out,
+                             d_scale_inv, ws, ws_bytes, fast_accum));
+        },
+        py::arg("a"), py::arg("b"), py::arg("d"), py::arg("M"), py::arg("N"), py::arg("K"),
+        py::arg("a_scale"), py::arg("b_scale"), py::arg("stream"), py::kw_only(),
+        py::arg("bias") = 0, py::arg("c") = 0, py::arg("epilogue") = Epilogue::kNone,
+        py::arg("out_dtype") = OutType::kBF16, py::arg("d_scale_inv") = 0,
+        py::arg("workspace") = 0, py::arg("workspace_bytes") = 0,
+        py::arg("fast_accum") = false,
+        gemm_doc("gemm_fp8",
+                 "a, b: float8_e4m3fn; a_scale, b_scale: device float32 scalars (dequant\n"
+                 "  scales, real = fp8 * s); D = a_scale * b_scale * (A @ B^T) + ...\n"
+                 "  out_dtype BF16 | FP16 (FP8 output is disabled until validated; d_scale_inv\n"
+                 "  is reserved for it and must be 0). fast_accum: Hopper's faster, less\n"
+                 "  precise FP8 accumulation (off by default).")
+            .c_str());
+  m.def("gemm_bf16",
+        [](ptr_t a, ptr_t b, ptr_t d, i64 M, i64 N, i64 K, ptr_t stream, ptr_t bias, ptr_t c,
+           Epilogue epi, OutType out, ptr_t ws, size_t ws_bytes) {
+          gemm_bf16(make_gemm(a, b, d, M, N, K, 0, 0, stream, bias, c, epi, out, 0, ws, ws_bytes,
+                              false));
+        },
+        py::arg("a"), py::arg("b"), py::arg("d"), py::arg("M"), py::arg("N"), py::arg("K"),
+        py::arg("stream"), py::kw_only(), py::arg("bias") = 0, py::arg("c") = 0,
+        py::arg("epilogue") = Epilogue::kNone, py::arg("out_dtype") = OutType::kBF16,
+        py::arg("workspace") = 0, py::arg("workspace_bytes") = 0,
+        gemm_doc("gemm_bf16", "a, b: bfloat16; out_dtype BF16 only (cuBLASLt pairs bf16 in with bf16 out).").c_str());
+  m.def("gemm_fp8_autotune",
+        [](ptr_t a, ptr_t b, ptr_t d, i64 M, i64 N, i64 K, ptr_t a_scale, ptr_t b_scale,
+           ptr_t stream, ptr_t bias, ptr_t c, Epilogue epi, OutType out, ptr_t d_scale_inv,
+           ptr_t ws, size_t ws_bytes, bool fast_accum, int iters, int max_candidates) {
+          return autotune_dict(gemm_fp8_autotune(
+              make_gemm(a, b, d, M, N, K, a_scale, b_scale, stream, bias, c, epi, out,
+                        d_scale_inv, ws, ws_bytes, fast_accum),
+              iters, max_candidates));
+        },
+        py::arg("a"), py::arg("b"), py::arg("d"), py::arg("M"), py::arg("N"), py::arg("K"),
+        py::arg("a_scale"), py::arg("b_scale"), py::arg("stream"), py::kw_only(),
+        py::arg("bias") = 0, py::arg("c") = 0, py::arg("epilogue") = Epilogue::kNone,
+        py::arg("out_dtype") = OutType::kBF16, py::arg("d_scale_inv") = 0,
+        py::arg("workspace") = 0, py::arg("workspace_bytes") = 0,
+        py::arg("fast_accum") = false, py::arg("iters") = 20, py::arg("max_candidates") = 16,
+        "Time up to max_candidates cuBLASLt algorithms for this exact gemm_fp8 call (same\n"
+        "arguments) and cache the fastest measured for the shape: each candidate's `iters`\n"
+        "calls are replayed from a CUDA Graph on a private stream (GPU time, not launch rate).\n"
+        "Synchronises the stream and overwrites d (and accumulates into c when c == d):\n"
+        "run it on scratch buffers, never during CUDA Graph capture (raises ValueError).\n"
+        "Returns {candidates, chosen, best_us, heuristic_us}.");
+  m.def("gemm_bf16_autotune",
+        [](ptr_t a, ptr_t b, ptr_t d, i64 M, i64 N, i64 K, ptr_t stream, ptr_t bias, ptr_t c,
+           Epilogue epi, OutType out, ptr_t ws, size_t ws_bytes, int iters,
+           int max_candidates) {
+          return autotune_dict(gemm_bf16_autotune(
+              make_gemm(a, b, d, M, N, K, 0, 0, stream, bias, c, epi, out, 0, ws, ws_bytes,
+                        false),
+              iters, max_candidates));
+        },
+        py::arg("a"), py::arg("b"), py::arg("d"), py::arg("M"), py::arg("N"), py::arg("K"),
+        py::arg("stream"), py::kw_only(), py::arg("bias") = 0, py::arg("c") = 0,
+        py::arg("epilogue") = Epilogue::kNone, py::arg("out_dtype") = OutType::kBF16,
+        py::arg("workspace") = 0, py::arg("workspace_bytes") = 0, py::arg("iters") = 20,
+        py::arg("max_candidates") = 16,
+        "gemm_bf16 counterpart of gemm_fp8_autotune (same contract).");
+  m.def("gemm_cache_size", &gemm_cache_size, "Number of cached GEMM plans (shape x config).");
+  m.def("gemm_cache_clear", &gemm_cache_clear, "Drop all cached GEMM plans and tunings.");
+
+  // ------------------------------------------------------------------ norms
+  m.def("layernorm_fp8", &layernorm_fp8, py::arg("x"), py::arg("w"), py::arg("b"),
+        py::arg("out"), py::arg("out_scale"), py::arg("M"), py::arg("N"), py::arg("eps"),
+        py::arg("stream"),
+        "out (M, N) fp8 = sat(LayerNorm(x) * w + b) / s), s = *out_scale (device float32).\n"
+        "x: (M, N) bf16 rows; w, b: (N,) bf16. Statistics in fp32 (two-pass variance).\n"
+        "N % 8 == 0, N <= 8192. Not in place.");
+  m.def("layernorm_bf16", &layernorm_bf16, py::arg("x"), py::arg("w"), py::arg("b"),
+        py::arg("out"), py::arg("M"), py::arg("N"), py::arg("eps"), py::arg("stream"),
+        "out (M, N) bf16 = LayerNorm(x) * w + b; as layernorm_fp8 without quantisation.\n"
+        "out may equal x (in place).");
+  m.def("rmsnorm_fp8", &rmsnorm_fp8, py::arg("x"), py::arg("w"), py::arg("out"),
+        py::arg("out_scale"), py::arg("M"), py::arg("N"), py::arg("eps"), py::arg("add_one"),
+        py::arg("stream"),
+        "out (M, N) fp8 = sat(x * rsqrt(mean(x^2) + eps) * g / s), s = *out_scale, with\n"
+        "g = 1 + w (add_one=True, Gemma), g = w (add_one=False), or g = 1 when w == 0\n"
+        "(weight folded into the next GEMM). x: (M, N) bf16; w: (N,) bf16. fp32 statistics.");
+  m.def("rmsnorm_bf16", &rmsnorm_bf16, py::arg("x"), py::arg("w"), py::arg("out"),
+        py::arg("M"), py::arg("N"), py::arg("eps"), py::arg("add_one"), py::arg("stream"),
+        "rmsnorm_fp8 with a bf16 output (out may equal x).");
+  m.def("adarms_fp8", &adarms_fp8, py::arg("x"), py::arg("mod"), py::arg("out"),
+        py::arg("out_scale"), py::arg("M"), py::arg("N"), py::arg("eps"),
+        py::arg("rows_per_cond"), py::arg("stream"),
+        "Pi0.5 adaRMS: out (M, N) fp8 = sat((rms(x) * (1 + scale) + shift) / s).\n"
+        "mod: device float32 (conds, 3N) table [scale | shift | gate] (precomputed per flow\n"
+        "step: pass the pointer of this step's row block); row m uses cond m // rows_per_cond\n"
+        "(pass rows_per_cond >= M for one condition). x: (M, N) bf16.");
+  m.def("adarms_bf16", &adarms_bf16, py::arg("x"), py::arg("mod"), py::arg("out"),
+        py::arg("M"), py::arg("N"), py::arg("eps"), py::arg("rows_per_cond"),
+        py::arg("stream"), "adarms_fp8 with a bf16 output.");
+  m.def("gated_residual_adarms_fp8", &gated_residual_adarms_fp8, py::arg("x"), py::arg("y"),
+        py::arg("gate_mod"), py::arg("norm_mod"), py::arg("out"), py::arg("out_scale"),
+        py::arg("M"), py::arg("N"), py::arg("eps"), py::arg("rows_per_cond"),
+        py::arg("stream"),
+        "Fused gated_residual + adarms_fp8: x (M, N) bf16 is updated IN PLACE to\n"
+        "bf16(x + gate * y) with gate = gate_mod[cond, 2N:3N]; then out = adarms_fp8 of the\n"
+        "updated x with norm_mod. Bit-identical to the two separate calls.");
+
+  // ------------------------------------------------------------------ elementwise
+  m.def("gated_residual", &gated_residual, py::arg("x"), py::arg("y"), py::arg("mod"),
+        py::arg("M"), py::arg("N"), py::arg("rows_per_cond"), py::arg("stream"),
+        "IN PLACE x (M, N) bf16 = bf16(x + gate * y), gate = mod[cond(m), 2N:3N] (the fp32\n"
+        "[scale | shift | gate] adaRMS table of the norm that produced y's input).");
+  m.def("geglu_fp8", &geglu_fp8, py::arg("gu"), py::arg("out"), py::arg("out_scale"),
+        py::arg("M"), py::arg("F"), py::arg("stream"),
+        "out (M, F) fp8 = sat(gelu_tanh(g) * u / s); gu: (M, 2F) bf16 = [g | u] (output of\n"
+        "one GEMM with the weights [W_gate; W_up] stacked along N). F % 8 == 0.");
+  m.def("geglu_bf16", &geglu_bf16, py::arg("gu"), py::arg("out"), py::arg("M"), py::arg("F"),
+        py::arg("stream"), "geglu_fp8 with a bf16 (M, F) output.");
+  m.def("quantize_fp8_static", &quantize_fp8_static, py::arg("x"), py::arg("out"),
+        py::arg("scale"), py::arg("n"), py::arg("stream"),
+        "out[i] fp8 = sat(x[i] / s), s = *scale (device float32); x: n bf16; n % 8 == 0.\n"
+        "Bit-identical to torch (x.float() / s).clamp(-448, 448).to(float8_e4m3fn).");
+  m.def("quantize_fp8_dynamic", &quantize_fp8_dynamic, py::arg("x"), py::arg("out"),
+        py::arg("scale_out"), py::arg("amax_ws"), py::arg("n"), py::arg("stream"),
+        "s = max(amax|x|, 1e-12) / 448 computed on the device, written to *scale_out, and\n"
+        "out = quantize(x, s). amax_ws: one device float32 of scratch (zeroed here by a\n"
+        "memset node). Three stream operations, capture-safe.");
+  m.def("amax_update", &amax_update, py::arg("x"), py::arg("n"), py::arg("amax"),
+        py::arg("stream"),
+        "Running max for calibration: *amax = max(*amax, max |x|) (no reset; NaN ignored).");
+  m.def("euler_step", &euler_step, py::arg("x"), py::arg("v"), py::arg("x_bf16"), py::arg("n"),
+        py::arg("dt"), py::arg("stream"),
+        "Flow-matching Euler update IN PLACE: x (n,) fp32 = x + dt * v, v: (n,) bf16;\n"
+        "x_bf16 (nullable): also writes bf16(x_new). Bit-identical to torch x + dt * v.float().");
+
+  // ------------------------------------------------------------------ rope / embed / image
+  m.def("rope_qkv_split", &rope_qkv_split, py::arg("qkv"), py::arg("positions"),
+        py::arg("q_out"), py::arg("k_cache"), py::arg("v_cache"), py::arg("cache_offset"),
+        py::arg("M"), py::arg("H"), py::arg("Hkv"), py::arg("D"), py::arg("cache_rows"),
+        py::arg("theta"), py::arg("q_scale"), py::arg("stream"),
+        "Split a merged QKV projection and apply RoPE (rotate-half; radians = pos /\n"
+        "theta^((2/D) i), i < D/2) to q and k. qkv: (M, (H + 2 Hkv) D) bf16 as\n"
+        "[q heads | k heads | v heads]; positions: (M,) int32 device; q_out: (M, H D) bf16\n"
+        "= rope(q) * q_scale; k_cache, v_cache: (cache_rows, Hkv D) bf16: token m goes to row\n"
+        "*cache_offset + m (int32 device scalar, 0 when cache_offset == 0); rows outside\n"
+        "[0, cache_rows) are dropped. D % 16 == 0.");
+  m.def("embed_gather", &embed_gather, py::arg("ids"), py::arg("table"), py::arg("out"),
+        py::arg("M"), py::arg("N"), py::arg("vocab"), py::arg("scale"), py::arg("stream"),
+        "out (M, N) bf16 = bf16(table[ids[m]] * scale); ids: (M,) int32 device; table:\n"
+        "(vocab, N) bf16. Ids outside [0, vocab) give a zero row.");
+  m.def("resized_shape", &resized_shape, py::arg("H"), py::arg("W"), py::arg("S"),
+        "(new_h, new_w) of the resize-with-pad of an HxW image to SxS (host only).");
+  m.def("image_patches", &image_patches, py::arg("src"), py::arg("out"), py::arg("H"),
+        py::arg("W"), py::arg("S"), py::arg("P"), py::arg("out_row_stride"), py::arg("stream"),
+        "uint8 camera image -> SigLIP patch rows. src: (H, W, 3) uint8 RGB contiguous;\n"
+        "out: (G*G, out_row_stride) bf16, G = S / P, row = patch (row-major over the grid),\n"
+        "column c*P*P + ky*P + kx (conv weight order); columns >= 3*P*P are written 0 (pad\n"
+        "K to a multiple of 16 for the GEMM). Pixels: resize-with-pad to SxS (see\n"
+        "resized_shape; bilinear half-pixel, no antialias, round half even, centred 0 pad),\n"
+        "then x / 255 * 2 - 1. Returns (new_h, new_w).");
+
+  // ------------------------------------------------------------------ attention
+  m.def("attention_workspace_bytes", &attention_workspace_bytes, py::arg("batch"),
+        py::arg("Lq"), py::arg("H"), py::arg("D"), py::arg("splits"),
+        "Bytes of scratch the attention bindings need for `splits` > 1 (0 otherwise).");
+  m.def("attention",
+        [](ptr_t q, ptr_t k, ptr_t v, ptr_t o, i64 batch, i64 Lq, i64 Lk, i64 H, i64 Hkv,
+           i64 D, i64 q_row, i64 k_row, i64 v_row, i64 o_row, float scale, ptr_t stream,
+           i64 q_batch, i64 k_batch, i64 v_batch, i64 o_batch, ptr_t kv_len, i64 kv_len_add,
+           ptr_t key_mask, i64 splits, ptr_t ws, size_t ws_bytes) {
+          AttnArgs a = attn_base(q, k, v, o, stream);
+          a.batch = batch; a.Lq = Lq; a.Lk = Lk; a.H = H; a.Hkv = Hkv; a.D = D;
+          a.q_row = q_row; a.k_row = k_row; a.v_row = v_row; a.o_row = o_row;
+          a.q_batch = q_batch; a.k_batch = k_batch; a.v_batch = v_batch; a.o_batch = o_batch;
+          a.scale = scale; a.kv_len = kv_len; a.kv_len_add = kv_len_add; a.key_mask = key_mask;
+          a.splits = splits; a.workspace = ws; a.workspace_bytes = ws_bytes;
+          attention(a);
+        },
+        py::arg("q"), py::arg("k"), py::arg("v"), py::arg("o"), py::arg("batch"), py::arg("Lq"),
+        py::arg("Lk"), py::arg("H"), py::arg("Hkv"), py::arg("D"), py::arg("q_row"),
+        py::arg("k_row"), py::arg("v_row"), py::arg("o_row"), py::arg("scale"),
+        py::arg("stream"), py::kw_only(), py::arg("q_batch") = 0, py::arg("k_batch") = 0,
+        py::arg("v_batch") = 0, py::arg("o_batch") = 0, py::arg("kv_len") = 0,
+        py::arg("kv_len_add") = 0, py::arg("key_mask") = 0, py::arg("splits") = 1,
+        py::arg("workspace") = 0, py::arg("workspace_bytes") = 0,
+        "Generic exact-softmax attention, bf16 in/out, fp32 softmax and accumulation.\n"
+        "Head h of token t: q[b*q_batch + t*q_row + h*D + (0..D)] (strides in elements);\n"
+        "k, v likewise with Hkv heads (query head h uses KV head h // (H // Hkv)); o like q.\n"
+        "Keys used: j < Lk, or j < clamp(kv_len[b] + kv_len_add, 0, Lk) when kv_len (int32\n"
+        "(batch,) device) is given; key_mask (uint8 (batch, Lk), 0 = masked) sets a logit to\n"
+        "MASK_VALUE (finite). Every query attends to all used keys (no causal mask).\n"
+        "scale multiplies q.k. splits > 1 splits the keys over blocks (for few queries) and\n"
+        "needs workspace >= attention_workspace_bytes(batch, Lq, H, D, splits).\n"
+        "D % 8 == 0, D <= 256; q/k/v 16-byte aligned with strides % 8 == 0.");
+  m.def("attention_siglip",
+        [](ptr_t qkv, ptr_t out, i64 views, i64 tokens, i64 heads, i64 head_dim,
+           ptr_t stream) {
+          const i64 W = heads * head_dim;
+          AttnArgs a = attn_base(qkv, qkv + W * 2, qkv + 2 * W * 2, out, stream);
+          a.batch = views; a.Lq = tokens; a.Lk = tokens; a.H = heads; a.Hkv = heads;
+          a.D = head_dim; a.q_row = a.k_row = a.v_row = 3 * W; a.o_row = W;
+          a.q_batch = a.k_batch = a.v_batch = tokens * 3 * W; a.o_batch = tokens * W;
+          a.scale = 1.f / std::sqrt(static_cast<float>(head_dim));
+          attention(a);
+        },
+        py::arg("qkv"), py::arg("out"), py::arg("views"), py::arg("tokens"), py::arg("heads"),
+        py::arg("head_dim"), py::arg("stream"),
+        "SigLIP bidirectional self-attention per view. qkv: (views*tokens, 3*W) bf16 from\n"
+        "one merged projection laid out [q | k | v], W = heads*head_dim; out: (views*tokens,\n"
+        "W) bf16. scale = head_dim^-0.5. Views never attend to each other.");
+  m.def("attention_prefix",
+        [](ptr_t q, ptr_t k_cache, ptr_t v_cache, ptr_t out, i64 L, i64 heads, i64 kv_heads,
+           i64 head_dim, ptr_t valid_len, float scale, ptr_t stream, ptr_t key_mask,
+           i64 splits, ptr_t ws, size_t ws_bytes) {
+          AttnArgs a = attn_base(q, k_cache, v_cache, out, stream);
+          a.Lq = L; a.Lk = L; a.H = heads; a.Hkv = kv_heads; a.D = head_dim;
+          a.q_row = heads * head_dim; a.o_row = heads * head_dim;
+          a.k_row = a.v_row = kv_heads * head_dim;
+          a.kv_len = valid_len; a.key_mask = key_mask; a.scale = scale;
+          a.splits = splits; a.workspace = ws; a.workspace_bytes = ws_bytes;
+          attention(a);
+        },
+        py::arg("q"), py::arg("k_cache"), py::arg("v_cache"), py::arg("out"), py::arg("L"),
+        py::arg("heads"), py::arg("kv_heads"), py::arg("head_dim"), py::arg("valid_len"),
+        py::arg("scale"), py::arg("stream"), py::kw_only(), py::arg("key_mask") = 0,
+        py::arg("splits") = 1, py::arg("workspace") = 0, py::arg("workspace_bytes") = 0,
+        "Prefix (Gemma) bidirectional GQA attention over valid tokens. q: (L, heads*head_dim)\n"
+        "bf16 (post-RoPE, from rope_qkv_split); k_cache, v_cache: (>= L, kv_heads*head_dim)\n"
+        "bf16; out: (L, heads*head_dim). Keys j < *valid_len (int32 device scalar, so one\n"
+        "graph serves any prompt length) and key_mask[j] != 0 (optional uint8 (L,)). Rows\n"
+        "t >= valid_len are computed too (finite, ignored downstream).");
+  m.def("attention_decoder",
+        [](ptr_t q, ptr_t k_cache, ptr_t v_cache, ptr_t out, i64 n_q, i64 cache_rows,
+           i64 heads, i64 kv_heads, i64 head_dim, ptr_t prefix_len, float scale, ptr_t stream,
+           ptr_t key_mask, i64 splits, ptr_t ws, size_t ws_bytes) {
+          AttnArgs a = attn_base(q, k_cache, v_cache, out, stream);
+          a.Lq = n_q; a.Lk = cache_rows; a.H = heads; a.Hkv = kv_heads; a.D = head_dim;
+          a.q_row = heads * head_dim; a.o_row = heads * head_dim;
+          a.k_row = a.v_row = kv_heads * head_dim;
+          a.kv_len = prefix_len; a.kv_len_add = n_q; a.key_mask = key_mask; a.scale = scale;
+          a.splits = splits; a.workspace = ws; a.workspace_bytes = ws_bytes;
+          attention(a);
+        },
+        py::arg("q"), py::arg("k_cache"), py::arg("v_cache"), py::arg("out"), py::arg("n_q"),
+        py::arg("cache_rows"), py::arg("heads"), py::arg("kv_heads"), py::arg("head_dim"),
+        py::arg("prefix_len"), py::arg("scale"), py::arg("stream"), py::kw_only(),
+        py::arg("key_mask") = 0, py::arg("splits") = 1, py::arg("workspace") = 0,
+        py::arg("workspace_bytes") = 0,
+        "Action-expert attention: n_q suffix queries (q: (n_q, heads*head_dim) bf16) against\n"
+        "the cached prefix K/V plus their own K/V, which rope_qkv_split wrote at cache rows\n"
+        "[*prefix_len, *prefix_len + n_q) (cache_offset = prefix_len). Keys: rows\n"
+        "j < *prefix_len + n_q of k_cache/v_cache (cache_rows, kv_heads*head_dim); every\n"
+        "suffix token sees every valid prefix token and all suffix tokens (Pi0.5).\n"
+        "key_mask: optional uint8 (cache_rows,). Use splits (split-K) for few queries.");
+
+  m.def("built_archs", [] {
+    std::vector<std::string> v;
+    std::string s = FLASH_RT_GPU_ARCHS;
+    size_t start = 0;
+    while (start <= s.size()) {
+      size_t e = s.find(',', start);
+      if (e == std::string::npos) e = s.size();
+      if (e > start) v.push_back(s.substr(start, e - start));
+      start = e + 1;
+    }
+    return v;
+  }, "GPU architectures compiled into this module (e.g. ['90a', '110a', '120a']).");
+}

@@ -1,0 +1,154 @@
+// Shared host/device helpers for flash_rt_kernels: argument checks that raise clear
+// Python errors, CUDA error propagation, and small vector / FP8 conversion utilities.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp8.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <stdexcept>
+#include <string>
+
+namespace flash_rt {
+
+// Finite mask constant of the reference implementation (not -inf: see docs/kernels.md).
+constexpr float kMaskValue = -2.3819763e38f;
+// Largest finite float8_e4m3fn value; quantizers saturate to +-kE4M3Max.
+constexpr float kE4M3Max = 448.0f;
+
+using bf16 = __nv_bfloat16;
+using fp8 = __nv_fp8_e4m3;
+
+// ---------------------------------------------------------------- host-side checks
+// Every public launcher validates its arguments before touching the GPU; a violation
+// throws std::invalid_argument, which pybind11 turns into a Python ValueError.
+
+[[noreturn]] inline void fail(const std::string& where, const std::string& what) {
+  throw std::invalid_argument(where + ": " + what);
+}
+
+inline void check(bool ok, const char* where, const std::string& what) {
+  if (!ok) fail(where, what);
+}
+
+inline void check_ptr(uintptr_t p, const char* where, const char* name, unsigned align,
+                      bool nullable = false) {
+  if (p == 0) {
+    if (!nullable) fail(where, std::string(name) + " is a null pointer");
+    return;
+  }
+  if (p % align != 0) {
+    // snprintf, not iostreams: no locale machinery in the module (see CMakeLists.txt)
+    char buf[160];
+    std::snprintf(buf, sizeof(buf), "%s = 0x%llx is not %u-byte aligned (misaligned view or "
+                  "offset into a tensor?)", name, static_cast<unsigned long long>(p), align);
+    fail(where, buf);
+  }
+}
+
+inline void check_positive(long long v, const char* where, const char* name) {
+  if (v <= 0) fail(where, std::string(name) + " must be > 0, got " + std::to_string(v));
+}
+
+inline void check_multiple(long long v, long long m, const char* where, const char* name) {
+  if (v % m != 0) {
+    fail(where, std::string(name) + " = " + std::to_string(v) + " must be a multiple of " +
+                    std::to_string(m));
+  }
+}
+
+// Raises std::runtime_error (Python RuntimeError) after a launch that failed.
+inline void check_launch(const char* where) {
+  cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) {
+    throw std::runtime_error(std::string(where) + ": CUDA launch failed: " +
+                             cudaGetErrorString(e));
+  }
+}
+
+inline void check_cuda(cudaError_t e, const char* where) {
+  if (e != cudaSuccess) {
+    throw std::runtime_error(std::string(where) + ": " + cudaGetErrorString(e));
+  }
+}
+
+inline cudaStream_t as_stream(uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }
+
+template <typename T>
+inline T* as_ptr(uintptr_t p) { return reinterpret_cast<T*>(p); }
+
+inline unsigned ceil_div(long long a, long long b) { return static_cast<unsigned>((a + b - 1) / b); }
+
+// ---------------------------------------------------------------- device helpers
+#ifdef __CUDACC__
+
+// Quantize with a dequantisation scale s (real = fp8 * s): q = sat(x / s), round to
+// nearest even. Division (not multiply by 1/s) so results match torch's x / s bit-exactly.
+__device__ __forceinline__ fp8 to_fp8(float x, float s) {
+  float v = __fdiv_rn(x, s);
+  v = fminf(fmaxf(v, -kE4M3Max), kE4M3Max);
+  return fp8(v);  // satfinite, round-to-nearest-even
+}
+
+struct alignas(16) Vec8bf16 { bf16 v[8]; };
+struct alignas(8) Vec8fp8 { fp8 v[8]; };
+
+__device__ __forceinline__ void load8(const bf16* p, float (&out)[8]) {
+  Vec8bf16 t = *reinterpret_cast<const Vec8bf16*>(p);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) out[i] = __bfloat162float(t.v[i]);
+}
+
+__device__ __forceinline__ void store8(bf16* p, const float (&in)[8]) {
+  Vec8bf16 t;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) t.v[i] = __float2bfloat16_rn(in[i]);
+  *reinterpret_cast<Vec8bf16*>(p) = t;
+}
+
+__device__ __forceinline__ void store8(fp8* p, const float (&in)[8], float s) {
+  Vec8fp8 t;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) t.v[i] = to_fp8(in[i], s);
+  *reinterpret_cast<Vec8fp8*>(p) = t;
+}
+
+// Output-type dispatch for kernels that can write either bf16 or FP8 (with scale).
+__device__ __forceinline__ void store8_out(bf16* p, const float (&in)[8], float) { store8(p, in); }
+__device__ __forceinline__ void store8_out(fp8* p, const float (&in)[8], float s) { store8(p, in, s); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Block-wide sum; `scratch` holds >= 32 floats. All threads get the result.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int nwarps = (blockDim.x + 31) >> 5;
+  v = warp_sum(v);
+  __syncthreads();  // scratch may still be read by a previous reduction
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float t = lane < nwarps ? scratch[lane] : 0.f;
+  return warp_sum(t);
+}
+
+__device__ __forceinline__ float gelu_tanh(float x) {
+  const float k0 = 0.7978845608028654f;  // sqrt(2/pi)
+  const float k1 = 0.044715f;
+  return 0.5f * x * (1.f + tanhf(k0 * (x + k1 * x * x * x)));
+}
+
+#endif  // __CUDACC__
+
+}  // namespace flash_rt

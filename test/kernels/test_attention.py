@@ -1,0 +1,164 @@
+"""Attention kernels vs an fp32 torch reference (and SDPA): SigLIP per view, prefix GQA
+with a device-side valid length and key mask, decoder against the KV cache with split-K,
+finite-mask semantics, contracts."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kutil import FULL, TINY, Guarded, ptr
+
+MASK = -2.3819763e38
+
+
+def attn_ref(q, k, v, scale, kv_len=None, key_mask=None):
+    """q (Lq, H, D), k/v (Lk, Hkv, D) fp32 -> (Lq, H, D); keys j < kv_len, masked keys get
+    the finite constant (the reference model's semantics)."""
+    kv_len = k.shape[0] if kv_len is None else kv_len
+    H, Hkv = q.shape[1], k.shape[1]
+    k = k[:kv_len].float().repeat_interleave(H // Hkv, 1)
+    v = v[:kv_len].float().repeat_interleave(H // Hkv, 1)
+    logits = torch.einsum("qhd,khd->hqk", q.float(), k) * scale
+    if key_mask is not None:
+        logits = torch.where(key_mask[:kv_len].bool()[None, None, :], logits,
+                             torch.tensor(MASK, device=q.device))
+    p = torch.softmax(logits, -1)
+    return torch.einsum("hqk,khd->qhd", p, v)
+
+
+def close(out, ref):
+    torch.testing.assert_close(out.float(), ref, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("cfg", [TINY, FULL], ids=["tiny", "full"])
+def test_siglip_per_view_matches_sdpa(fk, stream, cfg):
+    sc = cfg.siglip
+    V, T, H, D = cfg.num_views, cfg.tokens_per_view, sc.num_heads, sc.head_dim
+    W = H * D
+    qkv = torch.randn(V * T, 3 * W, device="cuda").bfloat16()
+    out = Guarded((V * T, W), torch.bfloat16)
+    fk.attention_siglip(ptr(qkv), ptr(out.t), V, T, H, D, stream)
+    out.check()
+    x = qkv.float().view(V, T, 3, H, D).permute(2, 0, 3, 1, 4)  # (3, V, H, T, D)
+    ref = F.scaled_dot_product_attention(x[0], x[1], x[2])  # fp32, per view
+    close(out.t.view(V, T, H, D), ref.permute(0, 2, 1, 3))
+
+
+def prefix_case(cfg, L, valid):
+    p = cfg.prefix
+    H, Hkv, D = p.num_heads, p.num_kv_heads, p.head_dim
+    q = torch.randn(L, H * D, device="cuda").bfloat16()
+    k = torch.randn(L + cfg.horizon, Hkv * D, device="cuda").bfloat16()
+    v = torch.randn(L + cfg.horizon, Hkv * D, device="cuda").bfloat16()
+    vl = torch.tensor([valid], dtype=torch.int32, device="cuda")
+    return H, Hkv, D, q, k, v, vl
+
+
+@pytest.mark.parametrize("cfg", [TINY, FULL], ids=["tiny", "full"])
+@pytest.mark.parametrize("splits", [1, 3])
+@pytest.mark.parametrize("masked", [False, True])
+def test_prefix_gqa_valid_len_and_key_mask(fk, stream, cfg, splits, masked):
+    L = cfg.max_prefix_len
+    valid = L - 77
+    H, Hkv, D, q, k, v, vl = prefix_case(cfg, L, valid)
+    km = None
+    if masked:
+        km = (torch.rand(L, device="cuda") > 0.3).to(torch.uint8)
+        km[: cfg.tokens_per_view] = 0  # a whole masked camera view
+    ws_bytes = fk.attention_workspace_bytes(1, L, H, D, splits)
+    ws = torch.empty(max(ws_bytes, 16), dtype=torch.uint8, device="cuda")
+    out = Guarded((L, H * D), torch.bfloat16)
+    scale = D ** -0.5
+    fk.attention_prefix(ptr(q), ptr(k), ptr(v), ptr(out.t), L, H, Hkv, D, ptr(vl), scale, stream,
+                        key_mask=ptr(km) if masked else 0, splits=splits, workspace=ptr(ws),
+                        workspace_bytes=ws_bytes)
+    out.check()
+    ref = attn_ref(q.view(L, H, D), k.view(-1, Hkv, D), v.view(-1, Hkv, D), scale, valid, km)
+    close(out.t.view(L, H, D), ref)
+
+
+@pytest.mark.parametrize("cfg,horizon", [(TINY, TINY.horizon), (FULL, FULL.horizon), (FULL, 10)],
+                         ids=["tiny", "full_h50", "full_h10"])
+@pytest.mark.parametrize("splits", [1, 8])
+def test_decoder_sees_prefix_and_own_suffix(fk, stream, cfg, horizon, splits):
+    L = cfg.max_prefix_len
+    prefix_len = L - 123
+    p = cfg.expert
+    H, Hkv, D = p.num_heads, p.num_kv_heads, p.head_dim
+    rows = L + horizon
+    q = torch.randn(horizon, H * D, device="cuda").bfloat16()
+    k = torch.randn(rows, Hkv * D, device="cuda").bfloat16()
+    v = torch.randn(rows, Hkv * D, device="cuda").bfloat16()
+    pl = torch.tensor([prefix_len], dtype=torch.int32, device="cuda")
+    ws_bytes = fk.attention_workspace_bytes(1, horizon, H, D, splits)
+    ws = torch.empty(max(ws_bytes, 16), dtype=torch.uint8, device="cuda")
+    out = Guarded((horizon, H * D), torch.bfloat16)
+    scale = D ** -0.5
+    fk.attention_decoder(ptr(q), ptr(k), ptr(v), ptr(out.t), horizon, rows, H, Hkv, D, ptr(pl),
+                         scale, stream, splits=splits, workspace=ptr(ws), workspace_bytes=ws_bytes)
+    out.check()
+    ref = attn_ref(q.view(horizon, H, D), k.view(rows, Hkv, D), v.view(rows, Hkv, D), scale,
+                   prefix_len + horizon)
+    close(out.t.view(horizon, H, D), ref)
+
+
+def test_fully_masked_keys_give_uniform_average_not_nan(fk, stream):
+    # where(mask, logits, -2.38e38) with every key masked -> softmax is uniform over the
+    # keys in range (finite), unlike -inf which gives NaN.
+    L, H, D = 40, 2, 16
+    q = torch.randn(L, H * D, device="cuda").bfloat16()
+    k = torch.randn(L, D, device="cuda").bfloat16()
+    v = torch.randn(L, D, device="cuda").bfloat16()
+    km = torch.zeros(L, dtype=torch.uint8, device="cuda")
+    vl = torch.tensor([30], dtype=torch.int32, device="cuda")
+    out = torch.empty(L, H * D, device="cuda", dtype=torch.bfloat16)
+    fk.attention_prefix(ptr(q), ptr(k), ptr(v), ptr(out), L, H, 1, D, ptr(vl), 1.0, stream,
+                        key_mask=ptr(km))
+    assert bool(torch.isfinite(out.float()).all())
+    want = v[:30].float().mean(0)
+    close(out.view(L, H, D), want.expand(L, H, D))
+
+
+def test_zero_valid_keys_give_zeros(fk, stream):
+    L, H, D = 16, 2, 16
+    q = torch.randn(L, H * D, device="cuda").bfloat16()
+    kv = torch.randn(L, D, device="cuda").bfloat16()
+    vl = torch.tensor([0], dtype=torch.int32, device="cuda")
+    out = torch.full((L, H * D), 5.0, device="cuda", dtype=torch.bfloat16)
+    fk.attention_prefix(ptr(q), ptr(kv), ptr(kv), ptr(out), L, H, 1, D, ptr(vl), 1.0, stream)
+    assert bool((out == 0).all())
+
+
+def test_generic_batched_strided_gqa(fk, stream):
+    # batch 2, GQA 4:2, q/k/v as column slices of one buffer (row strides > H*D), per-batch
+    # kv_len with kv_len_add, head_dim 72 (padded internally to 80).
+    B, Lq, Lk, H, Hkv, D = 2, 33, 70, 4, 2, 72
+    buf = torch.randn(B, Lk, (H + 2 * Hkv) * D + 8, device="cuda").bfloat16()
+    row = buf.shape[-1]
+    qoff, koff, voff = 0, H * D, (H + Hkv) * D
+    kvl = torch.tensor([50, 61], dtype=torch.int32, device="cuda")
+    out = torch.zeros(B, Lq, H * D, device="cuda", dtype=torch.bfloat16)
+    base = ptr(buf)
+    fk.attention(base + 2 * qoff, base + 2 * koff, base + 2 * voff, ptr(out), B, Lq, Lk, H, Hkv, D,
+                 row, row, row, H * D, 0.1, stream, q_batch=Lk * row, k_batch=Lk * row,
+                 v_batch=Lk * row, o_batch=Lq * H * D, kv_len=ptr(kvl), kv_len_add=3)
+    for b in range(B):
+        x = buf[b].float()
+        ref = attn_ref(x[:Lq, :H * D].view(Lq, H, D), x[:, koff:koff + Hkv * D].view(Lk, Hkv, D),
+                       x[:, voff:voff + Hkv * D].view(Lk, Hkv, D), 0.1, int(kvl[b]) + 3)
+        close(out[b].view(Lq, H, D), ref)
+
+
+def test_attention_rejects_bad_arguments(fk, stream):
+    t = torch.empty(4096, device="cuda", dtype=torch.bfloat16)
+    vl = torch.tensor([4], dtype=torch.int32, device="cuda")
+    with pytest.raises(ValueError, match="multiple of 8"):
+        fk.attention_prefix(ptr(t), ptr(t), ptr(t), ptr(t), 4, 2, 1, 12, ptr(vl), 1.0, stream)
+    with pytest.raises(ValueError, match="aligned"):
+        fk.attention_prefix(ptr(t) + 2, ptr(t), ptr(t), ptr(t), 4, 2, 1, 16, ptr(vl), 1.0, stream)
+    with pytest.raises(ValueError, match="workspace"):
+        fk.attention_prefix(ptr(t), ptr(t), ptr(t), ptr(t), 4, 2, 1, 16, ptr(vl), 1.0, stream,
+                            splits=2)
+    with pytest.raises(ValueError, match="<= 256"):
+        fk.attention_prefix(ptr(t), ptr(t), ptr(t), ptr(t), 1, 1, 1, 264, ptr(vl), 1.0, stream)

@@ -1,0 +1,81 @@
+"""RoPE + QKV split + KV-cache write at a device-side offset."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kutil import FULL, TINY, Guarded, ptr
+
+THETA = FULL.rope_theta
+
+
+def rope_ref(x, pos, theta):
+    """x (M, heads, D) fp32; rotate-half with radians = pos / theta^((2/D) i)."""
+    D = x.shape[-1]
+    half = D // 2
+    ts = theta ** ((2.0 / D) * torch.arange(half, dtype=torch.float32, device=x.device))
+    rad = pos.float()[:, None] / ts[None, :]
+    sin, cos = rad.sin()[:, None, :], rad.cos()[:, None, :]
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1)
+
+
+CASES = [  # (name, cfg, M, offset, cache_rows)
+    ("tiny_prefix", TINY, 37, 0, TINY.max_prefix_len + TINY.horizon),
+    ("tiny_suffix", TINY, TINY.horizon, 600, TINY.max_prefix_len + TINY.horizon),
+    ("full_prefix", FULL, FULL.max_prefix_len, 0, FULL.max_prefix_len + FULL.horizon),
+    ("full_suffix", FULL, FULL.horizon, 811, FULL.max_prefix_len + FULL.horizon),
+]
+
+
+@pytest.mark.parametrize("name,cfg,M,offset,cache_rows", CASES, ids=[c[0] for c in CASES])
+def test_rope_split_and_cache_write(fk, stream, name, cfg, M, offset, cache_rows):
+    H, Hkv, D = cfg.prefix.num_heads, cfg.prefix.num_kv_heads, cfg.prefix.head_dim
+    qkv = torch.randn(M, (H + 2 * Hkv) * D, device="cuda").bfloat16()
+    pos = (torch.arange(M, device="cuda", dtype=torch.int32) + offset).contiguous()
+    off = torch.tensor([offset], dtype=torch.int32, device="cuda")
+    q_scale = D ** -0.5
+    q_out = Guarded((M, H * D), torch.bfloat16)
+    kc = Guarded((cache_rows, Hkv * D), torch.bfloat16, fill=torch.full((cache_rows, Hkv * D), 7.0))
+    vc = Guarded((cache_rows, Hkv * D), torch.bfloat16, fill=torch.full((cache_rows, Hkv * D), 7.0))
+    fk.rope_qkv_split(ptr(qkv), ptr(pos), ptr(q_out.t), ptr(kc.t), ptr(vc.t), ptr(off), M, H,
+                      Hkv, D, cache_rows, THETA, q_scale, stream)
+    for g in (q_out, kc, vc):
+        g.check()
+    x = qkv.float().view(M, H + 2 * Hkv, D)
+    q_ref = rope_ref(x[:, :H], pos, THETA) * q_scale
+    k_ref = rope_ref(x[:, H:H + Hkv], pos, THETA)
+    torch.testing.assert_close(q_out.t.float().view(M, H, D), q_ref, rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(kc.t[offset:offset + M].float().view(M, Hkv, D), k_ref,
+                               rtol=1e-2, atol=1e-2)
+    assert torch.equal(vc.t[offset:offset + M], qkv[:, (H + Hkv) * D:])
+    # rows outside [offset, offset + M) untouched
+    untouched = torch.ones(cache_rows, dtype=torch.bool, device="cuda")
+    untouched[offset:offset + M] = False
+    assert bool((kc.t[untouched] == 7).all()) and bool((vc.t[untouched] == 7).all())
+
+
+def test_rope_position_zero_is_identity_and_rows_past_cache_are_dropped(fk, stream):
+    cfg = TINY
+    H, Hkv, D = cfg.prefix.num_heads, cfg.prefix.num_kv_heads, cfg.prefix.head_dim
+    M, cache_rows = 8, 12
+    qkv = torch.randn(M, (H + 2 * Hkv) * D, device="cuda").bfloat16()
+    pos = torch.zeros(M, dtype=torch.int32, device="cuda")
+    off = torch.tensor([8], dtype=torch.int32, device="cuda")  # rows 8..15: 12..15 dropped
+    q_out = torch.empty(M, H * D, device="cuda", dtype=torch.bfloat16)
+    kc = Guarded((cache_rows, Hkv * D), torch.bfloat16, fill=torch.zeros(cache_rows, Hkv * D))
+    vc = Guarded((cache_rows, Hkv * D), torch.bfloat16, fill=torch.zeros(cache_rows, Hkv * D))
+    fk.rope_qkv_split(ptr(qkv), ptr(pos), ptr(q_out), ptr(kc.t), ptr(vc.t), ptr(off), M, H, Hkv,
+                      D, cache_rows, THETA, 1.0, stream)
+    kc.check()
+    vc.check()
+    assert torch.equal(q_out, qkv[:, :H * D])  # angle 0: exact copy
+    assert torch.equal(kc.t[8:12], qkv[:4, H * D:(H + Hkv) * D])
+
+
+def test_rope_rejects_bad_head_dim(fk, stream):
+    t = torch.empty(64, device="cuda", dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        fk.rope_qkv_split(ptr(t), ptr(t), ptr(t), ptr(t), ptr(t), 0, 1, 1, 1, 12, 4, THETA, 1.0, stream)
+    with pytest.raises(ValueError, match="query heads per KV head"):
+        fk.rope_qkv_split(ptr(t), ptr(t), ptr(t), ptr(t), ptr(t), 0, 1, 3, 2, 16, 4, THETA, 1.0, stream)
