@@ -1,0 +1,52 @@
+"""Frontend registry: one (model, framework, hardware) -> one frontend class.
+
+The map is strictly one-to-one (no two rows share a class) so each hardware path is
+its own file, and required hardware routing never happens inside a frontend.
+"""
+from __future__ import annotations
+
+import importlib
+
+# Compute capability major -> hardware name of the fast paths built for it.
+_CAPABILITY_TO_HARDWARE = {9: "hopper", 11: "thor", 12: "rtx_sm120"}
+CPU = "cpu"
+HARDWARE = ("hopper", "thor", "rtx_sm120", CPU)
+
+_PIPELINE_MAP: dict[tuple[str, str, str], tuple[str, str]] = {
+    ("pi05", "torch", "cpu"): ("flash_rt.frontends.torch.pi05_cpu", "Pi05TorchFrontendCpu"),
+    ("pi0", "torch", "cpu"): ("flash_rt.frontends.torch.pi0_cpu", "Pi0TorchFrontendCpu"),
+}
+
+
+def registered() -> list[tuple[str, str, str]]:
+    return sorted(_PIPELINE_MAP)
+
+
+def detect_hardware() -> str:
+    """The hardware name of the visible GPU, or ``cpu`` when there is none we build for."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        return CPU
+    if not torch.cuda.is_available():
+        return CPU
+    major, _minor = torch.cuda.get_device_capability()
+    return _CAPABILITY_TO_HARDWARE.get(major, CPU)
+
+
+def resolve_hardware(model: str, framework: str, hardware: str) -> str:
+    """``auto`` picks the detected GPU's path if registered for this model, else ``cpu``."""
+    if hardware != "auto":
+        return hardware
+    detected = detect_hardware()
+    return detected if (model, framework, detected) in _PIPELINE_MAP else CPU
+
+
+def frontend_class(model: str, framework: str, hardware: str):
+    key = (model, framework, resolve_hardware(model, framework, hardware))
+    if key not in _PIPELINE_MAP:
+        valid = ", ".join(f"({m!r}, {f!r}, {h!r})" for m, f, h in registered())
+        raise ValueError(f"no frontend for model={key[0]!r} framework={key[1]!r} "
+                         f"hardware={key[2]!r}; registered combinations: {valid}")
+    module_name, class_name = _PIPELINE_MAP[key]
+    return getattr(importlib.import_module(module_name), class_name)

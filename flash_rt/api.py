@@ -1,0 +1,27 @@
+"""Public entry point: ``flash_rt.load_model``."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from flash_rt.frontends.base import PolicyFrontend
+from flash_rt.hardware import frontend_class
+
+
+def load_model(checkpoint: str | Path, model: str = "pi05", framework: str = "torch",
+               hardware: str = "auto", *, num_views: Optional[int] = None,
+               horizon: Optional[int] = None, num_steps: Optional[int] = None,
+               max_token_len: Optional[int] = None, action_dims: Optional[int] = None,
+               tokenizer: Optional[str | Path] = None,
+               preset: Optional[str] = None) -> PolicyFrontend:
+    """Load a policy from a checkpoint directory and return its frontend.
+
+    ``hardware="auto"`` picks the fast path registered for the visible GPU and falls back to
+    the FP32 ``cpu`` reference. Runtime knobs (views, horizon, steps, token budget) override
+    the config preset the checkpoint implies; ``action_dims`` is how many action dims the
+    robot uses (default: the length of the action norm stats). See docs/api.md.
+    """
+    cls = frontend_class(model, framework, hardware)
+    return cls(checkpoint, num_views=num_views, horizon=horizon, num_steps=num_steps,
+               max_token_len=max_token_len, action_dims=action_dims, tokenizer=tokenizer,
+               preset=preset)

@@ -1,0 +1,203 @@
+"""Checkpoint layout and streamed loading of LeRobot / openpi-PyTorch ``model.safetensors``.
+
+The reference module *is* the declarative layout: its parameter names are the canonical
+checkpoint keys (no ``model.`` prefix) and its shapes are the expected shapes, so the
+layout cannot drift from the model. Key aliases accepted on load:
+- a leading ``model.`` (LeRobot) or none (openpi-converted);
+- the tied ``paligemma.lm_head.weight`` in place of ``embed_tokens.weight``.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from flash_rt.configs import ModelConfig, available_presets, load_config
+from flash_rt.core.safetensors_stream import SafetensorsReader
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "model.safetensors"
+NORM_STATS_FILE = "norm_stats.json"
+TOKENIZER_FILE = "tokenizer.model"
+META_MODEL = "flash_rt.model"
+META_PRESET = "flash_rt.preset"
+
+_LEROBOT_PREFIX = "model."
+_EMBED_KEY = "paligemma_with_expert.paligemma.model.language_model.embed_tokens.weight"
+_TIED_LM_HEAD = "paligemma_with_expert.paligemma.lm_head.weight"
+# Present in some exports, never used for inference.
+_UNUSED_KEYS = frozenset({"paligemma_with_expert.gemma_expert.lm_head.weight"})
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not match the model layout; the message names the keys."""
+
+
+def reference_class(model: str):
+    # Imported here so the layout helpers stay importable without pulling both models.
+    if model == "pi05":
+        from flash_rt.models.pi05.reference import Pi05Reference
+        return Pi05Reference
+    if model == "pi0":
+        from flash_rt.models.pi0.reference import Pi0Reference
+        return Pi0Reference
+    raise ValueError(f"no reference model for {model!r}")
+
+
+def build_empty_reference(cfg: ModelConfig) -> nn.Module:
+    """The reference module with unallocated (meta) parameters, ready for streamed assignment."""
+    with torch.device("meta"):
+        return reference_class(cfg.model)(cfg)
+
+
+def expected_layout(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Canonical key -> shape for ``cfg`` (computed on the meta device: no memory)."""
+    return {k: tuple(v.shape) for k, v in build_empty_reference(cfg).state_dict().items()}
+
+
+def canonical_key(key: str) -> str:
+    if key.startswith(_LEROBOT_PREFIX):
+        key = key[len(_LEROBOT_PREFIX):]
+    return _EMBED_KEY if key == _TIED_LM_HEAD else key
+
+
+@dataclass
+class KeyPlan:
+    """Which file key provides each canonical key."""
+
+    source: dict[str, str]  # canonical -> key in file
+
+
+def plan_keys(reader: SafetensorsReader, layout: dict[str, tuple[int, ...]]) -> KeyPlan:
+    """Match file keys to the layout; raise one error naming every problem."""
+    source: dict[str, str] = {}
+    unexpected, shape_errors = [], []
+    for key in reader.keys():
+        canon = canonical_key(key)
+        if canon in _UNUSED_KEYS:
+            continue
+        if canon not in layout:
+            unexpected.append(key)
+            continue
+        got = reader.shape(key)
+        if got != layout[canon]:
+            shape_errors.append(f"{key}: checkpoint shape {got}, model expects {layout[canon]}")
+        if canon in source:
+            if canon != _EMBED_KEY:
+                raise CheckpointError(f"{reader.path}: keys {source[canon]!r} and {key!r} both "
+                                      f"map to {canon!r}")
+            if key.endswith("lm_head.weight"):
+                continue  # embed_tokens and the tied lm_head both present: keep embed_tokens
+        source[canon] = key
+    missing = sorted(set(layout) - set(source))
+    problems = []
+    if missing:
+        problems.append(f"missing keys ({len(missing)}): " + ", ".join(missing[:20]) +
+                        (" ..." if len(missing) > 20 else ""))
+    if unexpected:
+        problems.append(f"unexpected keys ({len(unexpected)}): " + ", ".join(unexpected[:20]) +
+                        (" ..." if len(unexpected) > 20 else ""))
+    problems.extend(shape_errors)
+    if problems:
+        raise CheckpointError(f"{reader.path} does not match the layout:\n  " +
+                              "\n  ".join(problems))
+    return KeyPlan(source=source)
+
+
+def _assign(module: nn.Module, key: str, tensor: torch.Tensor) -> None:
+    parent_name, _, leaf = key.rpartition(".")
+    parent = module.get_submodule(parent_name) if parent_name else module
+    setattr(parent, leaf, nn.Parameter(tensor, requires_grad=False))
+
+
+def detect_preset(reader: SafetensorsReader, model: str) -> str:
+    """The generator records its preset in the metadata; real exports are matched by shape."""
+    meta_model = reader.metadata.get(META_MODEL)
+    if meta_model is not None and meta_model != model:
+        raise CheckpointError(f"{reader.path} holds a {meta_model!r} model, not {model!r}")
+    if META_PRESET in reader.metadata:
+        return reader.metadata[META_PRESET]
+    for preset in available_presets(model):
+        layout = expected_layout(load_config(model, preset))
+        try:
+            plan_keys(reader, layout)
+            return preset
+        except CheckpointError:
+            continue
+    return "full"  # let the full layout's error message name what is wrong
+
+
+def load_reference_weights(model: nn.Module, reader: SafetensorsReader,
+                           progress: Optional[Callable[[int, int], None]] = None) -> nn.Module:
+    """Stream tensors from ``reader`` into a meta-initialised reference, casting to FP32.
+
+    Only one source tensor is alive beside the model at any time.
+    """
+    layout = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    plan = plan_keys(reader, layout)
+    start = time.perf_counter()
+    total = len(plan.source)
+    for i, (canon, key) in enumerate(sorted(plan.source.items())):
+        tensor = reader.get(key)
+        _assign(model, canon, tensor if tensor.dtype == torch.float32 else tensor.float())
+        if progress:
+            progress(i + 1, total)
+    log.info("loaded %d tensors from %s in %.1f s", total, reader.path,
+             time.perf_counter() - start)
+    return model.eval()
+
+
+def weights_path(checkpoint: str | Path) -> Path:
+    path = Path(checkpoint)
+    return path / WEIGHTS_FILE if path.is_dir() else path
+
+
+@dataclass
+class CheckpointBundle:
+    """A checkpoint directory resolved into its parts and the config it implies."""
+
+    directory: Path
+    reader: SafetensorsReader
+    config: ModelConfig
+    norm_stats: Path
+    tokenizer: Optional[Path]
+
+    @property
+    def checkpoint_id(self) -> str:
+        """Short content id (header + size), cheap even for a 13 GB file."""
+        import hashlib
+
+        h = hashlib.sha256()
+        with open(self.reader.path, "rb") as fh:
+            h.update(fh.read(self.reader.data_start))
+        h.update(str(self.reader.path.stat().st_size).encode())
+        return h.hexdigest()[:16]
+
+
+def open_checkpoint(checkpoint: str | Path, model: str, preset: Optional[str] = None,
+                    tokenizer: Optional[str | Path] = None, **overrides) -> CheckpointBundle:
+    """Locate weights / norm stats / tokenizer and build the config (preset + overrides)."""
+    directory = Path(checkpoint)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"checkpoint directory not found: {directory}")
+    reader = SafetensorsReader(directory / WEIGHTS_FILE)
+    preset = preset or detect_preset(reader, model)
+    config = load_config(model, preset, **overrides)
+    norm_stats = directory / NORM_STATS_FILE
+    if not norm_stats.is_file():
+        raise FileNotFoundError(f"{norm_stats} not found: the policy needs the dataset's "
+                                "normalisation statistics (openpi norm_stats.json)")
+    if tokenizer is not None:
+        tok_path: Optional[Path] = Path(tokenizer)
+        if not tok_path.is_file():
+            raise FileNotFoundError(f"tokenizer not found: {tok_path}")
+    else:
+        candidate = directory / TOKENIZER_FILE
+        tok_path = candidate if candidate.is_file() else None
+    return CheckpointBundle(directory, reader, config, norm_stats, tok_path)

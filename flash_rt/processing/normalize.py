@@ -1,0 +1,187 @@
+"""State/action normalisation with openpi's ``norm_stats.json`` statistics.
+
+Pi0.5 uses quantile normalisation (q01/q99 -> [-1, 1], no clipping), Pi0 mean/std. The
+model works on vectors zero-padded to ``config.action_dim``; the robot sees only its own dims.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:  # only for annotations; keeps this module light
+    from flash_rt.configs import ModelConfig
+
+EPS = 1e-6  # openpi's denominator guard, in both methods
+QUANTILE = "quantile"
+MEAN_STD = "mean_std"
+METHODS = (QUANTILE, MEAN_STD)
+_REQUIRED = ("mean", "std")
+_OPTIONAL = ("q01", "q99")  # openpi leaves them out for mean/std-only stats
+
+
+@dataclass(frozen=True)
+class FeatureStats:
+    """Per-dimension statistics of one feature (state or actions), float64 1-D arrays."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    q01: np.ndarray | None = None
+    q99: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return self.mean.shape[0]
+
+    @classmethod
+    def from_dict(cls, raw: dict, where: str) -> "FeatureStats":
+        if not isinstance(raw, dict):
+            raise ValueError(f"{where}: expected an object with {_REQUIRED + _OPTIONAL}")
+        missing = [k for k in _REQUIRED if k not in raw]
+        if missing:
+            raise ValueError(f"{where}: missing keys {missing}")
+        arrays = {}
+        for key in _REQUIRED + _OPTIONAL:
+            if raw.get(key) is None:
+                continue
+            a = np.asarray(raw[key], dtype=np.float64)
+            if a.ndim != 1 or a.size == 0:
+                raise ValueError(f"{where}.{key}: expected a non-empty list, got shape {a.shape}")
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"{where}.{key}: contains NaN or inf")
+            arrays[key] = a
+        lengths = {k: a.shape[0] for k, a in arrays.items()}
+        if len(set(lengths.values())) != 1:
+            raise ValueError(f"{where}: length mismatch between statistics {lengths}")
+        if ("q01" in arrays) != ("q99" in arrays):
+            raise ValueError(f"{where}: q01 and q99 must come together")
+        return cls(**arrays)
+
+
+@dataclass(frozen=True)
+class NormStats:
+    """State and action statistics as stored in openpi's ``norm_stats.json``."""
+
+    state: FeatureStats
+    actions: FeatureStats
+
+    @classmethod
+    def load(cls, path: str | Path) -> "NormStats":
+        """Read ``{"norm_stats": {"state": {...}, "actions": {...}}}``."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"norm stats file not found: {path}")
+        with open(path, "r", encoding="utf-8") as fh:
+            raw = json.load(fh)
+        return cls.from_dict(raw, str(path))
+
+    @classmethod
+    def from_dict(cls, raw: dict, where: str = "norm_stats") -> "NormStats":
+        body = raw.get("norm_stats") if isinstance(raw, dict) else None
+        if not isinstance(body, dict):
+            raise ValueError(f"{where}: missing top-level 'norm_stats' object")
+        for key in ("state", "actions"):
+            if key not in body:
+                raise ValueError(f"{where}: missing 'norm_stats.{key}'")
+        return cls(state=FeatureStats.from_dict(body["state"], f"{where}: norm_stats.state"),
+                   actions=FeatureStats.from_dict(body["actions"], f"{where}: norm_stats.actions"))
+
+
+def _check_method(stats: FeatureStats, method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown normalization {method!r}; expected one of {METHODS}")
+    if method == QUANTILE and stats.q01 is None:
+        raise ValueError("quantile normalization needs q01/q99 in norm_stats.json")
+
+
+def normalize(x: np.ndarray, stats: FeatureStats, method: str) -> np.ndarray:
+    """Normalise the last axis; ``x`` may be shorter than the stats (they are sliced)."""
+    _check_method(stats, method)
+    x = np.asarray(x, dtype=np.float64)
+    n = x.shape[-1]
+    if n > len(stats):
+        raise ValueError(f"input has {n} dims but the stats only {len(stats)}")
+    if method == QUANTILE:
+        q01, q99 = stats.q01[:n], stats.q99[:n]
+        return (x - q01) / (q99 - q01 + EPS) * 2.0 - 1.0
+    return (x - stats.mean[:n]) / (stats.std[:n] + EPS)
+
+
+def unnormalize(y: np.ndarray, stats: FeatureStats, method: str) -> np.ndarray:
+    """Inverse of :func:`normalize`; dims beyond the stats' length pass through unchanged."""
+    _check_method(stats, method)
+    y = np.array(y, dtype=np.float64)  # copy: the pass-through dims are returned as is
+    n = min(y.shape[-1], len(stats))
+    head = y[..., :n]
+    if method == QUANTILE:
+        q01, q99 = stats.q01[:n], stats.q99[:n]
+        y[..., :n] = (head + 1.0) / 2.0 * (q99 - q01 + EPS) + q01
+    else:
+        y[..., :n] = head * (stats.std[:n] + EPS) + stats.mean[:n]
+    return y
+
+
+def pad_to(x: np.ndarray, dim: int) -> np.ndarray:
+    """Zero-pad the last axis to ``dim`` (the model's ``config.action_dim``); never truncate."""
+    x = np.asarray(x)
+    n = x.shape[-1]
+    if n > dim:
+        raise ValueError(f"last axis has {n} dims, more than the model's {dim}")
+    widths = [(0, 0)] * (x.ndim - 1) + [(0, dim - n)]
+    return np.pad(x, widths)
+
+
+class Normalizer:
+    """Robot state in, robot actions out, for one model config and one set of stats."""
+
+    def __init__(self, stats: NormStats, config: "ModelConfig") -> None:
+        self.stats = stats
+        self.method = config.normalization
+        self.action_dim = config.action_dim
+        for name, feat in (("state", stats.state), ("actions", stats.actions)):
+            _check_method(feat, self.method)
+            if len(feat) > self.action_dim:
+                raise ValueError(f"{name} stats have {len(feat)} dims, more than the model's "
+                                 f"action_dim {self.action_dim}")
+
+    @property
+    def num_state_dims(self) -> int:
+        return len(self.stats.state)
+
+    @property
+    def num_action_dims(self) -> int:
+        return len(self.stats.actions)
+
+    def normalize_state(self, raw_state: np.ndarray) -> np.ndarray:
+        """Raw robot state (num_state_dims,) -> normalised, zero-padded float32 (action_dim,)."""
+        s = np.asarray(raw_state, dtype=np.float64)
+        if s.ndim != 1:
+            raise ValueError(f"state must be 1-D, got shape {s.shape}")
+        if s.shape[0] > self.action_dim:
+            raise ValueError(f"state has {s.shape[0]} dims, more than action_dim {self.action_dim}")
+        if s.shape[0] != self.num_state_dims:
+            raise ValueError(f"state has {s.shape[0]} dims but the stats describe "
+                             f"{self.num_state_dims}")
+        if not np.all(np.isfinite(s)):
+            raise ValueError(f"state contains NaN or inf: {s}")
+        return pad_to(normalize(s, self.stats.state, self.method), self.action_dim).astype(np.float32)
+
+    def unnormalize_actions(self, norm_actions: np.ndarray, action_dims: int) -> np.ndarray:
+        """Model output (H, action_dim) -> float32 (H, action_dims) in robot units.
+
+        Non-finite model output raises rather than reaching the robot.
+        """
+        a = np.asarray(norm_actions, dtype=np.float64)
+        if a.ndim != 2 or a.shape[1] != self.action_dim:
+            raise ValueError(f"actions must be (horizon, {self.action_dim}), got {a.shape}")
+        if not 1 <= action_dims <= self.action_dim:
+            raise ValueError(f"action_dims must be in [1, {self.action_dim}], got {action_dims}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError("model actions contain NaN or inf")
+        return unnormalize(a, self.stats.actions, self.method)[:, :action_dims].astype(np.float32)
+
+
+__all__ = ["EPS", "FeatureStats", "METHODS", "NormStats", "Normalizer", "normalize", "pad_to",
+           "unnormalize"]

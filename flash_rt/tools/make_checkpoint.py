@@ -1,0 +1,140 @@
+"""Write a random but well-conditioned checkpoint in the real LeRobot/openpi layout.
+
+Nothing can be downloaded in CI, so every test builds its model from this: the weights
+file (streamed: a full-size FP32 Pi0.5 is 13.4 GB and is never held in memory whole),
+``norm_stats.json`` in openpi's layout and, for ``tiny``, a SentencePiece tokenizer
+trained on the spot. Usage::
+
+    python -m flash_rt.tools.make_checkpoint --model pi05 --preset tiny --out /tmp/ckpt
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from flash_rt.configs import MODELS, ModelConfig, available_presets, load_config
+from flash_rt.core.checkpoint import (
+    META_MODEL, META_PRESET, NORM_STATS_FILE, TOKENIZER_FILE, WEIGHTS_FILE, expected_layout,
+)
+from flash_rt.core.progress import ProgressBar
+from flash_rt.core.safetensors_stream import TensorEntry, write_streaming
+
+log = logging.getLogger("flash_rt.make_checkpoint")
+
+DEFAULT_STATE_DIMS = 8  # 7-joint arm + gripper
+DEFAULT_ACTION_DIMS = 8
+TINY_TOKENIZER_VOCAB = 512
+_LEROBOT_PREFIX = "model."
+
+# Residual-branch outputs are scaled down so 18-27 random layers keep the stream bounded.
+_RESIDUAL_OUT = ("o_proj.weight", "down_proj.weight", "out_proj.weight", "fc2.weight")
+_RESIDUAL_GAIN = 0.3
+
+
+def init_std_and_mean(key: str, shape: tuple[int, ...]) -> tuple[float, float]:
+    """(std, mean) of the normal that initialises ``key``. Nothing is left at zero:
+    zero adaRMS weights make every gate 0 and the expert the identity, hiding bugs."""
+    fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else shape[0]
+    if key.endswith("embed_tokens.weight"):
+        return shape[1] ** -0.5, 0.0  # times sqrt(width) at use: unit-scale text tokens
+    if key.endswith("position_embedding.weight"):
+        return 0.1, 0.0
+    if ".dense." in key:  # adaRMS modulation [scale, shift, gate]
+        return (0.5 * fan_in ** -0.5, 0.0) if key.endswith("weight") else (0.1, 0.0)
+    if "layer_norm" in key or "post_layernorm" in key:  # SigLIP LayerNorm
+        return (0.05, 1.0) if key.endswith("weight") else (0.02, 0.0)
+    if key.endswith("layernorm.weight") or key.endswith("norm.weight"):
+        return 0.1, 0.0  # Gemma RMSNorm w, used as (1 + w)
+    if key.endswith("bias"):
+        return 0.02, 0.0
+    gain = _RESIDUAL_GAIN if key.endswith(_RESIDUAL_OUT) else 1.0
+    return gain * fan_in ** -0.5, 0.0
+
+
+def _tensor_maker(key: str, shape: tuple[int, ...], seed: int):
+    def make() -> torch.Tensor:
+        gen = torch.Generator().manual_seed((zlib.crc32(key.encode()) ^ seed) & 0x7FFFFFFF)
+        std, mean = init_std_and_mean(key, shape)
+        return torch.randn(shape, generator=gen) * std + mean
+    return make
+
+
+def write_weights(cfg: ModelConfig, out_file: Path, seed: int, dtype: torch.dtype,
+                  lerobot_prefix: bool = True) -> None:
+    layout = expected_layout(cfg)
+    prefix = _LEROBOT_PREFIX if lerobot_prefix else ""
+    entries = [TensorEntry(prefix + k, shape, _tensor_maker(k, shape, seed))
+               for k, shape in layout.items()]
+    bar = ProgressBar("writing weights", len(entries))
+    write_streaming(out_file, entries, dtype=dtype,
+                    metadata={META_MODEL: cfg.model, META_PRESET: cfg.preset},
+                    progress=bar.update)
+    bar.close()
+
+
+def make_norm_stats(state_dims: int, action_dims: int, seed: int) -> dict:
+    """openpi layout; quantiles bracket the mean so both normalisations are well defined."""
+    rng = np.random.default_rng(seed)
+
+    def stats(n: int) -> dict:
+        mean = rng.normal(0.0, 0.5, n)
+        std = rng.uniform(0.2, 1.0, n)
+        return {"mean": mean.tolist(), "std": std.tolist(),
+                "q01": (mean - 2.0 * std).tolist(), "q99": (mean + 2.0 * std).tolist()}
+
+    return {"norm_stats": {"state": stats(state_dims), "actions": stats(action_dims)}}
+
+
+def make_checkpoint(out: str | Path, model: str = "pi05", preset: str = "tiny", seed: int = 0,
+                    state_dims: int = DEFAULT_STATE_DIMS, action_dims: int = DEFAULT_ACTION_DIMS,
+                    dtype: torch.dtype = torch.float32, lerobot_prefix: bool = True) -> Path:
+    """Write model.safetensors, norm_stats.json and (tiny) tokenizer.model into ``out``."""
+    cfg = load_config(model, preset)
+    if not 1 <= state_dims <= cfg.action_dim or not 1 <= action_dims <= cfg.action_dim:
+        raise ValueError(f"state/action dims must be in [1, {cfg.action_dim}]")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    write_weights(cfg, out / WEIGHTS_FILE, seed, dtype, lerobot_prefix)
+    log.info("weights written in %.1f s", time.perf_counter() - start)
+    (out / NORM_STATS_FILE).write_text(
+        json.dumps(make_norm_stats(state_dims, action_dims, seed), indent=1))
+    if preset == "tiny":
+        from flash_rt.processing.tokenizer import train_tiny_tokenizer
+
+        train_tiny_tokenizer(out / TOKENIZER_FILE, vocab_size=TINY_TOKENIZER_VOCAB)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=MODELS, default="pi05")
+    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--state-dims", type=int, default=DEFAULT_STATE_DIMS)
+    parser.add_argument("--action-dims", type=int, default=DEFAULT_ACTION_DIMS)
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    parser.add_argument("--no-model-prefix", action="store_true",
+                        help="openpi-converted key layout (no leading 'model.')")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    if args.preset not in available_presets(args.model):
+        parser.error(f"--preset must be one of {available_presets(args.model)}")
+    out = make_checkpoint(args.out, args.model, args.preset, args.seed, args.state_dims,
+                          args.action_dims, getattr(torch, args.dtype),
+                          lerobot_prefix=not args.no_model_prefix)
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
