@@ -7,8 +7,7 @@ the cpu reference and the GPU frontends, and lets tests inject a stand-in.
 """
 from __future__ import annotations
 
-import hashlib
-import os
+import numpy as np
 
 from flash_rt_ros.params import NodeParams
 
@@ -32,29 +31,12 @@ def hardware_name(policy, requested: str) -> str:
     return requested
 
 
-def checkpoint_id(ckpt_dir: str, chunk: int = 1 << 20) -> str:
-    """A short, cheap fingerprint of a checkpoint directory.
+def warm_up(policy, num_views: int, state_dims: int, prompt: str, seed: int) -> None:
+    """One predict on blank inputs before the first tick.
 
-    Hashes the sizes plus the first and last MiB of model.safetensors (its header names
-    every tensor and offset) and the whole norm_stats.json: changes to weights layout,
-    normalisation or a re-export show up, and a multi-GB file costs two reads of 1 MiB.
+    The first calls into a freshly loaded model are much slower (allocator, kernel
+    selection); paying that at start-up keeps the first real chunk within budget.
     """
-    h = hashlib.sha256()
-    found = False
-    for name in ("model.safetensors", "norm_stats.json"):
-        path = os.path.join(ckpt_dir, name)
-        if not os.path.isfile(path):
-            continue
-        found = True
-        size = os.path.getsize(path)
-        h.update(f"{name}:{size}:".encode())
-        with open(path, "rb") as fh:
-            if name.endswith(".json") or size <= 2 * chunk:
-                h.update(fh.read())
-            else:
-                h.update(fh.read(chunk))
-                fh.seek(size - chunk)
-                h.update(fh.read(chunk))
-    if not found:
-        return ""
-    return f"{os.path.basename(os.path.normpath(ckpt_dir))}@{h.hexdigest()[:16]}"
+    blank = np.zeros((224, 224, 3), dtype=np.uint8)
+    policy.predict(images=[blank] * num_views, state=np.zeros(state_dims, dtype=np.float32),
+                   prompt=prompt, seed=seed)

@@ -30,7 +30,7 @@ from trajectory_msgs.msg import JointTrajectory
 from flash_rt_ros import messages
 from flash_rt_ros.assembly import STATE_SOURCES, NotReady, ObservationAssembler
 from flash_rt_ros.encodings import MalformedFrame
-from flash_rt_ros.frontend import checkpoint_id, hardware_name, load_policy
+from flash_rt_ros.frontend import hardware_name, load_policy, warm_up
 from flash_rt_ros.params import DEFAULTS, NODE_NAME, PARAM_NAMES, NodeParams
 from flash_rt_ros.stats import Counters, LatencyWindow, OncePerCause, RateMeter
 from flash_rt_ros_msgs.msg import ActionChunk
@@ -97,7 +97,8 @@ class PolicyNode(Node):
 
         self.policy = policy_factory(p, self.num_views, len(self.joint_names))
         self.hardware = hardware_name(self.policy, p.hardware)
-        self.checkpoint_id = checkpoint_id(p.checkpoint_dir) if p.checkpoint_dir else ""
+        self.checkpoint_id = str(getattr(self.policy, "checkpoint_id", "") or "")
+        warm_up(self.policy, self.num_views, len(self.joint_names), p.prompt, p.seed)
         self.asm = ObservationAssembler(self.num_cams, self.joint_names, p.state_source)
 
         out_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,

