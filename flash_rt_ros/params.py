@@ -34,7 +34,7 @@ class NodeParams:
     qos: str = "sensor_data"  # input QoS: "sensor_data" (best effort, depth 5) | "reliable"
     # Timing and safety.
     rate_hz: float = 10.0  # inference rate (timer trigger) or upper bound (camera trigger)
-    trigger: str = "timer"  # "timer": tick at rate_hz; "camera": tick on each camera-0 frame
+    trigger: str = "timer"  # "timer": tick at rate_hz; "camera": on each last-camera frame
     max_observation_age_s: float = 0.5  # older camera frames / joint states block publishing
     control_period_s: float = 0.02  # time between consecutive actions of a chunk
     # Outputs.

@@ -177,7 +177,9 @@ class PolicyNode(Node):
     # ------------------------------------------------------------ inputs
     def _camera_cb(self, cam: int, kind: str):
         asm, source = self.asm, f"camera{cam}"
-        trigger = self.p.trigger == "camera" and cam == 0
+        # The last camera triggers: publishers that send a synchronised set in topic order
+        # then have the whole set in place when the tick snapshots it.
+        trigger = self.p.trigger == "camera" and cam == self.num_cams - 1
 
         def on_raw(msg: Image) -> None:
             try:

@@ -7,6 +7,7 @@ processes start in their own session and are stopped with SIGINT to the process 
 """
 from __future__ import annotations
 
+import ctypes
 import itertools
 import os
 import signal
@@ -36,6 +37,11 @@ def ros_child_env(domain: int, **extra) -> dict:
     return env
 
 
+def _die_with_parent() -> None:
+    """Children get SIGTERM if pytest itself is killed (e.g. by a CI timeout)."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class Procs:
     """Child processes of one test, each in its own process group, logs in tmp_path."""
 
@@ -46,6 +52,7 @@ class Procs:
         log = open(self.tmp / f"{name}.log", "w")
         p = subprocess.Popen([sys.executable, *args], cwd=REPO, stdout=log,
                              stderr=subprocess.STDOUT, start_new_session=True,
+                             preexec_fn=_die_with_parent,
                              env=ros_child_env(self.domain, **env))
         p.log_path, p.name = self.tmp / f"{name}.log", name
         self.items.append(p)
