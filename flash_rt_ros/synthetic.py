@@ -62,18 +62,9 @@ def encode(rgb: np.ndarray, encoding: str) -> tuple[str, bytes, int]:
         return encoding, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR).tobytes(), w * 3
     if encoding == "mono8":
         return encoding, cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).tobytes(), w
-    if encoding in ("yuv422", "yuv422_yuy2"):
-        yuv = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV)
-        packed = np.empty((h, w, 2), dtype=np.uint8)
-        u = yuv[:, 0::2, 1]
-        v = yuv[:, 0::2, 2]
-        if encoding == "yuv422":  # UYVY
-            packed[:, 0::2, 0], packed[:, 1::2, 0] = u, v
-            packed[..., 1] = yuv[..., 0]
-        else:  # YUYV
-            packed[..., 0] = yuv[..., 0]
-            packed[:, 0::2, 1], packed[:, 1::2, 1] = u, v
-        return encoding, packed.tobytes(), w * 2
+    if encoding in ("yuv422", "yuv422_yuy2"):  # BT.601 4:2:2, UYVY / YUYV byte order
+        code = cv2.COLOR_RGB2YUV_UYVY if encoding == "yuv422" else cv2.COLOR_RGB2YUV_YUY2
+        return encoding, cv2.cvtColor(rgb, code).tobytes(), w * 2
     if encoding in ("jpeg", "png"):
         ok, buf = cv2.imencode("." + ("jpg" if encoding == "jpeg" else "png"),
                                cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
