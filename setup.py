@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from glob import glob
 
 from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
@@ -90,6 +91,13 @@ setup(
     description="Fast, faithful Vision-Language-Action policy inference (Pi0.5, Pi0) for ROS 2",
     packages=find_packages(include=["flash_rt", "flash_rt.*", "flash_rt_ros", "flash_rt_ros.*"]),
     package_data={"flash_rt": ["configs/*.yaml"]},
+    # ROS 2 (ament_python) layout: package index marker, manifest, launch + params files.
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/flash_rt_ros"]),
+        ("share/flash_rt_ros", ["package.xml"]),
+        ("share/flash_rt_ros/launch", sorted(glob("launch/*.launch.py"))),
+        ("share/flash_rt_ros/config", sorted(glob("config/*.yaml"))),
+    ],
     python_requires=">=3.10",
     install_requires=[
         "numpy>=1.24",
@@ -104,5 +112,8 @@ setup(
     cmdclass={"build_ext": BuildKernels},
     entry_points={"console_scripts": [
         "flash-rt-make-checkpoint = flash_rt.tools.make_checkpoint:main",
+        "flash_rt_policy_node = flash_rt_ros.policy_node:main",
+        "flash_rt_synthetic_publisher = flash_rt_ros.synthetic:main",
+        "flash-rt-ros-demo = flash_rt_ros.demo:main",
     ]},
 )

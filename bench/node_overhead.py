@@ -1,0 +1,119 @@
+"""Node overhead: newest camera stamp -> ActionChunk publication, minus the frontend's time.
+
+Runs the synthetic publisher (N cameras, WxH, rgb8) and the policy node as separate
+processes over real DDS, collects chunks, and reports p50/p99 of
+  overhead      = node_latency_ms - inference_latency_ms   (measured by the node at publish)
+  delivered     = (receipt here - header.stamp) - inference_latency_ms  (adds chunk delivery)
+  obs_age_tick  = part of overhead spent before the tick (timer phase / waiting for a frame)
+for each (camera rate, trigger) combination. header.stamp is the newest input stamp.
+
+    python bench/node_overhead.py --hardware cpu            # tiny checkpoint generated
+    python bench/node_overhead.py --checkpoint DIR --hardware hopper --chunks 200
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_case(args, ckpt, fps: float, trigger: str, domain: int) -> dict:
+    import rclpy
+    from flash_rt_ros_msgs.msg import ActionChunk
+
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    topics = "[" + ", ".join(f"'/cam{i}/image_raw'" for i in range(args.cameras)) + "]"
+    kids = [subprocess.Popen([sys.executable, "-m", "flash_rt_ros.synthetic", "--cameras",
+                              str(args.cameras), "--width", str(args.width), "--height",
+                              str(args.height), "--rate", str(fps)], env=env, cwd=REPO,
+                             start_new_session=True, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL),
+            subprocess.Popen([sys.executable, "-m", "flash_rt_ros.policy_node", "--ros-args",
+                              "--params-file", str(REPO / "config" / "pi05_cpu.yaml"),
+                              "-p", f"checkpoint_dir:={ckpt}", "-p", f"hardware:={args.hardware}",
+                              "-p", f"camera_topics:={topics}", "-p", f"trigger:={trigger}",
+                              "-p", f"rate_hz:={float(fps)}", "-p", "max_observation_age_s:=2.0",
+                              "--log-level", "warn"], env=env, cwd=REPO,
+                             start_new_session=True)]
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=domain)
+    node = rclpy.create_node("overhead_bench", context=ctx)
+    rows = []
+
+    def on_chunk(m):
+        recv_ns = time.time_ns()
+        stamp = m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec
+        rows.append((m.node_latency_ms - m.inference_latency_ms,
+                     (recv_ns - stamp) / 1e6 - m.inference_latency_ms, m.inference_latency_ms))
+
+    node.create_subscription(ActionChunk, "/flash_rt_policy/action_chunk", on_chunk, 50)
+    from rclpy.executors import SingleThreadedExecutor
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(node)
+    end = time.monotonic() + args.timeout
+    try:
+        while len(rows) < args.chunks + args.skip and time.monotonic() < end:
+            ex.spin_once(timeout_sec=0.2)
+    finally:
+        for k in reversed(kids):
+            if k.poll() is None:
+                os.killpg(k.pid, signal.SIGINT)
+            k.wait(10)
+        ex.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown(context=ctx)
+    data = np.array(rows[args.skip:]) if len(rows) > args.skip else np.zeros((0, 3))
+    pct = (lambda c: [round(float(v), 3) for v in np.percentile(data[:, c], [50, 99])]
+           if len(data) else [None, None])
+    return {"camera_hz": fps, "trigger": trigger, "chunks": int(len(data)),
+            "overhead_ms_p50_p99": pct(0), "delivered_overhead_ms_p50_p99": pct(1),
+            "inference_ms_p50_p99": pct(2)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", help="default: a generated tiny Pi0.5")
+    ap.add_argument("--hardware", default="cpu")
+    ap.add_argument("--cameras", type=int, default=3)
+    ap.add_argument("--width", type=int, default=640)
+    ap.add_argument("--height", type=int, default=480)
+    ap.add_argument("--rates", type=float, nargs="*", default=[10.0, 30.0])
+    ap.add_argument("--triggers", nargs="*", default=["camera", "timer"])
+    ap.add_argument("--chunks", type=int, default=30)
+    ap.add_argument("--skip", type=int, default=3, help="first chunks ignored (warm-up)")
+    ap.add_argument("--timeout", type=float, default=120.0, help="per case, seconds")
+    ap.add_argument("--out", help="write the JSON report here too")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = args.checkpoint
+        if not ckpt:
+            ckpt = os.path.join(tmp, "tiny")
+            subprocess.run([sys.executable, "-m", "flash_rt.tools.make_checkpoint", "--model",
+                            "pi05", "--preset", "tiny", "--out", ckpt], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        domain = 100 + os.getpid() % 30
+        cases = []
+        for fps in args.rates:
+            for trig in args.triggers:
+                case = run_case(args, ckpt, fps, trig, domain)
+                print(json.dumps(case), flush=True)
+                cases.append(case)
+    report = {"hardware": args.hardware, "cameras": args.cameras,
+              "size": f"{args.width}x{args.height}", "cases": cases}
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""Observation assembly: camera frames and joint states into preallocated slots.
+
+Independent of rclpy (stamps are integer nanoseconds, messages are plain fields) so the
+live node and the rosbag replay tools assemble observations with the same code.
+
+Each input owns a ring of three slots: the one the policy is reading (held from
+``snapshot`` until ``release``), the newest complete one, and one being written. A
+writer therefore never touches the slot being read (no tearing while inference runs)
+and never has to wait or drop because the reader is slow; ``snapshot`` always gets the
+newest complete frame. The slot memory is allocated once per input (on the first frame,
+when the size becomes known); after that no message allocates a buffer.
+
+Thread model: at most one writer per input at a time (the node gives every subscription
+its own mutually exclusive callback group) and one reader (the inference tick). A single
+short lock covers only the slot bookkeeping, never a pixel copy.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from flash_rt_ros.buffers import host_buffer
+from flash_rt_ros.encodings import (MalformedFrame, bgr_into, decode_compressed, decode_raw,
+                                    frame_shape)
+
+STATE_SOURCES = ("position", "velocity", "effort", "none")
+
+
+class NotReady(Exception):
+    """Why no observation can be used now; ``reason`` is a stable counter key."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+class _Ring:
+    """Three slots of one input plus the index bookkeeping (guarded by the owner's lock)."""
+
+    __slots__ = ("slots", "stamps", "latest", "reading", "writing")
+
+    def __init__(self):
+        self.slots: list[np.ndarray] | None = None
+        self.stamps = [0, 0, 0]
+        self.latest = -1  # newest complete slot, -1 = nothing yet
+        self.reading = -1  # slot held by the current snapshot
+        self.writing = -1
+
+    def ensure(self, shape, dtype) -> None:
+        if self.slots is None:
+            self.slots = [host_buffer(shape, dtype) for _ in range(3)]
+
+    def free_slot(self) -> int:
+        for i in range(3):
+            if i != self.latest and i != self.reading:
+                return i
+        raise AssertionError("unreachable: three slots, two taken at most")
+
+
+@dataclass
+class Observation:
+    """One assembled observation; the arrays are views of held slots until ``release``."""
+
+    images: list  # per camera: uint8 HxWx3 RGB array (a view of the held slot)
+    image_stamps_ns: list  # per camera
+    state: np.ndarray  # float32 copy (tiny), safe to keep
+    state_stamp_ns: int
+    stamp_ns: int  # newest input stamp: the observation time
+    _held: list = field(default_factory=list, repr=False)
+
+
+class ObservationAssembler:
+    """Assemble ``num_cameras`` frames plus the named joints into one observation."""
+
+    def __init__(self, num_cameras: int, joint_names, state_source: str = "position"):
+        if state_source not in STATE_SOURCES:
+            raise ValueError(f"state_source must be one of {STATE_SOURCES}, got {state_source!r}")
+        if num_cameras < 1:
+            raise ValueError("at least one camera is needed")
+        self.num_cameras = num_cameras
+        self.joint_names = list(joint_names)
+        self.state_source = state_source
+        self._lock = threading.Lock()
+        self._cams = [_Ring() for _ in range(num_cameras)]
+        self._state = _Ring()
+        self._state.ensure((len(self.joint_names),), np.float32)
+        if state_source == "none":  # a policy without proprioception: a fixed zero state
+            self._state.latest, self._state.stamps[0] = 0, -1
+        self._name_cache: list | None = None  # last JointState.name seen, to reuse the index
+        self._index = np.zeros(len(self.joint_names), dtype=np.intp)
+        self._gather = np.zeros(len(self.joint_names), dtype=np.float64)
+        self.frames_written = [0] * num_cameras
+        self.frames_used = [0] * num_cameras
+
+    # ---------------------------------------------------------------- writers
+    def _begin(self, ring: _Ring) -> np.ndarray:
+        with self._lock:
+            ring.writing = ring.free_slot()
+            return ring.slots[ring.writing]
+
+    def _commit(self, ring: _Ring, stamp_ns: int) -> None:
+        with self._lock:
+            ring.stamps[ring.writing] = stamp_ns
+            ring.latest, ring.writing = ring.writing, -1
+
+    def _abort(self, ring: _Ring) -> None:
+        with self._lock:
+            ring.writing = -1
+
+    def _check_cam(self, cam: int, stamp_ns: int) -> _Ring:
+        if not 0 <= cam < self.num_cameras:
+            raise IndexError(f"camera index {cam} out of range")
+        if stamp_ns <= 0:
+            raise MalformedFrame("zero_stamp", "header.stamp is not set")
+        return self._cams[cam]
+
+    def write_raw(self, cam: int, stamp_ns: int, encoding: str, height: int, width: int,
+                  step: int, data) -> None:
+        """Decode a ``sensor_msgs/Image`` payload into camera ``cam``'s free slot."""
+        ring = self._check_cam(cam, stamp_ns)
+        shape = frame_shape(encoding, height, width)
+        ring.ensure(shape, np.uint8)
+        dst = self._begin(ring)
+        try:
+            decode_raw(encoding, height, width, step, data, dst)
+        except BaseException:
+            self._abort(ring)
+            raise
+        self._commit(ring, stamp_ns)
+        self.frames_written[cam] += 1
+
+    def write_compressed(self, cam: int, stamp_ns: int, fmt: str, data) -> None:
+        """Decode a ``sensor_msgs/CompressedImage`` (JPEG/PNG) into camera ``cam``'s slot."""
+        ring = self._check_cam(cam, stamp_ns)
+        bgr = decode_compressed(fmt, data)
+        ring.ensure(bgr.shape, np.uint8)
+        dst = self._begin(ring)
+        try:
+            bgr_into(bgr, dst)
+        except BaseException:
+            self._abort(ring)
+            raise
+        self._commit(ring, stamp_ns)
+        self.frames_written[cam] += 1
+
+    def write_joint_state(self, stamp_ns: int, names, position=(), velocity=(), effort=()) -> None:
+        """Gather the configured joints (in ``joint_names`` order) from a JointState."""
+        if self.state_source == "none":
+            return
+        if stamp_ns <= 0:
+            raise MalformedFrame("zero_stamp", "header.stamp is not set")
+        values = {"position": position, "velocity": velocity, "effort": effort}[self.state_source]
+        if names != self._name_cache:  # a list compare: no allocation when the order is stable
+            lookup = {n: i for i, n in enumerate(names)}
+            missing = [n for n in self.joint_names if n not in lookup]
+            if missing:
+                raise MalformedFrame("missing_joint", ", ".join(missing))
+            self._index[:] = [lookup[n] for n in self.joint_names]
+            self._name_cache = list(names)
+        src = np.frombuffer(values, dtype=np.float64) if not isinstance(values, np.ndarray) \
+            else values
+        if src.size != len(names):
+            raise MalformedFrame("size_mismatch",
+                                 f"{len(names)} names but {src.size} {self.state_source} values")
+        ring = self._state
+        dst = self._begin(ring)
+        np.take(src.astype(np.float64, copy=False), self._index, out=self._gather)
+        np.copyto(dst, self._gather, casting="same_kind")
+        self._commit(ring, stamp_ns)
+
+    # ---------------------------------------------------------------- reader
+    def snapshot(self, now_ns: int, max_age_ns: int) -> Observation:
+        """Hold the newest complete inputs, or raise :class:`NotReady` (nothing held then).
+
+        Refuses a missing camera or state, any input older than ``max_age_ns`` relative
+        to ``now_ns``, and a state with NaN/inf values.
+        """
+        with self._lock:
+            if any(r.reading >= 0 for r in self._cams) or self._state.reading >= 0:
+                raise NotReady("busy", "previous snapshot not released")
+            for i, ring in enumerate(self._cams):
+                if ring.latest < 0:
+                    raise NotReady("missing_camera", f"camera {i} has not delivered a frame")
+            if self._state.latest < 0:
+                raise NotReady("missing_state", "no joint state received")
+            cam_stamps = [r.stamps[r.latest] for r in self._cams]
+            state_stamp = self._state.stamps[self._state.latest]
+            for i, s in enumerate(cam_stamps):
+                if now_ns - s > max_age_ns:
+                    raise NotReady("stale_camera", f"camera {i} is {(now_ns - s) / 1e6:.0f} ms old")
+            if state_stamp > 0 and now_ns - state_stamp > max_age_ns:
+                raise NotReady("stale_state", f"joint state is {(now_ns - state_stamp) / 1e6:.0f} ms old")
+            state = self._state.slots[self._state.latest].copy()
+            if not np.isfinite(state).all():
+                raise NotReady("nonfinite_state", "NaN/inf in joint state")
+            held = []
+            for ring in self._cams:
+                ring.reading = ring.latest
+                held.append(ring)
+            images = [r.slots[r.reading] for r in self._cams]
+        for i in range(self.num_cameras):
+            self.frames_used[i] += 1
+        stamps = cam_stamps + ([state_stamp] if state_stamp > 0 else [])
+        return Observation(images=images, image_stamps_ns=cam_stamps, state=state,
+                           state_stamp_ns=max(state_stamp, 0), stamp_ns=max(stamps), _held=held)
+
+    def release(self, obs: Observation) -> None:
+        """Give the held slots back to the writers (call after predict returned)."""
+        with self._lock:
+            for ring in obs._held:
+                ring.reading = -1
+            obs._held = []

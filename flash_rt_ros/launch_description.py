@@ -1,0 +1,49 @@
+"""Shared body of the launch/*.launch.py files (needs a ROS 2 install with launch_ros).
+
+Each launch file names its params file; launch arguments override only what they set,
+so an empty argument keeps the value from the YAML.
+"""
+from __future__ import annotations
+
+import os
+
+import yaml
+
+ARGUMENTS = {
+    "checkpoint": "checkpoint directory (model.safetensors, norm_stats.json, tokenizer.model)",
+    "namespace": "ROS namespace of the node",
+    "camera_topics": "YAML list of camera topics, e.g. \"['/front/image_raw', '/wrist/image_raw']\"",
+    "joint_state_topic": "sensor_msgs/JointState topic",
+    "prompt": "task instruction",
+    "params_file": "a params YAML replacing the packaged one",
+}
+# launch argument -> node parameter (the rest map to themselves)
+_PARAM_OF = {"checkpoint": "checkpoint_dir"}
+
+
+def config_path(name: str) -> str:
+    from ament_index_python.packages import get_package_share_directory
+
+    return os.path.join(get_package_share_directory("flash_rt_ros"), "config", name)
+
+
+def policy_launch(params_file: str):
+    from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import Node
+
+    def node(context):
+        cfg = {k: LaunchConfiguration(k).perform(context) for k in ARGUMENTS}
+        overrides = {}
+        for arg in ("checkpoint", "camera_topics", "joint_state_topic", "prompt"):
+            if cfg[arg]:
+                value = yaml.safe_load(cfg[arg]) if arg == "camera_topics" else cfg[arg]
+                overrides[_PARAM_OF.get(arg, arg)] = value
+        return [Node(package="flash_rt_ros", executable="flash_rt_policy_node",
+                     name="flash_rt_policy", namespace=cfg["namespace"], output="screen",
+                     parameters=[cfg["params_file"] or config_path(params_file), overrides])]
+
+    args = [DeclareLaunchArgument(k, default_value="", description=d)
+            for k, d in ARGUMENTS.items()]
+    return LaunchDescription(args + [OpaqueFunction(function=node)])

@@ -1,0 +1,363 @@
+"""The ROS 2 policy node: camera frames + joint states in, action chunks out.
+
+Threads: the executor runs the subscriptions (one mutually exclusive callback group per
+input, so inputs decode in parallel but each input has a single writer) and a cheap tick;
+inference runs on a dedicated worker thread. A tick that finds the worker still busy is
+skipped and counted as an overrun rather than queued, so a chunk is always computed from
+the newest observation and the subscriptions never wait for the model.
+
+Run: ``python -m flash_rt_ros.policy_node --ros-args --params-file config/pi05_cpu.yaml``
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+
+import rclpy
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image, JointState
+from std_msgs.msg import String
+from diagnostic_msgs.msg import DiagnosticArray
+from trajectory_msgs.msg import JointTrajectory
+
+from flash_rt_ros import messages
+from flash_rt_ros.assembly import STATE_SOURCES, NotReady, ObservationAssembler
+from flash_rt_ros.encodings import MalformedFrame
+from flash_rt_ros.frontend import hardware_name, load_policy, warm_up
+from flash_rt_ros.params import DEFAULTS, NODE_NAME, PARAM_NAMES, NodeParams
+from flash_rt_ros.stats import Counters, LatencyWindow, OncePerCause, RateMeter
+from flash_rt_ros_msgs.msg import ActionChunk
+
+RUNTIME_PARAMS = {"prompt"}  # every other parameter is fixed at start-up
+
+
+def transports(p: NodeParams) -> list[str]:
+    """Per-camera transport: explicit, or "compressed" for topics ending in /compressed."""
+    explicit = [t for t in p.camera_transports if t]
+    if explicit and len(explicit) != len(p.camera_topics):
+        raise ValueError(f"camera_transports has {len(explicit)} entries for "
+                         f"{len(p.camera_topics)} camera_topics")
+    out = []
+    for i, topic in enumerate(p.camera_topics):
+        t = explicit[i] if explicit else ("compressed" if topic.endswith("/compressed") else "raw")
+        if t not in ("raw", "compressed"):
+            raise ValueError(f"camera_transports[{i}] must be raw or compressed, got {t!r}")
+        out.append(t)
+    return out
+
+
+def validate(p: NodeParams) -> None:
+    """Refuse a configuration that could only fail later, with a message that says why."""
+    if not p.camera_topics or not all(p.camera_topics):
+        raise ValueError("camera_topics must name at least one topic")
+    if not p.joint_names or not all(p.joint_names):
+        raise ValueError("joint_names is required (state order and action order)")
+    if p.state_source not in STATE_SOURCES:
+        raise ValueError(f"state_source must be one of {STATE_SOURCES}")
+    if p.trigger not in ("timer", "camera"):
+        raise ValueError("trigger must be 'timer' or 'camera'")
+    if p.qos not in ("sensor_data", "reliable"):
+        raise ValueError("qos must be 'sensor_data' or 'reliable'")
+    if p.rate_hz <= 0 or p.max_observation_age_s <= 0 or p.control_period_s <= 0:
+        raise ValueError("rate_hz, max_observation_age_s and control_period_s must be > 0")
+    if p.num_views and p.num_views < len(p.camera_topics):
+        raise ValueError(f"num_views {p.num_views} < {len(p.camera_topics)} camera topics")
+    transports(p)
+
+
+class PolicyNode(Node):
+    """Assembles observations, runs the policy on a worker thread, publishes chunks."""
+
+    def __init__(self, policy_factory=load_policy, **kwargs):
+        super().__init__(NODE_NAME, **kwargs)
+        self.p = self._declare_params()
+        validate(self.p)
+        p = self.p
+        self.num_cams = len(p.camera_topics)
+        self.num_views = p.num_views or self.num_cams
+        self.joint_names = list(p.joint_names)
+        self.counters = Counters()
+        self.infer_ms = LatencyWindow()
+        self.overhead_ms = LatencyWindow()
+        self.chunk_rate = RateMeter()
+        self._log_gate = OncePerCause()
+        self._prompt = p.prompt
+        self._sequence = 0
+        self._last_tick_ns = 0
+        self._period_ns = int(1e9 / p.rate_hz)
+        self._max_age_ns = int(p.max_observation_age_s * 1e9)
+        self._control_period_ns = int(p.control_period_s * 1e9)
+
+        self.policy = policy_factory(p, self.num_views, len(self.joint_names))
+        self.hardware = hardware_name(self.policy, p.hardware)
+        self.checkpoint_id = str(getattr(self.policy, "checkpoint_id", "") or "")
+        warm_up(self.policy, self.num_views, len(self.joint_names), p.prompt, p.seed)
+        self.asm = ObservationAssembler(self.num_cams, self.joint_names, p.state_source)
+
+        out_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                             history=HistoryPolicy.KEEP_LAST)
+        self.chunk_pub = self.create_publisher(ActionChunk, p.action_chunk_topic, out_qos)
+        self.traj_pub = (self.create_publisher(JointTrajectory, p.trajectory_topic, out_qos)
+                         if p.trajectory_topic else None)
+        self.diag_pub = self.create_publisher(DiagnosticArray, p.diagnostics_topic, out_qos)
+
+        in_qos = qos_profile_sensor_data if p.qos == "sensor_data" else out_qos
+        self._subs = []
+        for i, (topic, kind) in enumerate(zip(p.camera_topics, transports(p))):
+            msg_type = CompressedImage if kind == "compressed" else Image
+            self._subs.append(self.create_subscription(
+                msg_type, topic, self._camera_cb(i, kind), in_qos,
+                callback_group=MutuallyExclusiveCallbackGroup()))
+        if p.state_source != "none":
+            self._subs.append(self.create_subscription(
+                JointState, p.joint_state_topic, self._on_joint_state, in_qos,
+                callback_group=MutuallyExclusiveCallbackGroup()))
+        if p.prompt_topic:
+            self._subs.append(self.create_subscription(
+                String, p.prompt_topic, self._on_prompt, out_qos,
+                callback_group=MutuallyExclusiveCallbackGroup()))
+        self.add_on_set_parameters_callback(self._on_set_params)
+
+        control = MutuallyExclusiveCallbackGroup()
+        if p.trigger == "timer":
+            self.create_timer(1.0 / p.rate_hz, self._tick, callback_group=control)
+        self.create_timer(p.diagnostics_period_s, self._publish_diagnostics,
+                          callback_group=control)
+
+        self._idle = threading.Event()
+        self._idle.set()
+        self._wake = threading.Event()
+        self._stop = False
+        self._job = None
+        self._worker = threading.Thread(target=self._work, name="flash_rt_infer", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"ready: model={p.model} hardware={self.hardware} cameras={self.num_cams} "
+            f"views={self.num_views} joints={len(self.joint_names)} trigger={p.trigger} "
+            f"rate={p.rate_hz} Hz checkpoint={self.checkpoint_id or '-'}")
+
+    # ------------------------------------------------------------ parameters
+    def _declare_params(self) -> NodeParams:
+        values = {}
+        for name in PARAM_NAMES:
+            default = DEFAULTS[name]
+            if isinstance(default, tuple):
+                default = list(default)
+            values[name] = self.declare_parameter(name, default).value
+        for name, v in values.items():
+            if isinstance(DEFAULTS[name], tuple):
+                values[name] = tuple(v)
+        return NodeParams(**values)
+
+    def _on_set_params(self, params) -> SetParametersResult:
+        for prm in params:
+            if prm.name not in RUNTIME_PARAMS:
+                return SetParametersResult(
+                    successful=False,
+                    reason=f"{prm.name} is fixed at start-up; only {sorted(RUNTIME_PARAMS)} "
+                           "can change at runtime")
+            if prm.type_ != Parameter.Type.STRING:
+                return SetParametersResult(successful=False, reason="prompt must be a string")
+        for prm in params:
+            if prm.name == "prompt" and prm.value != self._prompt:
+                self._prompt = prm.value
+                self.get_logger().info(f"prompt set to {prm.value!r}")
+        return SetParametersResult(successful=True)
+
+    def _on_prompt(self, msg: String) -> None:
+        self.set_parameters([Parameter("prompt", Parameter.Type.STRING, msg.data)])
+
+    # ------------------------------------------------------------ inputs
+    def _camera_cb(self, cam: int, kind: str):
+        asm, source = self.asm, f"camera{cam}"
+        # The last camera triggers: publishers that send a synchronised set in topic order
+        # then have the whole set in place when the tick snapshots it.
+        trigger = self.p.trigger == "camera" and cam == self.num_cams - 1
+
+        def on_raw(msg: Image) -> None:
+            try:
+                asm.write_raw(cam, messages.stamp_ns(msg.header.stamp), msg.encoding,
+                              msg.height, msg.width, msg.step, msg.data)
+            except Exception as exc:  # noqa: BLE001 - a bad frame must never stop the node
+                self._malformed(source, exc)
+                return
+            if trigger:
+                self._tick()
+
+        def on_compressed(msg: CompressedImage) -> None:
+            try:
+                asm.write_compressed(cam, messages.stamp_ns(msg.header.stamp), msg.format,
+                                     msg.data)
+            except Exception as exc:  # noqa: BLE001
+                self._malformed(source, exc)
+                return
+            if trigger:
+                self._tick()
+
+        return on_compressed if kind == "compressed" else on_raw
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        try:
+            self.asm.write_joint_state(messages.stamp_ns(msg.header.stamp), msg.name,
+                                       msg.position, msg.velocity, msg.effort)
+        except Exception as exc:  # noqa: BLE001
+            self._malformed("joint_state", exc)
+
+    def _malformed(self, source: str, exc: Exception) -> None:
+        cause = exc.cause if isinstance(exc, MalformedFrame) else f"error_{type(exc).__name__}"
+        key = f"malformed/{source}/{cause}"
+        n = self.counters.inc(key)
+        if self._log_gate.should_log(key):
+            self.get_logger().warning(f"dropped malformed input from {source} ({exc}); "
+                                      f"{n} so far, this cause is logged at most every 10 s")
+
+    # ------------------------------------------------------------ inference
+    def _tick(self) -> None:
+        now = self.get_clock().now().nanoseconds
+        if self.p.trigger == "camera" and now - self._last_tick_ns < self._period_ns * 0.9:
+            return  # camera faster than rate_hz: rate limit, not an overrun
+        self.counters.inc("ticks")
+        if not self._idle.is_set():
+            self.counters.inc("overruns")
+            return
+        self._last_tick_ns = now
+        try:
+            obs = self.asm.snapshot(now, self._max_age_ns)
+        except NotReady as exc:
+            key = f"skipped/{exc.reason}"
+            self.counters.inc(key)
+            if self._log_gate.should_log(key):
+                self.get_logger().warning(f"no chunk: {exc}")
+            return
+        self._job = (obs, self._prompt)
+        self._idle.clear()
+        self._wake.set()
+
+    def _work(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._stop:
+                return
+            obs, prompt = self._job
+            self._job = None
+            try:
+                self._infer_and_publish(obs, prompt)
+            except Exception as exc:  # noqa: BLE001 - log, count, keep serving
+                key = f"errors/inference_{type(exc).__name__}"
+                self.counters.inc(key)
+                if self._log_gate.should_log(key):
+                    self.get_logger().error(f"inference failed: {exc!r}")
+            finally:
+                self.asm.release(obs)
+                self._idle.set()
+
+    def _infer_and_publish(self, obs, prompt: str) -> None:
+        seed = self.p.seed + self._sequence
+        images = list(obs.images) + [None] * (self.num_views - self.num_cams)
+        t0 = time.perf_counter()
+        result = self.policy.predict(images=images, state=obs.state, prompt=prompt, seed=seed)
+        wall_ms = (time.perf_counter() - t0) * 1e3
+        infer_ms = float(getattr(result, "latency_ms", wall_ms) or wall_ms)
+        actions = result.actions
+        if actions.ndim != 2 or actions.shape[1] != len(self.joint_names):
+            raise ValueError(f"policy returned actions of shape {actions.shape}, expected "
+                             f"(horizon, {len(self.joint_names)})")
+        msg = messages.action_chunk(
+            obs=obs, actions=actions, sequence=self._sequence, seed=seed,
+            camera_topics=self.p.camera_topics, joint_names=self.joint_names,
+            control_period_ns=self._control_period_ns, frame_id=self.p.frame_id,
+            prompt=prompt, model=self.p.model, hardware=self.hardware,
+            checkpoint_id=self.checkpoint_id, inference_latency_ms=infer_ms)
+        node_ms = (self.get_clock().now().nanoseconds - obs.stamp_ns) / 1e6
+        msg.node_latency_ms = node_ms
+        self.chunk_pub.publish(msg)
+        if self.traj_pub is not None:
+            self.traj_pub.publish(messages.joint_trajectory(
+                actions, self.joint_names, self._control_period_ns, self.p.frame_id))
+        self._sequence += 1
+        self.counters.inc("chunks")
+        self.chunk_rate.tick()
+        self.infer_ms.add(infer_ms)
+        self.overhead_ms.add(node_ms - infer_ms)
+
+    # ------------------------------------------------------------ diagnostics
+    def _publish_diagnostics(self) -> None:
+        c = self.counters.snapshot()
+        i50, i99 = self.infer_ms.percentiles(50, 99)
+        o50, o99 = self.overhead_ms.percentiles(50, 99)
+        values = {"chunk_rate_hz": self.chunk_rate.rate(), "target_rate_hz": self.p.rate_hz,
+                  "inference_ms_p50": i50, "inference_ms_p99": i99,
+                  "node_overhead_ms_p50": o50, "node_overhead_ms_p99": o99,
+                  "chunks": c.get("chunks", 0), "ticks": c.get("ticks", 0),
+                  "overruns": c.get("overruns", 0), "prompt": self._prompt}
+        for k in sorted(c):
+            if k.startswith(("skipped/", "malformed/", "errors/")):
+                values[k] = c[k]
+        for i in range(self.num_cams):
+            values[f"frames/camera{i}"] = self.asm.frames_written[i]
+            values[f"dropped/camera{i}"] = max(0, self.asm.frames_written[i]
+                                              - self.asm.frames_used[i])
+        bad = {k: v for k, v in c.items() if k.startswith(("skipped/", "malformed/", "errors/"))}
+        prev = getattr(self, "_prev_bad", {})
+        new_bad = sum(v - prev.get(k, 0) for k, v in bad.items())
+        self._prev_bad = bad
+        recent_chunks = c.get("chunks", 0) - getattr(self, "_prev_chunks", 0)
+        self._prev_chunks = c.get("chunks", 0)
+        if recent_chunks == 0:
+            level, text = messages.LEVEL_ERROR, "no chunk published in the last period"
+        elif new_bad:
+            level, text = messages.LEVEL_WARN, f"{new_bad} inputs refused in the last period"
+        else:
+            level, text = messages.LEVEL_OK, "publishing"
+        self.diag_pub.publish(messages.diagnostics(
+            self.get_clock().now().nanoseconds, f"{self.get_fully_qualified_name()}: policy",
+            self.hardware, level, text, values))
+
+    # ------------------------------------------------------------ shutdown
+    def stop(self, timeout_s: float = 1.0) -> bool:
+        """Stop the worker; True if it finished within ``timeout_s``."""
+        self._stop = True
+        self._wake.set()
+        self._worker.join(timeout_s)
+        return not self._worker.is_alive()
+
+
+def main(args=None, policy_factory=load_policy) -> int:
+    """Spin the node until SIGINT/SIGTERM; exit within about a second of the signal."""
+    rclpy.init(args=args)
+    node = None
+    code = 0
+    try:
+        node = PolicyNode(policy_factory=policy_factory)
+        executor = MultiThreadedExecutor(num_threads=max(2, node.num_cams + 2))
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception as exc:  # noqa: BLE001 - configuration errors: say why, exit non-zero
+        print(f"[{NODE_NAME}] fatal: {exc}", file=sys.stderr, flush=True)
+        code = 1
+    finally:
+        clean = True
+        if node is not None:
+            clean = node.stop()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    if not clean:
+        # A predict() still running cannot be interrupted; exit without waiting for it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""Synthetic multi-camera + joint-state publisher (demo, benchmark, tests).
+
+Frames and joint values are pure functions of (camera, stamp), so anyone holding an
+ActionChunk's recorded stamps can regenerate the exact inputs the node consumed. Fault
+injection flags (a camera going silent, NaN joints, malformed frames, bursts) let the
+same tool check a deployment's safety behaviour.
+
+    python -m flash_rt_ros.synthetic --cameras 3 --width 640 --height 480 --rate 30
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import cv2
+import numpy as np
+
+DEFAULT_JOINTS = [f"joint{i}" for i in range(8)]  # the tiny checkpoint has 8 state dims
+
+
+_SHIFT = 256  # horizontal motion range in pixels
+_BASES: dict = {}
+
+
+def _base(cam: int, height: int, width: int) -> np.ndarray:
+    """A per-camera textured panorama, built once; frames are windows into it."""
+    key = (cam, height, width)
+    if key not in _BASES:
+        y = np.arange(height, dtype=np.int32)[:, None]
+        x = np.arange(width + _SHIFT, dtype=np.int32)[None, :]
+        img = np.empty((height, width + _SHIFT, 3), dtype=np.uint8)
+        img[..., 0] = ((x + 40 * cam) % 256).astype(np.uint8)
+        img[..., 1] = ((y * 2 + x // 3) % 256).astype(np.uint8)
+        img[..., 2] = (((x ^ y) + 50 * cam) % 256).astype(np.uint8)
+        _BASES[key] = img
+    return _BASES[key]
+
+
+def frame(cam: int, stamp_ns: int, height: int, width: int) -> np.ndarray:
+    """A moving, textured RGB test image determined by (camera, stamp).
+
+    A window sliding over a precomputed panorama: cheap enough (one copy) that the stamp
+    a frame carries is within a fraction of a millisecond of its publication.
+    """
+    off = (stamp_ns // 7_000_000) % _SHIFT
+    return np.ascontiguousarray(_base(cam, height, width)[:, off:off + width])
+
+
+def joints(stamp_ns: int, n: int) -> np.ndarray:
+    """Smooth joint positions (rad) determined by the stamp."""
+    t = stamp_ns / 1e9
+    return np.array([0.5 * np.sin(0.7 * t + 0.9 * j) for j in range(n)], dtype=np.float64)
+
+
+def encode(rgb: np.ndarray, encoding: str) -> tuple[str, bytes, int]:
+    """RGB to (encoding/format, payload, step) as a driver would publish it."""
+    h, w = rgb.shape[:2]
+    if encoding == "rgb8":
+        return encoding, rgb.tobytes(), w * 3
+    if encoding == "bgr8":
+        return encoding, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR).tobytes(), w * 3
+    if encoding == "mono8":
+        return encoding, cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).tobytes(), w
+    if encoding in ("yuv422", "yuv422_yuy2"):  # BT.601 4:2:2, UYVY / YUYV byte order
+        code = cv2.COLOR_RGB2YUV_UYVY if encoding == "yuv422" else cv2.COLOR_RGB2YUV_YUY2
+        return encoding, cv2.cvtColor(rgb, code).tobytes(), w * 2
+    if encoding in ("jpeg", "png"):
+        ok, buf = cv2.imencode("." + ("jpg" if encoding == "jpeg" else "png"),
+                               cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        assert ok
+        return encoding, buf.tobytes(), 0
+    raise ValueError(f"unsupported encoding {encoding!r}")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cameras", type=int, default=2)
+    ap.add_argument("--topics", nargs="*", default=None,
+                    help="camera topics (default /cam{i}/image_raw, /compressed for jpeg/png)")
+    ap.add_argument("--encodings", nargs="*", default=["rgb8"],
+                    help="per camera (the last one repeats): rgb8 bgr8 mono8 yuv422 "
+                         "yuv422_yuy2 jpeg png")
+    ap.add_argument("--width", type=int, default=320)
+    ap.add_argument("--height", type=int, default=240)
+    ap.add_argument("--rate", type=float, default=10.0, help="frames per second per camera")
+    ap.add_argument("--joint-topic", default="/joint_states")
+    ap.add_argument("--joints", nargs="*", default=DEFAULT_JOINTS)
+    ap.add_argument("--duration", type=float, default=0.0, help="seconds; 0 = until Ctrl-C")
+    ap.add_argument("--reliable", action="store_true", help="reliable QoS (default best effort)")
+    ap.add_argument("--stop-camera", type=int, default=-1, help="camera index that goes silent")
+    ap.add_argument("--stop-after", type=float, default=0.0, help="... after this many seconds")
+    ap.add_argument("--nan-joints-after", type=float, default=0.0)
+    ap.add_argument("--malformed", default="",
+                    help="send only malformed frames on camera 0: truncated|encoding|step|"
+                         "size|jpeg|stamp|joints")
+    ap.add_argument("--malformed-every", type=int, default=1,
+                    help="corrupt every Nth camera-0 frame (2 = alternate good and bad)")
+    ap.add_argument("--burst", type=float, default=1.0, help="rate multiplier after --burst-after")
+    ap.add_argument("--burst-after", type=float, default=0.0)
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+    from sensor_msgs.msg import CompressedImage, Image, JointState
+
+    from flash_rt_ros.messages import to_time
+
+    args = parse_args(rclpy.utilities.remove_ros_args(argv or sys.argv)[1:])
+    encs = [args.encodings[min(i, len(args.encodings) - 1)] for i in range(args.cameras)]
+    topics = args.topics or [
+        f"/cam{i}/image_raw" + ("/compressed" if e in ("jpeg", "png") else "")
+        for i, e in enumerate(encs)]
+    rclpy.init(args=argv)
+    node = rclpy.create_node("flash_rt_synthetic_publisher")
+    qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE) if args.reliable \
+        else qos_profile_sensor_data
+    pubs = [node.create_publisher(CompressedImage if e in ("jpeg", "png") else Image, t, qos)
+            for e, t in zip(encs, topics)]
+    jpub = node.create_publisher(JointState, args.joint_topic, qos)
+    start = time.monotonic()
+    node.get_logger().info(f"publishing {args.cameras} cameras {encs} {args.width}x"
+                           f"{args.height} at {args.rate} Hz on {topics}")
+
+    count = [0]
+
+    def publish_once() -> None:
+        elapsed = time.monotonic() - start
+        now_ns = node.get_clock().now().nanoseconds
+        stamp = to_time(now_ns)
+        for i, (enc, pub) in enumerate(zip(encs, pubs)):
+            if i == args.stop_camera and elapsed >= args.stop_after:
+                continue
+            fmt, data, step = encode(frame(i, now_ns, args.height, args.width), enc)
+            if enc in ("jpeg", "png"):
+                msg = CompressedImage(format=fmt, data=data)
+            else:
+                msg = Image(height=args.height, width=args.width, encoding=fmt, step=step,
+                            data=data)
+            msg.header.stamp = stamp
+            msg.header.frame_id = f"cam{i}"
+            if i == 0 and args.malformed and count[0] % args.malformed_every == 0:
+                _corrupt(msg, args.malformed)
+            pub.publish(msg)
+        values = joints(now_ns, len(args.joints))
+        if args.nan_joints_after and elapsed >= args.nan_joints_after:
+            values[0] = float("nan")
+        js = JointState(name=list(args.joints), position=values.tolist())
+        if args.malformed == "joints":
+            js.position = values[:-1].tolist()
+        js.header.stamp = stamp
+        jpub.publish(js)
+        count[0] += 1
+
+    period = 1.0 / args.rate
+    next_t = time.monotonic()
+    try:
+        while rclpy.ok():
+            if args.duration and time.monotonic() - start > args.duration:
+                break
+            publish_once()
+            burst = args.burst if (args.burst_after and
+                                   time.monotonic() - start >= args.burst_after) else 1.0
+            next_t += period / burst
+            time.sleep(max(0.0, next_t - time.monotonic()))
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+def _corrupt(msg, kind: str) -> None:
+    """Damage a camera message in one specific way (fault injection)."""
+    from flash_rt_ros.messages import to_time
+
+    if kind == "truncated":
+        msg.data = bytes(msg.data)[: len(msg.data) // 2]
+    elif kind == "encoding":
+        msg.encoding = "32FC7"
+    elif kind == "step":
+        msg.step = 1
+    elif kind == "size":
+        msg.width = msg.width // 2 + 1
+    elif kind == "jpeg":
+        msg.data = b"\xff\xd8not a jpeg"
+    elif kind == "stamp":
+        msg.header.stamp = to_time(0)  # a new Time: the stamp object is shared
+
+
+if __name__ == "__main__":
+    sys.exit(main())

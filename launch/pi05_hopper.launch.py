@@ -1,0 +1,10 @@
+"""Launch the flash_rt_ros policy node with config/pi05_hopper.yaml (Pi0.5, hopper).
+
+    ros2 launch flash_rt_ros pi05_hopper.launch.py checkpoint:=/path/to/ckpt \
+        camera_topics:="['/front/image_raw', '/wrist/image_raw']" namespace:=robot1
+"""
+from flash_rt_ros.launch_description import policy_launch
+
+
+def generate_launch_description():
+    return policy_launch("pi05_hopper.yaml")

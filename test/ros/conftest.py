@@ -1,0 +1,168 @@
+"""Process and DDS helpers for the ROS tests.
+
+Every test gets its own ROS_DOMAIN_ID (a per-run base plus a counter) and discovery
+limited to localhost, so parallel CI runs and earlier tests cannot cross-talk. Child
+processes start in their own session and are stopped with SIGINT to the process group
+(then SIGKILL as a last resort, which the test reports as a failure).
+"""
+from __future__ import annotations
+
+import ctypes
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+_DOMAINS = itertools.count()
+_BASE = 10 + os.getpid() % 60  # 10..69, +counter stays below 101
+
+
+def ros_child_env(domain: int, **extra) -> dict:
+    env = dict(os.environ)
+    site = next(p for p in sys.path if p.endswith("site-packages"))
+    env.setdefault("AMENT_PREFIX_PATH", sys.prefix)
+    env["RMW_IMPLEMENTATION"] = env.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    env["ROS_DOMAIN_ID"] = str(domain)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), site, env.get("PYTHONPATH", "")])
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def _die_with_parent() -> None:
+    """Children get SIGTERM if pytest itself is killed (e.g. by a CI timeout)."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class Procs:
+    """Child processes of one test, each in its own process group, logs in tmp_path."""
+
+    def __init__(self, tmp_path: Path, domain: int):
+        self.tmp, self.domain, self.items = tmp_path, domain, []
+
+    def start(self, name: str, args: list[str], **env) -> subprocess.Popen:
+        log = open(self.tmp / f"{name}.log", "w")
+        p = subprocess.Popen([sys.executable, *args], cwd=REPO, stdout=log,
+                             stderr=subprocess.STDOUT, start_new_session=True,
+                             preexec_fn=_die_with_parent,
+                             env=ros_child_env(self.domain, **env))
+        p.log_path, p.name = self.tmp / f"{name}.log", name
+        self.items.append(p)
+        return p
+
+    def log(self, p) -> str:
+        return Path(p.log_path).read_text(errors="replace")
+
+    def stop(self, p, sig=signal.SIGINT, timeout=5.0) -> float:
+        """Signal the group; return seconds until the process exited."""
+        t0 = time.monotonic()
+        if p.poll() is None:
+            os.killpg(p.pid, sig)
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(5)
+            raise AssertionError(f"{p.name} ignored {sig.name} for {timeout} s:\n{self.log(p)}")
+        return time.monotonic() - t0
+
+    def stop_all(self) -> None:
+        for p in reversed(self.items):
+            if p.poll() is None:
+                try:
+                    self.stop(p)
+                except AssertionError:
+                    pass
+
+
+@pytest.fixture
+def domain() -> int:
+    return _BASE + next(_DOMAINS)
+
+
+@pytest.fixture
+def procs(tmp_path, domain):
+    ps = Procs(tmp_path, domain)
+    yield ps
+    ps.stop_all()
+
+
+class Listener:
+    """An in-test rclpy node (own context) recording chunks and diagnostics."""
+
+    def __init__(self, domain: int, chunk_topic="/flash_rt_policy/action_chunk"):
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from diagnostic_msgs.msg import DiagnosticArray
+        from std_msgs.msg import String
+        from trajectory_msgs.msg import JointTrajectory
+        from flash_rt_ros_msgs.msg import ActionChunk
+
+        self.ctx = rclpy.Context()
+        rclpy.init(context=self.ctx, domain_id=domain)
+        self.node = rclpy.create_node("test_listener", context=self.ctx)
+        self.chunks, self.diags, self.trajs = [], [], []
+        self.lock = threading.RLock()
+        self.node.create_subscription(ActionChunk, chunk_topic, self._add(self.chunks), 50)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._add(self.diags), 50)
+        self.node.create_subscription(JointTrajectory, "/flash_rt_policy/joint_trajectory",
+                                      self._add(self.trajs), 50)
+        self.prompt_pub = self.node.create_publisher(String, "/flash_rt_policy/prompt", 10)
+        self.executor = SingleThreadedExecutor(context=self.ctx)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+
+    def _add(self, dest):
+        def cb(msg):
+            with self.lock:
+                dest.append((time.monotonic(), msg))
+        return cb
+
+    def _spin(self):
+        from rclpy.executors import ExternalShutdownException
+        try:
+            while self.ctx.ok():
+                self.executor.spin_once(timeout_sec=0.1)
+        except (ExternalShutdownException, Exception):
+            pass
+
+    def wait_for(self, pred, timeout: float, what: str = "condition"):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with self.lock:
+                r = pred(self)
+            if r:
+                return r
+            time.sleep(0.1)
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+    def latest_diag(self) -> dict:
+        with self.lock:
+            if not self.diags:
+                return {}
+            status = self.diags[-1][1].status[0]
+        return {kv.key: kv.value for kv in status.values} | {"_level": status.level[0],
+                                                             "_message": status.message}
+
+    def close(self):
+        import rclpy
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.ctx)
+        self.thread.join(2)
+
+
+@pytest.fixture
+def listener(domain):
+    lst = Listener(domain)
+    yield lst
+    lst.close()

@@ -1,0 +1,42 @@
+"""Shared builders for the DDS tests: params files and input regeneration."""
+from __future__ import annotations
+
+import numpy as np
+import yaml
+
+from flash_rt_ros.assembly import ObservationAssembler
+from flash_rt_ros.messages import stamp_ns
+from flash_rt_ros.synthetic import DEFAULT_JOINTS, encode, frame
+
+NODE = "flash_rt_policy"
+
+
+def write_params(path, **overrides) -> str:
+    params = {"camera_topics": ["/cam0/image_raw", "/cam1/image_raw"],
+              "joint_names": list(DEFAULT_JOINTS), "rate_hz": 5.0, "prompt": "pick",
+              "max_observation_age_s": 1.0, "diagnostics_period_s": 0.5}
+    params.update(overrides)
+    path.write_text(yaml.safe_dump({NODE: {"ros__parameters": params}}))
+    return str(path)
+
+
+def node_args(params_file, *extra) -> list[str]:
+    return ["--ros-args", "--params-file", params_file, *extra]
+
+
+def regenerate_images(chunk, encodings, height, width) -> list[np.ndarray]:
+    """The exact RGB images the node fed for ``chunk``: regenerate, encode, decode again."""
+    asm = ObservationAssembler(len(encodings), ["j"], state_source="none")
+    for cam, (enc, st) in enumerate(zip(encodings, chunk.image_stamps)):
+        s = stamp_ns(st)
+        fmt, data, step = encode(frame(cam, s, height, width), enc)
+        if enc in ("jpeg", "png"):
+            asm.write_compressed(cam, s, fmt, data)
+        else:
+            asm.write_raw(cam, s, fmt, height, width, step, data)
+    obs = asm.snapshot(max(stamp_ns(st) for st in chunk.image_stamps), 1 << 62)
+    return [im.copy() for im in obs.images]
+
+
+def actions_of(chunk) -> np.ndarray:
+    return np.asarray(chunk.actions, dtype=np.float32).reshape(chunk.horizon, chunk.action_dim)

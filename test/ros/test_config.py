@@ -1,0 +1,82 @@
+"""Launch files, params files, package manifests and docs agree with the node's params."""
+import ast
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flash_rt_ros.params import DEFAULTS, NODE_NAME, PARAM_NAMES
+
+REPO = Path(__file__).resolve().parents[2]
+LAUNCHES = sorted((REPO / "launch").glob("*.launch.py"))
+CONFIGS = sorted((REPO / "config").glob("*.yaml"))
+
+
+def test_expected_launch_files_exist():
+    names = {p.name for p in LAUNCHES}
+    assert {f"pi05_{h}.launch.py" for h in ("thor", "rtx", "hopper", "cpu")} <= names
+
+
+@pytest.mark.parametrize("launch", LAUNCHES, ids=lambda p: p.name)
+def test_launch_names_an_existing_params_file(launch):
+    tree = ast.parse(launch.read_text())
+    yamls = [n.value for n in ast.walk(tree)
+             if isinstance(n, ast.Constant) and isinstance(n.value, str)
+             and n.value.endswith(".yaml")]
+    assert len(yamls) == 1, f"{launch.name} should name exactly one params file: {yamls}"
+    assert (REPO / "config" / yamls[0]).is_file(), f"{launch.name}: no config/{yamls[0]}"
+    assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description"
+               for n in tree.body)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
+def test_params_file_keys_are_declared_with_matching_types(config):
+    doc = yaml.safe_load(config.read_text())
+    assert list(doc) == [NODE_NAME]
+    params = doc[NODE_NAME]["ros__parameters"]
+    unknown = set(params) - set(PARAM_NAMES)
+    assert not unknown, f"{config.name}: keys the node does not declare: {sorted(unknown)}"
+    for key, value in params.items():
+        default = DEFAULTS[key]
+        want = (list, tuple) if isinstance(default, tuple) else type(default)
+        assert isinstance(value, want), f"{config.name}: {key}={value!r} is not {want}"
+        if isinstance(default, tuple):
+            assert value and all(isinstance(v, str) for v in value), key
+
+
+def test_launch_helper_overrides_only_declared_params():
+    from flash_rt_ros import launch_description as ld
+
+    for arg in ld.ARGUMENTS:
+        if arg in ("namespace", "params_file"):
+            continue
+        assert ld._PARAM_OF.get(arg, arg) in PARAM_NAMES, arg
+
+
+def test_docs_list_every_parameter():
+    text = (REPO / "docs" / "ros.md").read_text()
+    missing = [n for n in PARAM_NAMES if f"`{n}`" not in text]
+    assert not missing, f"docs/ros.md does not document: {missing}"
+
+
+@pytest.mark.parametrize("manifest,build_type", [("package.xml", "ament_python"),
+                                                 ("msg/package.xml", "ament_cmake")])
+def test_manifests_are_format_3(manifest, build_type):
+    root = ET.parse(REPO / manifest).getroot()
+    assert root.tag == "package" and root.get("format") == "3"
+    assert root.find("export/build_type").text == build_type
+
+
+def test_colcon_discovers_both_packages(tmp_path):
+    """Documented colcon invocation finds the node package and the interface package."""
+    import subprocess
+    import sys
+
+    colcon = Path(sys.executable).parent / "colcon"  # installed by scripts/install_ros.sh
+    out = subprocess.run(
+        [str(colcon), "list", "--base-paths", str(REPO),
+         str(REPO / "msg")], capture_output=True, text=True, cwd=tmp_path, check=True).stdout
+    found = {line.split()[0]: line.split()[-1] for line in out.splitlines() if line.strip()}
+    assert found.get("flash_rt_ros") == "(ros.ament_python)", out
+    assert found.get("flash_rt_ros_msgs") == "(ros.ament_cmake)", out

@@ -1,0 +1,219 @@
+"""The node's own logic over real DDS between processes, with the FakePolicy test double.
+
+Publisher process -> node process (tests/ros/run_fake_node.py: the real node, a fake
+model) -> this process. Waits are generous (2-core CI); assertions are about counts and
+ordering, never tight timings.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from fake_policy import fake_actions  # noqa: E402
+from helpers import actions_of, node_args, regenerate_images, write_params  # noqa: E402
+
+FAKE_NODE = "test/ros/run_fake_node.py"
+PUB = ["-m", "flash_rt_ros.synthetic"]
+START_TIMEOUT = 30.0
+
+
+def _chunks(lst):
+    return [m for _, m in lst.chunks]
+
+
+def test_chunks_reproduce_exactly_from_recorded_inputs(procs, listener, tmp_path):
+    """Three encodings (raw rgb8, raw yuv422, jpeg) decoded in the node == decoded here."""
+    encs = ["rgb8", "yuv422", "jpeg"]
+    topics = ["/cam0/image_raw", "/cam1/image_raw", "/cam2/image_raw/compressed"]
+    pf = write_params(tmp_path / "p.yaml", camera_topics=topics, trigger="camera",
+                      rate_hz=10.0, seed=1000)
+    procs.start("pub", PUB + ["--cameras", "3", "--encodings", *encs, "--rate", "5",
+                              "--width", "64", "--height", "48"])
+    node = procs.start("node", [FAKE_NODE] + node_args(pf))
+    listener.wait_for(lambda l: len(l.chunks) >= 3 and len(l.trajs) >= 3, START_TIMEOUT,
+                      "3 chunks")
+    for chunk in _chunks(listener)[:3]:
+        images = regenerate_images(chunk, encs, 48, 64)
+        expected = fake_actions(images, np.asarray(chunk.state), chunk.seed, chunk.horizon,
+                                chunk.action_dim)
+        np.testing.assert_array_equal(actions_of(chunk), expected)
+        assert chunk.seed == 1000 + chunk.sequence
+        assert list(chunk.camera_topics) == topics and chunk.prompt == "pick"
+        assert chunk.header.stamp == max(chunk.image_stamps + [chunk.state_stamp],
+                                         key=lambda t: (t.sec, t.nanosec))
+    traj = listener.trajs[0][1]
+    assert len(traj.points) == chunk.horizon and list(traj.joint_names) == list(chunk.joint_names)
+    assert node.poll() is None
+
+
+def test_subscriptions_keep_running_during_slow_inference(procs, listener, tmp_path):
+    """A 2 s predict must not stop frame intake, must skip ticks, and must not queue."""
+    pf = write_params(tmp_path / "p.yaml", rate_hz=10.0, max_observation_age_s=1.0)
+    procs.start("pub", PUB + ["--cameras", "2", "--rate", "10", "--width", "32",
+                              "--height", "24"])
+    procs.start("node", [FAKE_NODE] + node_args(pf), FAKE_DELAY_S=2.0)
+    listener.wait_for(lambda l: len(l.chunks) >= 3, START_TIMEOUT + 10, "3 slow chunks")
+    with listener.lock:
+        (t1, c1), (t2, c2) = listener.chunks[1], listener.chunks[2]
+        during = [m for t, m in listener.diags if t1 < t < t2]
+    assert len(during) >= 2, "diagnostics (executor) stalled during inference"
+    frames = [int(next(kv.value for kv in m.status[0].values if kv.key == "frames/camera0"))
+              for m in during]
+    assert frames[-1] - frames[0] >= 5, f"camera callbacks stalled during inference: {frames}"
+    d = listener.latest_diag()
+    assert int(d["overruns"]) >= 5, d
+    # skipped, not queued: each chunk used frames newer than the previous chunk finished
+    gap = (c2.image_stamps[0].sec - c1.image_stamps[0].sec) + \
+        (c2.image_stamps[0].nanosec - c1.image_stamps[0].nanosec) / 1e9
+    assert gap >= 1.5, f"chunk {c2.sequence} used frames only {gap:.2f} s newer"
+    assert all(m.node_latency_ms < 2000 + 1000 + 1500 for _, m in listener.chunks)
+
+
+BAD = [  # publisher --malformed kind, extra publisher args, params, expected counter
+    ("truncated", [], {}, "malformed/camera0/truncated"),
+    ("encoding", [], {}, "malformed/camera0/unknown_encoding"),
+    ("step", [], {}, "malformed/camera0/bad_step"),
+    ("stamp", [], {}, "malformed/camera0/zero_stamp"),
+    ("jpeg", ["--encodings", "jpeg", "rgb8"],
+     {"camera_topics": ["/cam0/image_raw/compressed", "/cam1/image_raw"]},
+     "malformed/camera0/undecodable"),
+    ("joints", [], {}, "malformed/joint_state/size_mismatch"),
+]
+
+
+@pytest.mark.parametrize("kind,pub_args,params,counter", BAD, ids=[b[0] for b in BAD])
+def test_malformed_inputs_never_produce_chunks(procs, listener, tmp_path, kind, pub_args,
+                                               params, counter):
+    pf = write_params(tmp_path / "p.yaml", **params)
+    procs.start("pub", PUB + ["--cameras", "2", "--rate", "10", "--width", "32", "--height",
+                              "24", "--malformed", kind] + pub_args)
+    node = procs.start("node", [FAKE_NODE] + node_args(pf))
+    listener.wait_for(lambda l: int(l.latest_diag().get(counter, 0)) >= 10, START_TIMEOUT,
+                      counter)
+    time.sleep(1.0)
+    assert listener.chunks == [], f"a chunk was published from {kind} inputs"
+    assert node.poll() is None, procs.log(node)
+    log = procs.log(node)
+    assert log.count("dropped malformed input") == 1, "must log once per cause, throttled"
+
+
+def test_size_change_is_counted_and_good_frames_still_flow(procs, listener, tmp_path):
+    pf = write_params(tmp_path / "p.yaml")
+    procs.start("pub", PUB + ["--cameras", "2", "--rate", "10", "--width", "32", "--height",
+                              "24", "--malformed", "size", "--malformed-every", "2"])
+    procs.start("node", [FAKE_NODE] + node_args(pf))
+    listener.wait_for(lambda l: int(l.latest_diag().get(
+        "malformed/camera0/size_mismatch", 0)) >= 3 and len(l.chunks) >= 2, START_TIMEOUT,
+        "size_mismatch counted and chunks")
+
+
+def test_nan_joints_block_publishing(procs, listener, tmp_path):
+    pf = write_params(tmp_path / "p.yaml")
+    procs.start("pub", PUB + ["--cameras", "2", "--rate", "10", "--width", "32", "--height",
+                              "24", "--nan-joints-after", "0.001"])
+    procs.start("node", [FAKE_NODE] + node_args(pf))
+    listener.wait_for(lambda l: int(l.latest_diag().get("skipped/nonfinite_state", 0)) >= 5,
+                      START_TIMEOUT, "nonfinite_state skips")
+    assert listener.chunks == []
+    assert listener.latest_diag()["_level"] == 2  # ERROR: nothing published
+
+
+def test_camera_that_stops_blocks_publishing(procs, listener, tmp_path):
+    pf = write_params(tmp_path / "p.yaml", max_observation_age_s=0.5)
+    procs.start("pub", PUB + ["--cameras", "2", "--rate", "10", "--width", "32", "--height",
+                              "24", "--stop-camera", "1", "--stop-after", "6"])
+    procs.start("node", [FAKE_NODE] + node_args(pf))
+    listener.wait_for(lambda l: len(l.chunks) >= 1, START_TIMEOUT, "chunks before the stop")
+    listener.wait_for(lambda l: int(l.latest_diag().get("skipped/stale_camera", 0)) >= 3,
+                      START_TIMEOUT, "stale_camera skips")
+    with listener.lock:
+        n = len(listener.chunks)
+    time.sleep(2.0)
+    assert len(listener.chunks) == n, "chunks kept coming after camera 1 went silent"
+    for _, c in listener.chunks:  # every chunk published used a frame within max age
+        for st in c.image_stamps:
+            age = (c.header.stamp.sec - st.sec) + (c.header.stamp.nanosec - st.nanosec) / 1e9
+            assert age <= 0.5
+
+
+def test_burst_at_10x_rate(procs, listener, tmp_path):
+    pf = write_params(tmp_path / "p.yaml", rate_hz=5.0)
+    procs.start("pub", PUB + ["--cameras", "2", "--rate", "10", "--width", "32", "--height",
+                              "24", "--burst", "10", "--burst-after", "3"])
+    node = procs.start("node", [FAKE_NODE] + node_args(pf))
+    listener.wait_for(lambda l: len(l.chunks) >= 1, START_TIMEOUT, "first chunk")
+    f0 = int(listener.wait_for(lambda l: l.latest_diag().get("frames/camera0"), 10, "diag"))
+    time.sleep(6.0)
+    d = listener.latest_diag()
+    assert int(d["frames/camera0"]) - f0 >= 100, d  # well above the nominal 10 Hz
+    assert node.poll() is None
+    with listener.lock:
+        recent = [t for t, _ in listener.chunks if t > time.monotonic() - 3.0]
+    assert len(recent) >= 5, "chunk rate collapsed under the burst"
+    assert not any(k.startswith("errors/") for k in d), d
+
+
+def test_prompt_changes_at_runtime(procs, listener, tmp_path):
+    from rclpy.parameter import Parameter
+    from rclpy.parameter_client import AsyncParameterClient
+    from std_msgs.msg import String
+
+    pf = write_params(tmp_path / "p.yaml", rate_hz=5.0)
+    procs.start("pub", PUB + ["--cameras", "2", "--rate", "10", "--width", "32", "--height",
+                              "24"])
+    procs.start("node", [FAKE_NODE] + node_args(pf))
+    listener.wait_for(lambda l: len(l.chunks) >= 1, START_TIMEOUT, "first chunk")
+    assert _chunks(listener)[0].prompt == "pick"
+    listener.wait_for(lambda l: l.prompt_pub.get_subscription_count() > 0, 10, "prompt sub")
+    listener.prompt_pub.publish(String(data="open the drawer"))
+    listener.wait_for(lambda l: l.chunks[-1][1].prompt == "open the drawer", 10, "topic prompt")
+
+    client = AsyncParameterClient(listener.node, "flash_rt_policy")
+    assert client.wait_for_services(10.0)
+    res = _result(client.set_parameters([Parameter("prompt", value="stack the cups")]))
+    assert res.results[0].successful
+    listener.wait_for(lambda l: l.chunks[-1][1].prompt == "stack the cups", 10, "param prompt")
+    res = _result(client.set_parameters([Parameter("rate_hz", value=50.0)]))
+    assert not res.results[0].successful and "fixed at start-up" in res.results[0].reason
+
+
+def _result(future, timeout=10.0):
+    end = time.monotonic() + timeout
+    while not future.done() and time.monotonic() < end:
+        time.sleep(0.05)
+    assert future.done(), "parameter service did not answer"
+    return future.result()
+
+
+def _shm() -> set:
+    return {n for n in os.listdir("/dev/shm") if "port" not in n} if os.path.isdir("/dev/shm") \
+        else set()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_shutdown_within_2s_even_mid_inference(procs, tmp_path, sig):
+    before = _shm()
+    pf = write_params(tmp_path / "p.yaml", rate_hz=5.0)
+    pub = procs.start("pub", PUB + ["--cameras", "2", "--rate", "10", "--width", "32",
+                                    "--height", "24"])
+    node = procs.start("node", [FAKE_NODE] + node_args(pf), FAKE_DELAY_S=5.0)
+    end = time.monotonic() + START_TIMEOUT
+    while "ready:" not in procs.log(node) and time.monotonic() < end:
+        time.sleep(0.2)
+    time.sleep(2.5)  # ticks have started a 5 s predict by now
+    took = procs.stop(node, sig)
+    assert took < 2.0, f"node took {took:.2f} s to exit on {sig.name}"
+    assert node.returncode == 0, procs.log(node)
+    procs.stop(pub, sig)
+    for p in (node, pub):
+        with pytest.raises(ProcessLookupError):
+            os.killpg(p.pid, 0)  # no process of the group is left
+    time.sleep(0.5)
+    leaked = _shm() - before
+    assert not leaked, f"shared-memory segments left behind: {sorted(leaked)}"
