@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-shot set-up on a fresh Debian/Ubuntu machine: a venv in .venv with the engine, its
-# test tools and (when scripts/install_ros.sh is present) ROS 2 Kilted from PyPI wheels.
+# test tools, ROS 2 Kilted from PyPI wheels and the flash_rt_ros_msgs interface package.
 # Idempotent: re-running only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +16,8 @@ python -m pip install -q --upgrade pip setuptools wheel
 # 'torch' from another package's requirements would pull a multi-GB CUDA build instead.
 python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0"
 python -m pip install -q -r requirements.txt
-if [ -f scripts/install_ros.sh ]; then
+# The message build is skipped when the installed interface matches msg/ already.
+if ! cmp -s msg/msg/ActionChunk.msg "$VENV/share/flash_rt_ros_msgs/msg/ActionChunk.msg"; then
   bash scripts/install_ros.sh "$VENV"
 fi
 python -m pip install -q --no-build-isolation --no-deps -e .
