@@ -10,6 +10,10 @@ cd "$(dirname "$0")/.."
 ARCHS=${FLASH_RT_CI_ARCHS:-"90a 110a 120a"}
 PY=${PYTHON:-python3}
 PYBIN=$(command -v "$PY")
+# Absolute, but without resolving symlinks: a venv's python is a symlink to the base
+# interpreter, and resolving it would lose the venv's site-packages (pybind11, cuBLAS).
+PYBIN="$(cd "$(dirname "$PYBIN")" && pwd)/$(basename "$PYBIN")"
+PY="$PYBIN"
 NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
 [ -x "$NVCC" ] || { echo "build_kernels: nvcc not found" >&2; exit 1; }
 

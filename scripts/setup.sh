@@ -11,7 +11,8 @@ PY="${PYTHON:-python3}"
 # shellcheck disable=SC1091
 . "$VENV/bin/activate"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-python -m pip install -q --upgrade pip setuptools wheel
+# setuptools < 80: colcon-core (installed with ROS) requires it
+python -m pip install -q --upgrade pip "setuptools<80" wheel
 # torch first and pinned: 2.13.0 is the CPU build on this project's machines; an unpinned
 # 'torch' from another package's requirements would pull a multi-GB CUDA build instead.
 python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0"
