@@ -122,32 +122,35 @@ void gated_residual(ptr_t x, ptr_t y, ptr_t mod, i64 M, i64 N, i64 rows_per_cond
   check_launch(w);
 }
 
-void geglu_fp8(ptr_t gu, ptr_t out, ptr_t out_scale, i64 M, i64 F, ptr_t stream) {
-  const char* w = "geglu_fp8";
+namespace {
+// Shared by both output types: fp8 output needs the device-side scale, bf16 takes none.
+void geglu_impl(const char* w, bool fp8_out, ptr_t gu, ptr_t out, ptr_t out_scale, i64 M,
+                i64 F, ptr_t stream) {
   check_positive(M, w, "M");
   check_positive(F, w, "F");
   check_multiple(F, 8, w, "F");
   check_ptr(gu, w, "gu", 16);
-  check_ptr(out, w, "out", 8);
-  check_ptr(out_scale, w, "out_scale", 4);
+  check_ptr(out, w, "out", fp8_out ? 8 : 16);
   const i64 nv = M * F / 8;
-  geglu_kernel<fp8><<<grid_for(nv), kThreads, 0, as_stream(stream)>>>(
-      as_ptr<const bf16>(gu), as_ptr<fp8>(out), as_ptr<const float>(out_scale),
-      static_cast<int>(F), nv);
+  if (fp8_out) {
+    check_ptr(out_scale, w, "out_scale", 4);
+    geglu_kernel<fp8><<<grid_for(nv), kThreads, 0, as_stream(stream)>>>(
+        as_ptr<const bf16>(gu), as_ptr<fp8>(out), as_ptr<const float>(out_scale),
+        static_cast<int>(F), nv);
+  } else {
+    geglu_kernel<bf16><<<grid_for(nv), kThreads, 0, as_stream(stream)>>>(
+        as_ptr<const bf16>(gu), as_ptr<bf16>(out), nullptr, static_cast<int>(F), nv);
+  }
   check_launch(w);
+}
+}  // namespace
+
+void geglu_fp8(ptr_t gu, ptr_t out, ptr_t out_scale, i64 M, i64 F, ptr_t stream) {
+  geglu_impl("geglu_fp8", true, gu, out, out_scale, M, F, stream);
 }
 
 void geglu_bf16(ptr_t gu, ptr_t out, i64 M, i64 F, ptr_t stream) {
-  const char* w = "geglu_bf16";
-  check_positive(M, w, "M");
-  check_positive(F, w, "F");
-  check_multiple(F, 8, w, "F");
-  check_ptr(gu, w, "gu", 16);
-  check_ptr(out, w, "out", 16);
-  const i64 nv = M * F / 8;
-  geglu_kernel<bf16><<<grid_for(nv), kThreads, 0, as_stream(stream)>>>(
-      as_ptr<const bf16>(gu), as_ptr<bf16>(out), nullptr, static_cast<int>(F), nv);
-  check_launch(w);
+  geglu_impl("geglu_bf16", false, gu, out, 0, M, F, stream);
 }
 
 void quantize_fp8_static(ptr_t x, ptr_t out, ptr_t scale, i64 n, ptr_t stream) {

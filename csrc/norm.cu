@@ -125,6 +125,19 @@ void launch(const char* where, const NormParams& p, ptr_t out, i64 M, ptr_t stre
   check_launch(where);
 }
 
+// fp8 output needs the device-side scale; bf16 output takes none.
+template <NormKind kind>
+void launch_out(const char* where, bool fp8_out, NormParams p, ptr_t out, ptr_t out_scale,
+                i64 M, ptr_t stream) {
+  if (fp8_out) {
+    check_ptr(out_scale, where, "out_scale", 4);
+    p.out_scale = as_ptr<const float>(out_scale);
+    launch<kind, fp8>(where, p, out, M, stream);
+  } else {
+    launch<kind, bf16>(where, p, out, M, stream);
+  }
+}
+
 NormParams base_params(ptr_t x, i64 N, float eps) {
   NormParams p{};
   p.x = as_ptr<const bf16>(x);
@@ -142,13 +155,7 @@ void layernorm_impl(const char* where, bool fp8_out, ptr_t x, ptr_t w, ptr_t b, 
   NormParams p = base_params(x, N, eps);
   p.w = as_ptr<const bf16>(w);
   p.b = as_ptr<const bf16>(b);
-  if (fp8_out) {
-    check_ptr(out_scale, where, "out_scale", 4);
-    p.out_scale = as_ptr<const float>(out_scale);
-    launch<NormKind::kLayer, fp8>(where, p, out, M, stream);
-  } else {
-    launch<NormKind::kLayer, bf16>(where, p, out, M, stream);
-  }
+  launch_out<NormKind::kLayer>(where, fp8_out, p, out, out_scale, M, stream);
 }
 
 void rmsnorm_impl(const char* where, bool fp8_out, ptr_t x, ptr_t w, ptr_t out,
@@ -159,13 +166,7 @@ void rmsnorm_impl(const char* where, bool fp8_out, ptr_t x, ptr_t w, ptr_t out,
   NormParams p = base_params(x, N, eps);
   p.w = as_ptr<const bf16>(w);
   p.add_one = add_one;
-  if (fp8_out) {
-    check_ptr(out_scale, where, "out_scale", 4);
-    p.out_scale = as_ptr<const float>(out_scale);
-    launch<NormKind::kRms, fp8>(where, p, out, M, stream);
-  } else {
-    launch<NormKind::kRms, bf16>(where, p, out, M, stream);
-  }
+  launch_out<NormKind::kRms>(where, fp8_out, p, out, out_scale, M, stream);
 }
 
 void adarms_impl(const char* where, bool fp8_out, ptr_t x, ptr_t y, ptr_t gate_mod,
@@ -185,13 +186,7 @@ void adarms_impl(const char* where, bool fp8_out, ptr_t x, ptr_t y, ptr_t gate_m
     p.gate_mod = as_ptr<const float>(gate_mod);
     p.x_out = as_ptr<bf16>(x);
   }
-  if (fp8_out) {
-    check_ptr(out_scale, where, "out_scale", 4);
-    p.out_scale = as_ptr<const float>(out_scale);
-    launch<NormKind::kAdaRms, fp8>(where, p, out, M, stream);
-  } else {
-    launch<NormKind::kAdaRms, bf16>(where, p, out, M, stream);
-  }
+  launch_out<NormKind::kAdaRms>(where, fp8_out, p, out, out_scale, M, stream);
 }
 
 }  // namespace
