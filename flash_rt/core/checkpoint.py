@@ -8,6 +8,7 @@ layout cannot drift from the model. Key aliases accepted on load:
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ TOKENIZER_FILE = "tokenizer.model"
 META_MODEL = "flash_rt.model"
 META_PRESET = "flash_rt.preset"
 
-_LEROBOT_PREFIX = "model."
+LEROBOT_PREFIX = "model."  # LeRobot keys carry it; openpi-converted files do not
 _EMBED_KEY = "paligemma_with_expert.paligemma.model.language_model.embed_tokens.weight"
 _TIED_LM_HEAD = "paligemma_with_expert.paligemma.lm_head.weight"
 # Present in some exports, never used for inference.
@@ -52,8 +53,8 @@ def expected_layout(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 
 def canonical_key(key: str) -> str:
-    if key.startswith(_LEROBOT_PREFIX):
-        key = key[len(_LEROBOT_PREFIX):]
+    if key.startswith(LEROBOT_PREFIX):
+        key = key[len(LEROBOT_PREFIX):]
     return _EMBED_KEY if key == _TIED_LM_HEAD else key
 
 
@@ -165,8 +166,6 @@ class CheckpointBundle:
     @property
     def checkpoint_id(self) -> str:
         """Short content id (header + size), cheap even for a 13 GB file."""
-        import hashlib
-
         h = hashlib.sha256()
         with open(self.reader.path, "rb") as fh:
             h.update(fh.read(self.reader.data_start))

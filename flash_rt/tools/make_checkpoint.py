@@ -22,7 +22,8 @@ import torch
 
 from flash_rt.configs import MODELS, ModelConfig, available_presets, load_config
 from flash_rt.core.checkpoint import (
-    META_MODEL, META_PRESET, NORM_STATS_FILE, TOKENIZER_FILE, WEIGHTS_FILE, expected_layout,
+    LEROBOT_PREFIX, META_MODEL, META_PRESET, NORM_STATS_FILE, TOKENIZER_FILE, WEIGHTS_FILE,
+    expected_layout,
 )
 from flash_rt.core.progress import ProgressBar
 from flash_rt.core.safetensors_stream import TensorEntry, write_streaming
@@ -32,7 +33,6 @@ log = logging.getLogger("flash_rt.make_checkpoint")
 DEFAULT_STATE_DIMS = 8  # 7-joint arm + gripper
 DEFAULT_ACTION_DIMS = 8
 TINY_TOKENIZER_VOCAB = 512
-_LEROBOT_PREFIX = "model."
 
 # Residual-branch outputs are scaled down so 18-27 random layers keep the stream bounded.
 _RESIDUAL_OUT = ("o_proj.weight", "down_proj.weight", "out_proj.weight", "fc2.weight")
@@ -70,7 +70,7 @@ def _tensor_maker(key: str, shape: tuple[int, ...], seed: int):
 def write_weights(cfg: ModelConfig, out_file: Path, seed: int, dtype: torch.dtype,
                   lerobot_prefix: bool = True) -> None:
     layout = expected_layout(cfg)
-    prefix = _LEROBOT_PREFIX if lerobot_prefix else ""
+    prefix = LEROBOT_PREFIX if lerobot_prefix else ""
     entries = [TensorEntry(prefix + k, shape, _tensor_maker(k, shape, seed))
                for k, shape in layout.items()]
     bar = ProgressBar("writing weights", len(entries))
