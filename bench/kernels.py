@@ -16,6 +16,7 @@ import argparse
 import datetime
 import json
 import math
+import os
 import platform
 import statistics
 import subprocess
@@ -124,6 +125,23 @@ def bench_gemms(fk, cfg, args, peak):
     return rows
 
 
+def timed_impls(fn, args):
+    """Times fn once per attention kernel variant in args.attn_impls (FLASH_RT_ATTN_KERNEL,
+    read by the launcher at capture time); returns (first variant's timing, all)."""
+    res = {}
+    old = os.environ.get("FLASH_RT_ATTN_KERNEL")
+    try:
+        for impl in args.attn_impls:
+            os.environ["FLASH_RT_ATTN_KERNEL"] = impl
+            res[impl] = timed(fn, args.inner, args.reps)
+    finally:
+        if old is None:
+            os.environ.pop("FLASH_RT_ATTN_KERNEL", None)
+        else:
+            os.environ["FLASH_RT_ATTN_KERNEL"] = old
+    return res[args.attn_impls[0]], res
+
+
 def bench_attention(fk, cfg, args):
     rows = []
     sc, p = cfg.siglip, cfg.prefix
@@ -134,11 +152,11 @@ def bench_attention(fk, cfg, args):
     qkv = torch.randn(V * T, 3 * W, device="cuda").bfloat16()
     out = torch.empty(V * T, W, device="cuda", dtype=torch.bfloat16)
     x = qkv.view(V, T, 3, H, D).permute(2, 0, 3, 1, 4).contiguous()
-    ours = timed(lambda s: fk.attention_siglip(qkv.data_ptr(), out.data_ptr(), V, T, H, D, s),
-                 args.inner, args.reps)
+    ours, by = timed_impls(
+        lambda s: fk.attention_siglip(qkv.data_ptr(), out.data_ptr(), V, T, H, D, s), args)
     ref = timed(lambda s: F.scaled_dot_product_attention(x[0], x[1], x[2]), args.inner, args.reps)
     rows.append({"name": f"siglip {V}x{T} tok, {H}x{D}", "flops": 4.0 * V * H * T * T * D,
-                 "ours": ours, "sdpa": ref})
+                 "ours": ours, "ours_by_impl": by, "sdpa": ref})
     # prefix and decoder (MQA 8:1, head_dim 256)
     H, Hkv, D = p.num_heads, p.num_kv_heads, p.head_dim
     L = cfg.max_prefix_len
@@ -156,14 +174,14 @@ def bench_attention(fk, cfg, args):
             for splits in (1, 2):
                 wsb = fk.attention_workspace_bytes(1, L, H, D, splits)
                 ws = torch.empty(max(wsb, 16), dtype=torch.uint8, device="cuda")
-                r = timed(lambda s: fk.attention_prefix(q.data_ptr(), kc.data_ptr(), vc.data_ptr(),
-                                                        o.data_ptr(), L, H, Hkv, D, vl.data_ptr(),
-                                                        D ** -0.5, s, splits=splits,
-                                                        workspace=ws.data_ptr(),
-                                                        workspace_bytes=wsb),
-                          args.inner, args.reps)
+                r, by = timed_impls(
+                    lambda s: fk.attention_prefix(q.data_ptr(), kc.data_ptr(), vc.data_ptr(),
+                                                  o.data_ptr(), L, H, Hkv, D, vl.data_ptr(),
+                                                  D ** -0.5, s, splits=splits,
+                                                  workspace=ws.data_ptr(), workspace_bytes=wsb),
+                    args)
                 rows.append({"name": f"prefix L={L}, {H}:{Hkv} x {D}, splits={splits}",
-                             "flops": 4.0 * H * L * L * D, "ours": r,
+                             "flops": 4.0 * H * L * L * D, "ours": r, "ours_by_impl": by,
                              "sdpa": timed(lambda s: F.scaled_dot_product_attention(qs, ks, vs),
                                            args.inner, args.reps) if splits == 1 else None})
         q = torch.randn(hz, H * D, device="cuda").bfloat16()
@@ -174,23 +192,26 @@ def bench_attention(fk, cfg, args):
         ks = kc[:nk].view(1, nk, 1, D).transpose(1, 2).repeat(1, H, 1, 1).contiguous()
         vs = vc[:nk].view(1, nk, 1, D).transpose(1, 2).repeat(1, H, 1, 1).contiguous()
         sd = timed(lambda s: F.scaled_dot_product_attention(qs, ks, vs), args.inner, args.reps)
-        for splits in (1, 4, 8, 16):
+        for splits in (1, 2, 4, 8, 16):
             wsb = fk.attention_workspace_bytes(1, hz, H, D, splits)
             ws = torch.empty(max(wsb, 16), dtype=torch.uint8, device="cuda")
-            r = timed(lambda s: fk.attention_decoder(q.data_ptr(), kc.data_ptr(), vc.data_ptr(),
-                                                     o.data_ptr(), hz, rows_c, H, Hkv, D,
-                                                     pl.data_ptr(), D ** -0.5, s, splits=splits,
-                                                     workspace=ws.data_ptr(), workspace_bytes=wsb),
-                      args.inner, args.reps)
+            r, by = timed_impls(
+                lambda s: fk.attention_decoder(q.data_ptr(), kc.data_ptr(), vc.data_ptr(),
+                                               o.data_ptr(), hz, rows_c, H, Hkv, D,
+                                               pl.data_ptr(), D ** -0.5, s, splits=splits,
+                                               workspace=ws.data_ptr(), workspace_bytes=wsb),
+                args)
             rows.append({"name": f"decoder {hz} q x {nk} keys, splits={splits}",
-                         "flops": 4.0 * H * hz * nk * D, "ours": r,
+                         "flops": 4.0 * H * hz * nk * D, "ours": r, "ours_by_impl": by,
                          "sdpa": sd if splits == 1 else None})
     for r in rows:
         for k in ("ours", "sdpa"):
             if r[k]:
                 r[k + "_tflops"] = r["flops"] / (r[k]["p50_us"] * 1e-6) / 1e12
+        impls = " ".join(f"{k} {v['p50_us']:.2f}" for k, v in r.get("ours_by_impl", {}).items())
         print(f"attn {r['name']:42s} ours {r['ours']['p50_us']:8.2f}us "
-              f"sdpa {r['sdpa']['p50_us'] if r['sdpa'] else float('nan'):8.2f}us", flush=True)
+              f"sdpa {r['sdpa']['p50_us'] if r['sdpa'] else float('nan'):8.2f}us  [{impls}]",
+              flush=True)
     return rows
 
 
@@ -299,26 +320,35 @@ def markdown(res):
     dev, day = res["device"], res["date"]
     out = [f"Device: {dev}, {day}; torch {res['versions']['torch']}, CUDA {res['versions']['cuda_runtime']}, "
            f"driver {res['versions'].get('driver', '?')}. GPU time per call, p50 (p99) in us, from "
-           "CUDA-graph replays (bench/kernels.py).", "",
-           "| GEMM | M | N | K | ours FP8 us | TFLOP/s | % FP8 peak | _scaled_mm us | bf16 matmul us | tuned vs heuristic us |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in res["gemm"]:
+           "CUDA-graph replays (bench/kernels.py)."]
+    if "gemm" in res:
+        out += ["", "| GEMM | M | N | K | ours FP8 us | TFLOP/s | % FP8 peak | _scaled_mm us | bf16 matmul us | tuned vs heuristic us |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in res.get("gemm", []):
         sm = r["torch_scaled_mm"]
         out.append(f"| {r['name']} | {r['M']} | {r['N']} | {r['K']} | {fmt(r['ours_fp8']['p50_us'], 2)} "
                    f"({fmt(r['ours_fp8']['p99_us'], 2)}) | {fmt(r['ours_tflops'])} | "
                    f"{fmt(r['ours_pct_fp8_peak'])} | {fmt(sm['p50_us'] if sm else None, 2)}"
                    f"{' *' if r['note'] else ''} | {fmt(r['torch_bf16']['p50_us'], 2)} | "
                    f"{fmt(r['autotune']['best_us'], 2)} / {fmt(r['autotune']['heuristic_us'], 2)} |")
-    notes = sorted({r["note"] for r in res["gemm"] if r["note"]})
+    notes = sorted({r["note"] for r in res.get("gemm", []) if r["note"]})
     out += [f"\n\\* {n}" for n in notes]
-    out += ["", "| attention | ours us | TFLOP/s | SDPA us | SDPA TFLOP/s |", "|---|---|---|---|---|"]
-    for r in res["attention"]:
+    legacy = "legacy" in res.get("attn_impls", [])[1:]
+    if "attention" in res:
+        out += ["", "| attention | ours us | TFLOP/s | SDPA us | SDPA TFLOP/s |"
+                + (" legacy kernel us |" if legacy else ""),
+                "|---|---|---|---|---|" + ("---|" if legacy else "")]
+    for r in res.get("attention", []):
         sd = r["sdpa"]
+        lg = r.get("ours_by_impl", {}).get("legacy")
         out.append(f"| {r['name']} | {fmt(r['ours']['p50_us'], 2)} ({fmt(r['ours']['p99_us'], 2)}) | "
                    f"{fmt(r.get('ours_tflops'))} | {fmt(sd['p50_us'] if sd else None, 2)} | "
-                   f"{fmt(r.get('sdpa_tflops'))} |")
-    out += ["", "| elementwise | ours us | GB/s | % HBM peak | torch eager us |", "|---|---|---|---|---|"]
-    for r in res["elementwise"]:
+                   f"{fmt(r.get('sdpa_tflops'))} |"
+                   + (f" {fmt(lg['p50_us'] if lg else None, 2)} |" if legacy else ""))
+    if "elementwise" in res:
+        out += ["", "| elementwise | ours us | GB/s | % HBM peak | torch eager us |",
+                "|---|---|---|---|---|"]
+    for r in res.get("elementwise", []):
         te = r.get("torch_eager")
         out.append(f"| {r['name']} | {fmt(r['ours']['p50_us'], 2)} ({fmt(r['ours']['p99_us'], 2)}) | "
                    f"{fmt(r['ours_gbs'])} | {fmt(r.get('ours_pct_hbm'))} | "
@@ -333,13 +363,17 @@ def main():
     ap.add_argument("--inner", type=int, default=20)
     ap.add_argument("--reps", type=int, default=50)
     ap.add_argument("--only", choices=["gemm", "attention", "elementwise"], default=None)
+    ap.add_argument("--attn-impls", default="v2",
+                    help="comma list of attention kernel variants (FLASH_RT_ATTN_KERNEL: v2, "
+                         "legacy, v2_qsmem, v2_wg1); the first is reported as 'ours'")
     args = ap.parse_args()
+    args.attn_impls = [s for s in args.attn_impls.split(",") if s]
     fk = kernels.load()
     cfg = load_config("pi05", "full")
     name = torch.cuda.get_device_name()
     peak = peaks_for(name)
     res = {"device": name, "date": datetime.date.today().isoformat(), "versions": versions(),
-           "peaks": peak, "inner": args.inner, "reps": args.reps}
+           "peaks": peak, "inner": args.inner, "reps": args.reps, "attn_impls": args.attn_impls}
     if args.only in (None, "gemm"):
         res["gemm"] = bench_gemms(fk, cfg, args, peak)
     if args.only in (None, "attention"):
@@ -348,7 +382,7 @@ def main():
         res["elementwise"] = bench_elementwise(fk, cfg, args, peak)
     with open(args.out, "w") as fh:
         json.dump(res, fh, indent=1)
-    if args.md and args.only is None:
+    if args.md:
         with open(args.md, "w") as fh:
             fh.write(markdown(res))
 

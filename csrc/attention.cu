@@ -7,7 +7,14 @@
 // length are skipped; keys with key_mask == 0 get the finite mask constant (exactly as
 // the reference's where(mask, logits, -2.3819763e38)). Split-K (flash-decoding) splits
 // the key range over blockIdx.z and merges the partial results in a second kernel.
+//
+// Two kernels share that contract: attn_kernel_v2 (default; 8 warps, intra-block key split,
+// multi-stage K/V ring, see its comment) and the previous attn_kernel (4 warps, one K and
+// one V buffer), kept as the fallback for devices whose opt-in shared memory is too small
+// for the v2 tiles and selectable with FLASH_RT_ATTN_KERNEL=legacy for A/B measurements.
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 
 #include "common.h"
 #include "ops.h"
@@ -24,6 +31,7 @@ struct Params {
   int Lq, Lk, H, Hkv, G, D;
   long long q_row, k_row, v_row, o_row, q_batch, k_batch, v_batch, o_batch;
   float scale;
+  float scale_log2;  // scale * log2(e): v2 kernel works in the log2 domain
   const int* kv_len; int kv_len_add;
   const unsigned char* key_mask;
   int splits;
@@ -56,6 +64,12 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], const unsigned (&a)[4], 
 
 __device__ __forceinline__ void ldmatrix_x4_trans(unsigned (&r)[4], const void* p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_u32(p)));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(smem_u32(p)));
 }
@@ -265,7 +279,287 @@ __global__ void __launch_bounds__(kWarps * 32) attn_kernel(Params p) {
   }
 }
 
-// One warp per (split-merged) output row: weights exp(lse_s - max lse).
+// ---------------------------------------------------------------- v2 (default)
+// Same math and contract as attn_kernel, restructured for throughput:
+//  * WG warp groups of 4 warps: all groups share the 64 packed query rows, group g takes
+//    keys [g*BN/WG, (g+1)*BN/WG) of every BN-key tile (intra-block split of the keys, so
+//    one block of 64 rows keeps 8 warps busy; the groups' (m, l, O) merge at the end);
+//  * STAGES-deep cp.async ring of K+V tiles (one commit group per tile, one barrier per
+//    tile), prefetching STAGES-1 tiles ahead;
+//  * Q fragments in registers (QREG) or one ldmatrix.x4 per k-step, K fragments by
+//    ldmatrix.x4 (two 8-key n-tiles per instruction);
+//  * softmax in the log2 domain: logits scaled once by scale*log2(e), exp2 per element.
+//    Masked keys get kMaskValue there (weight exactly 0 next to any real key, uniform when
+//    every key is masked: the reference's finite-mask semantics); keys past the length -inf.
+template <int DP, int BN, int WG, int STAGES, bool QREG>
+struct V2Cfg {
+  static constexpr int kThreads = WG * 128;
+  static constexpr int SD = DP + 8;  // padded smem row: conflict-free ldmatrix
+  static constexpr int kMainBytes = (kBlockM + 2 * STAGES * BN) * SD * 2;
+  // merge scratch: per extra group, per row-warp, DP/2 o values + 2 m + 2 l, x 32 lanes
+  static constexpr int kRedBytes = (WG - 1) * 4 * (DP / 2 + 4) * 32 * 4;
+  static constexpr int kSmem = kMainBytes > kRedBytes ? kMainBytes : kRedBytes;
+};
+
+template <int DP, int BN, int WG, int STAGES, bool QREG>
+__global__ void __launch_bounds__(WG * 128) attn_kernel_v2(Params p) {
+  using C = V2Cfg<DP, BN, WG, STAGES, QREG>;
+  constexpr int NT = C::kThreads;
+  constexpr int SD = C::SD;
+  constexpr int BNW = BN / WG;  // keys per warp per tile
+  constexpr int KT = DP / 16;
+  constexpr int kChunks = DP / 8;
+  static_assert(BNW % 16 == 0 && STAGES >= 2, "tile shape");
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16* Qs = reinterpret_cast<bf16*>(smem_raw);
+  bf16* KVs = Qs + kBlockM * SD;  // stage st: K at KVs + st*2*BN*SD, V right after
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int rw = warp & 3, kg = warp >> 2;
+  const int gid = lane >> 2, tig = lane & 3;
+  const int b = blockIdx.y / p.Hkv, kvh = blockIdx.y % p.Hkv;
+  const int split = blockIdx.z;
+  const int rows = p.Lq * p.G;
+  const int m0 = blockIdx.x * kBlockM;
+
+  int kv_len = p.Lk;
+  if (p.kv_len) kv_len = min(max(p.kv_len[b] + p.kv_len_add, 0), p.Lk);
+  const int n_blocks = (kv_len + BN - 1) / BN;
+  const int per_split = (n_blocks + p.splits - 1) / p.splits;
+  const int blk_lo = split * per_split;
+  const int blk_hi = min(n_blocks, blk_lo + per_split);
+  const int kv_hi = min(blk_hi * BN, kv_len);
+
+  const bf16* kbase = p.k + b * p.k_batch + (long long)kvh * p.D;
+  const bf16* vbase = p.v + b * p.v_batch + (long long)kvh * p.D;
+  const unsigned char* mask = p.key_mask ? p.key_mask + (long long)b * p.Lk : nullptr;
+
+  for (int i = threadIdx.x; i < kBlockM * kChunks; i += NT) {
+    const int r = i / kChunks, c = i % kChunks;
+    const int R = m0 + r;
+    const int t = R / p.G, h = kvh * p.G + R % p.G;
+    const bool ok = R < rows && c * 8 < p.D;
+    const bf16* g = ok ? p.q + b * p.q_batch + t * p.q_row + (long long)h * p.D + c * 8 : p.q;
+    cp_async16(Qs + r * SD + c * 8, g, ok);
+  }
+  auto load_tile = [&](int blk, int st) {
+    bf16* ks = KVs + st * (2 * BN * SD);
+    bf16* vs = ks + BN * SD;
+    const int row0 = blk * BN;
+    for (int i = threadIdx.x; i < BN * kChunks; i += NT) {
+      const int r = i / kChunks, c = i % kChunks;
+      const bool ok = (row0 + r) < kv_hi && c * 8 < p.D;
+      const long long ro = (long long)(row0 + r);
+      cp_async16(ks + r * SD + c * 8, ok ? kbase + ro * p.k_row + c * 8 : kbase, ok);
+      cp_async16(vs + r * SD + c * 8, ok ? vbase + ro * p.v_row + c * 8 : vbase, ok);
+    }
+  };
+#pragma unroll
+  for (int st = 0; st < STAGES - 1; ++st) {  // group st = tile blk_lo + st (group 0 has Q)
+    if (blk_lo + st < blk_hi) load_tile(blk_lo + st, st);
+    cp_async_commit();
+  }
+
+  // ldmatrix lane addressing: A (Q, 16x16 row-major) and B (K rows = keys, non-trans)
+  const int a_row = ((lane >> 3) & 1) * 8 + (lane & 7), a_col = (lane >> 4) * 8;
+  const int b_row = (lane >> 4) * 8 + (lane & 7), b_col = ((lane >> 3) & 1) * 8;
+  const int v_row = (lane & 7) + ((lane >> 3) & 1) * 8, v_col = (lane >> 4) * 8;
+  const bf16* qw = Qs + (rw * 16 + a_row) * SD + a_col;
+
+  unsigned qf[QREG ? KT : 1][4];
+  if (QREG) {
+    cp_async_wait<STAGES - 2>();  // group 0 (Q + first tile) landed
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < (QREG ? KT : 1); ++kk) ldmatrix_x4(qf[kk], qw + kk * 16);
+  }
+
+  float o[DP / 8][4];
+#pragma unroll
+  for (int i = 0; i < DP / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+  float m_run[2] = {-INFINITY, -INFINITY};
+  float l_run[2] = {0.f, 0.f};
+
+  int it = 0;
+  for (int blk = blk_lo; blk < blk_hi; ++blk, ++it) {
+    cp_async_wait<STAGES - 2>();
+    __syncthreads();  // tile `it` visible to all; everyone is done with tile it-1's buffer
+    {
+      const int nb = blk + STAGES - 1;
+      if (nb < blk_hi) load_tile(nb, (it + STAGES - 1) % STAGES);
+      cp_async_commit();
+    }
+    const bf16* Ks = KVs + (it % STAGES) * (2 * BN * SD) + kg * BNW * SD;
+    const bf16* Vs = Ks + BN * SD;
+
+    float s[BNW / 8][4];
+#pragma unroll
+    for (int n = 0; n < BNW / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < KT; ++kk) {
+      unsigned a[4];
+      if (QREG) {
+        a[0] = qf[QREG ? kk : 0][0]; a[1] = qf[QREG ? kk : 0][1];
+        a[2] = qf[QREG ? kk : 0][2]; a[3] = qf[QREG ? kk : 0][3];
+      } else {
+        ldmatrix_x4(a, qw + kk * 16);
+      }
+#pragma unroll
+      for (int np = 0; np < BNW / 16; ++np) {
+        unsigned bk[4];
+        ldmatrix_x4(bk, Ks + (np * 16 + b_row) * SD + kk * 16 + b_col);
+        mma_bf16(s[2 * np], a, bk[0], bk[1]);
+        mma_bf16(s[2 * np + 1], a, bk[2], bk[3]);
+      }
+    }
+
+    const int jb = blk * BN + kg * BNW;
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int n = 0; n < BNW / 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int j = jb + n * 8 + 2 * tig + (e & 1);
+        float x = s[n][e] * p.scale_log2;
+        if (j >= kv_hi) x = -INFINITY;                  // not a key of this range
+        else if (mask && mask[j] == 0) x = kMaskValue;  // masked: finite constant
+        s[n][e] = x;
+        mx[e >> 1] = fmaxf(mx[e >> 1], x);
+      }
+    }
+    float alpha[2], m_use[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+      const float m_new = fmaxf(m_run[r], mx[r]);
+      // -inf only while this warp has seen no key of the range at all (its key slice of
+      // the tile may lie wholly past the length): keep everything 0, never NaN.
+      m_use[r] = m_new == -INFINITY ? 0.f : m_new;
+      alpha[r] = exp2f(m_run[r] - m_use[r]);
+      m_run[r] = m_new;
+      l_run[r] *= alpha[r];
+    }
+#pragma unroll
+    for (int n = 0; n < BNW / 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float pe = exp2f(s[n][e] - m_use[e >> 1]);
+        s[n][e] = pe;
+        l_run[e >> 1] += pe;
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < DP / 8; ++i) {
+      o[i][0] *= alpha[0]; o[i][1] *= alpha[0];
+      o[i][2] *= alpha[1]; o[i][3] *= alpha[1];
+    }
+#pragma unroll
+    for (int ks = 0; ks < BNW / 16; ++ks) {
+      unsigned a[4];
+      a[0] = pack_bf16(s[2 * ks][0], s[2 * ks][1]);
+      a[1] = pack_bf16(s[2 * ks][2], s[2 * ks][3]);
+      a[2] = pack_bf16(s[2 * ks + 1][0], s[2 * ks + 1][1]);
+      a[3] = pack_bf16(s[2 * ks + 1][2], s[2 * ks + 1][3]);
+      const bf16* vp = Vs + (ks * 16 + v_row) * SD + v_col;
+#pragma unroll
+      for (int np = 0; np < DP / 16; ++np) {
+        unsigned bfr[4];
+        ldmatrix_x4_trans(bfr, vp + np * 16);
+        mma_bf16(o[2 * np], a, bfr[0], bfr[1]);
+        mma_bf16(o[2 * np + 1], a, bfr[2], bfr[3]);
+      }
+    }
+  }
+  cp_async_wait<0>();
+
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 1);
+    l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 2);
+  }
+
+  if (WG > 1) {
+    // Merge the key groups' partial (m, l, O) into group 0 through shared memory
+    // (layout [group-1][row-warp][value][lane]: conflict-free, no index math per row).
+    constexpr int NV = DP / 2 + 4;
+    float* red = reinterpret_cast<float*>(smem_raw);
+    __syncthreads();  // every warp is done with the K/V/Q tiles
+    if (kg > 0) {
+      float* dst = red + ((kg - 1) * 4 + rw) * NV * 32 + lane;
+#pragma unroll
+      for (int i = 0; i < DP / 8; ++i) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) dst[(i * 4 + e) * 32] = o[i][e];
+      }
+      dst[(DP / 2 + 0) * 32] = m_run[0];
+      dst[(DP / 2 + 1) * 32] = m_run[1];
+      dst[(DP / 2 + 2) * 32] = l_run[0];
+      dst[(DP / 2 + 3) * 32] = l_run[1];
+    }
+    __syncthreads();
+    if (kg > 0) return;
+#pragma unroll
+    for (int g = 1; g < WG; ++g) {
+      const float* src = red + ((g - 1) * 4 + rw) * NV * 32 + lane;
+      float f_self[2], f_other[2];
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const float mo = src[(DP / 2 + r) * 32], lo = src[(DP / 2 + 2 + r) * 32];
+        const float m_new = fmaxf(m_run[r], mo);
+        const float mu = m_new == -INFINITY ? 0.f : m_new;
+        f_self[r] = exp2f(m_run[r] - mu);
+        f_other[r] = exp2f(mo - mu);
+        l_run[r] = l_run[r] * f_self[r] + lo * f_other[r];
+        m_run[r] = m_new;
+      }
+#pragma unroll
+      for (int i = 0; i < DP / 8; ++i) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          o[i][e] = o[i][e] * f_self[e >> 1] + src[(i * 4 + e) * 32] * f_other[e >> 1];
+      }
+    }
+  }
+
+  const int qr = rw * 16 + gid;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int R = m0 + qr + r * 8;
+    if (R >= rows) continue;
+    const int t = R / p.G, h = kvh * p.G + R % p.G;
+    const float inv = l_run[r] > 0.f ? 1.f / l_run[r] : 0.f;
+    if (p.splits == 1) {
+      bf16* dst = p.o + b * p.o_batch + t * p.o_row + (long long)h * p.D;
+#pragma unroll
+      for (int i = 0; i < DP / 8; ++i) {
+        const int col = i * 8 + 2 * tig;
+        if (col < p.D) {
+          *reinterpret_cast<__nv_bfloat162*>(dst + col) =
+              __floats2bfloat162_rn(o[i][2 * r] * inv, o[i][2 * r + 1] * inv);
+        }
+      }
+    } else {
+      const long long prow = (((long long)split * p.batch + b) * p.H + h) * p.Lq + t;
+      float* dst = p.ws_o + prow * p.D;
+#pragma unroll
+      for (int i = 0; i < DP / 8; ++i) {
+        const int col = i * 8 + 2 * tig;
+        if (col < p.D) {
+          *reinterpret_cast<float2*>(dst + col) = make_float2(o[i][2 * r] * inv, o[i][2 * r + 1] * inv);
+        }
+      }
+      // natural-log lse (the combine kernel's units): (m2 + log2 l) * ln 2
+      if (tig == 0) {
+        p.ws_lse[prow] = l_run[r] > 0.f ? (m_run[r] + log2f(l_run[r])) * 0.6931471805599453f
+                                        : -INFINITY;
+      }
+    }
+  }
+}
+
+// One warp per (split-merged) output row: weights exp(lse_s - max lse), computed once per
+// row (lane s holds splits s and s + 32), then float4 partials.
 __global__ void attn_combine_kernel(Params p) {
   const int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
   const int lane = threadIdx.x & 31;
@@ -273,22 +567,33 @@ __global__ void attn_combine_kernel(Params p) {
   if (warp >= total) return;
   const int t = warp % p.Lq, h = (warp / p.Lq) % p.H, b = warp / (p.Lq * p.H);
   const long long stride = (long long)p.batch * p.H * p.Lq;
-  float mx = -INFINITY;
-  for (int s = 0; s < p.splits; ++s) mx = fmaxf(mx, p.ws_lse[s * stride + warp]);
-  float wsum = 0.f;
-  for (int s = 0; s < p.splits; ++s) {
-    const float l = p.ws_lse[s * stride + warp];
-    wsum += l == -INFINITY ? 0.f : expf(l - mx);
-  }
+  const float l0 = lane < p.splits ? p.ws_lse[lane * stride + warp] : -INFINITY;
+  const float l1 = lane + 32 < p.splits ? p.ws_lse[(lane + 32) * stride + warp] : -INFINITY;
+  float mx = fmaxf(l0, l1);
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+  const float w0 = l0 == -INFINITY ? 0.f : expf(l0 - mx);
+  const float w1 = l1 == -INFINITY ? 0.f : expf(l1 - mx);
+  float wsum = w0 + w1;
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) wsum += __shfl_xor_sync(0xffffffffu, wsum, off);
   const float inv = wsum > 0.f ? 1.f / wsum : 0.f;
   bf16* dst = p.o + b * p.o_batch + t * p.o_row + (long long)h * p.D;
-  for (int d = lane; d < p.D; d += 32) {
-    float acc = 0.f;
+  for (int d0 = 0; d0 < p.D / 4; d0 += 32) {  // warp-uniform trip count: every lane shuffles
+    const int d4 = d0 + lane;
+    const bool act = d4 < p.D / 4;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
     for (int s = 0; s < p.splits; ++s) {
-      const float l = p.ws_lse[s * stride + warp];
-      if (l != -INFINITY) acc += expf(l - mx) * p.ws_o[(s * stride + warp) * p.D + d];
+      const float w = __shfl_sync(0xffffffffu, s < 32 ? w0 : w1, s & 31);
+      if (act && w != 0.f) {
+        const float4 x = *reinterpret_cast<const float4*>(p.ws_o + (s * stride + warp) * p.D + 4 * d4);
+        acc.x += w * x.x; acc.y += w * x.y; acc.z += w * x.z; acc.w += w * x.w;
+      }
     }
-    dst[d] = __float2bfloat16_rn(acc * inv);
+    if (act) {
+      *reinterpret_cast<__nv_bfloat162*>(dst + 4 * d4) = __floats2bfloat162_rn(acc.x * inv, acc.y * inv);
+      *reinterpret_cast<__nv_bfloat162*>(dst + 4 * d4 + 2) = __floats2bfloat162_rn(acc.z * inv, acc.w * inv);
+    }
   }
 }
 
@@ -303,6 +608,71 @@ void launch_dp(const Params& p, dim3 grid, cudaStream_t s) {
     attr_set = true;
   }
   attn_kernel<DP, BN><<<grid, kWarps * 32, smem, s>>>(p);
+}
+
+
+// Largest dynamic shared memory one block may opt into on the current device (v2 tiles
+// that do not fit fall back: e.g. sm_120 parts offer ~99 KiB, Hopper 227 KiB).
+int max_smem_optin() {
+  static int cache[64] = {0};
+  int dev = 0;
+  check_cuda(cudaGetDevice(&dev), "attention: cudaGetDevice");
+  if (dev < 0 || dev >= 64) dev = 0;
+  if (cache[dev] == 0) {
+    int v = 0;
+    check_cuda(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev),
+               "attention: cudaDeviceGetAttribute");
+    cache[dev] = v;
+  }
+  return cache[dev];
+}
+
+template <int DP, int BN, int WG, int STAGES, bool QREG>
+bool launch_v2(const Params& p, dim3 grid, cudaStream_t s) {
+  using C = V2Cfg<DP, BN, WG, STAGES, QREG>;
+  if (C::kSmem > max_smem_optin()) return false;
+  static bool attr_set = false;
+  if (!attr_set) {
+    check_cuda(cudaFuncSetAttribute(attn_kernel_v2<DP, BN, WG, STAGES, QREG>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem),
+               "attention: cudaFuncSetAttribute");
+    attr_set = true;
+  }
+  attn_kernel_v2<DP, BN, WG, STAGES, QREG><<<grid, C::kThreads, C::kSmem, s>>>(p);
+  return true;
+}
+
+// Kernel variant: 0 = legacy attn_kernel, 1 = v2 default. FLASH_RT_ATTN_KERNEL (read per
+// call, development only: A/B benchmarks and tests) may pick "legacy", "v2" or the v2
+// alternatives (head_dim 256 / 80 only): "v2_qreg" (Q fragments kept in registers; spills
+// a few registers at 256), "v2_wg1" (4 warps, no intra-block key split), "v2_bn32" (32-key
+// tiles, 4 stages). "v2_qsmem" is an alias of the default (Q fragments from shared memory).
+int attn_variant() {
+  const char* e = std::getenv("FLASH_RT_ATTN_KERNEL");
+  if (!e || !*e || std::strcmp(e, "v2") == 0 || std::strcmp(e, "v2_qsmem") == 0) return 1;
+  if (std::strcmp(e, "legacy") == 0) return 0;
+  if (std::strcmp(e, "v2_qreg") == 0) return 2;
+  if (std::strcmp(e, "v2_wg1") == 0) return 3;
+  if (std::strcmp(e, "v2_bn32") == 0) return 4;
+  return 1;
+}
+
+bool launch_v2_for(const Params& p, dim3 grid, cudaStream_t s, int D, int variant) {
+  if (D <= 16) return launch_v2<16, 64, 2, 3, true>(p, grid, s);
+  if (D <= 32) return launch_v2<32, 64, 2, 3, true>(p, grid, s);
+  if (D <= 64) return launch_v2<64, 64, 2, 3, true>(p, grid, s);
+  if (D <= 80) {
+    if (variant == 3) return launch_v2<80, 64, 1, 3, true>(p, grid, s);
+    return launch_v2<80, 64, 2, 3, true>(p, grid, s);
+  }
+  if (D <= 128) return launch_v2<128, 64, 2, 3, true>(p, grid, s);
+  // head_dim 256 (Gemma prefix / action expert): Q fragments re-read from shared memory
+  // (ldmatrix) measured faster than keeping them in registers (255 registers, spills).
+  if (variant == 2) return launch_v2<256, 64, 2, 2, true>(p, grid, s);
+  if (variant == 3) return launch_v2<256, 32, 1, 3, true>(p, grid, s);
+  if (variant == 4) return launch_v2<256, 32, 2, 4, false>(p, grid, s);
+  if (launch_v2<256, 64, 2, 2, false>(p, grid, s)) return true;
+  return launch_v2<256, 32, 1, 2, false>(p, grid, s);  // ~99 KiB parts (sm_120)
 }
 
 }  // namespace
@@ -352,6 +722,7 @@ void attention(const AttnArgs& a) {
   p.q_row = a.q_row; p.k_row = a.k_row; p.v_row = a.v_row; p.o_row = a.o_row;
   p.q_batch = a.q_batch; p.k_batch = a.k_batch; p.v_batch = a.v_batch; p.o_batch = a.o_batch;
   p.scale = a.scale;
+  p.scale_log2 = a.scale * kLog2e;
   p.kv_len = as_ptr<const int>(a.kv_len); p.kv_len_add = static_cast<int>(a.kv_len_add);
   p.key_mask = as_ptr<const unsigned char>(a.key_mask);
   p.splits = static_cast<int>(a.splits);
@@ -368,12 +739,15 @@ void attention(const AttnArgs& a) {
   cudaStream_t s = as_stream(a.stream);
   dim3 grid(ceil_div(a.Lq * G, kBlockM), static_cast<unsigned>(a.batch * a.Hkv),
             static_cast<unsigned>(a.splits));
-  if (a.D <= 16) launch_dp<16, 64>(p, grid, s);
-  else if (a.D <= 32) launch_dp<32, 64>(p, grid, s);
-  else if (a.D <= 64) launch_dp<64, 64>(p, grid, s);
-  else if (a.D <= 80) launch_dp<80, 64>(p, grid, s);
-  else if (a.D <= 128) launch_dp<128, 64>(p, grid, s);
-  else launch_dp<256, 32>(p, grid, s);
+  const int variant = attn_variant();
+  if (variant == 0 || !launch_v2_for(p, grid, s, static_cast<int>(a.D), variant)) {
+    if (a.D <= 16) launch_dp<16, 64>(p, grid, s);
+    else if (a.D <= 32) launch_dp<32, 64>(p, grid, s);
+    else if (a.D <= 64) launch_dp<64, 64>(p, grid, s);
+    else if (a.D <= 80) launch_dp<80, 64>(p, grid, s);
+    else if (a.D <= 128) launch_dp<128, 64>(p, grid, s);
+    else launch_dp<256, 32>(p, grid, s);
+  }
   check_launch(w);
   if (a.splits > 1) {
     const i64 rows = a.batch * a.H * a.Lq;
