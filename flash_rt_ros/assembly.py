@@ -10,8 +10,14 @@ and never has to wait or drop because the reader is slow; ``snapshot`` always ge
 newest complete frame. The slot memory is allocated once per input (on the first frame,
 when the size becomes known); after that no message allocates a buffer.
 
-Thread model: at most one writer per input at a time (the node gives every subscription
-its own mutually exclusive callback group) and one reader (the inference tick). A single
+Joint states merge by name: each configured joint keeps its latest value and its own
+stamp in one preallocated (pinned) vector, so the arm and the gripper may arrive in
+separate messages. The state's stamp is the oldest joint stamp: the stalest joint decides
+whether the state is fresh enough. These writes are a few floats and happen under the
+lock, so several joint-state topics may write concurrently.
+
+Thread model: at most one writer per camera at a time (the node gives every camera
+subscription its own mutually exclusive callback group) and one reader (the inference tick). A single
 short lock covers only the slot bookkeeping, never a pixel copy.
 """
 from __future__ import annotations
@@ -24,6 +30,7 @@ import numpy as np
 from flash_rt_ros.buffers import host_buffer
 from flash_rt_ros.encodings import (MalformedFrame, bgr_into, decode_compressed, decode_raw,
                                     frame_shape)
+from flash_rt_ros.joints import JointLayouts
 
 STATE_SOURCES = ("position", "velocity", "effort", "none")
 
@@ -66,7 +73,7 @@ class Observation:
     images: list  # per camera: uint8 HxWx3 RGB array (a view of the held slot)
     image_stamps_ns: list  # per camera
     state: np.ndarray  # float32 copy (tiny), safe to keep
-    state_stamp_ns: int
+    state_stamp_ns: int  # oldest stamp among the configured joints (0 for state_source none)
     stamp_ns: int  # newest input stamp: the observation time
     _held: list = field(default_factory=list, repr=False)
 
@@ -84,13 +91,9 @@ class ObservationAssembler:
         self.state_source = state_source
         self._lock = threading.Lock()
         self._cams = [_Ring() for _ in range(num_cameras)]
-        self._state = _Ring()
-        self._state.ensure((len(self.joint_names),), np.float32)
-        if state_source == "none":  # a policy without proprioception: a fixed zero state
-            self._state.latest, self._state.stamps[0] = 0, -1
-        self._name_cache: list | None = None  # last JointState.name seen, to reuse the index
-        self._index = np.zeros(len(self.joint_names), dtype=np.intp)
-        self._gather = np.zeros(len(self.joint_names), dtype=np.float64)
+        self._joints = JointLayouts(self.joint_names)
+        self._joint_values = host_buffer((len(self.joint_names),), np.float32)
+        self._joint_stamps = np.zeros(len(self.joint_names), dtype=np.int64)  # 0 = never seen
         self.frames_written = [0] * num_cameras
         self.frames_used = [0] * num_cameras
 
@@ -146,29 +149,25 @@ class ObservationAssembler:
         self.frames_written[cam] += 1
 
     def write_joint_state(self, stamp_ns: int, names, position=(), velocity=(), effort=()) -> None:
-        """Gather the configured joints (in ``joint_names`` order) from a JointState."""
+        """Merge the configured joints a JointState carries; each keeps its own stamp.
+
+        A message may carry any subset (an arm driver and a gripper driver publishing
+        separately); joints not in ``joint_names`` are ignored.
+        """
         if self.state_source == "none":
             return
         if stamp_ns <= 0:
             raise MalformedFrame("zero_stamp", "header.stamp is not set")
         values = {"position": position, "velocity": velocity, "effort": effort}[self.state_source]
-        if names != self._name_cache:  # a list compare: no allocation when the order is stable
-            lookup = {n: i for i, n in enumerate(names)}
-            missing = [n for n in self.joint_names if n not in lookup]
-            if missing:
-                raise MalformedFrame("missing_joint", ", ".join(missing))
-            self._index[:] = [lookup[n] for n in self.joint_names]
-            self._name_cache = list(names)
-        src = np.frombuffer(values, dtype=np.float64) if not isinstance(values, np.ndarray) \
-            else values
+        src = np.asarray(values, dtype=np.float64)  # rclpy's array('d'): no copy
         if src.size != len(names):
             raise MalformedFrame("size_mismatch",
                                  f"{len(names)} names but {src.size} {self.state_source} values")
-        ring = self._state
-        dst = self._begin(ring)
-        np.take(src.astype(np.float64, copy=False), self._index, out=self._gather)
-        np.copyto(dst, self._gather, casting="same_kind")
-        self._commit(ring, stamp_ns)
+        with self._lock:  # a few floats: short, and makes writers on several topics safe
+            layout = self._joints.layout(names)
+            np.take(src, layout.src, out=layout.gather)
+            self._joint_values[layout.dst] = layout.gather
+            self._joint_stamps[layout.dst] = stamp_ns
 
     # ---------------------------------------------------------------- reader
     def snapshot(self, now_ns: int, max_age_ns: int) -> Observation:
@@ -178,23 +177,20 @@ class ObservationAssembler:
         to ``now_ns``, and a state with NaN/inf values.
         """
         with self._lock:
-            if any(r.reading >= 0 for r in self._cams) or self._state.reading >= 0:
+            if any(r.reading >= 0 for r in self._cams):
                 raise NotReady("busy", "previous snapshot not released")
             for i, ring in enumerate(self._cams):
                 if ring.latest < 0:
                     raise NotReady("missing_camera", f"camera {i} has not delivered a frame")
-            if self._state.latest < 0:
-                raise NotReady("missing_state", "no joint state received")
             cam_stamps = [r.stamps[r.latest] for r in self._cams]
-            state_stamp = self._state.stamps[self._state.latest]
             for i, s in enumerate(cam_stamps):
                 if now_ns - s > max_age_ns:
                     raise NotReady("stale_camera", f"camera {i} is {(now_ns - s) / 1e6:.0f} ms old")
-            if state_stamp > 0 and now_ns - state_stamp > max_age_ns:
-                raise NotReady("stale_state", f"joint state is {(now_ns - state_stamp) / 1e6:.0f} ms old")
-            state = self._state.slots[self._state.latest].copy()
+            state_stamp = self._check_state(now_ns, max_age_ns)
+            state = self._joint_values.copy()
             if not np.isfinite(state).all():
-                raise NotReady("nonfinite_state", "NaN/inf in joint state")
+                bad = [n for n, v in zip(self.joint_names, state) if not np.isfinite(v)]
+                raise NotReady("nonfinite_state", f"NaN/inf in {', '.join(bad)}")
             held = []
             for ring in self._cams:
                 ring.reading = ring.latest
@@ -202,9 +198,24 @@ class ObservationAssembler:
             images = [r.slots[r.reading] for r in self._cams]
         for i in range(self.num_cameras):
             self.frames_used[i] += 1
-        stamps = cam_stamps + ([state_stamp] if state_stamp > 0 else [])
+        stamps = cam_stamps + ([state_stamp] if state_stamp else [])
         return Observation(images=images, image_stamps_ns=cam_stamps, state=state,
-                           state_stamp_ns=max(state_stamp, 0), stamp_ns=max(stamps), _held=held)
+                           state_stamp_ns=state_stamp, stamp_ns=max(stamps), _held=held)
+
+    def _check_state(self, now_ns: int, max_age_ns: int) -> int:
+        """The state's stamp (its stalest joint), or NotReady (caller holds the lock)."""
+        if self.state_source == "none":  # a policy without proprioception: a fixed zero state
+            return 0
+        stamps = self._joint_stamps
+        if not stamps.all():
+            missing = [n for n, s in zip(self.joint_names, stamps) if s == 0]
+            raise NotReady("missing_state", f"no value yet for joint(s) {', '.join(missing)}")
+        oldest = int(stamps.min())
+        if now_ns - oldest > max_age_ns:
+            stalest = self.joint_names[int(stamps.argmin())]
+            raise NotReady("stale_state",
+                           f"joint {stalest} is {(now_ns - oldest) / 1e6:.0f} ms old")
+        return oldest
 
     def release(self, obs: Observation) -> None:
         """Give the held slots back to the writers (call after predict returned)."""

@@ -2,6 +2,10 @@
 
 Each launch file names its params file; launch arguments override only what they set,
 so an empty argument keeps the value from the YAML.
+
+The node fails at start-up (exit 1, one line) when the params ask for a hardware the
+engine has no frontend for; the line lists the registered (model, framework, hardware)
+combinations.
 """
 from __future__ import annotations
 
@@ -13,12 +17,27 @@ ARGUMENTS = {
     "checkpoint": "checkpoint directory (model.safetensors, norm_stats.json, tokenizer.model)",
     "namespace": "ROS namespace of the node",
     "camera_topics": "YAML list of camera topics, e.g. \"['/front/image_raw', '/wrist/image_raw']\"",
-    "joint_state_topic": "sensor_msgs/JointState topic",
+    "joint_state_topics": "YAML list of sensor_msgs/JointState topics (or one topic), e.g. "
+                          "\"['/joint_states', '/gripper/joint_states']\"",
     "prompt": "task instruction",
     "params_file": "a params YAML replacing the packaged one",
 }
 # launch argument -> node parameter (the rest map to themselves)
 _PARAM_OF = {"checkpoint": "checkpoint_dir"}
+_LISTS = ("camera_topics", "joint_state_topics")  # YAML lists; a bare topic becomes [topic]
+
+
+def overrides(cfg: dict) -> dict:
+    """Node parameters from the non-empty launch arguments."""
+    out = {}
+    for arg in ("checkpoint", "camera_topics", "joint_state_topics", "prompt"):
+        if cfg.get(arg):
+            value = cfg[arg]
+            if arg in _LISTS:
+                value = yaml.safe_load(value)
+                value = [value] if isinstance(value, str) else list(value)
+            out[_PARAM_OF.get(arg, arg)] = value
+    return out
 
 
 def config_path(name: str) -> str:
@@ -35,14 +54,10 @@ def policy_launch(params_file: str):
 
     def node(context):
         cfg = {k: LaunchConfiguration(k).perform(context) for k in ARGUMENTS}
-        overrides = {}
-        for arg in ("checkpoint", "camera_topics", "joint_state_topic", "prompt"):
-            if cfg[arg]:
-                value = yaml.safe_load(cfg[arg]) if arg == "camera_topics" else cfg[arg]
-                overrides[_PARAM_OF.get(arg, arg)] = value
         return [Node(package="flash_rt_ros", executable="flash_rt_policy_node",
                      name="flash_rt_policy", namespace=cfg["namespace"], output="screen",
-                     parameters=[cfg["params_file"] or config_path(params_file), overrides])]
+                     parameters=[cfg["params_file"] or config_path(params_file),
+                                 overrides(cfg)])]
 
     args = [DeclareLaunchArgument(k, default_value="", description=d)
             for k, d in ARGUMENTS.items()]

@@ -28,10 +28,11 @@ class NodeParams:
     # Inputs.
     camera_topics: tuple = ("/camera/image_raw",)
     camera_transports: tuple = ("",)  # per camera "raw" | "compressed"; "" = by topic suffix
-    joint_state_topic: str = "/joint_states"
+    joint_state_topics: tuple = ("/joint_states",)  # each may carry any subset of joint_names
     joint_names: tuple = ("",)  # order of the state vector and of the actions (required)
     state_source: str = "position"  # JointState field fed as state: position|velocity|effort|none
     qos: str = "sensor_data"  # input QoS: "sensor_data" (best effort, depth 5) | "reliable"
+    stamp_source: str = "header"  # input time: "header" stamps | "receipt" (node clock)
     # Timing and safety.
     rate_hz: float = 10.0  # inference rate (timer trigger) or upper bound (camera trigger)
     trigger: str = "timer"  # "timer": tick at rate_hz; "camera": on each last-camera frame
@@ -49,4 +50,7 @@ class NodeParams:
 PARAM_NAMES = tuple(f.name for f in fields(NodeParams))
 DEFAULTS = {f.name: f.default for f in fields(NodeParams)}
 # String arrays need a non-empty default so rclpy infers STRING_ARRAY.
-STRING_ARRAYS = {"camera_topics", "camera_transports", "joint_names"}
+STRING_ARRAYS = {"camera_topics", "camera_transports", "joint_state_topics", "joint_names"}
+# Parameters that were renamed: setting the old name is refused at start-up, because
+# rclpy would otherwise ignore it silently and the node would listen on the default.
+RENAMED = {"joint_state_topic": "joint_state_topics"}

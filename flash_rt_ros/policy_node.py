@@ -1,10 +1,11 @@
 """The ROS 2 policy node: camera frames + joint states in, action chunks out.
 
 Threads: the executor runs the subscriptions (one mutually exclusive callback group per
-input, so inputs decode in parallel but each input has a single writer) and a cheap tick;
-inference runs on a dedicated worker thread. A tick that finds the worker still busy is
-skipped and counted as an overrun rather than queued, so a chunk is always computed from
-the newest observation and the subscriptions never wait for the model.
+camera and one for all joint-state topics, so inputs decode in parallel but each input has
+a single writer) and a cheap tick; inference runs on a dedicated worker thread. A tick
+that finds the worker still busy is skipped and counted as an overrun rather than queued,
+so a chunk is always computed from the newest observation and the subscriptions never
+wait for the model.
 
 Run: ``python -m flash_rt_ros.policy_node --ros-args --params-file config/pi05_cpu.yaml``
 """
@@ -31,11 +32,12 @@ from flash_rt_ros import messages
 from flash_rt_ros.assembly import STATE_SOURCES, NotReady, ObservationAssembler
 from flash_rt_ros.encodings import MalformedFrame
 from flash_rt_ros.frontend import hardware_name, load_policy, warm_up
-from flash_rt_ros.params import DEFAULTS, NODE_NAME, PARAM_NAMES, NodeParams
+from flash_rt_ros.params import DEFAULTS, NODE_NAME, PARAM_NAMES, RENAMED, NodeParams
 from flash_rt_ros.stats import Counters, LatencyWindow, OncePerCause, RateMeter
 from flash_rt_ros_msgs.msg import ActionChunk
 
 RUNTIME_PARAMS = {"prompt"}  # every other parameter is fixed at start-up
+STAMP_SOURCES = ("header", "receipt")
 
 
 def transports(p: NodeParams) -> list[str]:
@@ -59,8 +61,16 @@ def validate(p: NodeParams) -> None:
         raise ValueError("camera_topics must name at least one topic")
     if not p.joint_names or not all(p.joint_names):
         raise ValueError("joint_names is required (state order and action order)")
+    if len(set(p.joint_names)) != len(p.joint_names):
+        raise ValueError(f"joint_names has duplicates: {list(p.joint_names)}")
     if p.state_source not in STATE_SOURCES:
         raise ValueError(f"state_source must be one of {STATE_SOURCES}")
+    if p.state_source != "none" and (not p.joint_state_topics or not all(p.joint_state_topics)):
+        raise ValueError("joint_state_topics must name at least one topic")
+    if len(set(p.joint_state_topics)) != len(p.joint_state_topics):
+        raise ValueError(f"joint_state_topics has duplicates: {list(p.joint_state_topics)}")
+    if p.stamp_source not in STAMP_SOURCES:
+        raise ValueError(f"stamp_source must be one of {STAMP_SOURCES}")
     if p.trigger not in ("timer", "camera"):
         raise ValueError("trigger must be 'timer' or 'camera'")
     if p.qos not in ("sensor_data", "reliable"):
@@ -77,6 +87,7 @@ class PolicyNode(Node):
 
     def __init__(self, policy_factory=load_policy, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
+        self._refuse_renamed_params()
         self.p = self._declare_params()
         validate(self.p)
         p = self.p
@@ -94,6 +105,7 @@ class PolicyNode(Node):
         self._period_ns = int(1e9 / p.rate_hz)
         self._max_age_ns = int(p.max_observation_age_s * 1e9)
         self._control_period_ns = int(p.control_period_s * 1e9)
+        self._receipt_time = p.stamp_source == "receipt"
 
         self.policy = policy_factory(p, self.num_views, len(self.joint_names))
         self.hardware = hardware_name(self.policy, p.hardware)
@@ -116,9 +128,12 @@ class PolicyNode(Node):
                 msg_type, topic, self._camera_cb(i, kind), in_qos,
                 callback_group=MutuallyExclusiveCallbackGroup()))
         if p.state_source != "none":
-            self._subs.append(self.create_subscription(
-                JointState, p.joint_state_topic, self._on_joint_state, in_qos,
-                callback_group=MutuallyExclusiveCallbackGroup()))
+            joints_group = MutuallyExclusiveCallbackGroup()  # one writer for the state vector
+            many = len(p.joint_state_topics) > 1
+            for i, topic in enumerate(p.joint_state_topics):
+                self._subs.append(self.create_subscription(
+                    JointState, topic, self._joint_state_cb(f"joint_state{i if many else ''}"),
+                    in_qos, callback_group=joints_group))
         if p.prompt_topic:
             self._subs.append(self.create_subscription(
                 String, p.prompt_topic, self._on_prompt, out_qos,
@@ -141,9 +156,19 @@ class PolicyNode(Node):
         self.get_logger().info(
             f"ready: model={p.model} hardware={self.hardware} cameras={self.num_cams} "
             f"views={self.num_views} joints={len(self.joint_names)} trigger={p.trigger} "
-            f"rate={p.rate_hz} Hz checkpoint={self.checkpoint_id or '-'}")
+            f"rate={p.rate_hz} Hz stamps={p.stamp_source} "
+            f"checkpoint={self.checkpoint_id or '-'}")
 
     # ------------------------------------------------------------ parameters
+    def _refuse_renamed_params(self) -> None:
+        # rclpy keeps undeclared overrides (params file, -p) only in this attribute; if a
+        # future rclpy drops it the check becomes a no-op, never a crash.
+        given = getattr(self, "_parameter_overrides", {}) or {}
+        old = sorted(n for n in RENAMED if n in given)
+        if old:
+            raise ValueError("renamed parameter(s): " + ", ".join(
+                f"{n} is now {RENAMED[n]}" for n in old))
+
     def _declare_params(self) -> NodeParams:
         values = {}
         for name in PARAM_NAMES:
@@ -175,6 +200,12 @@ class PolicyNode(Node):
         self.set_parameters([Parameter("prompt", Parameter.Type.STRING, msg.data)])
 
     # ------------------------------------------------------------ inputs
+    def _stamp(self, msg) -> int:
+        """An input's time: its header stamp, or the node's clock now (stamp_source)."""
+        if self._receipt_time:
+            return self.get_clock().now().nanoseconds
+        return messages.stamp_ns(msg.header.stamp)
+
     def _camera_cb(self, cam: int, kind: str):
         asm, source = self.asm, f"camera{cam}"
         # The last camera triggers: publishers that send a synchronised set in topic order
@@ -183,8 +214,8 @@ class PolicyNode(Node):
 
         def on_raw(msg: Image) -> None:
             try:
-                asm.write_raw(cam, messages.stamp_ns(msg.header.stamp), msg.encoding,
-                              msg.height, msg.width, msg.step, msg.data)
+                asm.write_raw(cam, self._stamp(msg), msg.encoding, msg.height, msg.width,
+                              msg.step, msg.data)
             except Exception as exc:  # noqa: BLE001 - a bad frame must never stop the node
                 self._malformed(source, exc)
                 return
@@ -193,8 +224,7 @@ class PolicyNode(Node):
 
         def on_compressed(msg: CompressedImage) -> None:
             try:
-                asm.write_compressed(cam, messages.stamp_ns(msg.header.stamp), msg.format,
-                                     msg.data)
+                asm.write_compressed(cam, self._stamp(msg), msg.format, msg.data)
             except Exception as exc:  # noqa: BLE001
                 self._malformed(source, exc)
                 return
@@ -203,12 +233,15 @@ class PolicyNode(Node):
 
         return on_compressed if kind == "compressed" else on_raw
 
-    def _on_joint_state(self, msg: JointState) -> None:
-        try:
-            self.asm.write_joint_state(messages.stamp_ns(msg.header.stamp), msg.name,
-                                       msg.position, msg.velocity, msg.effort)
-        except Exception as exc:  # noqa: BLE001
-            self._malformed("joint_state", exc)
+    def _joint_state_cb(self, source: str):
+        def on_joint_state(msg: JointState) -> None:
+            try:
+                self.asm.write_joint_state(self._stamp(msg), msg.name, msg.position,
+                                           msg.velocity, msg.effort)
+            except Exception as exc:  # noqa: BLE001
+                self._malformed(source, exc)
+
+        return on_joint_state
 
     def _malformed(self, source: str, exc: Exception) -> None:
         cause = exc.cause if isinstance(exc, MalformedFrame) else f"error_{type(exc).__name__}"
@@ -297,7 +330,8 @@ class PolicyNode(Node):
                   "inference_ms_p50": i50, "inference_ms_p99": i99,
                   "node_overhead_ms_p50": o50, "node_overhead_ms_p99": o99,
                   "chunks": c.get("chunks", 0), "ticks": c.get("ticks", 0),
-                  "overruns": c.get("overruns", 0), "prompt": self._prompt}
+                  "overruns": c.get("overruns", 0), "prompt": self._prompt,
+                  "stamp_source": self.p.stamp_source}
         for k in sorted(c):
             if k.startswith(("skipped/", "malformed/", "errors/")):
                 values[k] = c[k]

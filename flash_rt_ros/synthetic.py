@@ -86,6 +86,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--rate", type=float, default=10.0, help="frames per second per camera")
     ap.add_argument("--joint-topic", default="/joint_states")
     ap.add_argument("--joints", nargs="*", default=DEFAULT_JOINTS)
+    ap.add_argument("--gripper-joints", type=int, default=0,
+                    help="publish the last N joints as their own JointState (a gripper driver)")
+    ap.add_argument("--gripper-topic", default="/gripper/joint_states",
+                    help="topic of the gripper JointState (may equal --joint-topic)")
+    ap.add_argument("--stop-gripper-after", type=float, default=0.0,
+                    help="the gripper JointState goes silent after this many seconds")
+    ap.add_argument("--extra-joints", nargs="*", default=[],
+                    help="joint names the policy does not use, appended to the arm message")
+    ap.add_argument("--no-stamps", action="store_true",
+                    help="leave header.stamp zero on every message (an unstamped driver)")
     ap.add_argument("--duration", type=float, default=0.0, help="seconds; 0 = until Ctrl-C")
     ap.add_argument("--reliable", action="store_true", help="reliable QoS (default best effort)")
     ap.add_argument("--stop-camera", type=int, default=-1, help="camera index that goes silent")
@@ -93,7 +103,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--nan-joints-after", type=float, default=0.0)
     ap.add_argument("--malformed", default="",
                     help="send only malformed frames on camera 0: truncated|encoding|step|"
-                         "size|jpeg|stamp|joints")
+                         "size|jpeg|stamp; or joint states: joints (size) | dup_joints")
     ap.add_argument("--malformed-every", type=int, default=1,
                     help="corrupt every Nth camera-0 frame (2 = alternate good and bad)")
     ap.add_argument("--burst", type=float, default=1.0, help="rate multiplier after --burst-after")
@@ -121,6 +131,9 @@ def main(argv=None) -> int:
     pubs = [node.create_publisher(CompressedImage if e in ("jpeg", "png") else Image, t, qos)
             for e, t in zip(encs, topics)]
     jpub = node.create_publisher(JointState, args.joint_topic, qos)
+    gpub = (node.create_publisher(JointState, args.gripper_topic, qos)
+            if args.gripper_joints else None)
+    n_arm = len(args.joints) - args.gripper_joints
     start = time.monotonic()
     node.get_logger().info(f"publishing {args.cameras} cameras {encs} {args.width}x"
                            f"{args.height} at {args.rate} Hz on {topics}")
@@ -130,7 +143,7 @@ def main(argv=None) -> int:
     def publish_once() -> None:
         elapsed = time.monotonic() - start
         now_ns = node.get_clock().now().nanoseconds
-        stamp = to_time(now_ns)
+        stamp = to_time(0 if args.no_stamps else now_ns)
         for i, (enc, pub) in enumerate(zip(encs, pubs)):
             if i == args.stop_camera and elapsed >= args.stop_after:
                 continue
@@ -148,11 +161,20 @@ def main(argv=None) -> int:
         values = joints(now_ns, len(args.joints))
         if args.nan_joints_after and elapsed >= args.nan_joints_after:
             values[0] = float("nan")
-        js = JointState(name=list(args.joints), position=values.tolist())
+        names = list(args.joints[:n_arm]) + list(args.extra_joints)
+        arm = values[:n_arm].tolist() + [0.0] * len(args.extra_joints)
+        js = JointState(name=names, position=arm)
         if args.malformed == "joints":
-            js.position = values[:-1].tolist()
+            js.position = arm[:-1]
+        elif args.malformed == "dup_joints":
+            js.name, js.position = names + names[:1], arm + arm[:1]
         js.header.stamp = stamp
         jpub.publish(js)
+        if gpub is not None and not (args.stop_gripper_after
+                                     and elapsed >= args.stop_gripper_after):
+            gs = JointState(name=list(args.joints[n_arm:]), position=values[n_arm:].tolist())
+            gs.header.stamp = stamp
+            gpub.publish(gs)
         count[0] += 1
 
     period = 1.0 / args.rate

@@ -104,14 +104,78 @@ def test_malformed_write_keeps_previous_frame():
     assert int(obs.images[0][0, 0, 0]) == 1 and obs.image_stamps_ns[0] == 10 * S
 
 
-def test_joint_state_errors():
+def test_joint_state_errors_keep_previous_state():
     asm = filled()
     with pytest.raises(MalformedFrame) as err:
-        asm.write_joint_state(10 * S, ["a", "b"], np.array([1.0, 2.0]))
-    assert err.value.cause == "missing_joint"
-    with pytest.raises(MalformedFrame) as err:
-        asm.write_joint_state(10 * S, NAMES, np.array([1.0, 2.0]))
+        asm.write_joint_state(11 * S, NAMES, np.array([1.0, 2.0]))
     assert err.value.cause == "size_mismatch"
+    with pytest.raises(MalformedFrame) as err:
+        asm.write_joint_state(11 * S, ["a", "b", "a"], np.array([7.0, 7.0, 7.0]))
+    assert err.value.cause == "duplicate_joint"
+    with pytest.raises(MalformedFrame) as err:
+        asm.write_joint_state(0, NAMES, np.array([7.0, 7.0, 7.0]))
+    assert err.value.cause == "zero_stamp"
+    obs = asm.snapshot(10 * S, S)
+    np.testing.assert_array_equal(obs.state, np.float32([1, 2, 3]))
+    assert obs.state_stamp_ns == 10 * S
+
+
+def cams_only(t=10 * S):
+    asm = ObservationAssembler(1, NAMES)
+    asm.write_raw(0, t, "rgb8", H, W, W * 3, img(1))
+    return asm
+
+
+def test_joints_merge_across_messages_with_their_own_stamps():
+    asm = cams_only(t=10 * S)
+    asm.write_joint_state(9 * S, ["b", "a", "x"], np.array([2.0, 1.0, 99.0]))  # arm + extra
+    with pytest.raises(NotReady) as err:
+        asm.snapshot(10 * S, S)
+    assert err.value.reason == "missing_state" and "c" in str(err.value)
+    asm.write_joint_state(10 * S - 5, ["c"], np.array([3.0]))  # the gripper, separately
+    asm.write_joint_state(10 * S - 4, ["y", "z"], np.array([5.0, 6.0]))  # none configured
+    obs = asm.snapshot(10 * S, 2 * S)
+    np.testing.assert_array_equal(obs.state, np.float32([1, 2, 3]))
+    assert obs.state_stamp_ns == 9 * S, "the state is as old as its stalest joint"
+    assert obs.stamp_ns == 10 * S
+    asm.release(obs)
+    asm.write_joint_state(10 * S - 3, ["a"], np.array([4.0]))  # a newer value for one joint
+    obs = asm.snapshot(10 * S, 2 * S)
+    np.testing.assert_array_equal(obs.state, np.float32([4, 2, 3]))
+    assert obs.state_stamp_ns == 9 * S  # b still carries the 9 s stamp
+
+
+def test_stalest_joint_decides_freshness():
+    asm = cams_only(t=20 * S)
+    asm.write_joint_state(20 * S, ["a", "b"], np.array([1.0, 2.0]))
+    asm.write_joint_state(18 * S, ["c"], np.array([3.0]))  # the gripper went quiet
+    with pytest.raises(NotReady) as err:
+        asm.snapshot(20 * S, S)
+    assert err.value.reason == "stale_state" and "joint c" in str(err.value)
+    asm.write_joint_state(20 * S, ["c"], np.array([3.0]))
+    assert asm.snapshot(20 * S, S).state_stamp_ns == 20 * S
+
+
+def test_nonfinite_joint_from_a_partial_message_blocks():
+    asm = filled()
+    asm.write_joint_state(10 * S, ["b"], np.array([np.nan]))
+    with pytest.raises(NotReady) as err:
+        asm.snapshot(10 * S, S)
+    assert err.value.reason == "nonfinite_state" and "b" in str(err.value)
+
+
+def test_joint_layouts_cached_and_state_buffer_reused():
+    asm = cams_only()
+    arm, grip = ["a", "b", "extra"], ["c"]
+    ptr = asm._joint_values.__array_interface__["data"][0]
+    layouts = set()
+    for k in range(6):  # two drivers interleaving on one topic
+        asm.write_joint_state(10 * S + k, arm, np.array([1.0, 2.0, 0.0]))
+        asm.write_joint_state(10 * S + k, grip, np.array([3.0]))
+        layouts.add(id(asm._joints.layout(arm)))
+        layouts.add(id(asm._joints.layout(grip)))
+    assert len(layouts) == 2, "a name list seen before must reuse its layout"
+    assert asm._joint_values.__array_interface__["data"][0] == ptr
 
 
 def test_state_source_none_feeds_zeros():

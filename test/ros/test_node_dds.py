@@ -84,6 +84,7 @@ BAD = [  # publisher --malformed kind, extra publisher args, params, expected co
      {"camera_topics": ["/cam0/image_raw/compressed", "/cam1/image_raw"]},
      "malformed/camera0/undecodable"),
     ("joints", [], {}, "malformed/joint_state/size_mismatch"),
+    ("dup_joints", [], {}, "malformed/joint_state/duplicate_joint"),
 ]
 
 

@@ -54,6 +54,20 @@ def test_launch_helper_overrides_only_declared_params():
         assert ld._PARAM_OF.get(arg, arg) in PARAM_NAMES, arg
 
 
+def test_launch_arguments_become_typed_overrides():
+    from flash_rt_ros.launch_description import ARGUMENTS, overrides
+
+    cfg = dict.fromkeys(ARGUMENTS, "")
+    assert overrides(cfg) == {}, "an empty launch argument must keep the params file value"
+    cfg.update(checkpoint="/ckpt", joint_state_topics="/arm/joint_states",
+               camera_topics="['/front/image_raw', '/wrist/image_raw']")
+    assert overrides(cfg) == {"checkpoint_dir": "/ckpt",
+                              "joint_state_topics": ["/arm/joint_states"],
+                              "camera_topics": ["/front/image_raw", "/wrist/image_raw"]}
+    cfg["joint_state_topics"] = "['/joint_states', '/gripper/joint_states']"
+    assert overrides(cfg)["joint_state_topics"] == ["/joint_states", "/gripper/joint_states"]
+
+
 def test_docs_list_every_parameter():
     text = (REPO / "docs" / "ros.md").read_text()
     missing = [n for n in PARAM_NAMES if f"`{n}`" not in text]
