@@ -53,6 +53,43 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
+// Writes one warp's two accumulator rows: the normalised bf16 output (splits == 1), or the
+// fp32 partial output plus its natural-log lse (lse_of(r), for l > 0) for the split-K combine.
+template <int DP, typename LseOf>
+__device__ __forceinline__ void store_rows(const Params& p, const float (&o)[DP / 8][4],
+                                           const float (&l_run)[2], int m0, int qr, int rows,
+                                           int kvh, int b, int split, int tig, LseOf lse_of) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int R = m0 + qr + r * 8;
+    if (R >= rows) continue;
+    const int t = R / p.G, h = kvh * p.G + R % p.G;
+    const float inv = l_run[r] > 0.f ? 1.f / l_run[r] : 0.f;
+    if (p.splits == 1) {
+      bf16* dst = p.o + b * p.o_batch + t * p.o_row + (long long)h * p.D;
+#pragma unroll
+      for (int i = 0; i < DP / 8; ++i) {
+        const int col = i * 8 + 2 * tig;
+        if (col < p.D) {
+          *reinterpret_cast<__nv_bfloat162*>(dst + col) =
+              __floats2bfloat162_rn(o[i][2 * r] * inv, o[i][2 * r + 1] * inv);
+        }
+      }
+    } else {
+      const long long prow = (((long long)split * p.batch + b) * p.H + h) * p.Lq + t;
+      float* dst = p.ws_o + prow * p.D;
+#pragma unroll
+      for (int i = 0; i < DP / 8; ++i) {
+        const int col = i * 8 + 2 * tig;
+        if (col < p.D) {
+          *reinterpret_cast<float2*>(dst + col) = make_float2(o[i][2 * r] * inv, o[i][2 * r + 1] * inv);
+        }
+      }
+      if (tig == 0) p.ws_lse[prow] = l_run[r] > 0.f ? lse_of(r) : -INFINITY;
+    }
+  }
+}
+
 __device__ __forceinline__ void mma_bf16(float (&d)[4], const unsigned (&a)[4], unsigned b0,
                                          unsigned b1) {
   asm volatile(
@@ -248,35 +285,8 @@ __global__ void __launch_bounds__(kWarps * 32) attn_kernel(Params p) {
     l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 1);
     l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 2);
   }
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int R = m0 + qr + r * 8;
-    if (R >= rows) continue;
-    const int t = R / p.G, h = kvh * p.G + R % p.G;
-    const float inv = l_run[r] > 0.f ? 1.f / l_run[r] : 0.f;
-    if (p.splits == 1) {
-      bf16* dst = p.o + b * p.o_batch + t * p.o_row + (long long)h * p.D;
-#pragma unroll
-      for (int i = 0; i < DP / 8; ++i) {
-        const int col = i * 8 + 2 * tig;
-        if (col < p.D) {
-          *reinterpret_cast<__nv_bfloat162*>(dst + col) =
-              __floats2bfloat162_rn(o[i][2 * r] * inv, o[i][2 * r + 1] * inv);
-        }
-      }
-    } else {
-      const long long prow = (((long long)split * p.batch + b) * p.H + h) * p.Lq + t;
-      float* dst = p.ws_o + prow * p.D;
-#pragma unroll
-      for (int i = 0; i < DP / 8; ++i) {
-        const int col = i * 8 + 2 * tig;
-        if (col < p.D) {
-          *reinterpret_cast<float2*>(dst + col) = make_float2(o[i][2 * r] * inv, o[i][2 * r + 1] * inv);
-        }
-      }
-      if (tig == 0) p.ws_lse[prow] = l_run[r] > 0.f ? m_run[r] + logf(l_run[r]) : -INFINITY;
-    }
-  }
+  store_rows<DP>(p, o, l_run, m0, qr, rows, kvh, b, split, tig,
+                 [&](int r) { return m_run[r] + logf(l_run[r]); });
 }
 
 // ---------------------------------------------------------------- v2 (default)
@@ -523,39 +533,9 @@ __global__ void __launch_bounds__(WG * 128) attn_kernel_v2(Params p) {
   }
 
   const int qr = rw * 16 + gid;
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int R = m0 + qr + r * 8;
-    if (R >= rows) continue;
-    const int t = R / p.G, h = kvh * p.G + R % p.G;
-    const float inv = l_run[r] > 0.f ? 1.f / l_run[r] : 0.f;
-    if (p.splits == 1) {
-      bf16* dst = p.o + b * p.o_batch + t * p.o_row + (long long)h * p.D;
-#pragma unroll
-      for (int i = 0; i < DP / 8; ++i) {
-        const int col = i * 8 + 2 * tig;
-        if (col < p.D) {
-          *reinterpret_cast<__nv_bfloat162*>(dst + col) =
-              __floats2bfloat162_rn(o[i][2 * r] * inv, o[i][2 * r + 1] * inv);
-        }
-      }
-    } else {
-      const long long prow = (((long long)split * p.batch + b) * p.H + h) * p.Lq + t;
-      float* dst = p.ws_o + prow * p.D;
-#pragma unroll
-      for (int i = 0; i < DP / 8; ++i) {
-        const int col = i * 8 + 2 * tig;
-        if (col < p.D) {
-          *reinterpret_cast<float2*>(dst + col) = make_float2(o[i][2 * r] * inv, o[i][2 * r + 1] * inv);
-        }
-      }
-      // natural-log lse (the combine kernel's units): (m2 + log2 l) * ln 2
-      if (tig == 0) {
-        p.ws_lse[prow] = l_run[r] > 0.f ? (m_run[r] + log2f(l_run[r])) * 0.6931471805599453f
-                                        : -INFINITY;
-      }
-    }
-  }
+  // m_run is in the log2 domain here; the combine kernel works in natural-log units.
+  store_rows<DP>(p, o, l_run, m0, qr, rows, kvh, b, split, tig,
+                 [&](int r) { return (m_run[r] + log2f(l_run[r])) * 0.6931471805599453f; });
 }
 
 // One warp per (split-merged) output row: weights exp(lse_s - max lse), computed once per
