@@ -53,6 +53,28 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
+// The keys one block reads: the valid length (device-side, clamped to Lk), this split's
+// range of BN-key tiles, and the batch/KV-head base pointers. Shared by both kernels.
+template <int BN>
+struct KeySpan {
+  int kv_len, blk_lo, blk_hi, kv_hi;
+  const bf16* k;
+  const bf16* v;
+  const unsigned char* mask;
+  __device__ __forceinline__ KeySpan(const Params& p, int b, int kvh, int split) {
+    kv_len = p.Lk;
+    if (p.kv_len) kv_len = min(max(p.kv_len[b] + p.kv_len_add, 0), p.Lk);
+    const int n_blocks = (kv_len + BN - 1) / BN;
+    const int per_split = (n_blocks + p.splits - 1) / p.splits;
+    blk_lo = split * per_split;
+    blk_hi = min(n_blocks, blk_lo + per_split);
+    kv_hi = min(blk_hi * BN, kv_len);
+    k = p.k + b * p.k_batch + (long long)kvh * p.D;
+    v = p.v + b * p.v_batch + (long long)kvh * p.D;
+    mask = p.key_mask ? p.key_mask + (long long)b * p.Lk : nullptr;
+  }
+};
+
 // Writes one warp's two accumulator rows: the normalised bf16 output (splits == 1), or the
 // fp32 partial output plus its natural-log lse (lse_of(r), for l > 0) for the split-K combine.
 template <int DP, typename LseOf>
@@ -149,17 +171,11 @@ __global__ void __launch_bounds__(kWarps * 32) attn_kernel(Params p) {
   const int rows = p.Lq * p.G;  // packed (token, head-in-group) rows
   const int m0 = blockIdx.x * kBlockM;
 
-  int kv_len = p.Lk;
-  if (p.kv_len) kv_len = min(max(p.kv_len[b] + p.kv_len_add, 0), p.Lk);
-  const int n_blocks = (kv_len + BN - 1) / BN;
-  const int per_split = (n_blocks + p.splits - 1) / p.splits;
-  const int blk_lo = split * per_split;
-  const int blk_hi = min(n_blocks, blk_lo + per_split);
-  const int kv_hi = min(blk_hi * BN, kv_len);
-
-  const bf16* kbase = p.k + b * p.k_batch + (long long)kvh * p.D;
-  const bf16* vbase = p.v + b * p.v_batch + (long long)kvh * p.D;
-  const unsigned char* mask = p.key_mask ? p.key_mask + (long long)b * p.Lk : nullptr;
+  const KeySpan<BN> span(p, b, kvh, split);
+  const int kv_len = span.kv_len, blk_lo = span.blk_lo, blk_hi = span.blk_hi, kv_hi = span.kv_hi;
+  const bf16* kbase = span.k;
+  const bf16* vbase = span.v;
+  const unsigned char* mask = span.mask;
 
   // Q tile (packed rows) + first K tile: group 0; first V tile: group 1.
   {
@@ -332,17 +348,11 @@ __global__ void __launch_bounds__(WG * 128) attn_kernel_v2(Params p) {
   const int rows = p.Lq * p.G;
   const int m0 = blockIdx.x * kBlockM;
 
-  int kv_len = p.Lk;
-  if (p.kv_len) kv_len = min(max(p.kv_len[b] + p.kv_len_add, 0), p.Lk);
-  const int n_blocks = (kv_len + BN - 1) / BN;
-  const int per_split = (n_blocks + p.splits - 1) / p.splits;
-  const int blk_lo = split * per_split;
-  const int blk_hi = min(n_blocks, blk_lo + per_split);
-  const int kv_hi = min(blk_hi * BN, kv_len);
-
-  const bf16* kbase = p.k + b * p.k_batch + (long long)kvh * p.D;
-  const bf16* vbase = p.v + b * p.v_batch + (long long)kvh * p.D;
-  const unsigned char* mask = p.key_mask ? p.key_mask + (long long)b * p.Lk : nullptr;
+  const KeySpan<BN> span(p, b, kvh, split);
+  const int kv_len = span.kv_len, blk_lo = span.blk_lo, blk_hi = span.blk_hi, kv_hi = span.kv_hi;
+  const bf16* kbase = span.k;
+  const bf16* vbase = span.v;
+  const unsigned char* mask = span.mask;
 
   for (int i = threadIdx.x; i < kBlockM * kChunks; i += NT) {
     const int r = i / kChunks, c = i % kChunks;

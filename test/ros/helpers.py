@@ -1,6 +1,8 @@
 """Shared builders for the DDS tests: params files and input regeneration."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import yaml
 
@@ -40,3 +42,15 @@ def regenerate_images(chunk, encodings, height, width) -> list[np.ndarray]:
 
 def actions_of(chunk) -> np.ndarray:
     return np.asarray(chunk.actions, dtype=np.float32).reshape(chunk.horizon, chunk.action_dim)
+
+
+def assert_publishing_stops(listener, skip_counter: str, timeout: float, quiet_s: float = 2.0):
+    """Chunks flow, then an input goes bad: the node counts ``skip_counter`` and, from then
+    on, publishes nothing (checked over ``quiet_s``)."""
+    listener.wait_for(lambda l: len(l.chunks) >= 1, timeout, "chunks before the fault")
+    listener.wait_for(lambda l: int(l.latest_diag().get(skip_counter, 0)) >= 3, timeout,
+                      f"{skip_counter} skips")
+    with listener.lock:
+        n = len(listener.chunks)
+    time.sleep(quiet_s)
+    assert len(listener.chunks) == n, f"chunks kept coming after {skip_counter} began"
