@@ -33,11 +33,13 @@ from flash_rt_ros.assembly import STATE_SOURCES, NotReady, ObservationAssembler
 from flash_rt_ros.encodings import MalformedFrame
 from flash_rt_ros.frontend import hardware_name, load_policy, warm_up
 from flash_rt_ros.params import DEFAULTS, NODE_NAME, PARAM_NAMES, RENAMED, NodeParams
-from flash_rt_ros.stats import Counters, LatencyWindow, OncePerCause, RateMeter
+from flash_rt.core.latency import LatencyTracker
+from flash_rt_ros.stats import Counters, OncePerCause, RateMeter
 from flash_rt_ros_msgs.msg import ActionChunk
 
 RUNTIME_PARAMS = {"prompt"}  # every other parameter is fixed at start-up
 STAMP_SOURCES = ("header", "receipt")
+DIAG_WINDOW = 1000  # latency samples behind the diagnostics' p50/p99
 
 
 def transports(p: NodeParams) -> list[str]:
@@ -95,10 +97,12 @@ class PolicyNode(Node):
         self.num_views = p.num_views or self.num_cams
         self.joint_names = list(p.joint_names)
         self.counters = Counters()
-        self.infer_ms = LatencyWindow()
-        self.overhead_ms = LatencyWindow()
+        self.infer_ms = LatencyTracker(DIAG_WINDOW)
+        self.overhead_ms = LatencyTracker(DIAG_WINDOW)
         self.chunk_rate = RateMeter()
         self._log_gate = OncePerCause()
+        self._prev_bad: dict = {}  # diagnostics: counts at the last report, for "new" levels
+        self._prev_chunks = 0
         self._prompt = p.prompt
         self._sequence = 0
         self._last_tick_ns = 0
@@ -173,12 +177,9 @@ class PolicyNode(Node):
         values = {}
         for name in PARAM_NAMES:
             default = DEFAULTS[name]
-            if isinstance(default, tuple):
-                default = list(default)
-            values[name] = self.declare_parameter(name, default).value
-        for name, v in values.items():
-            if isinstance(DEFAULTS[name], tuple):
-                values[name] = tuple(v)
+            is_list = isinstance(default, tuple)  # ROS wants lists; NodeParams keeps tuples
+            value = self.declare_parameter(name, list(default) if is_list else default).value
+            values[name] = tuple(value) if is_list else value
         return NodeParams(**values)
 
     def _on_set_params(self, params) -> SetParametersResult:
@@ -206,42 +207,39 @@ class PolicyNode(Node):
             return self.get_clock().now().nanoseconds
         return messages.stamp_ns(msg.header.stamp)
 
+    def _guarded(self, source: str, write, trigger: bool = False):
+        """A subscription callback: ``write(msg)`` into the assembler; a bad message is
+        counted and logged (never raised: it must not stop the node); then maybe tick."""
+        def callback(msg) -> None:
+            try:
+                write(msg)
+            except Exception as exc:  # noqa: BLE001 - a bad message must never stop the node
+                self._malformed(source, exc)
+                return
+            if trigger:
+                self._tick()
+
+        return callback
+
     def _camera_cb(self, cam: int, kind: str):
-        asm, source = self.asm, f"camera{cam}"
+        asm = self.asm
         # The last camera triggers: publishers that send a synchronised set in topic order
         # then have the whole set in place when the tick snapshots it.
         trigger = self.p.trigger == "camera" and cam == self.num_cams - 1
-
-        def on_raw(msg: Image) -> None:
-            try:
+        if kind == "compressed":
+            def write(msg: CompressedImage) -> None:
+                asm.write_compressed(cam, self._stamp(msg), msg.format, msg.data)
+        else:
+            def write(msg: Image) -> None:
                 asm.write_raw(cam, self._stamp(msg), msg.encoding, msg.height, msg.width,
                               msg.step, msg.data)
-            except Exception as exc:  # noqa: BLE001 - a bad frame must never stop the node
-                self._malformed(source, exc)
-                return
-            if trigger:
-                self._tick()
-
-        def on_compressed(msg: CompressedImage) -> None:
-            try:
-                asm.write_compressed(cam, self._stamp(msg), msg.format, msg.data)
-            except Exception as exc:  # noqa: BLE001
-                self._malformed(source, exc)
-                return
-            if trigger:
-                self._tick()
-
-        return on_compressed if kind == "compressed" else on_raw
+        return self._guarded(f"camera{cam}", write, trigger)
 
     def _joint_state_cb(self, source: str):
-        def on_joint_state(msg: JointState) -> None:
-            try:
-                self.asm.write_joint_state(self._stamp(msg), msg.name, msg.position,
-                                           msg.velocity, msg.effort)
-            except Exception as exc:  # noqa: BLE001
-                self._malformed(source, exc)
-
-        return on_joint_state
+        def write(msg: JointState) -> None:
+            self.asm.write_joint_state(self._stamp(msg), msg.name, msg.position,
+                                       msg.velocity, msg.effort)
+        return self._guarded(source, write)
 
     def _malformed(self, source: str, exc: Exception) -> None:
         cause = exc.cause if isinstance(exc, MalformedFrame) else f"error_{type(exc).__name__}"
@@ -324,26 +322,23 @@ class PolicyNode(Node):
     # ------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:
         c = self.counters.snapshot()
-        i50, i99 = self.infer_ms.percentiles(50, 99)
-        o50, o99 = self.overhead_ms.percentiles(50, 99)
+        infer, overhead = self.infer_ms.stats(), self.overhead_ms.stats()
         values = {"chunk_rate_hz": self.chunk_rate.rate(), "target_rate_hz": self.p.rate_hz,
-                  "inference_ms_p50": i50, "inference_ms_p99": i99,
-                  "node_overhead_ms_p50": o50, "node_overhead_ms_p99": o99,
+                  "inference_ms_p50": infer["p50"], "inference_ms_p99": infer["p99"],
+                  "node_overhead_ms_p50": overhead["p50"],
+                  "node_overhead_ms_p99": overhead["p99"],
                   "chunks": c.get("chunks", 0), "ticks": c.get("ticks", 0),
                   "overruns": c.get("overruns", 0), "prompt": self._prompt,
                   "stamp_source": self.p.stamp_source}
-        for k in sorted(c):
-            if k.startswith(("skipped/", "malformed/", "errors/")):
-                values[k] = c[k]
+        bad = {k: v for k, v in c.items() if k.startswith(("skipped/", "malformed/", "errors/"))}
+        values.update(sorted(bad.items()))
         for i in range(self.num_cams):
             values[f"frames/camera{i}"] = self.asm.frames_written[i]
             values[f"dropped/camera{i}"] = max(0, self.asm.frames_written[i]
                                               - self.asm.frames_used[i])
-        bad = {k: v for k, v in c.items() if k.startswith(("skipped/", "malformed/", "errors/"))}
-        prev = getattr(self, "_prev_bad", {})
-        new_bad = sum(v - prev.get(k, 0) for k, v in bad.items())
+        new_bad = sum(v - self._prev_bad.get(k, 0) for k, v in bad.items())
         self._prev_bad = bad
-        recent_chunks = c.get("chunks", 0) - getattr(self, "_prev_chunks", 0)
+        recent_chunks = c.get("chunks", 0) - self._prev_chunks
         self._prev_chunks = c.get("chunks", 0)
         if recent_chunks == 0:
             level, text = messages.LEVEL_ERROR, "no chunk published in the last period"

@@ -1,36 +1,10 @@
-"""Counters, latency windows and once-per-cause logging for the node's diagnostics."""
+"""Counters, rates and once-per-cause logging for the node's diagnostics (latency windows:
+flash_rt.core.latency.LatencyTracker)."""
 from __future__ import annotations
 
 import threading
 import time
 from collections import defaultdict
-
-import numpy as np
-
-
-class LatencyWindow:
-    """The last ``size`` samples (ms) in a preallocated ring; percentiles on demand."""
-
-    def __init__(self, size: int = 1000):
-        self._buf = np.zeros(size, dtype=np.float64)
-        self._n = 0
-        self._lock = threading.Lock()
-
-    def add(self, ms: float) -> None:
-        with self._lock:
-            self._buf[self._n % self._buf.size] = ms
-            self._n += 1
-
-    def percentiles(self, *qs: float) -> list[float]:
-        with self._lock:
-            data = self._buf[: min(self._n, self._buf.size)].copy()
-        if data.size == 0:
-            return [float("nan")] * len(qs)
-        return [float(v) for v in np.percentile(data, qs)]
-
-    @property
-    def count(self) -> int:
-        return self._n
 
 
 class Counters:
