@@ -112,6 +112,18 @@ class ObservationAssembler:
         with self._lock:
             ring.writing = -1
 
+    def _fill(self, cam: int, ring: _Ring, stamp_ns: int, decode_into) -> None:
+        """Decode into the ring's free slot; publish it as the newest frame only on success,
+        so a frame that fails half-way never replaces a good one."""
+        dst = self._begin(ring)
+        try:
+            decode_into(dst)
+        except BaseException:
+            self._abort(ring)
+            raise
+        self._commit(ring, stamp_ns)
+        self.frames_written[cam] += 1
+
     def _check_cam(self, cam: int, stamp_ns: int) -> _Ring:
         if not 0 <= cam < self.num_cameras:
             raise IndexError(f"camera index {cam} out of range")
@@ -123,30 +135,16 @@ class ObservationAssembler:
                   step: int, data) -> None:
         """Decode a ``sensor_msgs/Image`` payload into camera ``cam``'s free slot."""
         ring = self._check_cam(cam, stamp_ns)
-        shape = frame_shape(encoding, height, width)
-        ring.ensure(shape, np.uint8)
-        dst = self._begin(ring)
-        try:
-            decode_raw(encoding, height, width, step, data, dst)
-        except BaseException:
-            self._abort(ring)
-            raise
-        self._commit(ring, stamp_ns)
-        self.frames_written[cam] += 1
+        ring.ensure(frame_shape(encoding, height, width), np.uint8)
+        self._fill(cam, ring, stamp_ns,
+                   lambda dst: decode_raw(encoding, height, width, step, data, dst))
 
     def write_compressed(self, cam: int, stamp_ns: int, fmt: str, data) -> None:
         """Decode a ``sensor_msgs/CompressedImage`` (JPEG/PNG) into camera ``cam``'s slot."""
         ring = self._check_cam(cam, stamp_ns)
         bgr = decode_compressed(fmt, data)
         ring.ensure(bgr.shape, np.uint8)
-        dst = self._begin(ring)
-        try:
-            bgr_into(bgr, dst)
-        except BaseException:
-            self._abort(ring)
-            raise
-        self._commit(ring, stamp_ns)
-        self.frames_written[cam] += 1
+        self._fill(cam, ring, stamp_ns, lambda dst: bgr_into(bgr, dst))
 
     def write_joint_state(self, stamp_ns: int, names, position=(), velocity=(), effort=()) -> None:
         """Merge the configured joints a JointState carries; each keeps its own stamp.

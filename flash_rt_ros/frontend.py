@@ -24,11 +24,8 @@ def load_policy(p: NodeParams, num_views: int, action_dims: int):
 
 def hardware_name(policy, requested: str) -> str:
     """The resolved hardware (``auto`` becomes what the engine picked, when it says)."""
-    for attr in ("hardware", "backend"):
-        value = getattr(policy, attr, None)
-        if isinstance(value, str) and value:
-            return value
-    return requested
+    value = getattr(policy, "hardware", None)
+    return value if isinstance(value, str) and value else requested
 
 
 def warm_up(policy, num_views: int, state_dims: int, prompt: str, seed: int) -> None:
