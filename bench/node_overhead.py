@@ -4,7 +4,6 @@ Runs the synthetic publisher (N cameras, WxH, rgb8) and the policy node as separ
 processes over real DDS, collects chunks, and reports p50/p99 of
   overhead      = node_latency_ms - inference_latency_ms   (measured by the node at publish)
   delivered     = (receipt here - header.stamp) - inference_latency_ms  (adds chunk delivery)
-  obs_age_tick  = part of overhead spent before the tick (timer phase / waiting for a frame)
 for each (camera rate, trigger) combination. header.stamp is the newest input stamp.
 
     python bench/node_overhead.py --hardware cpu            # tiny checkpoint generated
@@ -15,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+from flash_rt_ros.processes import (camera_topics, find_config, make_tiny_checkpoint,
+                                    node_cmd, publisher_cmd, start, stop)
 
 
 def run_case(args, ckpt, fps: float, trigger: str, domain: int) -> dict:
@@ -32,19 +31,11 @@ def run_case(args, ckpt, fps: float, trigger: str, domain: int) -> dict:
     from flash_rt_ros_msgs.msg import ActionChunk
 
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
-    topics = "[" + ", ".join(f"'/cam{i}/image_raw'" for i in range(args.cameras)) + "]"
-    kids = [subprocess.Popen([sys.executable, "-m", "flash_rt_ros.synthetic", "--cameras",
-                              str(args.cameras), "--width", str(args.width), "--height",
-                              str(args.height), "--rate", str(fps)], env=env, cwd=REPO,
-                             start_new_session=True, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL),
-            subprocess.Popen([sys.executable, "-m", "flash_rt_ros.policy_node", "--ros-args",
-                              "--params-file", str(REPO / "config" / "pi05_cpu.yaml"),
-                              "-p", f"checkpoint_dir:={ckpt}", "-p", f"hardware:={args.hardware}",
-                              "-p", f"camera_topics:={topics}", "-p", f"trigger:={trigger}",
-                              "-p", f"rate_hz:={float(fps)}", "-p", "max_observation_age_s:=2.0",
-                              "--log-level", "warn"], env=env, cwd=REPO,
-                             start_new_session=True)]
+    kids = [start(publisher_cmd(args.cameras, args.width, args.height, fps), env=env,
+                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+            start(node_cmd(find_config("pi05_cpu.yaml"), ckpt, camera_topics(args.cameras),
+                           hardware=args.hardware, trigger=trigger, rate_hz=float(fps),
+                           max_observation_age_s=2.0) + ["--log-level", "warn"], env=env)]
     ctx = rclpy.Context()
     rclpy.init(context=ctx, domain_id=domain)
     node = rclpy.create_node("overhead_bench", context=ctx)
@@ -66,9 +57,7 @@ def run_case(args, ckpt, fps: float, trigger: str, domain: int) -> dict:
             ex.spin_once(timeout_sec=0.2)
     finally:
         for k in reversed(kids):
-            if k.poll() is None:
-                os.killpg(k.pid, signal.SIGINT)
-            k.wait(10)
+            stop(k, timeout=10.0)
         ex.shutdown()
         node.destroy_node()
         rclpy.try_shutdown(context=ctx)
@@ -97,10 +86,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = args.checkpoint
         if not ckpt:
-            ckpt = os.path.join(tmp, "tiny")
-            subprocess.run([sys.executable, "-m", "flash_rt.tools.make_checkpoint", "--model",
-                            "pi05", "--preset", "tiny", "--out", ckpt], check=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            ckpt = make_tiny_checkpoint(os.path.join(tmp, "tiny"))
         domain = 100 + os.getpid() % 30
         cases = []
         for fps in args.rates:

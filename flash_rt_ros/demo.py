@@ -12,37 +12,14 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
-
-def find_config(name: str) -> Path:
-    """config/<name> from a source checkout, else from the installed share directory."""
-    for base in (Path(__file__).resolve().parents[1] / "config",
-                 Path(sys.prefix) / "share" / "flash_rt_ros" / "config"):
-        if (base / name).is_file():
-            return base / name
-    raise FileNotFoundError(f"config/{name} not found in the source tree or {sys.prefix}/share")
-
-
-def _start(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, *args], start_new_session=True)
-
-
-def _stop(p: subprocess.Popen, timeout: float = 5.0) -> None:
-    if p.poll() is not None:
-        return
-    os.killpg(p.pid, signal.SIGINT)
-    try:
-        p.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
+from flash_rt_ros.processes import (camera_topics, find_config, make_tiny_checkpoint,
+                                    node_cmd, publisher_cmd, start, stop)
 
 
 def main(argv=None) -> int:
@@ -62,26 +39,20 @@ def main(argv=None) -> int:
     if not ckpt:
         ckpt = os.path.join(tmp.name, "tiny_pi05")
         print(f"[demo] generating a tiny Pi0.5 checkpoint in {ckpt}", flush=True)
-        subprocess.run([sys.executable, "-m", "flash_rt.tools.make_checkpoint", "--model",
-                        "pi05", "--preset", "tiny", "--out", ckpt], check=True,
-                       stdout=subprocess.DEVNULL)
-    topics = [f"/cam{i}/image_raw" for i in range(args.cameras)]
-    topic_list = "[" + ", ".join(f"'{t}'" for t in topics) + "]"
+        make_tiny_checkpoint(ckpt)
 
     import rclpy
     from rclpy.executors import ExternalShutdownException
     from flash_rt_ros_msgs.msg import ActionChunk
 
     children = [
-        _start(["-m", "flash_rt_ros.synthetic", "--cameras", str(args.cameras), "--width",
-                str(args.width), "--height", str(args.height), "--rate", str(args.fps)]),
-        _start(["-m", "flash_rt_ros.policy_node", "--ros-args", "--params-file",
-                str(find_config("pi05_cpu.yaml")), "-p", f"checkpoint_dir:={ckpt}",
-                "-p", f"camera_topics:={topic_list}", "-p", f"prompt:={args.prompt}"]),
+        start(publisher_cmd(args.cameras, args.width, args.height, args.fps)),
+        start(node_cmd(find_config("pi05_cpu.yaml"), ckpt, camera_topics(args.cameras),
+                       prompt=args.prompt)),
     ]
     rclpy.init(args=[])
     node = rclpy.create_node("flash_rt_demo_listener")
-    start = time.monotonic()
+    started = time.monotonic()
 
     def on_chunk(m: ActionChunk) -> None:
         a = np.asarray(m.actions, dtype=np.float32).reshape(m.horizon, m.action_dim)
@@ -97,13 +68,13 @@ def main(argv=None) -> int:
             if any(c.poll() is not None for c in children):
                 print("[demo] a child process exited; stopping", file=sys.stderr)
                 break
-            if args.duration and time.monotonic() - start > args.duration:
+            if args.duration and time.monotonic() - started > args.duration:
                 break
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
         for c in reversed(children):
-            _stop(c)
+            stop(c)
         node.destroy_node()
         rclpy.try_shutdown()
         tmp.cleanup()
