@@ -92,13 +92,19 @@ class FlowPolicyReference(nn.Module):
 
     def time_embedding(self, t: torch.Tensor) -> torch.Tensor:
         c = self.cfg
-        return sinusoidal_time_embedding(t, c.time_emb_dim, c.time_min_period, c.time_max_period)
+        emb = sinusoidal_time_embedding(t, c.time_emb_dim, c.time_min_period, c.time_max_period)
+        return emb.to(self.dtype)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Compute dtype (FP32 for the reference; bf16 for the torch baseline)."""
+        return self._lm.layers[0].self_attn.q_proj.weight.dtype
 
     def embed_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, V, 3, S, S) in [-1, 1] -> (B, V * tokens_per_view, prefix width)."""
         b, v = pixels.shape[:2]
         inner = self.paligemma_with_expert.paligemma.model
-        feats = inner.multi_modal_projector(inner.vision_tower(pixels.flatten(0, 1)))
+        feats = inner.multi_modal_projector(inner.vision_tower(pixels.flatten(0, 1).to(self.dtype)))
         return feats.reshape(b, v * feats.shape[1], feats.shape[2])
 
     def embed_prefix(self, pixels, view_mask, tokens, token_mask):
@@ -120,24 +126,29 @@ class FlowPolicyReference(nn.Module):
         suffix = self.embed_suffix(x_t, t, state)
         b, s = suffix.tokens.shape[:2]
         p = cache.input_mask.shape[1]
-        full_mask = torch.cat([cache.input_mask, torch.ones(b, s, dtype=torch.bool)], dim=1)
-        full_ar = torch.cat([torch.zeros(b, p, dtype=torch.bool),
+        dev = cache.input_mask.device
+        full_mask = torch.cat([cache.input_mask, torch.ones(b, s, dtype=torch.bool, device=dev)],
+                              dim=1)
+        full_ar = torch.cat([torch.zeros(b, p, dtype=torch.bool, device=dev),
                              suffix.ar_mask[None].expand(b, s)], dim=1)
         att = prefix_attention_mask(full_mask, full_ar)[:, p:, :]
         positions = positions_from_mask(full_mask)[:, p:]
         hidden = self._expert.suffix_forward(suffix.tokens, positions, att, self.cfg.rope_theta,
                                              cache.kv, cond=suffix.cond)
-        return self.project_actions(hidden)
+        return self.project_actions(hidden).float()
 
     @torch.no_grad()
     def sample_actions(self, pixels: torch.Tensor, view_mask: torch.Tensor, tokens: torch.Tensor,
                        token_mask: torch.Tensor, noise: torch.Tensor,
                        state: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Euler-integrate the flow from noise (t=1) to actions (t=0). Returns (B, H, action_dim)."""
+        """Euler-integrate the flow from noise (t=1) to actions (t=0). Returns (B, H, action_dim).
+
+        The Euler state stays FP32 whatever the compute dtype; the tensors may live on any
+        device (all inputs on the model's device)."""
         cache = self.encode_prefix(pixels, view_mask, tokens, token_mask)
         dt = -1.0 / self.cfg.num_steps
         x = noise.float()
         for t in flow_timesteps(self.cfg.num_steps):
-            t_vec = torch.full((x.shape[0],), t, dtype=torch.float32)
+            t_vec = torch.full((x.shape[0],), t, dtype=torch.float32, device=x.device)
             x = x + dt * self.velocity(x, t_vec, cache, state)
         return x

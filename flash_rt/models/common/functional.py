@@ -18,12 +18,14 @@ MASK_VALUE = -2.3819763e38
 def rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
     """x * rsqrt(mean(x^2) + eps), variance in fp32 (no learned weight)."""
     xf = x.float()
-    return xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + eps)
+    return (xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + eps)).to(x.dtype)
 
 
 def gemma_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """Gemma's RMSNorm: the stored weight w multiplies as (1 + w)."""
-    return rms_norm(x, eps) * (1.0 + weight.float())
+    xf = x.float()
+    normed = xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + eps)
+    return (normed * (1.0 + weight.float())).to(x.dtype)
 
 
 def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
@@ -48,7 +50,7 @@ def apply_rope(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.
     sin = torch.sin(angles)[:, :, None, :]
     cos = torch.cos(angles)[:, :, None, :]
     x1, x2 = x[..., : head_dim // 2], x[..., head_dim // 2:]
-    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -64,11 +66,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     group = h // hkv
     qf = q.float().reshape(b, sq, hkv, group, d) * (d ** -0.5)
     logits = torch.einsum("bqkgd,bskd->bkgqs", qf, k.float())
-    logits = torch.where(mask[:, None, None, :, :], logits,
-                         torch.tensor(MASK_VALUE, dtype=logits.dtype))
+    logits = logits.masked_fill(~mask[:, None, None, :, :], MASK_VALUE)
     probs = torch.softmax(logits, dim=-1)
     out = torch.einsum("bkgqs,bskd->bqkgd", probs, v.float())
-    return out.reshape(b, sq, h * d)
+    return out.reshape(b, sq, h * d).to(q.dtype)
 
 
 def prefix_attention_mask(input_mask: torch.Tensor, ar_mask: torch.Tensor) -> torch.Tensor:
@@ -92,7 +93,7 @@ def sinusoidal_time_embedding(t: torch.Tensor, dim: int, min_period: float,
     """[sin(2 pi t / period), cos(...)] with log-spaced periods (sin half first). t: (B,)."""
     if dim % 2:
         raise ValueError(f"time embedding dim must be even, got {dim}")
-    frac = torch.linspace(0.0, 1.0, dim // 2, dtype=torch.float64)
+    frac = torch.linspace(0.0, 1.0, dim // 2, dtype=torch.float64, device=t.device)
     period = min_period * (max_period / min_period) ** frac
     scaled = t.to(torch.float64)[:, None] * (2.0 * math.pi / period)[None, :]
     return torch.cat([torch.sin(scaled), torch.cos(scaled)], dim=-1).float()

@@ -51,7 +51,7 @@ class AdaRMSNorm(nn.Module):
         if cond is None:
             raise ValueError("adaRMSNorm needs the time condition")
         scale, shift, gate = self.modulation(cond)
-        return rms_norm(x, self.eps) * (1.0 + scale) + shift, gate
+        return (rms_norm(x, self.eps) * (1.0 + scale) + shift).to(x.dtype), gate
 
 
 class GemmaAttention(nn.Module):

@@ -30,11 +30,11 @@ class Pi0Reference(FlowPolicyReference):
         if state is None:
             raise ValueError("Pi0 needs the normalised state (B, action_dim)")
         b, horizon = x_t.shape[:2]
-        state_tok = self.state_proj(state.float())[:, None, :]
+        state_tok = self.state_proj(state.to(self.dtype))[:, None, :]
         time_emb = self.time_embedding(t)[:, None, :].expand(b, horizon, -1)
-        mixed = torch.cat([self.action_in_proj(x_t), time_emb], dim=-1)
+        mixed = torch.cat([self.action_in_proj(x_t.to(self.dtype)), time_emb], dim=-1)
         actions = self.action_time_mlp_out(swish(self.action_time_mlp_in(mixed)))
-        ar = torch.zeros(horizon + 1, dtype=torch.bool)
+        ar = torch.zeros(horizon + 1, dtype=torch.bool, device=x_t.device)
         ar[0] = True  # state: sees prefix + itself
         ar[1] = True  # actions: see prefix + state + all actions
         return Suffix(tokens=torch.cat([state_tok, actions], dim=1), ar_mask=ar, cond=None)

@@ -31,9 +31,9 @@ class Pi05Reference(FlowPolicyReference):
     def embed_suffix(self, x_t: torch.Tensor, t: torch.Tensor,
                      state: Optional[torch.Tensor]) -> Suffix:
         horizon = x_t.shape[1]
-        ar = torch.zeros(horizon, dtype=torch.bool)
+        ar = torch.zeros(horizon, dtype=torch.bool, device=x_t.device)
         ar[0] = True  # actions see the prefix and each other; the prefix never sees them
-        return Suffix(tokens=self.action_in_proj(x_t), ar_mask=ar,
+        return Suffix(tokens=self.action_in_proj(x_t.to(self.dtype)), ar_mask=ar,
                       cond=self.adarms_condition(t))
 
     def project_actions(self, hidden: torch.Tensor) -> torch.Tensor:
