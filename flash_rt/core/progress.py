@@ -21,8 +21,9 @@ class ProgressBar:
         self._last = 0.0
         self._done = 0
 
-    def update(self, done: int, total: int | None = None) -> None:
-        """Matches the ``progress(done, total)`` callbacks of the loaders and writers."""
+    def update(self, done: int, total: int | None = None, detail: str = "") -> None:
+        """Matches the ``progress(done, total)`` callbacks of the loaders and writers;
+        ``detail`` (e.g. bytes done) is shown after the count."""
         if total is not None:
             self.total = max(int(total), 1)
         self._done = done
@@ -32,7 +33,7 @@ class ProgressBar:
         self._last = now
         filled = int(_WIDTH * done / self.total)
         sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (_WIDTH - filled)}] "
-                         f"{done}/{self.total} {self.unit} {now - self._start:5.1f}s")
+                         f"{done}/{self.total} {self.unit} {detail}{now - self._start:5.1f}s")
         sys.stderr.flush()
 
     def close(self) -> None:

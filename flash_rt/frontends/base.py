@@ -52,8 +52,11 @@ class PolicyFrontend:
     def __init__(self, checkpoint: str | Path, *, num_views: Optional[int] = None,
                  horizon: Optional[int] = None, num_steps: Optional[int] = None,
                  max_token_len: Optional[int] = None, action_dims: Optional[int] = None,
-                 tokenizer: Optional[str | Path] = None, preset: Optional[str] = None):
+                 tokenizer: Optional[str | Path] = None, preset: Optional[str] = None,
+                 cache_dir: Optional[str | Path] = None, weight_cache: bool = True):
         start = time.perf_counter()
+        # converted-weight / calibration caches (used by the quantised GPU paths)
+        self.cache_options = {"cache_dir": cache_dir, "weight_cache": weight_cache}
         bundle = open_checkpoint(checkpoint, self.model, preset=preset, tokenizer=tokenizer,
                                  num_views=num_views, horizon=horizon, num_steps=num_steps,
                                  max_token_len=max_token_len)
@@ -73,9 +76,23 @@ class PolicyFrontend:
     def _load(self, bundle: CheckpointBundle) -> None:
         raise NotImplementedError
 
+    def _prepare(self, images, state, prompt, token_ids):
+        """Raw inputs -> what ``_infer`` takes (the CPU path resizes images here)."""
+        return self.processor.prepare(images, state, prompt=prompt, token_ids=token_ids)
+
     def _infer(self, obs: Observation, noise: torch.Tensor) -> np.ndarray:
         """-> normalised actions (horizon, action_dim) float32."""
         raise NotImplementedError
+
+    def _postprocess(self, normalized: np.ndarray) -> np.ndarray:
+        """Normalised chunk -> robot actions (H, action_dims); raises on NaN/inf."""
+        return self.processor.postprocess(normalized)
+
+    def recalibrate(self, observations: Sequence[dict], **kwargs) -> dict:
+        """Re-measure activation scales on ``observations`` (dicts of predict() keyword
+        arguments). Paths without quantised activations (the FP32 reference) have nothing
+        to calibrate and return an empty report."""
+        return {}
 
     # -- public -----------------------------------------------------------------------------
     @property
@@ -103,12 +120,12 @@ class PolicyFrontend:
                 noise: Optional[np.ndarray] = None, seed: Optional[int] = None) -> PredictResult:
         """Raw camera images + raw state + prompt (or token ids) -> an action chunk."""
         t0 = time.perf_counter()
-        obs = self.processor.prepare(images, state, prompt=prompt, token_ids=token_ids)
+        obs = self._prepare(images, state, prompt, token_ids)
         noise_t, used_seed = self.make_noise(noise, seed)
         t1 = time.perf_counter()
         normalized = self._infer(obs, noise_t)
         t2 = time.perf_counter()
-        actions = self.processor.postprocess(normalized)
+        actions = self._postprocess(normalized)
         t3 = time.perf_counter()
         total_ms = (t3 - t0) * 1e3
         self._latency.add(total_ms)

@@ -95,6 +95,25 @@ def images_to_tensor(views: Sequence[np.ndarray]) -> torch.Tensor:
     return to_model_range(stacked.permute(0, 3, 1, 2).contiguous())
 
 
+def check_views(images: Sequence[np.ndarray | None],
+                num_views: int) -> tuple[list[np.ndarray | None], np.ndarray]:
+    """Validate camera images (``None`` = missing) without touching pixels.
+
+    Returns the list padded with ``None`` to ``num_views`` and the (num_views,) bool view
+    mask. More images than ``num_views`` is an error. GPU frontends resize on the device
+    from these raw frames; :func:`prepare_views` resizes them on the CPU.
+    """
+    if num_views < 1:
+        raise ValueError(f"num_views must be >= 1, got {num_views}")
+    images = list(images)
+    if len(images) > num_views:
+        raise ValueError(f"got {len(images)} images but the model takes {num_views} views")
+    images += [None] * (num_views - len(images))
+    checked = [None if img is None else _check_image(img, f"view {i}")
+               for i, img in enumerate(images)]
+    return checked, np.array([img is not None for img in checked], dtype=np.bool_)
+
+
 def prepare_views(images: Sequence[np.ndarray | None], num_views: int,
                   image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Camera images (``None`` = missing) -> ((num_views, 3, S, S) float32, (num_views,) bool).
@@ -103,23 +122,13 @@ def prepare_views(images: Sequence[np.ndarray | None], num_views: int,
     mask False so attention ignores them. More images than ``num_views`` is an error.
     Pass ``config.num_views`` and ``config.siglip.image_size``.
     """
-    if num_views < 1 or image_size < 1:
-        raise ValueError(f"num_views and image_size must be >= 1, got {num_views}, {image_size}")
-    images = list(images)
-    if len(images) > num_views:
-        raise ValueError(f"got {len(images)} images but the model takes {num_views} views")
-    images += [None] * (num_views - len(images))
+    if image_size < 1:
+        raise ValueError(f"image_size must be >= 1, got {image_size}")
+    checked, mask = check_views(images, num_views)
     blank = np.full((image_size, image_size, CHANNELS), PAD_VALUE, dtype=np.uint8)
-    views, mask = [], []
-    for i, img in enumerate(images):
-        if img is None:
-            views.append(blank)
-            mask.append(False)
-        else:
-            views.append(resize_with_pad(_check_image(img, f"view {i}"), image_size))
-            mask.append(True)
-    return images_to_tensor(views), torch.tensor(mask, dtype=torch.bool)
+    views = [blank if img is None else resize_with_pad(img, image_size) for img in checked]
+    return images_to_tensor(views), torch.from_numpy(mask)
 
 
-__all__ = ["images_to_tensor", "prepare_views", "resize_with_pad", "resized_shape",
+__all__ = ["check_views", "images_to_tensor", "prepare_views", "resize_with_pad", "resized_shape",
            "to_model_range"]

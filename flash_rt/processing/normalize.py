@@ -168,6 +168,14 @@ class Normalizer:
             raise ValueError(f"state contains NaN or inf: {s}")
         return pad_to(normalize(s, self.stats.state, self.method), self.action_dim).astype(np.float32)
 
+    def action_affine(self) -> tuple[np.ndarray, np.ndarray]:
+        """(scale, offset), float64 (action_dim,): un-normalising is ``x * scale + offset``
+        per dim (both methods are affine; dims without stats pass through). GPU frontends
+        apply it inside their graph; :meth:`unnormalize_actions` is the reference."""
+        eye = np.stack([np.zeros(self.action_dim), np.ones(self.action_dim)])
+        offset, one = unnormalize(eye, self.stats.actions, self.method)
+        return one - offset, offset
+
     def unnormalize_actions(self, norm_actions: np.ndarray, action_dims: int) -> np.ndarray:
         """Model output (H, action_dim) -> float32 (H, action_dims) in robot units.
 

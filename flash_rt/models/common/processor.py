@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from flash_rt.configs import ModelConfig
-from flash_rt.processing import Normalizer, Tokenizer, pad_tokens, prepare_views
+from flash_rt.processing import Normalizer, Tokenizer, check_views, pad_tokens, prepare_views
 
 
 @dataclass
@@ -25,6 +25,17 @@ class Observation:
     tokens: torch.Tensor  # (1, max_token_len) int64, right-padded with 0
     token_mask: torch.Tensor  # (1, max_token_len) bool
     state: torch.Tensor  # (1, action_dim) float32, normalised and zero-padded
+
+
+@dataclass
+class RawObservation:
+    """Validated inputs with the camera frames left as they came (None = missing view)."""
+
+    images: list  # num_views entries: uint8 HxWx3 array or None
+    view_mask: np.ndarray  # (V,) bool
+    tokens: np.ndarray  # (max_token_len,) int64, right-padded with 0
+    token_mask: np.ndarray  # (max_token_len,) bool
+    state: np.ndarray  # (action_dim,) float32, normalised and zero-padded
 
 
 class PolicyProcessor:
@@ -52,15 +63,17 @@ class PolicyProcessor:
                              "token_ids= to predict")
         return self.tokenizer
 
-    def prepare(self, images: Sequence[Optional[np.ndarray]], state: Optional[np.ndarray],
-                prompt: Optional[str] = None,
-                token_ids: Optional[Sequence[int]] = None) -> Observation:
+    def prepare_raw(self, images: Sequence[Optional[np.ndarray]], state: Optional[np.ndarray],
+                    prompt: Optional[str] = None,
+                    token_ids: Optional[Sequence[int]] = None) -> RawObservation:
+        """Validate everything and build the prompt tokens, but leave the camera frames raw
+        (GPU frontends resize them on the device)."""
         if isinstance(images, np.ndarray) or not isinstance(images, (list, tuple)):
             raise TypeError("images must be a list/tuple of per-view uint8 HxWx3 arrays "
                             f"(None for a missing view), got {type(images).__name__}")
         if (prompt is None) == (token_ids is None):
             raise ValueError("pass exactly one of prompt= or token_ids=")
-        pixels, view_mask = prepare_views(images, self.cfg.num_views, self.cfg.siglip.image_size)
+        views, view_mask = check_views(images, self.cfg.num_views)
         if not bool(view_mask.any()):
             raise ValueError("every camera view is missing: at least one image is required")
         if state is None:
@@ -72,12 +85,22 @@ class PolicyProcessor:
         ids = self.prompt_ids(prompt, norm_state) if prompt is not None else list(token_ids)
         tokens, token_mask = pad_tokens(ids, self.cfg.max_token_len,
                                         vocab_size=self.cfg.prefix.vocab_size)
+        return RawObservation(images=views, view_mask=view_mask, tokens=tokens,
+                              token_mask=token_mask,
+                              state=np.asarray(norm_state, dtype=np.float32))
+
+    def prepare(self, images: Sequence[Optional[np.ndarray]], state: Optional[np.ndarray],
+                prompt: Optional[str] = None,
+                token_ids: Optional[Sequence[int]] = None) -> Observation:
+        raw = self.prepare_raw(images, state, prompt=prompt, token_ids=token_ids)
+        pixels, view_mask = prepare_views(raw.images, self.cfg.num_views,
+                                          self.cfg.siglip.image_size)
         return Observation(
             pixels=pixels[None],
             view_mask=view_mask[None],
-            tokens=torch.from_numpy(tokens)[None],
-            token_mask=torch.from_numpy(token_mask)[None],
-            state=torch.from_numpy(np.asarray(norm_state, dtype=np.float32))[None],
+            tokens=torch.from_numpy(raw.tokens)[None],
+            token_mask=torch.from_numpy(raw.token_mask)[None],
+            state=torch.from_numpy(raw.state)[None],
         )
 
     def postprocess(self, norm_actions: np.ndarray) -> np.ndarray:

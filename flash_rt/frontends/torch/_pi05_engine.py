@@ -1,0 +1,59 @@
+"""The Pi0.5 compute engine: converted weights + buffers + one pipeline, no IO policy.
+
+Separated from the frontend so the same assembly runs with the real kernels on a GPU and,
+in CI, with an emulation of the kernels on the CPU (test/pipeline). The frontend adds the
+staging of inputs, calibration policy and CUDA Graphs around it.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Sequence
+
+import torch
+
+from flash_rt.configs import ModelConfig
+from flash_rt.core.weight_spec import E4M3_MAX
+from flash_rt.frontends.torch._pi05_spec import patch_k
+from flash_rt.models.pi05 import pipeline_common as pc
+
+
+class Pi05Engine:
+    def __init__(self, cfg: ModelConfig, weights: dict[str, torch.Tensor],
+                 pipeline: pc.HardwarePipeline, kernels: Any, device: Any, stream: int):
+        self.dims = d = pc.Pi05Dims.from_config(cfg, patch_k(cfg))
+        self.weights = weights
+        self.pipeline = pipeline
+        self.acts = pc.Activations(d, device)
+        self.scales = pc.ScaleTable(d, device)
+        self.acts.t["pos"].copy_(weights["sig.pos"].repeat(d.views, 1))
+        attn = pipeline.attention_backend(pc.attention_spec(d), kernels, device)
+        self.gemm = pc.GemmRunner(kernels, device, pipeline.tuning.fast_accum)
+        self.ctx = pc.StageContext(
+            k=kernels, d=d, gemm=self.gemm, quant=pc.StaticQuant(kernels, self.scales),
+            attn=attn, lin=pc.linear_ptrs(weights),
+            w={k: v.data_ptr() for k, v in weights.items()}, a=self.acts, scales=self.scales,
+            inp=None, stream=stream)  # type: ignore[arg-type]
+
+    @property
+    def x(self) -> torch.Tensor:
+        """The Euler state: noise in, normalised actions out (float32 (H, action_dim))."""
+        return self.acts.t["x"]
+
+    def context(self, inputs: pc.InputPointers, calibrate: bool = False) -> pc.StageContext:
+        ctx = replace(self.ctx, inp=inputs)
+        return pc.calibrating(ctx) if calibrate else ctx
+
+    def stages(self, ctx: pc.StageContext) -> dict[str, Any]:
+        """Stage name -> zero-argument launcher (for per-stage timing)."""
+        return {"siglip": lambda: pc.siglip_forward(ctx), "prefix": lambda: pc.prefix_forward(ctx),
+                "denoise_step": lambda: pc.decoder_step(ctx, 0)}
+
+    def set_scales_from_amax(self, per_frame: Sequence[torch.Tensor], percentile: float) -> None:
+        """Static scale of each site = percentile over frames of its amax, / 448."""
+        amax = torch.stack(list(per_frame))
+        if not bool(torch.isfinite(amax).all()):
+            bad = torch.nonzero(~torch.isfinite(amax).all(0)).flatten().tolist()[:5]
+            raise RuntimeError("calibration saw NaN/inf activations at "
+                               f"{[self.scales.names[i] for i in bad]}")
+        chosen = torch.quantile(amax, percentile / 100.0, dim=0) if amax.shape[0] > 1 else amax[0]
+        self.scales.scales.copy_(chosen.clamp_min(1e-8) / E4M3_MAX)

@@ -1,0 +1,106 @@
+"""Attention spec (the sites a model attends at) and the backend interface.
+
+A model declares its attention *sites* once (``AttentionSpec``: SigLIP, encoder, decoder
+with their layer counts, heads and maximum lengths); a per-hardware backend turns a site
+call into kernel launches. Pipelines call ``attn.run(site, layer, ...)`` and never a kernel
+directly, so supporting a new GPU or a new attention kernel is one backend file.
+
+Backends own their scratch (split-K workspaces) sized from the spec at construction, so
+``run`` never allocates and is safe inside a CUDA Graph.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+SIGLIP, ENCODER, DECODER = "siglip", "encoder", "decoder"
+SITE_KINDS = (SIGLIP, ENCODER, DECODER)
+
+
+@dataclass(frozen=True)
+class SiteSpec:
+    """One distinct attention shape of a model."""
+
+    name: str  # one of SITE_KINDS
+    layer_count: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    max_q_len: int  # queries per call (per view for SigLIP)
+    max_kv_len: int  # keys (cache rows for the decoder)
+    batch: int = 1  # independent sequences per call (SigLIP: views)
+
+    def __post_init__(self) -> None:
+        if self.name not in SITE_KINDS:
+            raise ValueError(f"unknown attention site {self.name!r}; expected one of {SITE_KINDS}")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"site {self.name}: {self.num_heads} heads do not group over "
+                             f"{self.num_kv_heads} kv heads")
+
+    @property
+    def scale(self) -> float:
+        return self.head_dim ** -0.5
+
+
+@dataclass(frozen=True)
+class AttentionSpec:
+    sites: tuple[SiteSpec, ...]
+
+    def site(self, name: str) -> SiteSpec:
+        for s in self.sites:
+            if s.name == name:
+                return s
+        raise KeyError(f"attention site {name!r} not declared; declared: "
+                       f"{[s.name for s in self.sites]}")
+
+
+class AttentionBackend:
+    """Kernel dispatch for the declared sites.
+
+    Subclasses (one file per hardware) choose the split-K factors; ``splits`` maps a site
+    name to the number of key splits (1 = none). The launch code is shared here because
+    the kernels are the same portable ones on every GPU we build for.
+    """
+
+    hardware = ""
+    splits: dict[str, int] = {}
+
+    def __init__(self, spec: AttentionSpec, kernels: Any, device: Any):
+        import torch
+
+        self.spec = spec
+        self.k = kernels
+        self._runners: dict[str, Callable[..., None]] = {
+            SIGLIP: self._siglip, ENCODER: self._encoder, DECODER: self._decoder}
+        need = max((kernels.attention_workspace_bytes(s.batch, s.max_q_len, s.num_heads,
+                                                      s.head_dim, self.site_splits(s.name))
+                    for s in spec.sites), default=0)
+        self._ws = torch.empty(max(need, 16), dtype=torch.uint8, device=device)
+
+    def site_splits(self, name: str) -> int:
+        return int(self.splits.get(name, 1))
+
+    def run(self, site: str, layer: int, **kw: Any) -> None:
+        s = self.spec.site(site)
+        if not 0 <= layer < s.layer_count:
+            raise IndexError(f"site {site}: layer {layer} outside [0, {s.layer_count})")
+        self._runners[site](s, **kw)
+
+    # -- launches ----------------------------------------------------------------------------
+    def _siglip(self, s: SiteSpec, *, qkv: int, out: int, views: int, stream: int) -> None:
+        self.k.attention_siglip(qkv, out, views, s.max_q_len, s.num_heads, s.head_dim, stream)
+
+    def _encoder(self, s: SiteSpec, *, q: int, k_cache: int, v_cache: int, out: int,
+                 valid_len: int, key_mask: int, stream: int) -> None:
+        self.k.attention_prefix(q, k_cache, v_cache, out, s.max_q_len, s.num_heads,
+                                s.num_kv_heads, s.head_dim, valid_len, s.scale, stream,
+                                key_mask=key_mask, splits=self.site_splits(ENCODER),
+                                workspace=self._ws.data_ptr(), workspace_bytes=self._ws.numel())
+
+    def _decoder(self, s: SiteSpec, *, q: int, k_cache: int, v_cache: int, out: int,
+                 prefix_len: int, key_mask: int, stream: int) -> None:
+        self.k.attention_decoder(q, k_cache, v_cache, out, s.max_q_len, s.max_kv_len,
+                                 s.num_heads, s.num_kv_heads, s.head_dim, prefix_len, s.scale,
+                                 stream, key_mask=key_mask, splits=self.site_splits(DECODER),
+                                 workspace=self._ws.data_ptr(),
+                                 workspace_bytes=self._ws.numel())

@@ -1,0 +1,1 @@
+"""RTX Blackwell (sm_120a: RTX 5090) hardware pieces."""

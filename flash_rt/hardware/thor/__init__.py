@@ -1,0 +1,1 @@
+"""Jetson Thor (sm_110a) hardware pieces."""

@@ -1,0 +1,473 @@
+"""The Pi0.5 kernel sequence every GPU path shares (pointer-only, CUDA-Graph safe).
+
+Each stage function reads raw device pointers from a :class:`StageContext` and launches
+``flash_rt_kernels`` on ``ctx.stream``; nothing here allocates, synchronises or reads a
+tensor value, so one call of :func:`infer` can be captured into a CUDA Graph and replayed
+with new inputs written into the same buffers. The hardware files
+(``pipeline_hopper.py``, ``pipeline_thor.py``, ``pipeline_rtx.py``) choose the attention
+backend and GEMM tuning and import these functions; they never branch on hardware here.
+
+Activation quantisation goes through a quantiser object: :class:`StaticQuant` (production:
+fused norm/GeGLU kernels writing FP8 with calibrated static scales) or
+:class:`CalibratingQuant` (the calibration twin: the same sequence with bf16 kernels, each
+activation's running amax recorded and quantised with its own dynamic scale). Both write
+the scale the next GEMM reads into the same slot, so the two runs share every other call.
+
+Row layout of the prefix (``L = views * 256 + max_token_len`` rows): view 0 image tokens,
+view 1, ..., then text tokens right-padded. A device int32 ``valid_len`` (rows through the
+last valid text token) and a uint8 ``key_mask`` (masked views, padding) make one graph serve
+every prompt length; the action expert's own K/V go to cache rows
+``[valid_len, valid_len + horizon)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+import torch
+
+from flash_rt.configs import ModelConfig
+from flash_rt.hardware.attention import DECODER, ENCODER, SIGLIP, AttentionBackend, AttentionSpec, SiteSpec
+
+FP8 = torch.float8_e4m3fn
+BF16 = torch.bfloat16
+GEMM_WORKSPACE_BYTES = 32 << 20
+
+
+@dataclass(frozen=True)
+class Pi05Dims:
+    """Every size the kernel sequence needs, derived once from the config."""
+
+    views: int
+    tokens_per_view: int
+    patch_k: int
+    image_size: int
+    patch_size: int
+    sig_width: int
+    sig_heads: int
+    sig_mlp: int
+    sig_depth: int
+    sig_eps: float
+    text_len: int
+    width: int  # prefix LM
+    heads: int
+    kv_heads: int
+    head_dim: int
+    mlp: int
+    depth: int
+    eps: float
+    ex_width: int
+    ex_mlp: int
+    ex_eps: float
+    horizon: int
+    action_dim: int
+    steps: int
+    theta: float
+    vocab: int
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig, patch_k: int) -> "Pi05Dims":
+        s, p, e = cfg.siglip, cfg.prefix, cfg.expert
+        return cls(views=cfg.num_views, tokens_per_view=cfg.tokens_per_view, patch_k=patch_k,
+                   image_size=s.image_size, patch_size=s.patch_size, sig_width=s.width,
+                   sig_heads=s.num_heads, sig_mlp=s.mlp_dim, sig_depth=s.depth,
+                   sig_eps=s.layer_norm_eps, text_len=cfg.max_token_len, width=p.width,
+                   heads=p.num_heads, kv_heads=p.num_kv_heads, head_dim=p.head_dim,
+                   mlp=p.mlp_dim, depth=p.depth, eps=p.rms_norm_eps, ex_width=e.width,
+                   ex_mlp=e.mlp_dim, ex_eps=e.rms_norm_eps, horizon=cfg.horizon,
+                   action_dim=cfg.action_dim, steps=cfg.num_steps, theta=cfg.rope_theta,
+                   vocab=p.vocab_size)
+
+    @property
+    def image_rows(self) -> int:
+        return self.views * self.tokens_per_view
+
+    @property
+    def prefix_len(self) -> int:
+        return self.image_rows + self.text_len
+
+    @property
+    def cache_rows(self) -> int:
+        return self.prefix_len + self.horizon
+
+    @property
+    def q_dim(self) -> int:
+        return self.heads * self.head_dim
+
+    @property
+    def qkv_dim(self) -> int:
+        return (self.heads + 2 * self.kv_heads) * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.kv_heads * self.head_dim
+
+    @property
+    def mod_rows(self) -> int:
+        return 2 * self.depth + 1
+
+
+def attention_spec(d: Pi05Dims) -> AttentionSpec:
+    """The three attention sites of Pi0.5 (the seed's make_pi05_attention_spec)."""
+    return AttentionSpec(sites=(
+        SiteSpec(SIGLIP, d.sig_depth, d.sig_heads, d.sig_heads, d.sig_width // d.sig_heads,
+                 d.tokens_per_view, d.tokens_per_view, batch=d.views),
+        SiteSpec(ENCODER, d.depth, d.heads, d.kv_heads, d.head_dim, d.prefix_len, d.prefix_len),
+        SiteSpec(DECODER, d.depth, d.heads, d.kv_heads, d.head_dim, d.horizon, d.cache_rows),
+    ))
+
+
+def scale_sites(d: Pi05Dims) -> list[str]:
+    """Names of every FP8 activation scale, in table order: one per quantised GEMM input
+    (SigLIP and prefix per layer, the action expert per layer *and* denoising step)."""
+    sites = [f"sig.{i}.{n}" for i in range(d.sig_depth) for n in ("qkv", "o", "fc1", "fc2")]
+    sites.append("proj")
+    for i in range(d.depth):
+        sites += [f"lm.{i}.qkv"] + ([] if i == d.depth - 1 else
+                                    [f"lm.{i}.o", f"lm.{i}.gate_up", f"lm.{i}.down"])
+    sites += [f"ex.{k}.{i}.{n}" for k in range(d.steps) for i in range(d.depth)
+              for n in ("qkv", "o", "gate_up", "down")]
+    return sites
+
+
+class ScaleTable:
+    """float32 device table of activation scales (and calibration amaxes), by site name."""
+
+    def __init__(self, d: Pi05Dims, device: Any):
+        self.names = scale_sites(d)
+        self.index = {n: i for i, n in enumerate(self.names)}
+        self.scales = torch.ones(len(self.names), dtype=torch.float32, device=device)
+        self.amax = torch.zeros(len(self.names), dtype=torch.float32, device=device)
+
+    def scale(self, site: str) -> int:
+        return self.scales.data_ptr() + 4 * self.index[site]
+
+    def amax_ptr(self, site: str) -> int:
+        return self.amax.data_ptr() + 4 * self.index[site]
+
+
+class Activations:
+    """Every intermediate buffer, allocated once (sizes from :class:`Pi05Dims`)."""
+
+    def __init__(self, d: Pi05Dims, device: Any):
+        ms, L, H = d.image_rows, d.prefix_len, d.horizon
+        widest = max(ms * d.sig_mlp, L * d.mlp, H * d.ex_mlp, L * d.width, ms * d.sig_width)
+        e = lambda *shape, dtype=BF16: torch.zeros(shape, dtype=dtype, device=device)  # noqa: E731
+        self.t = {
+            "patches": e(ms, d.patch_k), "pos": e(ms, d.sig_width), "sig_x": e(ms, d.sig_width),
+            "sig_qkv": e(ms, 3 * d.sig_width), "sig_attn": e(ms, d.sig_width),
+            "sig_h": e(ms, d.sig_mlp),
+            "q8": e(widest, dtype=FP8), "scratch": e(widest),  # FP8 GEMM input / calib bf16
+            "pre_x": e(L, d.width), "pre_qkv": e(L, d.qkv_dim), "pre_q": e(L, d.q_dim),
+            "pre_attn": e(L, d.q_dim), "pre_gu": e(L, 2 * d.mlp),
+            "k_cache": e(d.depth, d.cache_rows, d.kv_dim),
+            "v_cache": e(d.depth, d.cache_rows, d.kv_dim),
+            "dec_x": e(H, d.ex_width), "dec_qkv": e(H, d.qkv_dim), "dec_q": e(H, d.q_dim),
+            "dec_attn": e(H, d.q_dim), "dec_y": e(H, d.ex_width), "dec_gu": e(H, 2 * d.ex_mlp),
+            "dec_xn": e(H, d.ex_width),
+            "x": e(H, d.action_dim, dtype=torch.float32), "x_bf16": e(H, d.action_dim),
+            "v": e(H, d.action_dim), "v_zero": e(H, d.action_dim),
+            "amax_ws": e(4, dtype=torch.float32),
+        }
+
+    def __getitem__(self, name: str) -> int:
+        return self.t[name].data_ptr()
+
+
+@dataclass
+class InputPointers:
+    """Where the frontend's staged inputs live on the device (or, zero-copy, in mapped host
+    memory) for the stage functions; image sizes are captured into the graph."""
+
+    images: list[tuple[int, int, int]]  # (ptr to uint8 HxWx3, H, W) per view
+    tokens: int  # int32 (text_len,)
+    positions: int  # int32 (prefix_len,)
+    dec_positions: int  # int32 (horizon,)
+    key_mask: int  # uint8 (cache_rows,)
+    valid_len: int  # int32 (1,)
+
+
+class GemmRunner:
+    """GEMM launches with a shared cuBLASLt workspace; in ``tuning`` mode the first call of
+    each distinct shape/config is autotuned (fastest measured kernel is then cached)."""
+
+    def __init__(self, kernels: Any, device: Any, fast_accum: bool):
+        self.k = kernels
+        self.fast_accum = fast_accum
+        self._ws = torch.empty(GEMM_WORKSPACE_BYTES, dtype=torch.uint8, device=device)
+        self.tuning = False
+        self._tuned: set[tuple] = set()
+
+    def _opts(self, bias: int, c: int, gelu: bool) -> dict:
+        return dict(bias=bias, c=c, workspace=self._ws.data_ptr(),
+                    workspace_bytes=GEMM_WORKSPACE_BYTES,
+                    epilogue=self.k.Epilogue.GELU if gelu else self.k.Epilogue.NONE)
+
+    def _tune_now(self, key: tuple) -> bool:
+        if not self.tuning or key in self._tuned:
+            return False
+        self._tuned.add(key)
+        return True
+
+    def fp8(self, a: int, w: "LinearPtrs", d: int, M: int, a_scale: int, stream: int, *,
+            c: int = 0, gelu: bool = False) -> None:
+        opts = self._opts(w.b, c, gelu)
+        key = ("fp8", M, w.N, w.K, bool(w.b), bool(c), gelu)
+        fn = self.k.gemm_fp8_autotune if self._tune_now(key) else self.k.gemm_fp8
+        fn(a, w.w, d, M, w.N, w.K, a_scale, w.ws, stream, fast_accum=self.fast_accum, **opts)
+
+    def bf16(self, a: int, w: "LinearPtrs", d: int, M: int, stream: int, *, c: int = 0) -> None:
+        opts = self._opts(w.b, c, False)
+        key = ("bf16", M, w.N, w.K, bool(w.b), bool(c))
+        fn = self.k.gemm_bf16_autotune if self._tune_now(key) else self.k.gemm_bf16
+        fn(a, w.w, d, M, w.N, w.K, stream, **opts)
+
+
+@dataclass(frozen=True)
+class LinearPtrs:
+    w: int
+    ws: int  # FP8 weight scale (0 for bf16)
+    b: int  # bias (0 for none)
+    N: int
+    K: int
+
+
+def linear_ptrs(weights: dict[str, torch.Tensor]) -> dict[str, LinearPtrs]:
+    """Linear name -> pointers, for every converted 2-D ``<name>.w`` (see weight_spec)."""
+    out = {}
+    for key, w in weights.items():
+        if key.endswith(".w") and w.dim() == 2:
+            name = key[:-2]
+            ws, b = weights.get(f"{name}.ws"), weights.get(f"{name}.b")
+            out[name] = LinearPtrs(w.data_ptr(), ws.data_ptr() if ws is not None else 0,
+                                   b.data_ptr() if b is not None else 0, w.shape[0], w.shape[1])
+    return out
+
+
+class Quantizer(Protocol):
+    def layernorm(self, x, w, b, out, site, M, N, eps, stream) -> None: ...
+    def rmsnorm(self, x, out, site, M, N, eps, stream) -> None: ...
+    def adarms(self, x, mod, out, site, M, N, eps, stream) -> None: ...
+    def gated_adarms(self, x, y, gate_mod, norm_mod, out, site, M, N, eps, stream) -> None: ...
+    def quantize(self, x, out, site, n, stream) -> None: ...
+    def geglu(self, gu, out, site, M, F, stream) -> None: ...
+
+
+class StaticQuant:
+    """Production: fused kernels quantise with the calibrated static scale of each site."""
+
+    def __init__(self, kernels: Any, scales: ScaleTable):
+        self.k, self.s = kernels, scales
+
+    def layernorm(self, x, w, b, out, site, M, N, eps, stream):
+        self.k.layernorm_fp8(x, w, b, out, self.s.scale(site), M, N, eps, stream)
+
+    def rmsnorm(self, x, out, site, M, N, eps, stream):
+        self.k.rmsnorm_fp8(x, 0, out, self.s.scale(site), M, N, eps, False, stream)
+
+    def adarms(self, x, mod, out, site, M, N, eps, stream):
+        self.k.adarms_fp8(x, mod, out, self.s.scale(site), M, N, eps, M, stream)
+
+    def gated_adarms(self, x, y, gate_mod, norm_mod, out, site, M, N, eps, stream):
+        self.k.gated_residual_adarms_fp8(x, y, gate_mod, norm_mod, out, self.s.scale(site),
+                                         M, N, eps, M, stream)
+
+    def quantize(self, x, out, site, n, stream):
+        self.k.quantize_fp8_static(x, out, self.s.scale(site), n, stream)
+
+    def geglu(self, gu, out, site, M, F, stream):
+        self.k.geglu_fp8(gu, out, self.s.scale(site), M, F, stream)
+
+
+class CalibratingQuant:
+    """Calibration twin: bf16 kernels, then record the activation's amax and quantise it
+    with its own (dynamic) scale, written to the slot the next GEMM reads."""
+
+    def __init__(self, kernels: Any, scales: ScaleTable, acts: Activations):
+        self.k, self.s = kernels, scales
+        self.scratch, self.ws = acts["scratch"], acts["amax_ws"]
+
+    def _record(self, out, site, n, stream):
+        self.k.amax_update(self.scratch, n, self.s.amax_ptr(site), stream)
+        self.k.quantize_fp8_dynamic(self.scratch, out, self.s.scale(site), self.ws, n, stream)
+
+    def layernorm(self, x, w, b, out, site, M, N, eps, stream):
+        self.k.layernorm_bf16(x, w, b, self.scratch, M, N, eps, stream)
+        self._record(out, site, M * N, stream)
+
+    def rmsnorm(self, x, out, site, M, N, eps, stream):
+        self.k.rmsnorm_bf16(x, 0, self.scratch, M, N, eps, False, stream)
+        self._record(out, site, M * N, stream)
+
+    def adarms(self, x, mod, out, site, M, N, eps, stream):
+        self.k.adarms_bf16(x, mod, self.scratch, M, N, eps, M, stream)
+        self._record(out, site, M * N, stream)
+
+    def gated_adarms(self, x, y, gate_mod, norm_mod, out, site, M, N, eps, stream):
+        self.k.gated_residual(x, y, gate_mod, M, N, M, stream)
+        self.adarms(x, norm_mod, out, site, M, N, eps, stream)
+
+    def quantize(self, x, out, site, n, stream):
+        self.k.amax_update(x, n, self.s.amax_ptr(site), stream)
+        self.k.quantize_fp8_dynamic(x, out, self.s.scale(site), self.ws, n, stream)
+
+    def geglu(self, gu, out, site, M, F, stream):
+        self.k.geglu_bf16(gu, self.scratch, M, F, stream)
+        self._record(out, site, M * F, stream)
+
+
+@dataclass
+class StageContext:
+    """Everything a stage launch needs, as pointers and ints."""
+
+    k: Any  # flash_rt_kernels
+    d: Pi05Dims
+    gemm: GemmRunner
+    quant: Quantizer
+    attn: AttentionBackend
+    lin: dict[str, LinearPtrs]
+    w: dict[str, int]  # other weight buffers (norms, embedding, mod table) by name
+    a: Activations
+    scales: ScaleTable
+    inp: InputPointers
+    stream: int = 0
+
+    def scale(self, site: str) -> int:
+        return self.scales.scale(site)
+
+    def mod(self, step: int, row: int) -> int:
+        """Pointer to the adaRMS [scale | shift | gate] row of (step, norm row)."""
+        d = self.d
+        return self.w["ex.mod"] + 4 * (step * d.mod_rows + row) * 3 * d.ex_width
+
+
+def siglip_forward(ctx: StageContext) -> None:
+    """Camera uint8 -> resize/normalise/im2col -> SigLIP -> projector -> prefix image rows."""
+    k, d, a, q, s = ctx.k, ctx.d, ctx.a, ctx.quant, ctx.stream
+    ms, W = d.image_rows, d.sig_width
+    for v, (src, h, w) in enumerate(ctx.inp.images):
+        k.image_patches(src, a["patches"] + 2 * v * d.tokens_per_view * d.patch_k, h, w,
+                        d.image_size, d.patch_size, d.patch_k, s)
+    ctx.gemm.bf16(a["patches"], ctx.lin["sig.patch"], a["sig_x"], ms, s, c=a["pos"])
+    for i in range(d.sig_depth):
+        p = f"sig.{i}"
+        q.layernorm(a["sig_x"], ctx.w[f"{p}.ln1.w"], ctx.w[f"{p}.ln1.b"], a["q8"], f"{p}.qkv",
+                    ms, W, d.sig_eps, s)
+        ctx.gemm.fp8(a["q8"], ctx.lin[f"{p}.qkv"], a["sig_qkv"], ms, ctx.scale(f"{p}.qkv"), s)
+        ctx.attn.run(SIGLIP, i, qkv=a["sig_qkv"], out=a["sig_attn"], views=d.views, stream=s)
+        q.quantize(a["sig_attn"], a["q8"], f"{p}.o", ms * W, s)
+        ctx.gemm.fp8(a["q8"], ctx.lin[f"{p}.o"], a["sig_x"], ms, ctx.scale(f"{p}.o"), s,
+                     c=a["sig_x"])
+        q.layernorm(a["sig_x"], ctx.w[f"{p}.ln2.w"], ctx.w[f"{p}.ln2.b"], a["q8"], f"{p}.fc1",
+                    ms, W, d.sig_eps, s)
+        ctx.gemm.fp8(a["q8"], ctx.lin[f"{p}.fc1"], a["sig_h"], ms, ctx.scale(f"{p}.fc1"), s,
+                     gelu=True)
+        q.quantize(a["sig_h"], a["q8"], f"{p}.fc2", ms * d.sig_mlp, s)
+        ctx.gemm.fp8(a["q8"], ctx.lin[f"{p}.fc2"], a["sig_x"], ms, ctx.scale(f"{p}.fc2"), s,
+                     c=a["sig_x"])
+    q.layernorm(a["sig_x"], ctx.w["sig.post.w"], ctx.w["sig.post.b"], a["q8"], "proj", ms, W,
+                d.sig_eps, s)
+    ctx.gemm.fp8(a["q8"], ctx.lin["proj"], a["pre_x"], ms, ctx.scale("proj"), s)
+
+
+def prefix_forward(ctx: StageContext) -> None:
+    """Text embedding + the Gemma prefix; leaves every layer's post-RoPE K/V in the cache."""
+    k, d, a, q, s = ctx.k, ctx.d, ctx.a, ctx.quant, ctx.stream
+    L, W = d.prefix_len, d.width
+    k.embed_gather(ctx.inp.tokens, ctx.w["lm.embed"], a["pre_x"] + 2 * d.image_rows * W,
+                   d.text_len, W, d.vocab, float(W) ** 0.5, s)
+    kv_layer = 2 * d.cache_rows * d.kv_dim
+    for i in range(d.depth):
+        p = f"lm.{i}"
+        kc, vc = a["k_cache"] + i * kv_layer, a["v_cache"] + i * kv_layer
+        q.rmsnorm(a["pre_x"], a["q8"], f"{p}.qkv", L, W, d.eps, s)
+        ctx.gemm.fp8(a["q8"], ctx.lin[f"{p}.qkv"], a["pre_qkv"], L, ctx.scale(f"{p}.qkv"), s)
+        k.rope_qkv_split(a["pre_qkv"], ctx.inp.positions, a["pre_q"], kc, vc, 0, L, d.heads,
+                         d.kv_heads, d.head_dim, d.cache_rows, d.theta, 1.0, s)
+        if i == d.depth - 1:
+            break  # the last layer only contributes its K/V
+        ctx.attn.run(ENCODER, i, q=a["pre_q"], k_cache=kc, v_cache=vc, out=a["pre_attn"],
+                     valid_len=ctx.inp.valid_len, key_mask=ctx.inp.key_mask, stream=s)
+        q.quantize(a["pre_attn"], a["q8"], f"{p}.o", L * d.q_dim, s)
+        ctx.gemm.fp8(a["q8"], ctx.lin[f"{p}.o"], a["pre_x"], L, ctx.scale(f"{p}.o"), s,
+                     c=a["pre_x"])
+        q.rmsnorm(a["pre_x"], a["q8"], f"{p}.gate_up", L, W, d.eps, s)
+        ctx.gemm.fp8(a["q8"], ctx.lin[f"{p}.gate_up"], a["pre_gu"], L,
+                     ctx.scale(f"{p}.gate_up"), s)
+        q.geglu(a["pre_gu"], a["q8"], f"{p}.down", L, d.mlp, s)
+        ctx.gemm.fp8(a["q8"], ctx.lin[f"{p}.down"], a["pre_x"], L, ctx.scale(f"{p}.down"), s,
+                     c=a["pre_x"])
+
+
+def decoder_step(ctx: StageContext, step: int) -> None:
+    """One flow-matching Euler step of the action expert over the cached prefix."""
+    k, d, a, q, s = ctx.k, ctx.d, ctx.a, ctx.quant, ctx.stream
+    H, W = d.horizon, d.ex_width
+    kv_layer = 2 * d.cache_rows * d.kv_dim
+    ctx.gemm.bf16(a["x_bf16"], ctx.lin["act_in"], a["dec_x"], H, s)
+    q.adarms(a["dec_x"], ctx.mod(step, 0), a["q8"], f"ex.{step}.0.qkv", H, W, d.ex_eps, s)
+    for i in range(d.depth):
+        p = f"ex.{step}.{i}"
+        lin = f"ex.{i}"
+        kc, vc = a["k_cache"] + i * kv_layer, a["v_cache"] + i * kv_layer
+        ctx.gemm.fp8(a["q8"], ctx.lin[f"{lin}.qkv"], a["dec_qkv"], H, ctx.scale(f"{p}.qkv"), s)
+        k.rope_qkv_split(a["dec_qkv"], ctx.inp.dec_positions, a["dec_q"], kc, vc,
+                         ctx.inp.valid_len, H, d.heads, d.kv_heads, d.head_dim, d.cache_rows,
+                         d.theta, 1.0, s)
+        ctx.attn.run(DECODER, i, q=a["dec_q"], k_cache=kc, v_cache=vc, out=a["dec_attn"],
+                     prefix_len=ctx.inp.valid_len, key_mask=ctx.inp.key_mask, stream=s)
+        q.quantize(a["dec_attn"], a["q8"], f"{p}.o", H * d.q_dim, s)
+        ctx.gemm.fp8(a["q8"], ctx.lin[f"{lin}.o"], a["dec_y"], H, ctx.scale(f"{p}.o"), s)
+        q.gated_adarms(a["dec_x"], a["dec_y"], ctx.mod(step, 2 * i), ctx.mod(step, 2 * i + 1),
+                       a["q8"], f"{p}.gate_up", H, W, d.ex_eps, s)
+        ctx.gemm.fp8(a["q8"], ctx.lin[f"{lin}.gate_up"], a["dec_gu"], H,
+                     ctx.scale(f"{p}.gate_up"), s)
+        q.geglu(a["dec_gu"], a["q8"], f"{p}.down", H, d.ex_mlp, s)
+        ctx.gemm.fp8(a["q8"], ctx.lin[f"{lin}.down"], a["dec_y"], H, ctx.scale(f"{p}.down"), s)
+        if i + 1 < d.depth:  # gate the MLP branch in and normalise for the next layer at once
+            q.gated_adarms(a["dec_x"], a["dec_y"], ctx.mod(step, 2 * i + 1),
+                           ctx.mod(step, 2 * i + 2), a["q8"], f"ex.{step}.{i + 1}.qkv", H, W,
+                           d.ex_eps, s)
+    k.gated_residual(a["dec_x"], a["dec_y"], ctx.mod(step, 2 * d.depth - 1), H, W, H, s)
+    k.adarms_bf16(a["dec_x"], ctx.mod(step, 2 * d.depth), a["dec_xn"], H, W, d.ex_eps, H, s)
+    ctx.gemm.bf16(a["dec_xn"], ctx.lin["act_out"], a["v"], H, s)
+    k.euler_step(a["x"], a["v"], a["x_bf16"], H * d.action_dim, -1.0 / d.steps, s)
+
+
+def denoise(ctx: StageContext) -> None:
+    """x (noise, staged by the frontend) -> normalised actions, in place."""
+    d, a = ctx.d, ctx.a
+    # dt = 0 with a zero velocity: x unchanged, and its bf16 copy for action_in is written
+    ctx.k.euler_step(a["x"], a["v_zero"], a["x_bf16"], d.horizon * d.action_dim, 0.0, ctx.stream)
+    for step in range(d.steps):
+        decoder_step(ctx, step)
+
+
+def infer(ctx: StageContext) -> None:
+    """The whole policy: staged camera images, tokens and noise -> actions in ``x``."""
+    siglip_forward(ctx)
+    prefix_forward(ctx)
+    denoise(ctx)
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Per-hardware choices the shared sequence takes as data (no hardware branches)."""
+
+    fast_accum: bool  # FP8 GEMM fast accumulation (no periodic promotion)
+    autotune: bool  # measure cuBLASLt candidates per shape at load
+
+
+@dataclass(frozen=True)
+class HardwarePipeline:
+    """What a ``pipeline_<hw>.py`` module exports: its attention backend, its tuning and
+    the forward functions with their calibration twins."""
+
+    hardware: str
+    attention_backend: type
+    tuning: Tuning
+
+
+def calibrating(ctx: StageContext) -> StageContext:
+    """The same context with the calibration twin's quantiser (see CalibratingQuant)."""
+    return replace(ctx, quant=CalibratingQuant(ctx.k, ctx.scales, ctx.a))

@@ -1,0 +1,20 @@
+"""Pi0.5 compute path on Hopper (sm_90a: H100 / H200).
+
+The kernel sequence is the shared one (``pipeline_common``); this file fixes Hopper's
+choices: its attention backend (decoder split 8 ways over 132 SMs) and cuBLASLt autotuning
+of every GEMM shape at load. FP8 GEMMs keep full-precision accumulation: the prefix's
+K = 16384 down projection is where fast accumulation would cost accuracy.
+
+Forward functions (pointer-only, graph-safe) and their calibration twins::
+
+    siglip_forward(ctx) / siglip_forward(calibrating(ctx))
+    prefix_forward(ctx), decoder_step(ctx, step), infer(ctx)
+"""
+from flash_rt.hardware.hopper.attn_backend import HopperAttentionBackend
+from flash_rt.models.pi05.pipeline_common import (  # noqa: F401  (re-exported stages)
+    HardwarePipeline, Tuning, calibrating, decoder_step, denoise, infer, prefix_forward,
+    siglip_forward,
+)
+
+PIPELINE = HardwarePipeline(hardware="hopper", attention_backend=HopperAttentionBackend,
+                            tuning=Tuning(fast_accum=False, autotune=True))

@@ -1,0 +1,41 @@
+"""Comparisons of a fast path against the FP32 reference, shared by the CPU-emulated and
+the GPU precision tests."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def cosine(a, b) -> float:
+    a = np.asarray(a, np.float64).ravel()
+    b = np.asarray(b, np.float64).ravel()
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def flow_cosine(got, want, noise) -> float:
+    """Cosine of what the model added to the noise (actions - noise). Stricter than the
+    chunk cosine, which the noise alone keeps high when the model's update is small."""
+    return cosine(np.asarray(got) - noise, np.asarray(want) - noise)
+
+
+def max_abs(got, want) -> float:
+    return float(np.max(np.abs(np.asarray(got, np.float64) - np.asarray(want, np.float64))))
+
+
+def prefix_kv_cosine(k_cache: torch.Tensor, v_cache: torch.Tensor, reference, obs) -> float:
+    """Lowest cosine over layers (and K, V) between the fast path's prefix cache rows and the
+    reference's post-RoPE K/V, on valid prefix tokens. Measures SigLIP + the prefix LM
+    directly, however little the action expert leans on them."""
+    dev = next(reference.parameters()).device
+    with torch.no_grad():
+        cache = reference.encode_prefix(obs.pixels.to(dev), obs.view_mask.to(dev),
+                                        obs.tokens.to(dev), obs.token_mask.to(dev))
+    valid = cache.input_mask[0].cpu()
+    rows = valid.shape[0]
+    worst = 1.0
+    for layer, (k, v) in enumerate(cache.kv):
+        for ours, theirs in ((k_cache[layer], k), (v_cache[layer], v)):
+            a = ours[:rows].float().cpu()[valid]
+            b = theirs[0].reshape(rows, -1).float().cpu()[valid]
+            worst = min(worst, cosine(a.numpy(), b.numpy()))
+    return worst

@@ -1,0 +1,260 @@
+"""CPU emulation of the flash_rt_kernels bindings the Pi0.5 pipeline calls.
+
+Each binding is re-implemented in torch straight from its contract in docs/kernels.md
+(pointers are turned back into tensors over the same memory), so the *real* pipeline code
+(weight spec, staging, stage functions, calibration twin) runs on a CPU-only CI machine and
+is compared with the FP32 reference. It checks the dataflow and the contracts the
+pipeline relies on; the kernels themselves are tested on the GPU (test/kernels).
+"""
+from __future__ import annotations
+
+import ctypes
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from flash_rt.models.common.functional import MASK_VALUE, apply_rope
+from flash_rt.processing.image import resize_with_pad, resized_shape, to_model_range
+
+FP8, BF16, F32, I32, U8 = (torch.float8_e4m3fn, torch.bfloat16, torch.float32, torch.int32,
+                           torch.uint8)
+E4M3_MAX = 448.0
+
+
+def view(ptr: int, shape, dtype) -> torch.Tensor:
+    """A tensor aliasing ``prod(shape)`` elements at address ``ptr``."""
+    shape = tuple(int(s) for s in shape)
+    n = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    return torch.frombuffer((ctypes.c_byte * n).from_address(ptr), dtype=dtype).view(shape)
+
+
+def scalar(ptr: int, dtype=F32):
+    return view(ptr, (1,), dtype)[0].item()
+
+
+def q8(x: torch.Tensor, s: float) -> torch.Tensor:
+    return (x.float() / torch.tensor(s)).clamp(-E4M3_MAX, E4M3_MAX).to(FP8)
+
+
+def gelu(x):
+    return F.gelu(x, approximate="tanh")
+
+
+def rms(x: torch.Tensor, eps: float) -> torch.Tensor:
+    x = x.float()
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+
+
+class Epilogue:
+    NONE, GELU = "none", "gelu"
+
+
+class EmulatedKernels:
+    Epilogue = Epilogue
+    E4M3_MAX = E4M3_MAX
+
+    def __init__(self):
+        self.calls: dict[str, int] = {}
+
+    def __getattribute__(self, name):
+        attr = object.__getattribute__(self, name)
+        if callable(attr) and not name.startswith("_") and name != "Epilogue":
+            calls = object.__getattribute__(self, "calls")
+            calls[name] = calls.get(name, 0) + 1
+        return attr
+
+    def built_archs(self):
+        return ["emulated"]
+
+    def attention_workspace_bytes(self, batch, Lq, H, D, splits):
+        return 0
+
+    # -- GEMM: D = sa*sb*(A B^T) [+bias] [GELU] [+C] ----------------------------------------
+    def _gemm(self, A, B, d, M, N, bias, c, epilogue):
+        out = A @ B.T
+        if bias:
+            out = out + view(bias, (N,), BF16).float()
+        if epilogue == Epilogue.GELU:
+            out = gelu(out)
+        if c:
+            out = out + view(c, (M, N), BF16).float()
+        view(d, (M, N), BF16).copy_(out.to(BF16))
+
+    def gemm_fp8(self, a, b, d, M, N, K, a_scale, b_scale, stream, *, bias=0, c=0,
+                 epilogue=Epilogue.NONE, **_):
+        A = view(a, (M, K), FP8).float() * scalar(a_scale)
+        B = view(b, (N, K), FP8).float() * scalar(b_scale)
+        self._gemm(A, B, d, M, N, bias, c, epilogue)
+
+    def gemm_bf16(self, a, b, d, M, N, K, stream, *, bias=0, c=0, epilogue=Epilogue.NONE, **_):
+        self._gemm(view(a, (M, K), BF16).float(), view(b, (N, K), BF16).float(), d, M, N, bias,
+                   c, epilogue)
+
+    def gemm_fp8_autotune(self, *args, **kw):
+        kw.pop("iters", None), kw.pop("max_candidates", None)
+        self.gemm_fp8(*args, **kw)
+
+    def gemm_bf16_autotune(self, *args, **kw):
+        kw.pop("iters", None), kw.pop("max_candidates", None)
+        self.gemm_bf16(*args, **kw)
+
+    # -- norms ------------------------------------------------------------------------------
+    def layernorm_bf16(self, x, w, b, out, M, N, eps, stream):
+        y = F.layer_norm(view(x, (M, N), BF16).float(), (N,), view(w, (N,), BF16).float(),
+                         view(b, (N,), BF16).float(), eps)
+        view(out, (M, N), BF16).copy_(y.to(BF16))
+
+    def layernorm_fp8(self, x, w, b, out, out_scale, M, N, eps, stream):
+        y = F.layer_norm(view(x, (M, N), BF16).float(), (N,), view(w, (N,), BF16).float(),
+                         view(b, (N,), BF16).float(), eps)
+        view(out, (M, N), FP8).copy_(q8(y, scalar(out_scale)))
+
+    def _rms_gain(self, w, N, add_one):
+        if not w:
+            return 1.0
+        g = view(w, (N,), BF16).float()
+        return 1.0 + g if add_one else g
+
+    def rmsnorm_bf16(self, x, w, out, M, N, eps, add_one, stream):
+        y = rms(view(x, (M, N), BF16), eps) * self._rms_gain(w, N, add_one)
+        view(out, (M, N), BF16).copy_(y.to(BF16))
+
+    def rmsnorm_fp8(self, x, w, out, out_scale, M, N, eps, add_one, stream):
+        y = rms(view(x, (M, N), BF16), eps) * self._rms_gain(w, N, add_one)
+        view(out, (M, N), FP8).copy_(q8(y, scalar(out_scale)))
+
+    def _mod(self, mod, M, N, rows_per_cond):
+        conds = -(-M // rows_per_cond)
+        table = view(mod, (conds, 3 * N), F32)
+        return table.repeat_interleave(rows_per_cond, dim=0)[:M]
+
+    def _adarms(self, x, mod, M, N, eps, rpc):
+        m = self._mod(mod, M, N, rpc)
+        return rms(view(x, (M, N), BF16), eps) * (1.0 + m[:, :N]) + m[:, N:2 * N]
+
+    def adarms_bf16(self, x, mod, out, M, N, eps, rows_per_cond, stream):
+        view(out, (M, N), BF16).copy_(self._adarms(x, mod, M, N, eps, rows_per_cond).to(BF16))
+
+    def adarms_fp8(self, x, mod, out, out_scale, M, N, eps, rows_per_cond, stream):
+        view(out, (M, N), FP8).copy_(q8(self._adarms(x, mod, M, N, eps, rows_per_cond),
+                                        scalar(out_scale)))
+
+    def gated_residual(self, x, y, mod, M, N, rows_per_cond, stream):
+        gate = self._mod(mod, M, N, rows_per_cond)[:, 2 * N:]
+        xt = view(x, (M, N), BF16)
+        xt.copy_((xt.float() + gate * view(y, (M, N), BF16).float()).to(BF16))
+
+    def gated_residual_adarms_fp8(self, x, y, gate_mod, norm_mod, out, out_scale, M, N, eps,
+                                  rows_per_cond, stream):
+        self.gated_residual(x, y, gate_mod, M, N, rows_per_cond, stream)
+        self.adarms_fp8(x, norm_mod, out, out_scale, M, N, eps, rows_per_cond, stream)
+
+    # -- elementwise ------------------------------------------------------------------------
+    def geglu_bf16(self, gu, out, M, F_, stream):
+        g = view(gu, (M, 2 * F_), BF16).float()
+        view(out, (M, F_), BF16).copy_((gelu(g[:, :F_]) * g[:, F_:]).to(BF16))
+
+    def geglu_fp8(self, gu, out, out_scale, M, F_, stream):
+        g = view(gu, (M, 2 * F_), BF16).float()
+        view(out, (M, F_), FP8).copy_(q8(gelu(g[:, :F_]) * g[:, F_:], scalar(out_scale)))
+
+    def quantize_fp8_static(self, x, out, scale, n, stream):
+        view(out, (n,), FP8).copy_(q8(view(x, (n,), BF16), scalar(scale)))
+
+    def quantize_fp8_dynamic(self, x, out, scale_out, amax_ws, n, stream):
+        xs = view(x, (n,), BF16).float()
+        s = max(float(xs.abs().max()), 1e-12) / E4M3_MAX
+        view(scale_out, (1,), F32)[0] = s
+        view(out, (n,), FP8).copy_(q8(xs, view(scale_out, (1,), F32)[0].item()))
+
+    def amax_update(self, x, n, amax, stream):
+        a = view(amax, (1,), F32)
+        a[0] = max(float(a[0]), float(view(x, (n,), BF16).float().abs().max()))
+
+    def euler_step(self, x, v, x_bf16, n, dt, stream):
+        xt = view(x, (n,), F32)
+        xt.copy_(xt + dt * view(v, (n,), BF16).float())
+        if x_bf16:
+            view(x_bf16, (n,), BF16).copy_(xt.to(BF16))
+
+    # -- rope / embed / images --------------------------------------------------------------
+    def rope_qkv_split(self, qkv, positions, q_out, k_cache, v_cache, cache_offset, M, H, Hkv,
+                       D, cache_rows, theta, q_scale, stream):
+        t = view(qkv, (M, (H + 2 * Hkv) * D), BF16).float()
+        pos = view(positions, (M,), I32).long()[None]
+        q = apply_rope(t[:, :H * D].reshape(1, M, H, D), pos, theta)
+        k = apply_rope(t[:, H * D:(H + Hkv) * D].reshape(1, M, Hkv, D), pos, theta)
+        view(q_out, (M, H * D), BF16).copy_((q.reshape(M, H * D) * q_scale).to(BF16))
+        off = int(scalar(cache_offset, I32)) if cache_offset else 0
+        kc = view(k_cache, (cache_rows, Hkv * D), BF16)
+        vc = view(v_cache, (cache_rows, Hkv * D), BF16)
+        for m in range(M):
+            r = off + m
+            if 0 <= r < cache_rows:
+                kc[r] = k[0, m].reshape(-1).to(BF16)
+                vc[r] = t[m, (H + Hkv) * D:].to(BF16)
+
+    def embed_gather(self, ids, table, out, M, N, vocab, scale, stream):
+        idx = view(ids, (M,), I32).long()
+        tab = view(table, (vocab, N), BF16).float()
+        ok = (idx >= 0) & (idx < vocab)
+        rows = torch.where(ok[:, None], tab[idx.clamp(0, vocab - 1)] * scale, torch.zeros(()))
+        view(out, (M, N), BF16).copy_(rows.to(BF16))
+
+    def image_patches(self, src, out, H, W, S, P, out_row_stride, stream):
+        img = view(src, (H, W, 3), U8).numpy().copy()
+        x = to_model_range(torch.from_numpy(resize_with_pad(img, S))).permute(2, 0, 1)
+        g = S // P
+        rows = x.reshape(3, g, P, g, P).permute(1, 3, 0, 2, 4).reshape(g * g, 3 * P * P)
+        o = view(out, (g * g, out_row_stride), BF16)
+        o.zero_()
+        o[:, :3 * P * P] = rows.to(BF16)
+        return resized_shape(H, W, S)
+
+    # -- attention ----------------------------------------------------------------------------
+    @staticmethod
+    def _attend(q, k, v, scale, key_ok):
+        """q (Lq, H, D), k/v (Lk, Hkv, D), key_ok (Lk,) bool -> (Lq, H*D)."""
+        Lq, H, D = q.shape
+        g = H // k.shape[1]
+        k = k.repeat_interleave(g, dim=1)
+        v = v.repeat_interleave(g, dim=1)
+        logits = torch.einsum("qhd,khd->hqk", q.float(), k.float()) * scale
+        logits = logits.masked_fill(~key_ok[None, None, :], MASK_VALUE)
+        return torch.einsum("hqk,khd->qhd", logits.softmax(-1), v.float()).reshape(Lq, H * D)
+
+    def attention_siglip(self, qkv, out, views, tokens, heads, head_dim, stream):
+        W = heads * head_dim
+        t = view(qkv, (views, tokens, 3, heads, head_dim), BF16)
+        o = view(out, (views, tokens, W), BF16)
+        ok = torch.ones(tokens, dtype=torch.bool)
+        for b in range(views):
+            o[b] = self._attend(t[b, :, 0], t[b, :, 1], t[b, :, 2], head_dim ** -0.5,
+                                ok).to(BF16)
+
+    def _cached(self, q, k_cache, v_cache, out, n_q, rows, heads, kv_heads, head_dim, n_keys,
+                scale, key_mask):
+        ok = torch.arange(rows) < n_keys
+        if key_mask:
+            ok &= view(key_mask, (rows,), U8) != 0
+        qt = view(q, (n_q, heads, head_dim), BF16)
+        k = view(k_cache, (rows, kv_heads, head_dim), BF16)
+        v = view(v_cache, (rows, kv_heads, head_dim), BF16)
+        view(out, (n_q, heads * head_dim), BF16).copy_(self._attend(qt, k, v, scale, ok).to(BF16))
+
+    def attention_prefix(self, q, k_cache, v_cache, out, L, heads, kv_heads, head_dim,
+                         valid_len, scale, stream, *, key_mask=0, **_):
+        n = int(scalar(valid_len, I32))
+        self._cached(q, k_cache, v_cache, out, L, L, heads, kv_heads, head_dim, n, scale,
+                     key_mask)
+
+    def attention_decoder(self, q, k_cache, v_cache, out, n_q, cache_rows, heads, kv_heads,
+                          head_dim, prefix_len, scale, stream, *, key_mask=0, **_):
+        n = int(scalar(prefix_len, I32)) + n_q
+        self._cached(q, k_cache, v_cache, out, n_q, cache_rows, heads, kv_heads, head_dim, n,
+                     scale, key_mask)
+
+
+_ = np

@@ -1,0 +1,182 @@
+"""The Pi0.5 GPU pipeline's own code (weight spec, staging, stage functions, calibration
+twin) run on the CPU through an emulation of the kernel bindings, against the FP32
+reference with the same weights, observation and noise.
+
+This is what CPU CI can check of the fast path: fused/folded weights, the per-step adaRMS
+tables, the prefix row layout with masks and the device-side valid length, the action
+expert's K/V placement and positions, static vs calibrated scales. The real kernels are
+checked against the same reference on the GPU (test/gpu).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from flash_rt import load_model
+from flash_rt.core.checkpoint import expected_layout, open_checkpoint, plan_keys
+from flash_rt.core.weight_spec import convert, dequantize
+from flash_rt.frontends.torch import _staging
+from flash_rt.frontends.torch._pi05_engine import Pi05Engine
+from flash_rt.frontends.torch._pi05_spec import adarms_tables, build_spec
+from flash_rt.models.pi05 import pipeline_common as pc
+from flash_rt.models.pi05.pipeline_hopper import PIPELINE as HOPPER
+from flash_rt.models.pi05.pipeline_thor import PIPELINE as THOR
+
+from .compare import cosine, flow_cosine, prefix_kv_cosine
+from .emulated_kernels import EmulatedKernels
+
+PROMPT = "pick up the red block"
+
+
+
+
+class Emulated:
+    """Engine + mapped staging on the CPU: the frontend's wiring without CUDA."""
+
+    def __init__(self, ckpt, pipeline, monkeypatch, **overrides):
+        monkeypatch.setattr(_staging, "pinned", lambda shape, dtype: torch.zeros(shape, dtype=dtype))
+        self.ref = load_model(ckpt, hardware="cpu", **overrides)
+        bundle = open_checkpoint(ckpt, "pi05", **overrides)
+        cfg = self.cfg = bundle.config
+        layout = expected_layout(cfg)
+        plan = plan_keys(bundle.reader, layout)
+        self.weights = convert(build_spec(cfg), lambda k: bundle.reader.get(plan.source[k]).float())
+        self.k = EmulatedKernels()
+        self.engine = Pi05Engine(cfg, self.weights, pipeline, self.k, "cpu", 0)
+        self.staging = _staging.MappedStaging(self.engine.dims, "cpu")
+
+    def run(self, images, state, seed, calibrate=False):
+        raw = self.ref.processor.prepare_raw(images, state, prompt=PROMPT)
+        noise, _ = self.ref.make_noise(None, seed)
+        self.noise = noise[0].numpy()
+        key = self.staging.write(raw, noise)
+        ctx = self.engine.context(self.staging.pointers(key), calibrate)
+        self.staging.copy_in(key, self.engine.x)
+        pc.infer(ctx)
+        return self.engine.x.numpy().copy()
+
+    def calibrate(self, frames, percentile=99.9):
+        amaxes = []
+        for images, state, seed in frames:
+            self.engine.scales.amax.zero_()
+            self.run(images, state, seed, calibrate=True)
+            amaxes.append(self.engine.scales.amax.clone())
+        self.engine.set_scales_from_amax(amaxes, percentile)
+
+    def kv_cosine(self, images, state):
+        obs = self.ref.processor.prepare(images, state, prompt=PROMPT)
+        return prefix_kv_cosine(self.engine.acts.t["k_cache"], self.engine.acts.t["v_cache"],
+                                self.ref.reference, obs)
+
+    def reference(self, images, state, seed):
+        return self.ref.predict(images, state, prompt=PROMPT, seed=seed).actions_normalized
+
+
+@pytest.fixture
+def state():
+    return np.linspace(-0.5, 0.5, 8).astype(np.float32)
+
+
+def test_spec_covers_the_checkpoint_layout():
+    from flash_rt.configs import load_config
+    for preset in ("tiny", "full"):
+        cfg = load_config("pi05", preset)
+        build_spec(cfg).check_layout(expected_layout(cfg))
+
+
+def test_spec_rejects_a_layout_it_does_not_cover():
+    from flash_rt.configs import load_config
+    cfg = load_config("pi05", "tiny")
+    layout = dict(expected_layout(cfg))
+    layout["paligemma_with_expert.new_block.weight"] = (4,)
+    with pytest.raises(ValueError, match="ignores keys"):
+        build_spec(cfg).check_layout(layout)
+
+
+def test_fused_and_folded_weights_match_the_checkpoint(tiny_pi05_ckpt, monkeypatch):
+    em = Emulated(tiny_pi05_ckpt, HOPPER, monkeypatch)
+    ref = em.ref.reference
+    layer = ref.paligemma_with_expert.paligemma.model.language_model.layers[1]
+    want = torch.cat([layer.self_attn.q_proj.weight, layer.self_attn.k_proj.weight,
+                      layer.self_attn.v_proj.weight]) * (1 + layer.input_layernorm.weight)
+    got = dequantize(em.weights, "lm.1.qkv")
+    assert cosine(got, want) > 0.999
+    assert em.weights["lm.1.qkv.w"].dtype == torch.float8_e4m3fn
+    # per-step adaRMS table row = the reference's modulation at that step's time
+    t = torch.tensor([1.0 - 3 / em.cfg.num_steps])
+    cond = ref.adarms_condition(t)
+    expert = ref.paligemma_with_expert.gemma_expert.model
+    mod = expert.layers[1].post_attention_layernorm.dense(cond)[0]
+    assert torch.allclose(em.weights["ex.mod"][3, 3], mod, atol=1e-5)
+    assert em.weights["ex.mod"].shape == (em.cfg.num_steps, 2 * em.cfg.expert.depth + 1,
+                                          3 * em.cfg.expert.width)
+    assert "lm.1.o.w" not in em.weights  # the last prefix layer only makes K/V
+
+
+@pytest.mark.parametrize("views", [1, 2, 3])
+def test_emulated_fast_path_matches_the_reference(tiny_pi05_ckpt, camera_images, state,
+                                                  monkeypatch, views):
+    em = Emulated(tiny_pi05_ckpt, HOPPER, monkeypatch)
+    images = camera_images[:views]
+    em.calibrate([(images, state, 11)])
+    got = em.run(images, state, seed=5)
+    want = em.reference(images, state, seed=5)
+    assert cosine(got, want) > 0.999, cosine(got, want)
+    assert flow_cosine(got, want, em.noise) > 0.995, flow_cosine(got, want, em.noise)
+    assert em.kv_cosine(images, state) > 0.99
+    # the attention backend, not the stages, launched attention
+    assert em.k.calls["attention_decoder"] == em.cfg.expert.depth * em.cfg.num_steps * (1 + 1)
+
+
+def test_missing_view_and_short_prompt_use_device_side_masks(tiny_pi05_ckpt, camera_images,
+                                                            state, monkeypatch):
+    em = Emulated(tiny_pi05_ckpt, THOR, monkeypatch)
+    images = [camera_images[0], None, camera_images[2]]
+    em.calibrate([(images, state, 1)])
+    got = em.run(images, state, seed=9)
+    want = em.reference(images, state, seed=9)
+    assert flow_cosine(got, want, em.noise) > 0.995
+    good = em.kv_cosine(images, state)
+    assert good > 0.99, good
+    # guard: a wrong device-side valid length (last text tokens dropped) must show up
+    em.staging.host["valid_len"][0] -= 3
+    key = em.staging.image_key(em.ref.processor.prepare_raw(images, state, prompt=PROMPT))
+    em.staging.copy_in(key, em.engine.x)
+    pc.infer(em.engine.context(em.staging.pointers(key)))
+    assert em.kv_cosine(images, state) < good - 0.01
+
+
+def test_calibration_scales_follow_the_activations(tiny_pi05_ckpt, camera_images, state,
+                                                   monkeypatch):
+    em = Emulated(tiny_pi05_ckpt, HOPPER, monkeypatch, horizon=5, num_steps=3)
+    images = camera_images[:2]
+    assert torch.all(em.engine.scales.scales == 1.0)  # uncalibrated
+    em.calibrate([(images, state, 1), (images, state * 0.5, 2)])
+    s = em.engine.scales
+    assert torch.all(s.scales > 0) and torch.all(s.scales < 1.0)
+    # per-step expert scales differ between steps (the time condition changes them)
+    d = em.engine.dims
+    step0 = s.scales[s.index["ex.0.0.gate_up"]]
+    step2 = s.scales[s.index[f"ex.{d.steps - 1}.0.gate_up"]]
+    assert step0 != step2
+    got = em.run(images, state, seed=3)
+    assert flow_cosine(got, em.reference(images, state, seed=3), em.noise) > 0.995
+
+
+def test_uncalibrated_scales_are_visibly_wrong(tiny_pi05_ckpt, camera_images, state, monkeypatch):
+    """Guards the test above: with unit scales FP8 saturates/underflows and the chunk drifts."""
+    em = Emulated(tiny_pi05_ckpt, HOPPER, monkeypatch)
+    images = camera_images[:2]
+    em.engine.scales.scales.fill_(50.0)
+    got = em.run(images, state, seed=3)
+    assert flow_cosine(got, em.reference(images, state, seed=3), em.noise) < 0.99
+
+
+def test_adarms_tables_shape(tiny_pi05_ckpt):
+    bundle = open_checkpoint(tiny_pi05_ckpt, "pi05", num_steps=4)
+    spec = build_spec(bundle.config)
+    mod_item = [it for it in spec.items if it.name == "ex.mod"][0]
+    plan = plan_keys(bundle.reader, expected_layout(bundle.config))
+    t = {k: bundle.reader.get(plan.source[k]).float() for k in mod_item.inputs}
+    assert adarms_tables(bundle.config, t).shape[0] == 4
