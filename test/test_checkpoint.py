@@ -1,6 +1,7 @@
 """Checkpoint I/O: generator round trip, key-layout aliases, clear errors, no pickle."""
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import struct
@@ -15,7 +16,7 @@ from flash_rt.core.checkpoint import (
     CheckpointError, build_empty_reference, detect_preset, expected_layout,
     load_reference_weights,
 )
-from flash_rt.core.safetensors_stream import SafetensorsReader
+from flash_rt.core.safetensors_stream import SafetensorsReader, TensorEntry, write_streaming
 from flash_rt.tools.make_checkpoint import init_std_and_mean, make_checkpoint
 
 EMBED = "paligemma_with_expert.paligemma.model.language_model.embed_tokens.weight"
@@ -145,3 +146,74 @@ def test_preset_detected_from_shapes_without_metadata(tmp_path):
     assert detect_preset(reader, "pi0") == "tiny"
     with pytest.raises(CheckpointError, match="pi0"):
         detect_preset(SafetensorsReader(out / "model.safetensors"), "pi05")
+
+
+STREAM_DTYPES = {
+    "F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "F64": torch.float64,
+    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "I64": torch.int64,
+    "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def _sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_streaming_dtypes_match_the_safetensors_library(tmp_path):
+    """Per-entry dtypes under their spec names, bit-exact both ways with safetensors itself."""
+    g = torch.Generator().manual_seed(1)
+    src = torch.randn(3, 5, generator=g) * 100
+    tensors = {name: (src > 0 if dt == torch.bool else src.clamp(-400, 400).to(dt))
+               for name, dt in STREAM_DTYPES.items()}
+    entries = [TensorEntry(k, tuple(v.shape), lambda v=v: v, v.dtype) for k, v in tensors.items()]
+    entries.append(TensorEntry("default", (2, 2), lambda: torch.full((2, 2), 1.5)))
+    hasher = hashlib.sha256()
+    write_streaming(tmp_path / "d.safetensors", entries, dtype=torch.bfloat16, hasher=hasher)
+    assert hasher.hexdigest() == _sha256(tmp_path / "d.safetensors")
+    assert [p.name for p in tmp_path.iterdir()] == ["d.safetensors"]  # no temporary left
+    raw = (tmp_path / "d.safetensors").read_bytes()
+    header = json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])
+    assert all(header[name]["dtype"] == name for name in STREAM_DTYPES)  # the spec's names
+    ours = SafetensorsReader(tmp_path / "d.safetensors")
+    assert ours.dtype("default") == torch.bfloat16  # entries without a dtype: the writer's
+    with safe_open(str(tmp_path / "d.safetensors"), framework="pt") as f:
+        for name, want in tensors.items():
+            theirs = f.get_tensor(name)
+            assert theirs.dtype == want.dtype == ours.dtype(name), name
+            assert torch.equal(theirs.view(torch.uint8), want.view(torch.uint8)), name
+            assert torch.equal(ours.get(name).view(torch.uint8), want.view(torch.uint8)), name
+    save_file(tensors, str(tmp_path / "lib.safetensors"))  # and files the library wrote
+    lib = SafetensorsReader(tmp_path / "lib.safetensors")
+    hasher = hashlib.sha256()
+    read = dict(lib.iter_file(hasher=hasher))
+    assert hasher.hexdigest() == _sha256(tmp_path / "lib.safetensors")
+    for name, want in tensors.items():
+        assert read[name].dtype == want.dtype
+        assert torch.equal(read[name].view(torch.uint8), want.view(torch.uint8)), name
+
+
+def test_stream_writer_rejects_bad_entries_and_leaves_nothing(tmp_path):
+    with pytest.raises(ValueError, match="complex"):
+        write_streaming(tmp_path / "x.safetensors",
+                        [TensorEntry("c", (1,), lambda: torch.ones(1), torch.complex64)])
+    with pytest.raises(ValueError, match="repeated or reserved"):
+        write_streaming(tmp_path / "x.safetensors",
+                        [TensorEntry("__metadata__", (1,), lambda: torch.ones(1))])
+    with pytest.raises(ValueError, match="declared"):
+        write_streaming(tmp_path / "x.safetensors",
+                        [TensorEntry("a", (2,), lambda: torch.ones(2)),
+                         TensorEntry("b", (3,), lambda: torch.ones(4))])
+    assert list(tmp_path.iterdir()) == []  # the partial file of the failed write is gone
+
+
+def test_iter_file_rejects_trailing_bytes(tmp_path):
+    save_file({"a": torch.ones(3)}, str(tmp_path / "t.safetensors"))
+    with open(tmp_path / "t.safetensors", "ab") as fh:
+        fh.write(b"\0" * 8)
+    with pytest.raises(ValueError, match="trailing"):
+        list(SafetensorsReader(tmp_path / "t.safetensors").iter_file())
+    save_file({"a": torch.ones(3), "b": torch.zeros(2)}, str(tmp_path / "u.safetensors"))
+    it = SafetensorsReader(tmp_path / "u.safetensors").iter_file(hasher=hashlib.sha256())
+    assert next(it)[0] == "a"
+    it.close()  # stopping early waits for the helper thread and closes the file

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from flash_rt.configs import ModelConfig, available_presets, load_config
+from flash_rt.core.content_hash import file_content_hash
 from flash_rt.core.safetensors_stream import SafetensorsReader
 from flash_rt.models import reference_class
 
@@ -171,6 +172,14 @@ class CheckpointBundle:
             h.update(fh.read(self.reader.data_start))
         h.update(str(self.reader.path.stat().st_size).encode())
         return h.hexdigest()[:16]
+
+    def content_hash(self, memo_dir: Optional[Path | str] = None) -> str:
+        """sha256 hex of the whole weights file (the WeightCache's ``checkpoint_hash``).
+
+        Reads all of a 13.4 GB file unless ``memo_dir`` holds a memo for this version of it
+        (pass the cache directory, e.g. ``WeightCache().directory``); see content_hash.py.
+        """
+        return file_content_hash(self.reader.path, memo_dir)
 
 
 def open_checkpoint(checkpoint: str | Path, model: str, preset: Optional[str] = None,
