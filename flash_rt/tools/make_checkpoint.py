@@ -34,14 +34,10 @@ DEFAULT_STATE_DIMS = 8  # 7-joint arm + gripper
 DEFAULT_ACTION_DIMS = 8
 TINY_TOKENIZER_VOCAB = 512
 
-# Residual-branch outputs are scaled down so 18-27 random layers keep the stream bounded.
+# Residual-branch outputs at unit gain: the stream grows only ~sqrt(layers) (every use is
+# normalised first), and each layer visibly changes the output, so precision tests see it.
 _RESIDUAL_OUT = ("o_proj.weight", "down_proj.weight", "out_proj.weight", "fc2.weight")
-_RESIDUAL_GAIN = 0.3
-# Query/key projections get a larger gain so attention is peaked as in trained models: with
-# unit gain the logits over ~700 prefix keys have std ~1, attention is near uniform, and the
-# action expert barely depends on the images and prompt -- which would hide prefix errors.
-_QK = ("q_proj.weight", "k_proj.weight")
-_QK_GAIN = 3.0
+_RESIDUAL_GAIN = 1.0
 
 
 def init_std_and_mean(key: str, shape: tuple[int, ...]) -> tuple[float, float]:
@@ -52,7 +48,7 @@ def init_std_and_mean(key: str, shape: tuple[int, ...]) -> tuple[float, float]:
         return shape[1] ** -0.5, 0.0  # times sqrt(width) at use: unit-scale text tokens
     if key.endswith("position_embedding.weight"):
         return 0.1, 0.0
-    if ".dense." in key:  # adaRMS modulation [scale, shift, gate]
+    if ".dense." in key:  # adaRMS modulation [scale, shift, gate]: gates ~1, layers count
         return (2.0 * fan_in ** -0.5, 0.0) if key.endswith("weight") else (0.1, 0.0)
     if "layer_norm" in key or "post_layernorm" in key:  # SigLIP LayerNorm
         return (0.05, 1.0) if key.endswith("weight") else (0.02, 0.0)
@@ -60,8 +56,7 @@ def init_std_and_mean(key: str, shape: tuple[int, ...]) -> tuple[float, float]:
         return 0.1, 0.0  # Gemma RMSNorm w, used as (1 + w)
     if key.endswith("bias"):
         return 0.02, 0.0
-    gain = (_RESIDUAL_GAIN if key.endswith(_RESIDUAL_OUT) else
-            _QK_GAIN if key.endswith(_QK) else 1.0)
+    gain = _RESIDUAL_GAIN if key.endswith(_RESIDUAL_OUT) else 1.0
     return gain * fan_in ** -0.5, 0.0
 
 

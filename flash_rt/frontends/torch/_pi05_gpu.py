@@ -64,7 +64,8 @@ class Pi05GpuFrontend(PolicyFrontend):
         cfg = self.config
         self.dims = d = pc.Pi05Dims.from_config(cfg, patch_k(cfg))
         phase = time.perf_counter()
-        self._checkpoint_hash = bundle.content_hash(memo_dir=self._cache.directory)
+        self._checkpoint_hash = (bundle.content_hash(memo_dir=self._cache.directory)
+                                 if self._cache.enabled else bundle.checkpoint_id)
         self.weights = self._load_weights(bundle)
         log.info("weights ready in %.1f s", time.perf_counter() - phase)
 
