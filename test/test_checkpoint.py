@@ -55,10 +55,12 @@ def test_generated_adarms_and_norms_nonzero(tmp_path):
             assert torch.count_nonzero(t) == t.numel() and t.std() > 0, k
 
 
-def test_init_rule_scales_residual_outputs():
+def test_init_rule_keeps_layers_and_gates_significant():
     std_in, _ = init_std_and_mean("x.layers.0.mlp.up_proj.weight", (128, 64))
     std_out, _ = init_std_and_mean("x.layers.0.mlp.down_proj.weight", (64, 128))
-    assert std_in == pytest.approx(64 ** -0.5) and std_out < 128 ** -0.5
+    std_gate, _ = init_std_and_mean("x.layers.0.input_layernorm.dense.weight", (96, 32))
+    assert std_in == pytest.approx(64 ** -0.5) and std_out == pytest.approx(128 ** -0.5)
+    assert std_gate == pytest.approx(2 * 32 ** -0.5)
 
 
 def _rewrite(src, dst, transform):

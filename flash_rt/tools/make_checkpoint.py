@@ -34,10 +34,6 @@ DEFAULT_STATE_DIMS = 8  # 7-joint arm + gripper
 DEFAULT_ACTION_DIMS = 8
 TINY_TOKENIZER_VOCAB = 512
 
-# Residual-branch outputs at unit gain: the stream grows only ~sqrt(layers) (every use is
-# normalised first), and each layer visibly changes the output, so precision tests see it.
-_RESIDUAL_OUT = ("o_proj.weight", "down_proj.weight", "out_proj.weight", "fc2.weight")
-_RESIDUAL_GAIN = 1.0
 
 
 def init_std_and_mean(key: str, shape: tuple[int, ...]) -> tuple[float, float]:
@@ -48,7 +44,7 @@ def init_std_and_mean(key: str, shape: tuple[int, ...]) -> tuple[float, float]:
         return shape[1] ** -0.5, 0.0  # times sqrt(width) at use: unit-scale text tokens
     if key.endswith("position_embedding.weight"):
         return 0.1, 0.0
-    if ".dense." in key:  # adaRMS modulation [scale, shift, gate]: gates ~1, layers count
+    if ".dense." in key:  # adaRMS [scale, shift, gate]: gates ~1 so the expert layers count
         return (2.0 * fan_in ** -0.5, 0.0) if key.endswith("weight") else (0.1, 0.0)
     if "layer_norm" in key or "post_layernorm" in key:  # SigLIP LayerNorm
         return (0.05, 1.0) if key.endswith("weight") else (0.02, 0.0)
@@ -56,8 +52,9 @@ def init_std_and_mean(key: str, shape: tuple[int, ...]) -> tuple[float, float]:
         return 0.1, 0.0  # Gemma RMSNorm w, used as (1 + w)
     if key.endswith("bias"):
         return 0.02, 0.0
-    gain = _RESIDUAL_GAIN if key.endswith(_RESIDUAL_OUT) else 1.0
-    return gain * fan_in ** -0.5, 0.0
+    # Unit gain everywhere, residual branches included: the stream then grows ~sqrt(layers)
+    # (every use is normalised first) and every layer visibly moves the output.
+    return fan_in ** -0.5, 0.0
 
 
 def _tensor_maker(key: str, shape: tuple[int, ...], seed: int):

@@ -1,0 +1,150 @@
+"""Pi0.5 fast-path latency on a GPU, with the project's own bf16 torch baselines, as JSON.
+
+    python bench/pi05.py --ckpt /data/pi05_full --views 2 --horizon 50 --steps 10 \
+        --prompt-len 200 --iters 200 --baselines eager,compile --out result.json
+
+Reports (milliseconds): p50/p95/p99 of CUDA Graph replay (device time, CUDA events) and of
+end-to-end ``predict`` (host prep + H2D copies + replay + readback, wall clock); a per-stage
+breakdown (SigLIP, prefix, one denoising step, each replayed as its own graph); and the
+same model as the bf16 torch reference, eager and ``torch.compile``-d per layer, with the
+same inputs. Several ``--views``/``--horizon`` values run as separate configurations.
+Generates a random full-size checkpoint when --ckpt is not given (13.4 GB of disk).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import flash_rt
+from flash_rt import kernels, load_model
+from flash_rt.core.checkpoint import build_empty_reference, load_reference_weights, open_checkpoint
+from flash_rt.tools.make_checkpoint import make_checkpoint
+
+
+def pct(values) -> dict:
+    v = np.asarray(values, dtype=np.float64)
+    return {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)),
+            "p99": float(np.percentile(v, 99)), "mean": float(v.mean()), "n": int(v.size)}
+
+
+def camera_frames(views: int, h: int = 480, w: int = 640) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:h, 0:w]
+    out = []
+    for v in range(views):
+        base = np.stack([xx * 255 // w, yy * 255 // h, (xx + yy + 60 * v) % 256], -1)
+        out.append(np.clip(base + rng.integers(0, 40, (h, w, 3)), 0, 255).astype(np.uint8))
+    return out
+
+
+def token_ids(n: int, vocab: int) -> list[int]:
+    return [1 + (7 * i) % (min(vocab, 32000) - 1) for i in range(n)]
+
+
+def bench_fast(m, images, ids, iters: int) -> dict:
+    for s in range(3):  # calibration + capture + warm-up
+        m.predict(images, token_ids=ids, seed=s)
+    wall = []
+    for s in range(iters):
+        t0 = time.perf_counter()
+        m.predict(images, token_ids=ids, seed=s)
+        wall.append((time.perf_counter() - t0) * 1e3)
+    stages = {k: pct(v) for k, v in m.stage_ms(max(iters // 4, 10)).items()}
+    return {"replay_ms": pct(m.replay_ms(iters)), "predict_ms": pct(wall), "stages_ms": stages}
+
+
+def _compile_layers(ref) -> None:
+    """torch.compile each transformer layer (one compiled graph shared by every layer)."""
+    torch._dynamo.config.cache_size_limit = 64
+    inner = ref.paligemma_with_expert
+    towers = [inner.paligemma.model.vision_tower.vision_model.encoder.layers,
+              inner.paligemma.model.language_model.layers, inner.gemma_expert.model.layers]
+    for layers in towers:
+        for layer in layers:
+            layer.compile()
+
+
+def bench_torch(ckpt, cfg_kw: dict, images, ids, iters: int, compiled: bool) -> dict:
+    bundle = open_checkpoint(ckpt, "pi05", **cfg_kw)
+    ref = load_reference_weights(build_empty_reference(bundle.config), bundle.reader)
+    ref = ref.to(device="cuda", dtype=torch.bfloat16)
+    m = load_model(ckpt, hardware="cpu", **cfg_kw)  # only for identical preprocessing
+    obs = m.processor.prepare(images, None, token_ids=ids)
+    args = [t.cuda() for t in (obs.pixels, obs.view_mask, obs.tokens, obs.token_mask)]
+    noise = m.make_noise(None, 0)[0].cuda()
+    if compiled:
+        _compile_layers(ref)
+    t0 = time.perf_counter()
+    ref.sample_actions(*args, noise)
+    torch.cuda.synchronize()
+    first_s = time.perf_counter() - t0
+    for _ in range(2):
+        ref.sample_actions(*args, noise)
+    times = []
+    for _ in range(iters):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        ref.sample_actions(*args, noise)
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b))
+    del ref
+    torch.cuda.empty_cache()
+    return {"ms": pct(times), "first_call_s": first_s}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--ckpt", default=None)
+    ap.add_argument("--hardware", default="auto")
+    ap.add_argument("--views", type=int, nargs="+", default=[2])
+    ap.add_argument("--horizon", type=int, nargs="+", default=[50])
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--prompt-len", type=int, default=200)
+    ap.add_argument("--iters", type=int, default=200)
+    ap.add_argument("--baseline-iters", type=int, default=20)
+    ap.add_argument("--baselines", default="eager,compile",
+                    help="comma list of eager,compile (bf16 torch reference); '' for none")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    tmp = tempfile.TemporaryDirectory()
+    ckpt = args.ckpt or str(make_checkpoint(Path(tmp.name), "pi05", "full", seed=0))
+    result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+              "cuda": torch.version.cuda, "flash_rt": flash_rt.__version__,
+              "kernel_archs": kernels.load().built_archs(), "python": platform.python_version(),
+              "steps": args.steps, "prompt_len": args.prompt_len, "configs": []}
+    baselines = [b for b in args.baselines.split(",") if b]
+    for views in args.views:
+        for horizon in args.horizon:
+            cfg_kw = dict(num_views=views, horizon=horizon, num_steps=args.steps,
+                          max_token_len=args.prompt_len)
+            images = camera_frames(views)
+            t0 = time.perf_counter()
+            m = load_model(ckpt, hardware=args.hardware, **cfg_kw)
+            load_s = time.perf_counter() - t0
+            ids = token_ids(args.prompt_len, m.config.prefix.vocab_size)
+            row = {"views": views, "horizon": horizon, "hardware": m.hardware,
+                   "load_s": load_s, **bench_fast(m, images, ids, args.iters),
+                   "gpu_mem_gib": torch.cuda.max_memory_allocated() / 2**30}
+            del m
+            torch.cuda.empty_cache()
+            for b in baselines:
+                row[f"torch_bf16_{b}"] = bench_torch(ckpt, cfg_kw, images, ids,
+                                                     args.baseline_iters, b == "compile")
+            result["configs"].append(row)
+            print(json.dumps(row), flush=True)
+    text = json.dumps(result, indent=2)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
