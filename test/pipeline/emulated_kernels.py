@@ -48,7 +48,7 @@ def rms(x: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 class Epilogue:
-    NONE, GELU = "none", "gelu"
+    NONE, BIAS, GELU, BIAS_GELU = "none", "bias", "gelu", "bias_gelu"
 
 
 class EmulatedKernels:
@@ -73,10 +73,13 @@ class EmulatedKernels:
 
     # -- GEMM: D = sa*sb*(A B^T) [+bias] [GELU] [+C] ----------------------------------------
     def _gemm(self, A, B, d, M, N, bias, c, epilogue):
+        with_bias = epilogue in (Epilogue.BIAS, Epilogue.BIAS_GELU)
+        if bool(bias) != with_bias:  # the bindings' own check
+            raise ValueError(f"bias={bias:#x} does not match epilogue {epilogue}")
         out = A @ B.T
-        if bias:
+        if with_bias:
             out = out + view(bias, (N,), BF16).float()
-        if epilogue == Epilogue.GELU:
+        if epilogue in (Epilogue.GELU, Epilogue.BIAS_GELU):
             out = gelu(out)
         if c:
             out = out + view(c, (M, N), BF16).float()

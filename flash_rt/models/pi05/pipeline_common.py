@@ -199,9 +199,10 @@ class GemmRunner:
         self._tuned: set[tuple] = set()
 
     def _opts(self, bias: int, c: int, gelu: bool) -> dict:
+        e = self.k.Epilogue
+        epilogue = ((e.BIAS_GELU if gelu else e.BIAS) if bias else (e.GELU if gelu else e.NONE))
         return dict(bias=bias, c=c, workspace=self._ws.data_ptr(),
-                    workspace_bytes=GEMM_WORKSPACE_BYTES,
-                    epilogue=self.k.Epilogue.GELU if gelu else self.k.Epilogue.NONE)
+                    workspace_bytes=GEMM_WORKSPACE_BYTES, epilogue=epilogue)
 
     def _tune_now(self, key: tuple) -> bool:
         if not self.tuning or key in self._tuned:
