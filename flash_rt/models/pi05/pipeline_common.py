@@ -156,7 +156,10 @@ class Activations:
         self.t = {
             "patches": e(ms, d.patch_k), "pos": e(ms, d.sig_width), "sig_x": e(ms, d.sig_width),
             "sig_qkv": e(ms, 3 * d.sig_width), "sig_attn": e(ms, d.sig_width),
-            "sig_h": e(ms, d.sig_mlp),
+            "sig_h": e(ms, d.sig_mlp), "sig_y": e(ms, d.sig_width),
+            # adaRMS-style [scale | shift | gate] row with gate = 1: a plain residual add
+            "unit_gate": torch.cat([torch.zeros(2 * d.sig_width), torch.ones(d.sig_width)]).to(
+                device=device, dtype=torch.float32),
             "q8": e(widest, dtype=FP8), "scratch": e(widest),  # FP8 GEMM input / calib bf16
             "pre_x": e(L, d.width), "pre_qkv": e(L, d.qkv_dim), "pre_q": e(L, d.q_dim),
             "pre_attn": e(L, d.q_dim), "pre_gu": e(L, 2 * d.mlp),
@@ -357,15 +360,17 @@ def siglip_forward(ctx: StageContext) -> None:
         ctx.gemm.fp8(a["q8"], ctx.lin[f"{p}.qkv"], a["sig_qkv"], ms, ctx.scale(f"{p}.qkv"), s)
         ctx.attn.run(SIGLIP, i, qkv=a["sig_qkv"], out=a["sig_attn"], views=d.views, stream=s)
         q.quantize(a["sig_attn"], a["q8"], f"{p}.o", ms * W, s)
-        ctx.gemm.fp8(a["q8"], ctx.lin[f"{p}.o"], a["sig_x"], ms, ctx.scale(f"{p}.o"), s,
-                     c=a["sig_x"])
+        # bias + residual: cuBLASLt offers no FP8 kernel for BIAS with a C input at these
+        # shapes, so the biased output is added by the gated-residual kernel (gate = 1)
+        ctx.gemm.fp8(a["q8"], ctx.lin[f"{p}.o"], a["sig_y"], ms, ctx.scale(f"{p}.o"), s)
+        k.gated_residual(a["sig_x"], a["sig_y"], a["unit_gate"], ms, W, ms, s)
         q.layernorm(a["sig_x"], ctx.w[f"{p}.ln2.w"], ctx.w[f"{p}.ln2.b"], a["q8"], f"{p}.fc1",
                     ms, W, d.sig_eps, s)
         ctx.gemm.fp8(a["q8"], ctx.lin[f"{p}.fc1"], a["sig_h"], ms, ctx.scale(f"{p}.fc1"), s,
                      gelu=True)
         q.quantize(a["sig_h"], a["q8"], f"{p}.fc2", ms * d.sig_mlp, s)
-        ctx.gemm.fp8(a["q8"], ctx.lin[f"{p}.fc2"], a["sig_x"], ms, ctx.scale(f"{p}.fc2"), s,
-                     c=a["sig_x"])
+        ctx.gemm.fp8(a["q8"], ctx.lin[f"{p}.fc2"], a["sig_y"], ms, ctx.scale(f"{p}.fc2"), s)
+        k.gated_residual(a["sig_x"], a["sig_y"], a["unit_gate"], ms, W, ms, s)
     q.layernorm(a["sig_x"], ctx.w["sig.post.w"], ctx.w["sig.post.b"], a["q8"], "proj", ms, W,
                 d.sig_eps, s)
     ctx.gemm.fp8(a["q8"], ctx.lin["proj"], a["pre_x"], ms, ctx.scale("proj"), s)
