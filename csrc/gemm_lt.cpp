@@ -112,8 +112,9 @@ void validate(const GemmArgs& g, bool fp8, const char* where) {
     check(g.bias == 0, where, "bias given but the epilogue adds none (use BIAS or BIAS_GELU)");
   }
   if (fp8) {
-    check_ptr(g.a_scale, where, "a_scale", 4);
-    check_ptr(g.b_scale, where, "b_scale", 4);
+    // cuBLASLt runs no FP8 algorithm with a scale pointer that is only 4-byte aligned
+    check_ptr(g.a_scale, where, "a_scale", 16);
+    check_ptr(g.b_scale, where, "b_scale", 16);
     // FP8 output (cuBLASLt D scale) ran on the H100 but one element of 8192 in the BIAS
     // test landed more than one e4m3 step from the reference; until that is understood
     // it stays disabled: write bf16 and quantize with quantize_fp8_static / the norms.

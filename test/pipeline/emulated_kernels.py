@@ -87,6 +87,8 @@ class EmulatedKernels:
 
     def gemm_fp8(self, a, b, d, M, N, K, a_scale, b_scale, stream, *, bias=0, c=0,
                  epilogue=Epilogue.NONE, **_):
+        if a_scale % 16 or b_scale % 16:  # cuBLASLt rejects every algorithm otherwise
+            raise ValueError("gemm_fp8: a_scale/b_scale must be 16-byte aligned")
         A = view(a, (M, K), FP8).float() * scalar(a_scale)
         B = view(b, (N, K), FP8).float() * scalar(b_scale)
         self._gemm(A, B, d, M, N, bias, c, epilogue)

@@ -217,7 +217,7 @@ class Pi05GpuFrontend(PolicyFrontend):
         self.engine.set_scales_from_amax(per_frame, percentile)
         self.calibrated = True
         self._cache.store("calibration", self._calibration_key(),
-                          {"scales": self.scales.scales,
+                          {"scales": self.scales.scales.contiguous(),
                            "frames": torch.tensor([len(frames)], dtype=torch.int32)})
         elapsed = time.perf_counter() - start
         log.info("calibrated %d activation scales on %d frame(s) in %.2f s",

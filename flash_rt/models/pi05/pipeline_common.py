@@ -131,19 +131,29 @@ def scale_sites(d: Pi05Dims) -> list[str]:
 
 
 class ScaleTable:
-    """float32 device table of activation scales (and calibration amaxes), by site name."""
+    """float32 device table of activation scales (and calibration amaxes), by site name.
+
+    Each site owns 16 bytes (one used float): cuBLASLt reads a GEMM's scale pointers only
+    when they are 16-byte aligned (found on the H100: a +4 B pointer makes every FP8
+    algorithm fail).
+    """
+
+    STRIDE = 4  # floats per site
 
     def __init__(self, d: Pi05Dims, device: Any):
         self.names = scale_sites(d)
         self.index = {n: i for i, n in enumerate(self.names)}
-        self.scales = torch.ones(len(self.names), dtype=torch.float32, device=device)
-        self.amax = torch.zeros(len(self.names), dtype=torch.float32, device=device)
+        n = len(self.names)
+        self._scales = torch.ones((n, self.STRIDE), dtype=torch.float32, device=device)
+        self._amax = torch.zeros((n, self.STRIDE), dtype=torch.float32, device=device)
+        self.scales = self._scales[:, 0]  # (n,) views
+        self.amax = self._amax[:, 0]
 
     def scale(self, site: str) -> int:
-        return self.scales.data_ptr() + 4 * self.index[site]
+        return self._scales.data_ptr() + 4 * self.STRIDE * self.index[site]
 
     def amax_ptr(self, site: str) -> int:
-        return self.amax.data_ptr() + 4 * self.index[site]
+        return self._amax.data_ptr() + 4 * self.STRIDE * self.index[site]
 
 
 class Activations:
