@@ -176,7 +176,9 @@ class Pi05GpuFrontend(PolicyFrontend):
         if not self.calibrated:
             self._calibrate([(obs, noise)], DEFAULT_PERCENTILE)
         key = self.staging.write(obs, noise)
-        self._graph(key).replay()
+        graph = self._graph(key)
+        with torch.cuda.stream(self.stream):  # replay() launches on the current stream
+            graph.replay()
         self.stream.synchronize()
         return self.outputs.normalized.numpy().copy()
 
