@@ -106,6 +106,7 @@ def main() -> None:
     ap.add_argument("--hardware", default="auto")
     ap.add_argument("--views", type=int, nargs="+", default=[2])
     ap.add_argument("--horizon", type=int, nargs="+", default=[50])
+    ap.add_argument("--precision", nargs="+", default=["fp8"])
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--prompt-len", type=int, default=200)
     ap.add_argument("--iters", type=int, default=200)
@@ -126,15 +127,18 @@ def main() -> None:
             cfg_kw = dict(num_views=views, horizon=horizon, num_steps=args.steps,
                           max_token_len=args.prompt_len)
             images = camera_frames(views)
-            t0 = time.perf_counter()
-            m = load_model(ckpt, hardware=args.hardware, **cfg_kw)
-            load_s = time.perf_counter() - t0
-            ids = token_ids(args.prompt_len, m.config.prefix.vocab_size)
-            row = {"views": views, "horizon": horizon, "hardware": m.hardware,
-                   "load_s": load_s, **bench_fast(m, images, ids, args.iters),
-                   "gpu_mem_gib": torch.cuda.max_memory_allocated() / 2**30}
-            del m
-            torch.cuda.empty_cache()
+            row = {"views": views, "horizon": horizon}
+            for precision in args.precision:
+                torch.cuda.reset_peak_memory_stats()
+                t0 = time.perf_counter()
+                m = load_model(ckpt, hardware=args.hardware, precision=precision, **cfg_kw)
+                load_s = time.perf_counter() - t0
+                ids = token_ids(args.prompt_len, m.config.prefix.vocab_size)
+                row[precision] = {"hardware": m.hardware, "load_s": load_s,
+                                  **bench_fast(m, images, ids, args.iters),
+                                  "gpu_peak_gib": torch.cuda.max_memory_allocated() / 2**30}
+                del m
+                torch.cuda.empty_cache()
             for b in baselines:
                 row[f"torch_bf16_{b}"] = bench_torch(ckpt, cfg_kw, images, ids,
                                                      args.baseline_iters, b == "compile")

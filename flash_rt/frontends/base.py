@@ -53,10 +53,15 @@ class PolicyFrontend:
                  horizon: Optional[int] = None, num_steps: Optional[int] = None,
                  max_token_len: Optional[int] = None, action_dims: Optional[int] = None,
                  tokenizer: Optional[str | Path] = None, preset: Optional[str] = None,
-                 cache_dir: Optional[str | Path] = None, weight_cache: bool = True):
+                 cache_dir: Optional[str | Path] = None, weight_cache: bool = True,
+                 precision: Optional[str] = None):
         start = time.perf_counter()
-        # converted-weight / calibration caches (used by the quantised GPU paths)
-        self.cache_options = {"cache_dir": cache_dir, "weight_cache": weight_cache}
+        # options of the quantised GPU paths: caches and precision mode (the FP32 cpu
+        # reference has neither, and refuses a precision it cannot honour)
+        if precision is not None and self.hardware == "cpu" and precision != "fp32":
+            raise ValueError(f"the cpu reference runs in FP32 only, not {precision!r}")
+        self.cache_options = {"cache_dir": cache_dir, "weight_cache": weight_cache,
+                              "precision": precision}
         bundle = open_checkpoint(checkpoint, self.model, preset=preset, tokenizer=tokenizer,
                                  num_views=num_views, horizon=horizon, num_steps=num_steps,
                                  max_token_len=max_token_len)

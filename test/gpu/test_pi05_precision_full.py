@@ -52,13 +52,17 @@ def report():
         Path(path).write_text(json.dumps(info, indent=2))
 
 
+PRECISIONS = os.environ.get("FLASH_RT_PRECISIONS", "fp8").split(",")
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("horizon", [10, 50])
 @pytest.mark.parametrize("views", [1, 2, 3])
 def test_full_size_fast_path_matches_fp32_reference(gpu, full_ckpt, reference, camera_images,
-                                                    views, horizon, tmp_path_factory):
+                                                    views, horizon, precision, tmp_path_factory):
     cache = tmp_path_factory.getbasetemp() / "flash_rt_cache"
     m = load_model(full_ckpt, hardware="hopper", num_views=views, horizon=horizon,
-                   cache_dir=cache)
+                   cache_dir=cache, precision=precision)
     state = np.linspace(-0.8, 0.8, 8).astype(np.float32)
     images = camera_images[:views]
     # calibrate on other frames than the one measured (as on a robot)
@@ -69,7 +73,8 @@ def test_full_size_fast_path_matches_fp32_reference(gpu, full_ckpt, reference, c
     obs = m.processor.prepare(images, state, prompt=PROMPT)
     noise = m.make_noise(None, seed)[0]
     want = reference_chunk(reference, obs, noise, gpu)
-    row = {"views": views, "horizon": horizon, "chunk_cosine": cosine(got, want),
+    row = {"precision": precision, "views": views, "horizon": horizon,
+           "chunk_cosine": cosine(got, want),
            "max_abs": max_abs(got, want),
            "flow_cosine": flow_cosine(got, want, noise[0].numpy()),
            "prefix_kv_cosine": prefix_kv_cosine(m.engine.acts.t["k_cache"],

@@ -34,14 +34,15 @@ PROMPT = "pick up the red block"
 class Emulated:
     """Engine + mapped staging on the CPU: the frontend's wiring without CUDA."""
 
-    def __init__(self, ckpt, pipeline, monkeypatch, **overrides):
+    def __init__(self, ckpt, pipeline, monkeypatch, precision="fp8", **overrides):
         monkeypatch.setattr(_staging, "pinned", lambda shape, dtype: torch.zeros(shape, dtype=dtype))
         self.ref = load_model(ckpt, hardware="cpu", **overrides)
         bundle = open_checkpoint(ckpt, "pi05", **overrides)
         cfg = self.cfg = bundle.config
         layout = expected_layout(cfg)
         plan = plan_keys(bundle.reader, layout)
-        self.weights = convert(build_spec(cfg), lambda k: bundle.reader.get(plan.source[k]).float())
+        self.weights = convert(build_spec(cfg, precision),
+                               lambda k: bundle.reader.get(plan.source[k]).float())
         self.k = EmulatedKernels()
         self.engine = Pi05Engine(cfg, self.weights, pipeline, self.k, "cpu", 0)
         self.staging = _staging.MappedStaging(self.engine.dims, "cpu")
@@ -180,3 +181,27 @@ def test_adarms_tables_shape(tiny_pi05_ckpt):
     plan = plan_keys(bundle.reader, expected_layout(bundle.config))
     t = {k: bundle.reader.get(plan.source[k]).float() for k in mod_item.inputs}
     assert adarms_tables(bundle.config, t).shape[0] == 4
+
+
+def test_precision_modes_trade_fp8_for_accuracy(tiny_pi05_ckpt, camera_images, state,
+                                                monkeypatch):
+    """bf16 Linears skip activation quantisation; all-bf16 leaves only bf16 rounding."""
+    images = camera_images[:2]
+    flows = {}
+    for precision in ("fp8", "fp8-bf16-expert", "bf16"):
+        em = Emulated(tiny_pi05_ckpt, HOPPER, monkeypatch, precision=precision)
+        em.calibrate([(images, state, 1)])
+        got = em.run(images, state, seed=6)
+        flows[precision] = flow_cosine(got, em.reference(images, state, seed=6), em.noise)
+        fp8 = {k for k, v in em.weights.items() if v.dtype == torch.float8_e4m3fn}
+        assert (precision == "bf16") == (not fp8)
+        assert (precision == "fp8-bf16-expert") == (bool(fp8) and not any(
+            k.startswith("ex.") for k in fp8))
+    assert flows["bf16"] > 0.9999 and flows["bf16"] > flows["fp8"], flows
+    assert flows["fp8-bf16-expert"] > flows["fp8"], flows
+
+
+def test_unknown_precision_is_rejected():
+    from flash_rt.configs import load_config
+    with pytest.raises(ValueError, match="unknown precision"):
+        build_spec(load_config("pi05", "tiny"), "int4")

@@ -29,7 +29,7 @@ class Pi05Engine:
         attn = pipeline.attention_backend(pc.attention_spec(d), kernels, device)
         self.gemm = pc.GemmRunner(kernels, device, pipeline.tuning.fast_accum)
         self.ctx = pc.StageContext(
-            k=kernels, d=d, gemm=self.gemm, quant=pc.StaticQuant(kernels, self.scales),
+            k=kernels, d=d, gemm=self.gemm, quant=pc.StaticQuant(kernels, self.scales, self.acts),
             attn=attn, lin=pc.linear_ptrs(weights),
             w={k: v.data_ptr() for k, v in weights.items()}, a=self.acts, scales=self.scales,
             inp=None, stream=stream)  # type: ignore[arg-type]

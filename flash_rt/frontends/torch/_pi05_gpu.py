@@ -33,14 +33,13 @@ from flash_rt.core.weight_cache import CacheKey, WeightCache
 from flash_rt.core.weight_spec import convert
 from flash_rt.frontends.base import PolicyFrontend
 from flash_rt.frontends.torch._pi05_engine import Pi05Engine
-from flash_rt.frontends.torch._pi05_spec import build_spec, patch_k
+from flash_rt.frontends.torch._pi05_spec import DEFAULT_PRECISION, build_spec, patch_k
 from flash_rt.frontends.torch._staging import HostOutputs, ImageKey
 from flash_rt.models.common.processor import RawObservation
 from flash_rt.models.pi05 import pipeline_common as pc
 
 log = logging.getLogger(__name__)
 
-PRECISION = "fp8-e4m3"
 CALIBRATION_VERSION = "calib-1"
 DEFAULT_PERCENTILE = 99.9  # over frames, of each site's per-frame amax
 MAX_GRAPHS = 4
@@ -58,6 +57,7 @@ class Pi05GpuFrontend(PolicyFrontend):
             raise RuntimeError(f"the {self.hardware} frontend needs a CUDA GPU; use "
                                "hardware='cpu' for the FP32 reference")
         self.k = kernels.load()
+        self.precision = self.cache_options.get("precision") or DEFAULT_PRECISION
         self._cache = WeightCache(self.cache_options.get("cache_dir"),
                                   enabled=self.cache_options.get("weight_cache", True))
         self.device = torch.device("cuda", torch.cuda.current_device())
@@ -88,13 +88,13 @@ class Pi05GpuFrontend(PolicyFrontend):
     def _cache_key(self, kind_version: str, **extra: Any) -> CacheKey:
         built = ",".join(sorted(self.k.built_archs()))
         return CacheKey(checkpoint_hash=self._checkpoint_hash, hardware=self.hardware,
-                        precision=PRECISION, spec_version=kind_version,
+                        precision=self.precision, spec_version=kind_version,
                         kernels_version=f"{flash_rt.__version__}+{built}",
                         extra=tuple(sorted((k, str(v)) for k, v in extra.items())))
 
     def _load_weights(self, bundle: CheckpointBundle) -> dict[str, torch.Tensor]:
         cfg = self.config
-        spec = build_spec(cfg)
+        spec = build_spec(cfg, self.precision)
         layout = expected_layout(cfg)
         spec.check_layout(layout)
         plan = plan_keys(bundle.reader, layout)
@@ -190,7 +190,7 @@ class Pi05GpuFrontend(PolicyFrontend):
     # -- calibration --------------------------------------------------------------------------
     def _calibration_key(self) -> CacheKey:
         c = self.config
-        return self._cache_key(f"{build_spec(c).version}/{CALIBRATION_VERSION}",
+        return self._cache_key(f"{build_spec(c, self.precision).version}/{CALIBRATION_VERSION}",
                                views=c.num_views, horizon=c.horizon, steps=c.num_steps,
                                max_token_len=c.max_token_len)
 

@@ -16,6 +16,9 @@ What the conversion does (all from the model spec):
 """
 from __future__ import annotations
 
+from dataclasses import replace
+from fnmatch import fnmatch
+
 import torch
 
 from flash_rt.configs import ModelConfig
@@ -23,7 +26,7 @@ from flash_rt.core.weight_spec import Copy, Derived, LayerBlock, Linear, WeightS
 from flash_rt.models.common.flow_policy import swish
 from flash_rt.models.common.functional import flow_timesteps, sinusoidal_time_embedding
 
-SPEC_VERSION = "pi05-fp8-1"
+SPEC_VERSION = "pi05-2"
 PATCH_K_ALIGN = 16  # FP8/bf16 GEMM K alignment
 
 _VIS = "paligemma_with_expert.paligemma.model.vision_tower.vision_model"
@@ -118,11 +121,28 @@ def _expert(cfg: ModelConfig) -> list:
     ]
 
 
-def build_spec(cfg: ModelConfig) -> WeightSpec:
+# Precision modes: which Linears stay bf16 (fnmatch patterns over Linear names); the rest
+# are FP8 e4m3 with static activation scales. The patch embedding and the action in/out
+# projections are always bf16 (tiny, and at the model's two ends).
+PRECISIONS: dict[str, tuple[str, ...]] = {
+    "fp8": (),
+    "fp8-bf16-expert": ("ex.*",),  # the action expert's GEMMs in bf16
+    "bf16": ("*",),  # no FP8 at all (diagnostics; slower)
+}
+DEFAULT_PRECISION = "fp8"
+
+
+def build_spec(cfg: ModelConfig, precision: str = DEFAULT_PRECISION) -> WeightSpec:
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {sorted(PRECISIONS)}")
     last = cfg.prefix.depth - 1
     unused = {f"{_LM}.layers.{last}.{k}" for k in (
         "self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight",
         "mlp.down_proj.weight", "post_attention_layernorm.weight")}
     unused.add(f"{_LM}.norm.weight")  # the prefix's final norm feeds no logits here
-    return WeightSpec(items=flatten_items(_siglip(cfg) + _prefix(cfg) + _expert(cfg)),
-                      unused=frozenset(unused), version=SPEC_VERSION)
+    items = tuple(
+        replace(it, fp8=False) if isinstance(it, Linear) and any(
+            fnmatch(it.name, pat) for pat in PRECISIONS[precision]) else it
+        for it in flatten_items(_siglip(cfg) + _prefix(cfg) + _expert(cfg)))
+    return WeightSpec(items=items, unused=frozenset(unused),
+                      version=f"{SPEC_VERSION}/{precision}")

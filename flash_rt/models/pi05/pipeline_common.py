@@ -22,7 +22,7 @@ every prompt length; the action expert's own K/V go to cache rows
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
@@ -170,7 +170,8 @@ class Activations:
             # adaRMS-style [scale | shift | gate] row with gate = 1: a plain residual add
             "unit_gate": torch.cat([torch.zeros(2 * d.sig_width), torch.ones(d.sig_width)]).to(
                 device=device, dtype=torch.float32),
-            "q8": e(widest, dtype=FP8), "scratch": e(widest),  # FP8 GEMM input / calib bf16
+            # GEMM inputs: FP8, or bf16 for bf16 Linears; bf16 scratch for calibration
+            "q8": e(widest, dtype=FP8), "a16": e(widest), "scratch": e(widest),
             "pre_x": e(L, d.width), "pre_qkv": e(L, d.qkv_dim), "pre_q": e(L, d.q_dim),
             "pre_attn": e(L, d.q_dim), "pre_gu": e(L, 2 * d.mlp),
             "k_cache": e(d.depth, d.cache_rows, d.kv_dim),
@@ -230,9 +231,10 @@ class GemmRunner:
         fn = self.k.gemm_fp8_autotune if self._tune_now(key) else self.k.gemm_fp8
         fn(a, w.w, d, M, w.N, w.K, a_scale, w.ws, stream, fast_accum=self.fast_accum, **opts)
 
-    def bf16(self, a: int, w: "LinearPtrs", d: int, M: int, stream: int, *, c: int = 0) -> None:
-        opts = self._opts(w.b, c, False)
-        key = ("bf16", M, w.N, w.K, bool(w.b), bool(c))
+    def bf16(self, a: int, w: "LinearPtrs", d: int, M: int, stream: int, *, c: int = 0,
+             gelu: bool = False) -> None:
+        opts = self._opts(w.b, c, gelu)
+        key = ("bf16", M, w.N, w.K, bool(w.b), bool(c), gelu)
         fn = self.k.gemm_bf16_autotune if self._tune_now(key) else self.k.gemm_bf16
         fn(a, w.w, d, M, w.N, w.K, stream, **opts)
 
@@ -244,6 +246,10 @@ class LinearPtrs:
     b: int  # bias (0 for none)
     N: int
     K: int
+
+    @property
+    def fp8(self) -> bool:
+        return self.ws != 0
 
 
 def linear_ptrs(weights: dict[str, torch.Tensor]) -> dict[str, LinearPtrs]:
@@ -258,76 +264,114 @@ def linear_ptrs(weights: dict[str, torch.Tensor]) -> dict[str, LinearPtrs]:
     return out
 
 
-class Quantizer(Protocol):
-    def layernorm(self, x, w, b, out, site, M, N, eps, stream) -> None: ...
-    def rmsnorm(self, x, out, site, M, N, eps, stream) -> None: ...
-    def adarms(self, x, mod, out, site, M, N, eps, stream) -> None: ...
-    def gated_adarms(self, x, y, gate_mod, norm_mod, out, site, M, N, eps, stream) -> None: ...
-    def quantize(self, x, out, site, n, stream) -> None: ...
-    def geglu(self, gu, out, site, M, F, stream) -> None: ...
+class _Quant:
+    """Produces each GEMM's input activation from the op before it (norm, GeGLU, attention
+    output). A Linear stored in bf16 (see the weight spec's precision) gets a bf16
+    activation here whatever the subclass; FP8 Linears get the subclass's FP8 handling.
+    Every method returns the pointer the GEMM reads."""
+
+    def __init__(self, kernels: Any, scales: ScaleTable, acts: "Activations"):
+        self.k, self.s = kernels, scales
+        self.q8, self.a16 = acts["q8"], acts["a16"]
+
+    def layernorm(self, x, w, b, lin, site, M, N, eps, stream) -> int:
+        if not lin.fp8:
+            self.k.layernorm_bf16(x, w, b, self.a16, M, N, eps, stream)
+            return self.a16
+        return self._layernorm8(x, w, b, site, M, N, eps, stream)
+
+    def rmsnorm(self, x, lin, site, M, N, eps, stream) -> int:
+        if not lin.fp8:
+            self.k.rmsnorm_bf16(x, 0, self.a16, M, N, eps, False, stream)
+            return self.a16
+        return self._rmsnorm8(x, site, M, N, eps, stream)
+
+    def adarms(self, x, mod, lin, site, M, N, eps, stream) -> int:
+        if not lin.fp8:
+            self.k.adarms_bf16(x, mod, self.a16, M, N, eps, M, stream)
+            return self.a16
+        return self._adarms8(x, mod, site, M, N, eps, stream)
+
+    def gated_adarms(self, x, y, gate_mod, norm_mod, lin, site, M, N, eps, stream) -> int:
+        if not lin.fp8:
+            self.k.gated_residual(x, y, gate_mod, M, N, M, stream)
+            return self.adarms(x, norm_mod, lin, site, M, N, eps, stream)
+        return self._gated_adarms8(x, y, gate_mod, norm_mod, site, M, N, eps, stream)
+
+    def quantize(self, x, lin, site, n, stream) -> int:
+        return self._quantize8(x, site, n, stream) if lin.fp8 else x
+
+    def geglu(self, gu, lin, site, M, F, stream) -> int:
+        if not lin.fp8:
+            self.k.geglu_bf16(gu, self.a16, M, F, stream)
+            return self.a16
+        return self._geglu8(gu, site, M, F, stream)
 
 
-class StaticQuant:
+class StaticQuant(_Quant):
     """Production: fused kernels quantise with the calibrated static scale of each site."""
 
-    def __init__(self, kernels: Any, scales: ScaleTable):
-        self.k, self.s = kernels, scales
+    def _layernorm8(self, x, w, b, site, M, N, eps, stream):
+        self.k.layernorm_fp8(x, w, b, self.q8, self.s.scale(site), M, N, eps, stream)
+        return self.q8
 
-    def layernorm(self, x, w, b, out, site, M, N, eps, stream):
-        self.k.layernorm_fp8(x, w, b, out, self.s.scale(site), M, N, eps, stream)
+    def _rmsnorm8(self, x, site, M, N, eps, stream):
+        self.k.rmsnorm_fp8(x, 0, self.q8, self.s.scale(site), M, N, eps, False, stream)
+        return self.q8
 
-    def rmsnorm(self, x, out, site, M, N, eps, stream):
-        self.k.rmsnorm_fp8(x, 0, out, self.s.scale(site), M, N, eps, False, stream)
+    def _adarms8(self, x, mod, site, M, N, eps, stream):
+        self.k.adarms_fp8(x, mod, self.q8, self.s.scale(site), M, N, eps, M, stream)
+        return self.q8
 
-    def adarms(self, x, mod, out, site, M, N, eps, stream):
-        self.k.adarms_fp8(x, mod, out, self.s.scale(site), M, N, eps, M, stream)
-
-    def gated_adarms(self, x, y, gate_mod, norm_mod, out, site, M, N, eps, stream):
-        self.k.gated_residual_adarms_fp8(x, y, gate_mod, norm_mod, out, self.s.scale(site),
+    def _gated_adarms8(self, x, y, gate_mod, norm_mod, site, M, N, eps, stream):
+        self.k.gated_residual_adarms_fp8(x, y, gate_mod, norm_mod, self.q8, self.s.scale(site),
                                          M, N, eps, M, stream)
+        return self.q8
 
-    def quantize(self, x, out, site, n, stream):
-        self.k.quantize_fp8_static(x, out, self.s.scale(site), n, stream)
+    def _quantize8(self, x, site, n, stream):
+        self.k.quantize_fp8_static(x, self.q8, self.s.scale(site), n, stream)
+        return self.q8
 
-    def geglu(self, gu, out, site, M, F, stream):
-        self.k.geglu_fp8(gu, out, self.s.scale(site), M, F, stream)
+    def _geglu8(self, gu, site, M, F, stream):
+        self.k.geglu_fp8(gu, self.q8, self.s.scale(site), M, F, stream)
+        return self.q8
 
 
-class CalibratingQuant:
+class CalibratingQuant(_Quant):
     """Calibration twin: bf16 kernels, then record the activation's amax and quantise it
     with its own (dynamic) scale, written to the slot the next GEMM reads."""
 
-    def __init__(self, kernels: Any, scales: ScaleTable, acts: Activations):
-        self.k, self.s = kernels, scales
+    def __init__(self, kernels: Any, scales: ScaleTable, acts: "Activations"):
+        super().__init__(kernels, scales, acts)
         self.scratch, self.ws = acts["scratch"], acts["amax_ws"]
 
-    def _record(self, out, site, n, stream):
-        self.k.amax_update(self.scratch, n, self.s.amax_ptr(site), stream)
-        self.k.quantize_fp8_dynamic(self.scratch, out, self.s.scale(site), self.ws, n, stream)
-
-    def layernorm(self, x, w, b, out, site, M, N, eps, stream):
-        self.k.layernorm_bf16(x, w, b, self.scratch, M, N, eps, stream)
-        self._record(out, site, M * N, stream)
-
-    def rmsnorm(self, x, out, site, M, N, eps, stream):
-        self.k.rmsnorm_bf16(x, 0, self.scratch, M, N, eps, False, stream)
-        self._record(out, site, M * N, stream)
-
-    def adarms(self, x, mod, out, site, M, N, eps, stream):
-        self.k.adarms_bf16(x, mod, self.scratch, M, N, eps, M, stream)
-        self._record(out, site, M * N, stream)
-
-    def gated_adarms(self, x, y, gate_mod, norm_mod, out, site, M, N, eps, stream):
-        self.k.gated_residual(x, y, gate_mod, M, N, M, stream)
-        self.adarms(x, norm_mod, out, site, M, N, eps, stream)
-
-    def quantize(self, x, out, site, n, stream):
+    def _record(self, x, site, n, stream):
         self.k.amax_update(x, n, self.s.amax_ptr(site), stream)
-        self.k.quantize_fp8_dynamic(x, out, self.s.scale(site), self.ws, n, stream)
+        self.k.quantize_fp8_dynamic(x, self.q8, self.s.scale(site), self.ws, n, stream)
+        return self.q8
 
-    def geglu(self, gu, out, site, M, F, stream):
+    def _layernorm8(self, x, w, b, site, M, N, eps, stream):
+        self.k.layernorm_bf16(x, w, b, self.scratch, M, N, eps, stream)
+        return self._record(self.scratch, site, M * N, stream)
+
+    def _rmsnorm8(self, x, site, M, N, eps, stream):
+        self.k.rmsnorm_bf16(x, 0, self.scratch, M, N, eps, False, stream)
+        return self._record(self.scratch, site, M * N, stream)
+
+    def _adarms8(self, x, mod, site, M, N, eps, stream):
+        self.k.adarms_bf16(x, mod, self.scratch, M, N, eps, M, stream)
+        return self._record(self.scratch, site, M * N, stream)
+
+    def _gated_adarms8(self, x, y, gate_mod, norm_mod, site, M, N, eps, stream):
+        self.k.gated_residual(x, y, gate_mod, M, N, M, stream)
+        return self._adarms8(x, norm_mod, site, M, N, eps, stream)
+
+    def _quantize8(self, x, site, n, stream):
+        return self._record(x, site, n, stream)
+
+    def _geglu8(self, gu, site, M, F, stream):
         self.k.geglu_bf16(gu, self.scratch, M, F, stream)
-        self._record(out, site, M * F, stream)
+        return self._record(self.scratch, site, M * F, stream)
 
 
 @dataclass
@@ -337,7 +381,7 @@ class StageContext:
     k: Any  # flash_rt_kernels
     d: Pi05Dims
     gemm: GemmRunner
-    quant: Quantizer
+    quant: _Quant
     attn: AttentionBackend
     lin: dict[str, LinearPtrs]
     w: dict[str, int]  # other weight buffers (norms, embedding, mod table) by name
@@ -348,6 +392,15 @@ class StageContext:
 
     def scale(self, site: str) -> int:
         return self.scales.scale(site)
+
+    def linear(self, act: int, name: str, site: str, out: int, M: int, *, c: int = 0,
+               gelu: bool = False) -> None:
+        """``out = act @ W_name^T`` (+bias, GELU, residual) in the Linear's precision."""
+        lin = self.lin[name]
+        if lin.fp8:
+            self.gemm.fp8(act, lin, out, M, self.scale(site), self.stream, c=c, gelu=gelu)
+        else:
+            self.gemm.bf16(act, lin, out, M, self.stream, c=c, gelu=gelu)
 
     def mod(self, step: int, row: int) -> int:
         """Pointer to the adaRMS [scale | shift | gate] row of (step, norm row)."""
@@ -362,28 +415,27 @@ def siglip_forward(ctx: StageContext) -> None:
     for v, (src, h, w) in enumerate(ctx.inp.images):
         k.image_patches(src, a["patches"] + 2 * v * d.tokens_per_view * d.patch_k, h, w,
                         d.image_size, d.patch_size, d.patch_k, s)
-    ctx.gemm.bf16(a["patches"], ctx.lin["sig.patch"], a["sig_x"], ms, s, c=a["pos"])
+    ctx.linear(a["patches"], "sig.patch", "", a["sig_x"], ms, c=a["pos"])
     for i in range(d.sig_depth):
         p = f"sig.{i}"
-        q.layernorm(a["sig_x"], ctx.w[f"{p}.ln1.w"], ctx.w[f"{p}.ln1.b"], a["q8"], f"{p}.qkv",
-                    ms, W, d.sig_eps, s)
-        ctx.gemm.fp8(a["q8"], ctx.lin[f"{p}.qkv"], a["sig_qkv"], ms, ctx.scale(f"{p}.qkv"), s)
+        act = q.layernorm(a["sig_x"], ctx.w[f"{p}.ln1.w"], ctx.w[f"{p}.ln1.b"],
+                          ctx.lin[f"{p}.qkv"], f"{p}.qkv", ms, W, d.sig_eps, s)
+        ctx.linear(act, f"{p}.qkv", f"{p}.qkv", a["sig_qkv"], ms)
         ctx.attn.run(SIGLIP, i, qkv=a["sig_qkv"], out=a["sig_attn"], views=d.views, stream=s)
-        q.quantize(a["sig_attn"], a["q8"], f"{p}.o", ms * W, s)
+        act = q.quantize(a["sig_attn"], ctx.lin[f"{p}.o"], f"{p}.o", ms * W, s)
         # bias + residual: cuBLASLt offers no FP8 kernel for BIAS with a C input at these
         # shapes, so the biased output is added by the gated-residual kernel (gate = 1)
-        ctx.gemm.fp8(a["q8"], ctx.lin[f"{p}.o"], a["sig_y"], ms, ctx.scale(f"{p}.o"), s)
+        ctx.linear(act, f"{p}.o", f"{p}.o", a["sig_y"], ms)
         k.gated_residual(a["sig_x"], a["sig_y"], a["unit_gate"], ms, W, ms, s)
-        q.layernorm(a["sig_x"], ctx.w[f"{p}.ln2.w"], ctx.w[f"{p}.ln2.b"], a["q8"], f"{p}.fc1",
-                    ms, W, d.sig_eps, s)
-        ctx.gemm.fp8(a["q8"], ctx.lin[f"{p}.fc1"], a["sig_h"], ms, ctx.scale(f"{p}.fc1"), s,
-                     gelu=True)
-        q.quantize(a["sig_h"], a["q8"], f"{p}.fc2", ms * d.sig_mlp, s)
-        ctx.gemm.fp8(a["q8"], ctx.lin[f"{p}.fc2"], a["sig_y"], ms, ctx.scale(f"{p}.fc2"), s)
+        act = q.layernorm(a["sig_x"], ctx.w[f"{p}.ln2.w"], ctx.w[f"{p}.ln2.b"],
+                          ctx.lin[f"{p}.fc1"], f"{p}.fc1", ms, W, d.sig_eps, s)
+        ctx.linear(act, f"{p}.fc1", f"{p}.fc1", a["sig_h"], ms, gelu=True)
+        act = q.quantize(a["sig_h"], ctx.lin[f"{p}.fc2"], f"{p}.fc2", ms * d.sig_mlp, s)
+        ctx.linear(act, f"{p}.fc2", f"{p}.fc2", a["sig_y"], ms)
         k.gated_residual(a["sig_x"], a["sig_y"], a["unit_gate"], ms, W, ms, s)
-    q.layernorm(a["sig_x"], ctx.w["sig.post.w"], ctx.w["sig.post.b"], a["q8"], "proj", ms, W,
-                d.sig_eps, s)
-    ctx.gemm.fp8(a["q8"], ctx.lin["proj"], a["pre_x"], ms, ctx.scale("proj"), s)
+    act = q.layernorm(a["sig_x"], ctx.w["sig.post.w"], ctx.w["sig.post.b"], ctx.lin["proj"],
+                      "proj", ms, W, d.sig_eps, s)
+    ctx.linear(act, "proj", "proj", a["pre_x"], ms)
 
 
 def prefix_forward(ctx: StageContext) -> None:
@@ -396,23 +448,20 @@ def prefix_forward(ctx: StageContext) -> None:
     for i in range(d.depth):
         p = f"lm.{i}"
         kc, vc = a["k_cache"] + i * kv_layer, a["v_cache"] + i * kv_layer
-        q.rmsnorm(a["pre_x"], a["q8"], f"{p}.qkv", L, W, d.eps, s)
-        ctx.gemm.fp8(a["q8"], ctx.lin[f"{p}.qkv"], a["pre_qkv"], L, ctx.scale(f"{p}.qkv"), s)
+        act = q.rmsnorm(a["pre_x"], ctx.lin[f"{p}.qkv"], f"{p}.qkv", L, W, d.eps, s)
+        ctx.linear(act, f"{p}.qkv", f"{p}.qkv", a["pre_qkv"], L)
         k.rope_qkv_split(a["pre_qkv"], ctx.inp.positions, a["pre_q"], kc, vc, 0, L, d.heads,
                          d.kv_heads, d.head_dim, d.cache_rows, d.theta, 1.0, s)
         if i == d.depth - 1:
             break  # the last layer only contributes its K/V
         ctx.attn.run(ENCODER, i, q=a["pre_q"], k_cache=kc, v_cache=vc, out=a["pre_attn"],
                      valid_len=ctx.inp.valid_len, key_mask=ctx.inp.key_mask, stream=s)
-        q.quantize(a["pre_attn"], a["q8"], f"{p}.o", L * d.q_dim, s)
-        ctx.gemm.fp8(a["q8"], ctx.lin[f"{p}.o"], a["pre_x"], L, ctx.scale(f"{p}.o"), s,
-                     c=a["pre_x"])
-        q.rmsnorm(a["pre_x"], a["q8"], f"{p}.gate_up", L, W, d.eps, s)
-        ctx.gemm.fp8(a["q8"], ctx.lin[f"{p}.gate_up"], a["pre_gu"], L,
-                     ctx.scale(f"{p}.gate_up"), s)
-        q.geglu(a["pre_gu"], a["q8"], f"{p}.down", L, d.mlp, s)
-        ctx.gemm.fp8(a["q8"], ctx.lin[f"{p}.down"], a["pre_x"], L, ctx.scale(f"{p}.down"), s,
-                     c=a["pre_x"])
+        act = q.quantize(a["pre_attn"], ctx.lin[f"{p}.o"], f"{p}.o", L * d.q_dim, s)
+        ctx.linear(act, f"{p}.o", f"{p}.o", a["pre_x"], L, c=a["pre_x"])
+        act = q.rmsnorm(a["pre_x"], ctx.lin[f"{p}.gate_up"], f"{p}.gate_up", L, W, d.eps, s)
+        ctx.linear(act, f"{p}.gate_up", f"{p}.gate_up", a["pre_gu"], L)
+        act = q.geglu(a["pre_gu"], ctx.lin[f"{p}.down"], f"{p}.down", L, d.mlp, s)
+        ctx.linear(act, f"{p}.down", f"{p}.down", a["pre_x"], L, c=a["pre_x"])
 
 
 def decoder_step(ctx: StageContext, step: int) -> None:
@@ -420,33 +469,33 @@ def decoder_step(ctx: StageContext, step: int) -> None:
     k, d, a, q, s = ctx.k, ctx.d, ctx.a, ctx.quant, ctx.stream
     H, W = d.horizon, d.ex_width
     kv_layer = 2 * d.cache_rows * d.kv_dim
-    ctx.gemm.bf16(a["x_bf16"], ctx.lin["act_in"], a["dec_x"], H, s)
-    q.adarms(a["dec_x"], ctx.mod(step, 0), a["q8"], f"ex.{step}.0.qkv", H, W, d.ex_eps, s)
+    ctx.linear(a["x_bf16"], "act_in", "", a["dec_x"], H)
+    act = q.adarms(a["dec_x"], ctx.mod(step, 0), ctx.lin["ex.0.qkv"], f"ex.{step}.0.qkv", H, W,
+                   d.ex_eps, s)
     for i in range(d.depth):
-        p = f"ex.{step}.{i}"
-        lin = f"ex.{i}"
+        p, lin = f"ex.{step}.{i}", f"ex.{i}"
         kc, vc = a["k_cache"] + i * kv_layer, a["v_cache"] + i * kv_layer
-        ctx.gemm.fp8(a["q8"], ctx.lin[f"{lin}.qkv"], a["dec_qkv"], H, ctx.scale(f"{p}.qkv"), s)
+        ctx.linear(act, f"{lin}.qkv", f"{p}.qkv", a["dec_qkv"], H)
         k.rope_qkv_split(a["dec_qkv"], ctx.inp.dec_positions, a["dec_q"], kc, vc,
                          ctx.inp.valid_len, H, d.heads, d.kv_heads, d.head_dim, d.cache_rows,
                          d.theta, 1.0, s)
         ctx.attn.run(DECODER, i, q=a["dec_q"], k_cache=kc, v_cache=vc, out=a["dec_attn"],
                      prefix_len=ctx.inp.valid_len, key_mask=ctx.inp.key_mask, stream=s)
-        q.quantize(a["dec_attn"], a["q8"], f"{p}.o", H * d.q_dim, s)
-        ctx.gemm.fp8(a["q8"], ctx.lin[f"{lin}.o"], a["dec_y"], H, ctx.scale(f"{p}.o"), s)
-        q.gated_adarms(a["dec_x"], a["dec_y"], ctx.mod(step, 2 * i), ctx.mod(step, 2 * i + 1),
-                       a["q8"], f"{p}.gate_up", H, W, d.ex_eps, s)
-        ctx.gemm.fp8(a["q8"], ctx.lin[f"{lin}.gate_up"], a["dec_gu"], H,
-                     ctx.scale(f"{p}.gate_up"), s)
-        q.geglu(a["dec_gu"], a["q8"], f"{p}.down", H, d.ex_mlp, s)
-        ctx.gemm.fp8(a["q8"], ctx.lin[f"{lin}.down"], a["dec_y"], H, ctx.scale(f"{p}.down"), s)
+        act = q.quantize(a["dec_attn"], ctx.lin[f"{lin}.o"], f"{p}.o", H * d.q_dim, s)
+        ctx.linear(act, f"{lin}.o", f"{p}.o", a["dec_y"], H)
+        act = q.gated_adarms(a["dec_x"], a["dec_y"], ctx.mod(step, 2 * i),
+                             ctx.mod(step, 2 * i + 1), ctx.lin[f"{lin}.gate_up"],
+                             f"{p}.gate_up", H, W, d.ex_eps, s)
+        ctx.linear(act, f"{lin}.gate_up", f"{p}.gate_up", a["dec_gu"], H)
+        act = q.geglu(a["dec_gu"], ctx.lin[f"{lin}.down"], f"{p}.down", H, d.ex_mlp, s)
+        ctx.linear(act, f"{lin}.down", f"{p}.down", a["dec_y"], H)
         if i + 1 < d.depth:  # gate the MLP branch in and normalise for the next layer at once
-            q.gated_adarms(a["dec_x"], a["dec_y"], ctx.mod(step, 2 * i + 1),
-                           ctx.mod(step, 2 * i + 2), a["q8"], f"ex.{step}.{i + 1}.qkv", H, W,
-                           d.ex_eps, s)
+            act = q.gated_adarms(a["dec_x"], a["dec_y"], ctx.mod(step, 2 * i + 1),
+                                 ctx.mod(step, 2 * i + 2), ctx.lin[f"ex.{i + 1}.qkv"],
+                                 f"ex.{step}.{i + 1}.qkv", H, W, d.ex_eps, s)
     k.gated_residual(a["dec_x"], a["dec_y"], ctx.mod(step, 2 * d.depth - 1), H, W, H, s)
     k.adarms_bf16(a["dec_x"], ctx.mod(step, 2 * d.depth), a["dec_xn"], H, W, d.ex_eps, H, s)
-    ctx.gemm.bf16(a["dec_xn"], ctx.lin["act_out"], a["v"], H, s)
+    ctx.linear(a["dec_xn"], "act_out", "", a["v"], H)
     k.euler_step(a["x"], a["v"], a["x_bf16"], H * d.action_dim, -1.0 / d.steps, s)
 
 
