@@ -53,6 +53,8 @@ def report():
 
 
 PRECISIONS = os.environ.get("FLASH_RT_PRECISIONS", "fp8").split(",")
+# optional subset of "<views>x<horizon>" configurations, e.g. "3x10,2x50"
+ONLY = set(filter(None, os.environ.get("FLASH_RT_PRECISION_CONFIGS", "").split(",")))
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
@@ -60,6 +62,8 @@ PRECISIONS = os.environ.get("FLASH_RT_PRECISIONS", "fp8").split(",")
 @pytest.mark.parametrize("views", [1, 2, 3])
 def test_full_size_fast_path_matches_fp32_reference(gpu, full_ckpt, reference, camera_images,
                                                     views, horizon, precision, tmp_path_factory):
+    if ONLY and f"{views}x{horizon}" not in ONLY:
+        pytest.skip(f"not in FLASH_RT_PRECISION_CONFIGS={sorted(ONLY)}")
     cache = tmp_path_factory.getbasetemp() / "flash_rt_cache"
     m = load_model(full_ckpt, hardware="hopper", num_views=views, horizon=horizon,
                    cache_dir=cache, precision=precision)

@@ -126,7 +126,9 @@ def _expert(cfg: ModelConfig) -> list:
 # projections are always bf16 (tiny, and at the model's two ends).
 PRECISIONS: dict[str, tuple[str, ...]] = {
     "fp8": (),
+    "fp8-bf16-vision": ("sig.*", "proj"),  # SigLIP and the projector in bf16
     "fp8-bf16-expert": ("ex.*",),  # the action expert's GEMMs in bf16
+    "fp8-bf16-vision-expert": ("sig.*", "proj", "ex.*"),
     "bf16": ("*",),  # no FP8 at all (diagnostics; slower)
 }
 DEFAULT_PRECISION = "fp8"
