@@ -23,7 +23,8 @@ def load_model(checkpoint: str | Path, model: str = "pi05", framework: str = "to
     robot uses (default: the length of the action norm stats). GPU paths cache converted
     weights and calibrated activation scales under ``cache_dir`` (default
     ``$FLASH_RT_CACHE_DIR`` or ``~/.cache/flash_rt``; ``weight_cache=False`` disables it).
-    ``precision`` picks a GPU path's mode (``fp8`` default, ``fp8-bf16-expert``, ``bf16``).
+    ``precision`` picks a GPU path's mode: ``fp8`` (default), ``fp8-all``, ``fp8-bf16-expert``
+    or ``bf16`` (see docs/api.md).
     See docs/api.md.
     """
     cls = frontend_class(model, framework, hardware)

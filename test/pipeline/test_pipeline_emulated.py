@@ -188,17 +188,17 @@ def test_precision_modes_trade_fp8_for_accuracy(tiny_pi05_ckpt, camera_images, s
     """bf16 Linears skip activation quantisation; all-bf16 leaves only bf16 rounding."""
     images = camera_images[:2]
     flows = {}
-    for precision in ("fp8", "fp8-bf16-expert", "bf16"):
+    for precision in ("fp8-all", "fp8", "fp8-bf16-expert", "bf16"):
         em = Emulated(tiny_pi05_ckpt, HOPPER, monkeypatch, precision=precision)
         em.calibrate([(images, state, 1)])
         got = em.run(images, state, seed=6)
         flows[precision] = flow_cosine(got, em.reference(images, state, seed=6), em.noise)
         fp8 = {k for k, v in em.weights.items() if v.dtype == torch.float8_e4m3fn}
         assert (precision == "bf16") == (not fp8)
-        assert (precision == "fp8-bf16-expert") == (bool(fp8) and not any(
-            k.startswith("ex.") for k in fp8))
-    assert flows["bf16"] > 0.9999 and flows["bf16"] > flows["fp8"], flows
-    assert flows["fp8-bf16-expert"] > flows["fp8"], flows
+        assert any(k.startswith("sig.") for k in fp8) == (precision == "fp8-all")
+        assert any(k.startswith("ex.") for k in fp8) == (precision in ("fp8-all", "fp8"))
+    assert flows["bf16"] > 0.9999 and flows["bf16"] > flows["fp8-all"], flows
+    assert flows["fp8-bf16-expert"] > flows["fp8-all"], flows
 
 
 def test_unknown_precision_is_rejected():
