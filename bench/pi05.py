@@ -113,6 +113,7 @@ def main() -> None:
     ap.add_argument("--baseline-iters", type=int, default=20)
     ap.add_argument("--baselines", default="eager,compile",
                     help="comma list of eager,compile (bf16 torch reference); '' for none")
+    ap.add_argument("--skip-fast", action="store_true", help="only the torch baselines")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     tmp = tempfile.TemporaryDirectory()
@@ -128,7 +129,7 @@ def main() -> None:
                           max_token_len=args.prompt_len)
             images = camera_frames(views)
             row = {"views": views, "horizon": horizon}
-            for precision in args.precision:
+            for precision in ([] if args.skip_fast else args.precision):
                 torch.cuda.reset_peak_memory_stats()
                 t0 = time.perf_counter()
                 m = load_model(ckpt, hardware=args.hardware, precision=precision, **cfg_kw)
