@@ -1,0 +1,221 @@
+"""Replay a bag through the live policy node over DDS, at bag timing on a simulated clock.
+
+The real node (``python -m flash_rt_ros.policy_node``) starts as a child process with
+exactly the parameters the offline replay uses (``seed_mode: stamp``: the noise of a chunk
+depends on its observation only) plus ``use_sim_time: true`` and ``qos: reliable`` (no
+frame lost to best-effort delivery). Once its subscriptions are matched, this process publishes ``/clock`` and the
+bag's input messages, byte for byte as recorded, at bag timing (``rate`` scales the pace,
+not the simulated clock): ``/clock`` is set to each message's log time before the message
+and to each timer tick time (:func:`observations.timeline`), so the node's ticks see what
+the offline replay sees. Chunks the node publishes are recorded raw, logged at the
+simulated time they arrived. When the bag is over and no chunk has come for
+``settle_s``, the node is stopped with SIGINT.
+
+A chunk whose inputs the node saw differently (a frame still in flight at a tick) carries
+other input stamps than any reference chunk; ``compare`` reports it instead of comparing
+it. Ticks the node skipped because a predict was still running (overruns) simply have no
+chunk. Slow engines should replay with ``rate`` < 1.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import itertools
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+from flash_rt_ros import processes
+from flash_rt_ros.bag.observations import input_topics, timeline
+from flash_rt_ros.bag.reader import BagReader
+from flash_rt_ros.bag.types import ACTION_CHUNK
+from flash_rt_ros.bag.writer import BagWriter
+from flash_rt_ros.chunks import NS
+from flash_rt_ros.params import NODE_NAME, NodeParams
+
+FORCED = {"use_sim_time": True, "qos": "reliable"}
+
+
+def resolve_topic(name: str) -> str:
+    """A node-relative topic name (``~/x``, ``x``) as seen from outside the node."""
+    if name.startswith("~/"):
+        return f"/{NODE_NAME}/{name[2:]}"
+    return name if name.startswith("/") else "/" + name
+
+
+def _msg_class(msgtype: str):
+    pkg, _, name = msgtype.split("/")
+    return getattr(importlib.import_module(f"{pkg}.msg"), name)
+
+
+class _Player:
+    """Publishes ``/clock`` and raw bag messages; records the node's chunks (raw)."""
+
+    def __init__(self, msgtypes: dict, chunk_topic: str):
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from rosgraph_msgs.msg import Clock
+
+        self._rclpy, self._Clock = rclpy, Clock
+        self.ctx = rclpy.Context()
+        rclpy.init(context=self.ctx)
+        self.node = rclpy.create_node("flash_rt_bag_player", context=self.ctx)
+        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.pubs = {t: self.node.create_publisher(_msg_class(m), t, qos)
+                     for t, m in msgtypes.items()}
+        self.clock_pub = self.node.create_publisher(Clock, "/clock", qos)
+        self.now_ns = 0
+        self.chunks: list[tuple[int, bytes]] = []
+        self.last_chunk = time.monotonic()
+        self._lock = threading.Lock()
+        self.sub = self.node.create_subscription(
+            _msg_class(ACTION_CHUNK), chunk_topic, self._on_chunk,
+            QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE), raw=True)
+        self.executor = SingleThreadedExecutor(context=self.ctx)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _on_chunk(self, raw: bytes) -> None:
+        with self._lock:
+            self.chunks.append((self.now_ns, bytes(raw)))
+            self.last_chunk = time.monotonic()
+
+    def _spin(self) -> None:
+        try:
+            while self.ctx.ok():
+                self.executor.spin_once(timeout_sec=0.05)
+        except Exception:  # noqa: BLE001 - context shut down under us
+            pass
+
+    def matched(self) -> bool:
+        """Every input, /clock and the chunk output are matched with the node."""
+        return (all(p.get_subscription_count() > 0 for p in self.pubs.values())
+                and self.clock_pub.get_subscription_count() > 0
+                and self.sub.get_publisher_count() > 0)
+
+    def clock(self, t_ns: int) -> None:
+        from builtin_interfaces.msg import Time
+
+        with self._lock:
+            self.now_ns = t_ns
+        self.clock_pub.publish(self._Clock(clock=Time(sec=t_ns // NS, nanosec=t_ns % NS)))
+
+    def publish(self, topic: str, raw: bytes) -> None:
+        self.pubs[topic].publish(raw)
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self._rclpy.try_shutdown(context=self.ctx)
+        self._thread.join(2)
+
+
+def _node_args(p: NodeParams, tmp: Path) -> list[str]:
+    """The node's command line: every parameter of ``p`` (the configuration the offline
+    replay used) in one params file, plus the replay's forced settings."""
+    values = {}
+    for f in dataclasses.fields(p):
+        v = getattr(p, f.name)
+        if isinstance(v, tuple):
+            if not v:
+                continue  # an empty list has no ROS type; the declared default applies
+            v = list(v)
+        values[f.name] = v
+    values.update(FORCED)
+    path = tmp / "replay_params.yaml"
+    path.write_text(yaml.safe_dump({NODE_NAME: {"ros__parameters": values}}))
+    return ["-m", "flash_rt_ros.policy_node", "--ros-args", "--params-file", str(path)]
+
+
+def _tail(path: Path, n: int = 30) -> str:
+    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+    return "\n".join(lines[-n:])
+
+
+def replay_through_node(bag, p: NodeParams, out, *,
+                        rate: float = 1.0, settle_s: float = 3.0,
+                        startup_timeout_s: float = 300.0, storage: str = "mcap",
+                        overwrite: bool = False, node_log=None, custom: dict | None = None,
+                        log=sys.stderr) -> dict:
+    """Play ``bag`` to a live node configured with ``p`` (``p.hardware`` is the engine);
+    record its chunks to ``out``. Returns a summary."""
+    if rate <= 0:
+        raise ValueError("--rate must be > 0")
+    out = Path(out)
+    node_log = Path(node_log) if node_log else out.parent / f"{out.name}.node.log"
+    chunk_topic = resolve_topic(p.action_chunk_topic)
+    reader = BagReader(bag)
+    player = node = None
+    # SIGTERM must still stop the node (the finally below), not orphan it.
+    old_term = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        topics = input_topics(reader, p)
+        with tempfile.TemporaryDirectory() as tmp, open(node_log, "w") as nlog:
+            node = processes.start(_node_args(p, Path(tmp)),
+                                   stdout=nlog, stderr=subprocess.STDOUT)
+            player = _Player({t: reader.topics[t] for t in topics}, chunk_topic)
+            print(f"  node started (pid {node.pid}, log {node_log}); waiting for it to "
+                  "subscribe", file=log, flush=True)
+            deadline = time.monotonic() + startup_timeout_s
+            while not player.matched():
+                if node.poll() is not None:
+                    raise RuntimeError(f"the node exited with status {node.returncode} "
+                                       f"before subscribing:\n{_tail(node_log)}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the node did not subscribe within {startup_timeout_s}"
+                                       f" s:\n{_tail(node_log)}")
+                time.sleep(0.1)
+            time.sleep(0.5)  # let discovery settle on the node's side as well
+            events = timeline(reader, p)
+            first = next(events, None)
+            if first is None:
+                raise RuntimeError(f"{bag}: no input messages")
+            t0 = first[0]
+            player.clock(t0 - 1)  # the node's first timer call, before any input
+            time.sleep(0.5)
+            start = time.monotonic()
+            published = 0
+            for t, m in itertools.chain([first], events):
+                if node.poll() is not None:
+                    raise RuntimeError(f"the node exited with status {node.returncode} "
+                                       f"during the replay:\n{_tail(node_log)}")
+                delay = start + (t - t0) / NS / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                if t > player.now_ns:
+                    player.clock(t)
+                if m is not None:
+                    player.publish(m.topic, m.raw)
+                    published += 1
+            print(f"  published {published} messages; waiting for the last chunks",
+                  file=log, flush=True)
+            ended = time.monotonic()
+            while time.monotonic() - max(ended, player.last_chunk) < settle_s:
+                if node.poll() is not None:
+                    break
+                time.sleep(0.1)
+            processes.stop(node, timeout=10.0)
+        with player._lock:
+            chunks = list(player.chunks)
+        meta = {"flash_rt.mode": "node", "flash_rt.source_bag": str(bag), "flash_rt.rate": rate,
+                "flash_rt.node_topic": chunk_topic, **(custom or {})}
+        with BagWriter(out, storage, meta, overwrite) as writer:
+            for t, raw in chunks:
+                writer.write_raw("/replay/action_chunk", ACTION_CHUNK, t, raw)
+        return {"chunks": len(chunks), "published": published, "out": str(out),
+                "node_log": str(node_log), "topic": "/replay/action_chunk"}
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        if node is not None:
+            processes.stop(node, timeout=10.0)
+        if player is not None:
+            player.close()
+        reader.close()
