@@ -59,11 +59,6 @@ class ChunkRecord:
     inference_latency_ms: float = 0.0
     node_latency_ms: float = 0.0
 
-    def inputs(self) -> tuple:
-        """What identifies the observation: its stamp, every input stamp and the prompt.
-        Two chunks with equal inputs were computed from the same frames and state."""
-        return (self.stamp_ns, tuple(self.image_stamps_ns), self.state_stamp_ns, self.prompt)
-
 
 @dataclass(frozen=True)
 class MessageTypes:

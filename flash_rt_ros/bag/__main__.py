@@ -238,9 +238,16 @@ def main(argv=None) -> int:
 
     try:
         return COMMANDS[args.command](args)
+    except ImportError as exc:  # e.g. replay --mode node without ROS 2 set up
+        print(f"error: {exc} (for --mode node: source scripts/ros_env.sh, or a ROS 2 "
+              "install's setup.bash)", file=sys.stderr)
+        return EXIT_ERROR
     except (BagError, ValueError, RuntimeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

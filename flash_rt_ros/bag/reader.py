@@ -48,7 +48,6 @@ class BagReader:
         self.topics = {c.topic: c.msgtype for c in self._reader.connections}
         meta = self._reader.storage.metadata
         self.custom_data = dict(getattr(meta, "custom", None) or {})
-        self.start_ns, self.end_ns = self._reader.start_time, self._reader.end_time
 
     def _storage_files(self) -> list[Path]:
         if self.path.is_dir():

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
+import yaml
 
 sys.path.insert(0, os.path.dirname(__file__))
 from bag_fixtures import CAMERA_TOPICS, RATE_HZ, run_bag  # noqa: E402
@@ -46,6 +48,27 @@ def test_reference_bag_holds_one_chunk_per_tick_with_observation_stamps(referenc
     # The bag embeds ActionChunk's definition (MCAP schema) as read from msg/.
     mcap = (reference / "reference.mcap").read_bytes()
     assert b"flash_rt_ros_msgs/msg/ActionChunk" in mcap and b"float32[] actions" in mcap
+
+
+def test_reference_bag_is_what_ros2_would_play(reference):
+    """Its type hash is the one rosidl generated for the built interface, and ROS 2's own
+    deserializer reads its messages back field for field."""
+    from rclpy.serialization import deserialize_message
+
+    from flash_rt_ros.messages import action_chunk
+    from flash_rt_ros_msgs.msg import ActionChunk
+
+    meta = yaml.safe_load((reference / "metadata.yaml").read_text())
+    (topic,) = meta["rosbag2_bagfile_information"]["topics_with_message_count"]
+    generated = json.loads((Path(sys.prefix) / "share" / "flash_rt_ros_msgs" / "msg" /
+                            "ActionChunk.json").read_text())
+    assert topic["topic_metadata"]["type_description_hash"] == \
+        generated["type_hashes"][0]["hash_string"]
+    with BagReader(reference) as bag:
+        m = next(bag.messages())
+        rec = bag.chunks()[0]
+    msg = deserialize_message(m.raw, ActionChunk)
+    assert msg == action_chunk(rec)
 
 
 def test_direct_replay_on_cpu_is_identical(reference, episode, tiny_pi05_ckpt, tmp_path):
