@@ -90,6 +90,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     rp.add_argument("--out", default=None, help="output bag (default: <bag>.replay-<mode>)")
     rp.add_argument("--rate", type=float, default=1.0,
                     help="node mode: playback speed (0.5 = half speed, for slow engines)")
+    rp.add_argument("--no-lockstep", dest="lockstep", action="store_false",
+                    help="node mode: play free-running at bag timing; by default the clock "
+                         "stands still at each tick until its chunk arrives")
+    rp.add_argument("--chunk-timeout-s", type=float, default=120.0,
+                    help="node mode, lockstep: longest wait for one chunk")
     rp.add_argument("--settle-s", type=float, default=3.0,
                     help="node mode: after the bag, wait until no chunk came for this long")
     rp.add_argument("--startup-timeout-s", type=float, default=300.0,
@@ -187,7 +192,8 @@ def cmd_replay(args) -> int:
     from flash_rt_ros.bag.live import replay_through_node
 
     summary = replay_through_node(
-        args.bag, p, out, rate=args.rate, settle_s=args.settle_s,
+        args.bag, p, out, rate=args.rate, lockstep=args.lockstep,
+        chunk_timeout_s=args.chunk_timeout_s, settle_s=args.settle_s,
         startup_timeout_s=args.startup_timeout_s, storage=args.storage,
         overwrite=args.overwrite, node_log=args.node_log,
         custom={"flash_rt.hardware": args.hardware, "flash_rt.prompt": prompt,

@@ -86,15 +86,19 @@ class OfflineNode:
             return False
         return bool(cam) and cam[0] == self.num_cams - 1
 
+    def step(self, reader: BagReader, t: int, m: Optional[BagMessage]) -> Optional[Observation]:
+        """Advance to timeline event (t, m): feed the message, or tick. Returns the
+        observation the node infers on now (held: ``asm.release`` it), or None."""
+        if m is not None:
+            if not (self._feed(m, reader.decode(m)) and self.p.trigger == "camera"):
+                return None
+        return self.ticker.tick(t)
+
     def observations(self, reader: BagReader) -> Iterator[tuple[int, Observation]]:
         """(tick time, observation) for every tick that yields one; the observation's
         slots are released when the caller asks for the next one."""
-        camera_trigger = self.p.trigger == "camera"
         for t, m in timeline(reader, self.p):
-            if m is not None:
-                if not (self._feed(m, reader.decode(m)) and camera_trigger):
-                    continue
-            obs = self.ticker.tick(t)
+            obs = self.step(reader, t, m)
             if obs is None:
                 continue
             try:
