@@ -129,6 +129,11 @@ class _Player:
         with self._lock:
             return len(self.chunks)
 
+    def received(self) -> list[tuple[int, bytes]]:
+        """(simulated time of arrival, raw ActionChunk) of every chunk so far."""
+        with self._lock:
+            return list(self.chunks)
+
     def wait_chunk(self, count: int, timeout_s: float) -> bool:
         """Wait until more than ``count`` chunks were received; False on timeout."""
         with self._arrived:
@@ -229,8 +234,7 @@ def replay_through_node(bag, p: NodeParams, out, *, rate: float = 1.0, lockstep:
                     break
                 time.sleep(0.1)
             processes.stop(node, timeout=10.0)
-        with player._lock:
-            chunks = list(player.chunks)
+        chunks = player.received()
         meta = {"flash_rt.mode": "node", "flash_rt.source_bag": str(bag), "flash_rt.rate": rate,
                 "flash_rt.lockstep": lockstep, "flash_rt.node_topic": chunk_topic,
                 **(custom or {})}
