@@ -28,11 +28,11 @@ def load_reference(kind: str, p: NodeParams, checkpoint: str):
 
     if kind not in REFERENCES:
         raise ValueError(f"--reference must be one of {REFERENCES}, got {kind!r}")
+    if kind != "cpu" and not torch.cuda.is_available():
+        raise RuntimeError(f"--reference {kind} needs a CUDA device; none is visible")
     policy = _load(p, checkpoint, "cpu")
     device = "cpu"
     if kind != "cpu":
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"--reference {kind} needs a CUDA device; none is visible")
         # An FP32 reference must not silently run its matmuls/convolutions in TF32.
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False

@@ -161,3 +161,14 @@ def test_cli_help_for_every_subcommand():
     assert "--reference {cpu,cuda-fp32,cuda-bf16}" in run_bag("record-reference", "--help")[1]
     assert "--mode {direct,node}" in run_bag("replay", "--help")[1]
     assert "--min-cosine" in run_bag("compare", "--help")[1]
+
+
+def test_cuda_reference_without_a_gpu_is_refused_in_one_line(episode, tmp_path, tiny_pi05_ckpt):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: the CUDA reference would run")
+    rc, _, err = run_bag("record-reference", episode["bag"], "--checkpoint", tiny_pi05_ckpt,
+                         "--params", episode["params"], "--reference", "cuda-fp32",
+                         "--out", tmp_path / "ref")
+    assert rc == 2 and err == "error: --reference cuda-fp32 needs a CUDA device; none is visible\n"
