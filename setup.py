@@ -19,6 +19,9 @@ from setuptools.command.build_ext import build_ext
 # Build needs: cmake >= 3.24, pybind11 and cuBLASLt (CUDA toolkit or the nvidia-cublas
 # wheel) importable by this Python, so use `pip install --no-build-isolation`.
 KERNEL_REQUIREMENTS = ["pybind11>=2.12", "nvidia-cublas>=13,<14"]
+# The rosbag replay tools (python -m flash_rt_ros.bag, flash_rt_bag): pure-Python bag I/O
+# and the comparison plot. requirements.txt (scripts/setup.sh) installs them too.
+BAG_REQUIREMENTS = ["rosbags>=0.11", "matplotlib>=3.7"]
 
 
 def _find_nvcc():
@@ -107,7 +110,8 @@ setup(
         "pyyaml>=6",
         "opencv-python-headless>=4.8",
     ],
-    extras_require={"test": ["pytest>=7"], "kernels": KERNEL_REQUIREMENTS},
+    extras_require={"test": ["pytest>=7"], "kernels": KERNEL_REQUIREMENTS,
+                    "bag": BAG_REQUIREMENTS},
     ext_modules=[CMakeExtension("flash_rt.flash_rt_kernels", "csrc")],
     cmdclass={"build_ext": BuildKernels},
     entry_points={"console_scripts": [
@@ -115,5 +119,6 @@ setup(
         "flash_rt_policy_node = flash_rt_ros.policy_node:main",
         "flash_rt_synthetic_publisher = flash_rt_ros.synthetic:main",
         "flash-rt-ros-demo = flash_rt_ros.demo:main",
+        "flash_rt_bag = flash_rt_ros.bag.__main__:main",
     ]},
 )

@@ -31,8 +31,7 @@ from flash_rt_ros.buffers import host_buffer
 from flash_rt_ros.encodings import (MalformedFrame, bgr_into, decode_compressed, decode_raw,
                                     frame_shape)
 from flash_rt_ros.joints import JointLayouts
-
-STATE_SOURCES = ("position", "velocity", "effort", "none")
+from flash_rt_ros.params import STATE_SOURCES
 
 
 class NotReady(Exception):

@@ -6,11 +6,14 @@ import array
 import numpy as np
 from builtin_interfaces.msg import Duration, Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from std_msgs.msg import Header
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from flash_rt_ros.chunks import NS, ChunkRecord, MessageTypes, stamp_ns, to_message
 from flash_rt_ros_msgs.msg import ActionChunk
 
-NS = 1_000_000_000
+__all__ = ["NS", "stamp_ns", "to_time", "to_duration", "floats", "action_chunk",
+           "joint_trajectory", "diagnostics"]
 
 
 def to_time(ns: int) -> Time:
@@ -21,11 +24,6 @@ def to_duration(ns: int) -> Duration:
     return Duration(sec=int(ns // NS), nanosec=int(ns % NS))
 
 
-def stamp_ns(stamp) -> int:
-    """``builtin_interfaces/Time`` (or anything with sec/nanosec) to integer ns."""
-    return int(stamp.sec) * NS + int(stamp.nanosec)
-
-
 def floats(a: np.ndarray) -> array.array:
     """float32 array to the array.array a ROS float32[] field stores (one memcpy)."""
     out = array.array("f")
@@ -33,27 +31,13 @@ def floats(a: np.ndarray) -> array.array:
     return out
 
 
-def action_chunk(*, obs, actions: np.ndarray, sequence: int, seed: int, camera_topics,
-                 joint_names, control_period_ns: int, frame_id: str, prompt: str,
-                 model: str, hardware: str, checkpoint_id: str,
-                 inference_latency_ms: float) -> ActionChunk:
+RCLPY_TYPES = MessageTypes(chunk=ActionChunk, header=Header, time=Time, duration=Duration,
+                           floats=floats)
+
+
+def action_chunk(rec: ChunkRecord) -> ActionChunk:
     """Everything needed to reproduce and audit one chunk (node_latency_ms set at publish)."""
-    m = ActionChunk()
-    m.header.stamp = to_time(obs.stamp_ns)
-    m.header.frame_id = frame_id
-    m.sequence = sequence
-    m.seed = seed
-    m.camera_topics = list(camera_topics)
-    m.image_stamps = [to_time(s) for s in obs.image_stamps_ns]
-    m.state_stamp = to_time(obs.state_stamp_ns)
-    m.state = floats(obs.state)
-    m.horizon, m.action_dim = int(actions.shape[0]), int(actions.shape[1])
-    m.control_period = to_duration(control_period_ns)
-    m.joint_names = list(joint_names)
-    m.actions = floats(actions)
-    m.inference_latency_ms = float(inference_latency_ms)
-    m.prompt, m.model, m.hardware, m.checkpoint_id = prompt, model, hardware, checkpoint_id
-    return m
+    return to_message(rec, RCLPY_TYPES)
 
 
 def joint_trajectory(actions: np.ndarray, joint_names, control_period_ns: int,

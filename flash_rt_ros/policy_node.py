@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import time
 
 import rclpy
 from rcl_interfaces.msg import SetParametersResult
@@ -29,59 +28,20 @@ from diagnostic_msgs.msg import DiagnosticArray
 from trajectory_msgs.msg import JointTrajectory
 
 from flash_rt_ros import messages
-from flash_rt_ros.assembly import STATE_SOURCES, NotReady, ObservationAssembler
-from flash_rt_ros.encodings import MalformedFrame
+from flash_rt_ros.assembly import NotReady, ObservationAssembler
+from flash_rt_ros.chunks import ChunkMaker
 from flash_rt_ros.frontend import hardware_name, load_policy, warm_up
-from flash_rt_ros.params import DEFAULTS, NODE_NAME, PARAM_NAMES, RENAMED, NodeParams
+from flash_rt_ros.inputs import (input_stamp, joint_sources, malformed_key, write_camera,
+                                 write_joint_state)
+from flash_rt_ros.params import (DEFAULTS, NODE_NAME, PARAM_NAMES, NodeParams,
+                                 refuse_renamed, transports, validate)
 from flash_rt.core.latency import LatencyTracker
 from flash_rt_ros.stats import Counters, OncePerCause, RateMeter
+from flash_rt_ros.tick import Ticker, timer_period_s
 from flash_rt_ros_msgs.msg import ActionChunk
 
 RUNTIME_PARAMS = {"prompt"}  # every other parameter is fixed at start-up
-STAMP_SOURCES = ("header", "receipt")
 DIAG_WINDOW = 1000  # latency samples behind the diagnostics' p50/p99
-
-
-def transports(p: NodeParams) -> list[str]:
-    """Per-camera transport: explicit, or "compressed" for topics ending in /compressed."""
-    explicit = [t for t in p.camera_transports if t]
-    if explicit and len(explicit) != len(p.camera_topics):
-        raise ValueError(f"camera_transports has {len(explicit)} entries for "
-                         f"{len(p.camera_topics)} camera_topics")
-    out = []
-    for i, topic in enumerate(p.camera_topics):
-        t = explicit[i] if explicit else ("compressed" if topic.endswith("/compressed") else "raw")
-        if t not in ("raw", "compressed"):
-            raise ValueError(f"camera_transports[{i}] must be raw or compressed, got {t!r}")
-        out.append(t)
-    return out
-
-
-def validate(p: NodeParams) -> None:
-    """Refuse a configuration that could only fail later, with a message that says why."""
-    if not p.camera_topics or not all(p.camera_topics):
-        raise ValueError("camera_topics must name at least one topic")
-    if not p.joint_names or not all(p.joint_names):
-        raise ValueError("joint_names is required (state order and action order)")
-    if len(set(p.joint_names)) != len(p.joint_names):
-        raise ValueError(f"joint_names has duplicates: {list(p.joint_names)}")
-    if p.state_source not in STATE_SOURCES:
-        raise ValueError(f"state_source must be one of {STATE_SOURCES}")
-    if p.state_source != "none" and (not p.joint_state_topics or not all(p.joint_state_topics)):
-        raise ValueError("joint_state_topics must name at least one topic")
-    if len(set(p.joint_state_topics)) != len(p.joint_state_topics):
-        raise ValueError(f"joint_state_topics has duplicates: {list(p.joint_state_topics)}")
-    if p.stamp_source not in STAMP_SOURCES:
-        raise ValueError(f"stamp_source must be one of {STAMP_SOURCES}")
-    if p.trigger not in ("timer", "camera"):
-        raise ValueError("trigger must be 'timer' or 'camera'")
-    if p.qos not in ("sensor_data", "reliable"):
-        raise ValueError("qos must be 'sensor_data' or 'reliable'")
-    if p.rate_hz <= 0 or p.max_observation_age_s <= 0 or p.control_period_s <= 0:
-        raise ValueError("rate_hz, max_observation_age_s and control_period_s must be > 0")
-    if p.num_views and p.num_views < len(p.camera_topics):
-        raise ValueError(f"num_views {p.num_views} < {len(p.camera_topics)} camera topics")
-    transports(p)
 
 
 class PolicyNode(Node):
@@ -104,11 +64,6 @@ class PolicyNode(Node):
         self._prev_bad: dict = {}  # diagnostics: counts at the last report, for "new" levels
         self._prev_chunks = 0
         self._prompt = p.prompt
-        self._sequence = 0
-        self._last_tick_ns = 0
-        self._period_ns = int(1e9 / p.rate_hz)
-        self._max_age_ns = int(p.max_observation_age_s * 1e9)
-        self._control_period_ns = int(p.control_period_s * 1e9)
         self._receipt_time = p.stamp_source == "receipt"
 
         self.policy = policy_factory(p, self.num_views, len(self.joint_names))
@@ -116,6 +71,9 @@ class PolicyNode(Node):
         self.checkpoint_id = str(getattr(self.policy, "checkpoint_id", "") or "")
         warm_up(self.policy, self.num_views, len(self.joint_names), p.prompt, p.seed)
         self.asm = ObservationAssembler(self.num_cams, self.joint_names, p.state_source)
+        self.ticker = Ticker(self.asm, p, self.counters, on_skip=self._log_skip)
+        self.maker = ChunkMaker(self.policy, p, self.num_views, self.hardware,
+                                self.checkpoint_id)
 
         out_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
                              history=HistoryPolicy.KEEP_LAST)
@@ -133,11 +91,10 @@ class PolicyNode(Node):
                 callback_group=MutuallyExclusiveCallbackGroup()))
         if p.state_source != "none":
             joints_group = MutuallyExclusiveCallbackGroup()  # one writer for the state vector
-            many = len(p.joint_state_topics) > 1
-            for i, topic in enumerate(p.joint_state_topics):
+            for topic, source in zip(p.joint_state_topics, joint_sources(p)):
                 self._subs.append(self.create_subscription(
-                    JointState, topic, self._joint_state_cb(f"joint_state{i if many else ''}"),
-                    in_qos, callback_group=joints_group))
+                    JointState, topic, self._joint_state_cb(source), in_qos,
+                    callback_group=joints_group))
         if p.prompt_topic:
             self._subs.append(self.create_subscription(
                 String, p.prompt_topic, self._on_prompt, out_qos,
@@ -146,7 +103,7 @@ class PolicyNode(Node):
 
         control = MutuallyExclusiveCallbackGroup()
         if p.trigger == "timer":
-            self.create_timer(1.0 / p.rate_hz, self._tick, callback_group=control)
+            self.create_timer(timer_period_s(p.rate_hz), self._tick, callback_group=control)
         self.create_timer(p.diagnostics_period_s, self._publish_diagnostics,
                           callback_group=control)
 
@@ -160,18 +117,14 @@ class PolicyNode(Node):
         self.get_logger().info(
             f"ready: model={p.model} hardware={self.hardware} cameras={self.num_cams} "
             f"views={self.num_views} joints={len(self.joint_names)} trigger={p.trigger} "
-            f"rate={p.rate_hz} Hz stamps={p.stamp_source} "
+            f"rate={p.rate_hz} Hz stamps={p.stamp_source} seeds={p.seed_mode} "
             f"checkpoint={self.checkpoint_id or '-'}")
 
     # ------------------------------------------------------------ parameters
     def _refuse_renamed_params(self) -> None:
         # rclpy keeps undeclared overrides (params file, -p) only in this attribute; if a
         # future rclpy drops it the check becomes a no-op, never a crash.
-        given = getattr(self, "_parameter_overrides", {}) or {}
-        old = sorted(n for n in RENAMED if n in given)
-        if old:
-            raise ValueError("renamed parameter(s): " + ", ".join(
-                f"{n} is now {RENAMED[n]}" for n in old))
+        refuse_renamed(getattr(self, "_parameter_overrides", {}) or {})
 
     def _declare_params(self) -> NodeParams:
         values = {}
@@ -203,9 +156,8 @@ class PolicyNode(Node):
     # ------------------------------------------------------------ inputs
     def _stamp(self, msg) -> int:
         """An input's time: its header stamp, or the node's clock now (stamp_source)."""
-        if self._receipt_time:
-            return self.get_clock().now().nanoseconds
-        return messages.stamp_ns(msg.header.stamp)
+        return input_stamp(msg, self.get_clock().now().nanoseconds if self._receipt_time
+                           else None)
 
     def _guarded(self, source: str, write, trigger: bool = False):
         """A subscription callback: ``write(msg)`` into the assembler; a bad message is
@@ -226,24 +178,18 @@ class PolicyNode(Node):
         # The last camera triggers: publishers that send a synchronised set in topic order
         # then have the whole set in place when the tick snapshots it.
         trigger = self.p.trigger == "camera" and cam == self.num_cams - 1
-        if kind == "compressed":
-            def write(msg: CompressedImage) -> None:
-                asm.write_compressed(cam, self._stamp(msg), msg.format, msg.data)
-        else:
-            def write(msg: Image) -> None:
-                asm.write_raw(cam, self._stamp(msg), msg.encoding, msg.height, msg.width,
-                              msg.step, msg.data)
+
+        def write(msg) -> None:
+            write_camera(asm, cam, kind, msg, self._stamp(msg))
         return self._guarded(f"camera{cam}", write, trigger)
 
     def _joint_state_cb(self, source: str):
         def write(msg: JointState) -> None:
-            self.asm.write_joint_state(self._stamp(msg), msg.name, msg.position,
-                                       msg.velocity, msg.effort)
+            write_joint_state(self.asm, msg, self._stamp(msg))
         return self._guarded(source, write)
 
     def _malformed(self, source: str, exc: Exception) -> None:
-        cause = exc.cause if isinstance(exc, MalformedFrame) else f"error_{type(exc).__name__}"
-        key = f"malformed/{source}/{cause}"
+        key = malformed_key(source, exc)
         n = self.counters.inc(key)
         if self._log_gate.should_log(key):
             self.get_logger().warning(f"dropped malformed input from {source} ({exc}); "
@@ -251,25 +197,16 @@ class PolicyNode(Node):
 
     # ------------------------------------------------------------ inference
     def _tick(self) -> None:
-        now = self.get_clock().now().nanoseconds
-        if self.p.trigger == "camera" and now - self._last_tick_ns < self._period_ns * 0.9:
-            return  # camera faster than rate_hz: rate limit, not an overrun
-        self.counters.inc("ticks")
-        if not self._idle.is_set():
-            self.counters.inc("overruns")
-            return
-        self._last_tick_ns = now
-        try:
-            obs = self.asm.snapshot(now, self._max_age_ns)
-        except NotReady as exc:
-            key = f"skipped/{exc.reason}"
-            self.counters.inc(key)
-            if self._log_gate.should_log(key):
-                self.get_logger().warning(f"no chunk: {exc}")
+        obs = self.ticker.tick(self.get_clock().now().nanoseconds, busy=not self._idle.is_set())
+        if obs is None:
             return
         self._job = (obs, self._prompt)
         self._idle.clear()
         self._wake.set()
+
+    def _log_skip(self, key: str, exc: NotReady) -> None:
+        if self._log_gate.should_log(key):
+            self.get_logger().warning(f"no chunk: {exc}")
 
     def _work(self) -> None:
         while True:
@@ -291,33 +228,18 @@ class PolicyNode(Node):
                 self._idle.set()
 
     def _infer_and_publish(self, obs, prompt: str) -> None:
-        seed = self.p.seed + self._sequence
-        images = list(obs.images) + [None] * (self.num_views - self.num_cams)
-        t0 = time.perf_counter()
-        result = self.policy.predict(images=images, state=obs.state, prompt=prompt, seed=seed)
-        wall_ms = (time.perf_counter() - t0) * 1e3
-        infer_ms = float(getattr(result, "latency_ms", wall_ms) or wall_ms)
-        actions = result.actions
-        if actions.ndim != 2 or actions.shape[1] != len(self.joint_names):
-            raise ValueError(f"policy returned actions of shape {actions.shape}, expected "
-                             f"(horizon, {len(self.joint_names)})")
-        msg = messages.action_chunk(
-            obs=obs, actions=actions, sequence=self._sequence, seed=seed,
-            camera_topics=self.p.camera_topics, joint_names=self.joint_names,
-            control_period_ns=self._control_period_ns, frame_id=self.p.frame_id,
-            prompt=prompt, model=self.p.model, hardware=self.hardware,
-            checkpoint_id=self.checkpoint_id, inference_latency_ms=infer_ms)
+        rec = self.maker.make(obs, prompt)
+        msg = messages.action_chunk(rec)
         node_ms = (self.get_clock().now().nanoseconds - obs.stamp_ns) / 1e6
         msg.node_latency_ms = node_ms
         self.chunk_pub.publish(msg)
         if self.traj_pub is not None:
             self.traj_pub.publish(messages.joint_trajectory(
-                actions, self.joint_names, self._control_period_ns, self.p.frame_id))
-        self._sequence += 1
+                rec.actions, self.joint_names, rec.control_period_ns, self.p.frame_id))
         self.counters.inc("chunks")
         self.chunk_rate.tick()
-        self.infer_ms.add(infer_ms)
-        self.overhead_ms.add(node_ms - infer_ms)
+        self.infer_ms.add(rec.inference_latency_ms)
+        self.overhead_ms.add(node_ms - rec.inference_latency_ms)
 
     # ------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:

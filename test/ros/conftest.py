@@ -166,3 +166,7 @@ def listener(domain):
     lst = Listener(domain)
     yield lst
     lst.close()
+
+
+# The rosbag tools' session fixtures (episode bag, reference chunks, perturbed checkpoint).
+from bag_fixtures import episode, perturbed_ckpt, reference  # noqa: E402,F401
