@@ -9,7 +9,8 @@ the node uses as a counter key and for once-per-cause logging.
 """
 from __future__ import annotations
 
-import cv2
+import functools
+
 import numpy as np
 
 
@@ -21,20 +22,33 @@ class MalformedFrame(ValueError):
         self.cause = cause
 
 
-# encoding -> (channels of the source, OpenCV conversion to RGB or None for a plain copy)
+@functools.cache
+def cv2():
+    """OpenCV, imported on first use: rgb8 frames (the common case, and the rosbag tools on a
+    GPU box without OpenCV) need only numpy."""
+    try:
+        import cv2 as module
+    except ImportError as exc:  # pragma: no cover - opencv is a declared dependency
+        raise ImportError("this image encoding needs OpenCV: pip install "
+                          "opencv-python-headless") from exc
+    return module
+
+
+# encoding -> (channels of the source, OpenCV conversion to RGB (a cv2 attribute name) or
+# None for a plain copy)
 _RAW = {
     "rgb8": (3, None),
-    "bgr8": (3, cv2.COLOR_BGR2RGB),
-    "rgba8": (4, cv2.COLOR_RGBA2RGB),
-    "bgra8": (4, cv2.COLOR_BGRA2RGB),
-    "mono8": (1, cv2.COLOR_GRAY2RGB),
-    "8uc1": (1, cv2.COLOR_GRAY2RGB),
+    "bgr8": (3, "COLOR_BGR2RGB"),
+    "rgba8": (4, "COLOR_RGBA2RGB"),
+    "bgra8": (4, "COLOR_BGRA2RGB"),
+    "mono8": (1, "COLOR_GRAY2RGB"),
+    "8uc1": (1, "COLOR_GRAY2RGB"),
     "8uc3": (3, None),  # untyped 3-channel: taken as RGB, as cv_bridge would pass it through
     # ROS "yuv422" is UYVY byte order; "yuv422_yuy2" / "yuyv" is YUYV.
-    "yuv422": (2, cv2.COLOR_YUV2RGB_UYVY),
-    "uyvy": (2, cv2.COLOR_YUV2RGB_UYVY),
-    "yuv422_yuy2": (2, cv2.COLOR_YUV2RGB_YUY2),
-    "yuyv": (2, cv2.COLOR_YUV2RGB_YUY2),
+    "yuv422": (2, "COLOR_YUV2RGB_UYVY"),
+    "uyvy": (2, "COLOR_YUV2RGB_UYVY"),
+    "yuv422_yuy2": (2, "COLOR_YUV2RGB_YUY2"),
+    "yuyv": (2, "COLOR_YUV2RGB_YUY2"),
 }
 
 RAW_ENCODINGS = tuple(sorted(_RAW))
@@ -74,7 +88,7 @@ def decode_raw(encoding: str, height: int, width: int, step: int, data, dst: np.
     if conversion is None:
         np.copyto(dst, src)
     else:
-        cv2.cvtColor(src, conversion, dst=dst)
+        cv2().cvtColor(src, getattr(cv2(), conversion), dst=dst)
 
 
 def compressed_format(fmt: str) -> str:
@@ -96,7 +110,7 @@ def decode_compressed(fmt: str, data) -> np.ndarray:
     buf = np.frombuffer(data, dtype=np.uint8)
     if buf.size == 0:
         raise MalformedFrame("truncated", "empty payload")
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    img = cv2().imdecode(buf, cv2().IMREAD_COLOR)
     if img is None or img.size == 0:
         raise MalformedFrame("undecodable", f"{fmt}, {buf.size} bytes")
     return img
@@ -107,4 +121,4 @@ def bgr_into(src_bgr: np.ndarray, dst: np.ndarray) -> None:
     if src_bgr.shape != dst.shape:
         raise MalformedFrame("size_mismatch", f"got {src_bgr.shape[1]}x{src_bgr.shape[0]}, "
                              f"slot {dst.shape[1]}x{dst.shape[0]}")
-    cv2.cvtColor(src_bgr, cv2.COLOR_BGR2RGB, dst=dst)
+    cv2().cvtColor(src_bgr, cv2().COLOR_BGR2RGB, dst=dst)

@@ -13,8 +13,9 @@ import argparse
 import sys
 import time
 
-import cv2
 import numpy as np
+
+from flash_rt_ros.encodings import cv2
 
 DEFAULT_JOINTS = [f"joint{i}" for i in range(8)]  # the tiny checkpoint has 8 state dims
 
@@ -59,15 +60,15 @@ def encode(rgb: np.ndarray, encoding: str) -> tuple[str, bytes, int]:
     if encoding == "rgb8":
         return encoding, rgb.tobytes(), w * 3
     if encoding == "bgr8":
-        return encoding, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR).tobytes(), w * 3
+        return encoding, cv2().cvtColor(rgb, cv2().COLOR_RGB2BGR).tobytes(), w * 3
     if encoding == "mono8":
-        return encoding, cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).tobytes(), w
+        return encoding, cv2().cvtColor(rgb, cv2().COLOR_RGB2GRAY).tobytes(), w
     if encoding in ("yuv422", "yuv422_yuy2"):  # BT.601 4:2:2, UYVY / YUYV byte order
-        code = cv2.COLOR_RGB2YUV_UYVY if encoding == "yuv422" else cv2.COLOR_RGB2YUV_YUY2
-        return encoding, cv2.cvtColor(rgb, code).tobytes(), w * 2
+        code = cv2().COLOR_RGB2YUV_UYVY if encoding == "yuv422" else cv2().COLOR_RGB2YUV_YUY2
+        return encoding, cv2().cvtColor(rgb, code).tobytes(), w * 2
     if encoding in ("jpeg", "png"):
-        ok, buf = cv2.imencode("." + ("jpg" if encoding == "jpeg" else "png"),
-                               cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        ok, buf = cv2().imencode("." + ("jpg" if encoding == "jpeg" else "png"),
+                               cv2().cvtColor(rgb, cv2().COLOR_RGB2BGR))
         assert ok
         return encoding, buf.tobytes(), 0
     raise ValueError(f"unsupported encoding {encoding!r}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
 from flash_rt_ros.bag.types import COMPRESSED_IMAGE, IMAGE, JOINT_STATE, STRING, typestore
@@ -61,8 +60,12 @@ def scene(cam: int, stamp_ns: int, height: int, width: int) -> np.ndarray:
     cx = int(width * (0.5 + 0.3 * np.cos(0.8 * t + cam)))
     cy = int(height * (0.5 + 0.25 * np.sin(1.1 * t + 0.5 * cam)))
     r = max(4, min(height, width) // 10)
-    cv2.circle(img, (cx, cy), r, (220, 30 + 60 * cam, 40), thickness=-1)
-    cv2.rectangle(img, (cx - r // 2, cy - r // 2), (cx + r // 2, cy + r // 2), (20, 20, 20), 2)
+    yy, xx = np.ogrid[:height, :width]
+    img[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = (220, 30 + 60 * cam, 40)  # filled disc
+    h = r // 2  # a dark 2-px square outline on it
+    box = (np.abs(yy - cy) <= h) & (np.abs(xx - cx) <= h)
+    inner = (np.abs(yy - cy) <= h - 2) & (np.abs(xx - cx) <= h - 2)
+    img[box & ~inner] = (20, 20, 20)
     return img
 
 
