@@ -128,27 +128,36 @@ def main() -> None:
             cfg_kw = dict(num_views=views, horizon=horizon, num_steps=args.steps,
                           max_token_len=args.prompt_len)
             images = camera_frames(views)
+            ids = token_ids(args.prompt_len, load_config_vocab(ckpt))
             row = {"views": views, "horizon": horizon}
+            result["configs"].append(row)
             for precision in ([] if args.skip_fast else args.precision):
                 torch.cuda.reset_peak_memory_stats()
                 t0 = time.perf_counter()
                 m = load_model(ckpt, hardware=args.hardware, precision=precision, **cfg_kw)
                 load_s = time.perf_counter() - t0
-                ids = token_ids(args.prompt_len, m.config.prefix.vocab_size)
                 row[precision] = {"hardware": m.hardware, "load_s": load_s,
                                   **bench_fast(m, images, ids, args.iters),
                                   "gpu_peak_gib": torch.cuda.max_memory_allocated() / 2**30}
                 del m
                 torch.cuda.empty_cache()
+                save(result, args.out)
             for b in baselines:
                 row[f"torch_bf16_{b}"] = bench_torch(ckpt, cfg_kw, images, ids,
                                                      args.baseline_iters, b == "compile")
-            result["configs"].append(row)
+                save(result, args.out)
             print(json.dumps(row), flush=True)
-    text = json.dumps(result, indent=2)
-    if args.out:
-        Path(args.out).write_text(text)
-    print(text)
+    print(json.dumps(result, indent=2))
+
+
+def load_config_vocab(ckpt) -> int:
+    return open_checkpoint(ckpt, "pi05").config.prefix.vocab_size
+
+
+def save(result: dict, out) -> None:
+    """Written after every measurement, so a run cut short keeps what it measured."""
+    if out:
+        Path(out).write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
