@@ -244,9 +244,12 @@ def main(argv=None) -> int:
 
     try:
         return COMMANDS[args.command](args)
-    except ImportError as exc:  # e.g. replay --mode node without ROS 2 set up
-        print(f"error: {exc} (for --mode node: source scripts/ros_env.sh, or a ROS 2 "
-              "install's setup.bash)", file=sys.stderr)
+    except ImportError as exc:  # a missing dependency, e.g. ROS 2 for replay --mode node
+        ros = getattr(args, "mode", None) == "node" and (exc.name or "").split(".")[0] in (
+            "rclpy", "flash_rt_ros_msgs", "rosgraph_msgs", "sensor_msgs", "std_msgs")
+        hint = ("source scripts/ros_env.sh, or a ROS 2 install's setup.bash" if ros else
+                "pip install -r requirements.txt")
+        print(f"error: {exc} ({hint})", file=sys.stderr)
         return EXIT_ERROR
     except (BagError, ValueError, RuntimeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
