@@ -38,6 +38,25 @@ def test_auto_falls_back_to_cpu_without_gpu():
     assert resolve_hardware("pi05", "torch", "auto") == "cpu"
 
 
+def test_auto_needs_the_kernel_module_for_a_gpu_path(monkeypatch, caplog):
+    import flash_rt.hardware as hw
+    from flash_rt import kernels
+
+    monkeypatch.setattr(hw, "detect_hardware", lambda: "hopper")
+    monkeypatch.setattr(kernels, "available", lambda: True)
+    assert resolve_hardware("pi05", "torch", "auto") == "hopper"
+    assert resolve_hardware("pi0", "torch", "auto") == "cpu"  # no pi0 fast path yet
+    monkeypatch.setattr(kernels, "available", lambda: False)
+    assert resolve_hardware("pi05", "torch", "auto") == "cpu"
+    assert "flash_rt_kernels is not built" in caplog.text
+
+
+def test_gpu_frontends_are_registered_for_pi05():
+    names = {hw: _PIPELINE_MAP[("pi05", "torch", hw)][1] for hw in ("hopper", "thor", "rtx_sm120")}
+    assert names == {"hopper": "Pi05TorchFrontendHopper", "thor": "Pi05TorchFrontendThor",
+                     "rtx_sm120": "Pi05TorchFrontendRtx"}
+
+
 def test_predict_outputs(policy, camera_images):
     r = policy.predict(camera_images[:2], STATE, prompt="pick up the red block", seed=3)
     cfg = policy.config

@@ -6,6 +6,9 @@ its own file, and required hardware routing never happens inside a frontend.
 from __future__ import annotations
 
 import importlib
+import logging
+
+log = logging.getLogger(__name__)
 
 # Compute capability major -> hardware name of the fast paths built for it.
 _CAPABILITY_TO_HARDWARE = {9: "hopper", 11: "thor", 12: "rtx_sm120"}
@@ -38,11 +41,20 @@ def detect_hardware() -> str:
 
 
 def resolve_hardware(model: str, framework: str, hardware: str) -> str:
-    """``auto`` picks the detected GPU's path if registered for this model, else ``cpu``."""
+    """``auto`` picks the detected GPU's path if registered for this model and the CUDA
+    kernel module is built, else ``cpu`` (with a warning naming what is missing)."""
     if hardware != "auto":
         return hardware
     detected = detect_hardware()
-    return detected if (model, framework, detected) in _PIPELINE_MAP else CPU
+    if (model, framework, detected) not in _PIPELINE_MAP:
+        return CPU
+    from flash_rt import kernels
+
+    if not kernels.available():
+        log.warning("hardware='auto': a %s GPU is visible but flash_rt_kernels is not built; "
+                    "using the FP32 cpu reference (%s)", detected, kernels.BUILD_HINT)
+        return CPU
+    return detected
 
 
 def frontend_class(model: str, framework: str, hardware: str):
