@@ -7,11 +7,7 @@ import pytest
 import torch
 
 import flash_rt
-
-
-def _cosine(a, b) -> float:
-    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+from flash_rt.core.metrics import cosine
 
 
 def test_reference_in_bf16_stays_close_to_fp32_seed_for_seed(tiny_pi05_ckpt, camera_images):
@@ -26,7 +22,7 @@ def test_reference_in_bf16_stays_close_to_fp32_seed_for_seed(tiny_pi05_ckpt, cam
     got = bf16.predict(**inputs).actions
     assert got.dtype == np.float32 and got.shape == want.shape and np.isfinite(got).all()
     assert not np.array_equal(got, want), "bf16 weights should change the result a little"
-    assert _cosine(got, want) > 0.98
+    assert cosine(got, want) > 0.98
     # Same dtype and device as loaded: a no-op move keeps results bit-exact.
     np.testing.assert_array_equal(fp32.to("cpu", torch.float32).predict(**inputs).actions, want)
 

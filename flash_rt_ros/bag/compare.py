@@ -25,6 +25,8 @@ from importlib import metadata
 
 import numpy as np
 
+from flash_rt.core.metrics import cosine
+from flash_rt.core.metrics import max_abs as max_abs_error  # `max_abs` is a threshold below
 from flash_rt_ros.chunks import ChunkRecord
 
 DEFAULT_MIN_COSINE = 0.999
@@ -36,16 +38,6 @@ class Pair:
     eng: ChunkRecord
     cosine: float
     max_abs: float
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64)
-    if np.array_equal(a, b):
-        return 1.0  # exactly, not 1 - rounding
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    if na == 0 or nb == 0:
-        return 0.0
-    return float(np.clip(a @ b / (na * nb), -1.0, 1.0))
 
 
 def _mismatch(ref: ChunkRecord, eng: ChunkRecord) -> str:
@@ -83,7 +75,7 @@ def match(reference: list[ChunkRecord], engine: list[ChunkRecord]):
             continue
         used.add(r.stamp_ns)
         pairs.append(Pair(r, e, cosine(r.actions, e.actions),
-                          float(np.max(np.abs(e.actions.astype(np.float64) - r.actions)))))
+                          max_abs_error(e.actions, r.actions)))
     missing = [r for s, r in sorted(by_stamp.items()) if s not in used]
     return pairs, orphans, mismatched, missing
 

@@ -5,21 +5,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from flash_rt.core.metrics import cosine, max_abs
 
-def cosine(a, b) -> float:
-    a = np.asarray(a, np.float64).ravel()
-    b = np.asarray(b, np.float64).ravel()
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+__all__ = ["cosine", "flow_cosine", "max_abs", "prefix_kv_cosine"]
 
 
 def flow_cosine(got, want, noise) -> float:
     """Cosine of what the model added to the noise (actions - noise). Stricter than the
     chunk cosine, which the noise alone keeps high when the model's update is small."""
     return cosine(np.asarray(got) - noise, np.asarray(want) - noise)
-
-
-def max_abs(got, want) -> float:
-    return float(np.max(np.abs(np.asarray(got, np.float64) - np.asarray(want, np.float64))))
 
 
 def prefix_kv_cosine(k_cache: torch.Tensor, v_cache: torch.Tensor, reference, obs) -> float:
