@@ -19,7 +19,6 @@ from flash_rt import load_model
 from flash_rt.tools.make_checkpoint import make_checkpoint
 
 from pipeline.compare import cosine, flow_cosine, max_abs, prefix_kv_cosine
-from .conftest import gpu_reference, reference_chunk
 
 pytestmark = pytest.mark.skipif(os.environ.get("FLASH_RT_FULL") != "1",
                                 reason="full-size precision run: set FLASH_RT_FULL=1 (GPU, "
@@ -39,7 +38,8 @@ def full_ckpt(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reference(gpu, full_ckpt):
-    return gpu_reference(full_ckpt, gpu)
+    """The FP32 reference frontend, moved to the GPU (same weights as the fast path)."""
+    return load_model(full_ckpt, hardware="cpu").to(gpu)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -76,13 +76,16 @@ def test_full_size_fast_path_matches_fp32_reference(gpu, full_ckpt, reference, c
     got = m.predict(images, state, prompt=PROMPT, seed=seed).actions_normalized
     obs = m.processor.prepare(images, state, prompt=PROMPT)
     noise = m.make_noise(None, seed)[0]
-    want = reference_chunk(reference, obs, noise, gpu)
+    # the reference's own inference hook on the fast path's observation and noise (its
+    # predict() would prepare its own 3-view, horizon-50 config)
+    want = reference._infer(obs, noise)
     row = {"precision": precision, "views": views, "horizon": horizon,
            "chunk_cosine": cosine(got, want),
            "max_abs": max_abs(got, want),
            "flow_cosine": flow_cosine(got, want, noise[0].numpy()),
            "prefix_kv_cosine": prefix_kv_cosine(m.engine.acts.t["k_cache"],
-                                                m.engine.acts.t["v_cache"], reference, obs)}
+                                                m.engine.acts.t["v_cache"], reference.reference,
+                                                obs)}
     RESULTS.append(row)
     print(row)
     del m
