@@ -58,12 +58,7 @@ class Emulated:
         return self.engine.x.numpy().copy()
 
     def calibrate(self, frames, percentile=99.9):
-        amaxes = []
-        for images, state, seed in frames:
-            self.engine.scales.amax.zero_()
-            self.run(images, state, seed, calibrate=True)
-            amaxes.append(self.engine.scales.amax.clone())
-        self.engine.set_scales_from_amax(amaxes, percentile)
+        self.engine.calibrate(frames, lambda f: self.run(*f, calibrate=True), percentile)
 
     def kv_cosine(self, images, state):
         obs = self.ref.processor.prepare(images, state, prompt=PROMPT)

@@ -7,7 +7,7 @@ staging of inputs, calibration policy and CUDA Graphs around it.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -48,9 +48,22 @@ class Pi05Engine:
         return {"siglip": lambda: pc.siglip_forward(ctx), "prefix": lambda: pc.prefix_forward(ctx),
                 "denoise_step": lambda: pc.decoder_step(ctx, 0)}
 
-    def set_scales_from_amax(self, per_frame: Sequence[torch.Tensor], percentile: float) -> None:
-        """Static scale of each site = percentile over frames of its amax, / 448."""
-        amax = torch.stack(list(per_frame))
+    def calibrate(self, frames: Sequence[Any], run_calibrating: Callable[[Any], None],
+                  percentile: float) -> None:
+        """Static scale of each site = percentile over frames of its amax, / 448.
+
+        ``run_calibrating(frame)`` stages one frame and runs the calibration twin
+        (:func:`pipeline_common.calibrating`) to completion; the engine owns the amax
+        bookkeeping, so the frontend and the CPU emulation calibrate the same way.
+        """
+        if not frames:
+            raise ValueError("calibration needs at least one observation")
+        per_frame = []
+        for frame in frames:
+            self.scales.amax.zero_()
+            run_calibrating(frame)
+            per_frame.append(self.scales.amax.clone())
+        amax = torch.stack(per_frame)
         if not bool(torch.isfinite(amax).all()):
             bad = torch.nonzero(~torch.isfinite(amax).all(0)).flatten().tolist()[:5]
             raise RuntimeError("calibration saw NaN/inf activations at "

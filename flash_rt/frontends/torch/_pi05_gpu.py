@@ -33,7 +33,7 @@ from flash_rt.core.weight_cache import CacheKey, WeightCache
 from flash_rt.core.weight_spec import convert
 from flash_rt.frontends.base import PolicyFrontend
 from flash_rt.frontends.torch._pi05_engine import Pi05Engine
-from flash_rt.frontends.torch._pi05_spec import DEFAULT_PRECISION, build_spec, patch_k
+from flash_rt.frontends.torch._pi05_spec import DEFAULT_PRECISION, build_spec
 from flash_rt.frontends.torch._staging import HostOutputs, ImageKey
 from flash_rt.models.common.processor import RawObservation
 from flash_rt.models.pi05 import pipeline_common as pc
@@ -62,7 +62,6 @@ class Pi05GpuFrontend(PolicyFrontend):
                                   enabled=self.cache_options.get("weight_cache", True))
         self.device = torch.device("cuda", torch.cuda.current_device())
         cfg = self.config
-        self.dims = d = pc.Pi05Dims.from_config(cfg, patch_k(cfg))
         phase = time.perf_counter()
         self._checkpoint_hash = (bundle.content_hash(memo_dir=self._cache.directory)
                                  if self._cache.enabled else bundle.checkpoint_id)
@@ -72,6 +71,7 @@ class Pi05GpuFrontend(PolicyFrontend):
         self.stream = torch.cuda.Stream(self.device)
         self.engine = Pi05Engine(cfg, self.weights, self.pipeline, self.k, self.device,
                                  self.stream.cuda_stream)
+        self.dims = d = self.engine.dims
         self.scales, self.gemm = self.engine.scales, self.engine.gemm
         self.staging = self.staging_class(d, self.device)
         scale, offset = self.processor.normalizer.action_affine()
@@ -103,7 +103,8 @@ class Pi05GpuFrontend(PolicyFrontend):
         if cached is not None:
             log.info("weights from cache %s", self._cache.path("weights", key))
             return {k: v.to(self.device) for k, v in cached.items()}
-        total_bytes = sum(np.prod(bundle.reader.shape(plan.source[k])) * 4 for k in spec.keys())
+        total_bytes = sum(int(np.prod(bundle.reader.shape(plan.source[k]))) *
+                          bundle.reader.dtype(plan.source[k]).itemsize for k in spec.keys())
         bar = ProgressBar("converting weights", len(spec.items))
         read = [0]
 
@@ -207,16 +208,12 @@ class Pi05GpuFrontend(PolicyFrontend):
                    percentile: float) -> dict:
         """Run the calibration twin on each frame; scale = percentile over frames of each
         site's amax / 448. Returns a small report."""
-        if not frames:
-            raise ValueError("calibration needs at least one observation")
-        start = time.perf_counter()
-        per_frame = []
-        for raw, noise in frames:
-            key = self.staging.write(raw, noise)
-            self.scales.amax.zero_()
+        def run(frame: tuple[RawObservation, torch.Tensor]) -> None:
+            key = self.staging.write(*frame)
             self._eager(key, self._ctx_for(key, calibrate=True))
-            per_frame.append(self.scales.amax.clone())
-        self.engine.set_scales_from_amax(per_frame, percentile)
+
+        start = time.perf_counter()
+        self.engine.calibrate(frames, run, percentile)
         self.calibrated = True
         self._cache.store("calibration", self._calibration_key(),
                           {"scales": self.scales.scales.contiguous(),

@@ -525,10 +525,9 @@ class Tuning:
 
 @dataclass(frozen=True)
 class HardwarePipeline:
-    """What a ``pipeline_<hw>.py`` module exports: its attention backend, its tuning and
-    the forward functions with their calibration twins."""
+    """A ``pipeline_<hw>.py`` module's choices: its attention backend and its tuning (the
+    stage functions and their calibration twin are the shared ones above)."""
 
-    hardware: str
     attention_backend: type
     tuning: Tuning
 

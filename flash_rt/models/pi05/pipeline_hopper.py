@@ -16,5 +16,5 @@ from flash_rt.models.pi05.pipeline_common import (  # noqa: F401  (re-exported s
     siglip_forward,
 )
 
-PIPELINE = HardwarePipeline(hardware="hopper", attention_backend=HopperAttentionBackend,
+PIPELINE = HardwarePipeline(attention_backend=HopperAttentionBackend,
                             tuning=Tuning(fast_accum=False, autotune=True))

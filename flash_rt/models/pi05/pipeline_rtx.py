@@ -11,5 +11,5 @@ from flash_rt.models.pi05.pipeline_common import (  # noqa: F401  (re-exported s
     siglip_forward,
 )
 
-PIPELINE = HardwarePipeline(hardware="rtx_sm120", attention_backend=RtxAttentionBackend,
+PIPELINE = HardwarePipeline(attention_backend=RtxAttentionBackend,
                             tuning=Tuning(fast_accum=False, autotune=True))

@@ -12,5 +12,5 @@ from flash_rt.models.pi05.pipeline_common import (  # noqa: F401  (re-exported s
     siglip_forward,
 )
 
-PIPELINE = HardwarePipeline(hardware="thor", attention_backend=ThorAttentionBackend,
+PIPELINE = HardwarePipeline(attention_backend=ThorAttentionBackend,
                             tuning=Tuning(fast_accum=False, autotune=True))
