@@ -171,7 +171,7 @@ def bench_attention(fk, cfg, args):
             qs = q.view(1, L, H, D).transpose(1, 2).contiguous()
             ks = kc[:L].view(1, L, 1, D).transpose(1, 2).repeat(1, H, 1, 1).contiguous()
             vs = vc[:L].view(1, L, 1, D).transpose(1, 2).repeat(1, H, 1, 1).contiguous()
-            for splits in (1, 2):
+            for splits in (1, 2, 3):
                 wsb = fk.attention_workspace_bytes(1, L, H, D, splits)
                 ws = torch.empty(max(wsb, 16), dtype=torch.uint8, device="cuda")
                 r, by = timed_impls(
@@ -192,7 +192,7 @@ def bench_attention(fk, cfg, args):
         ks = kc[:nk].view(1, nk, 1, D).transpose(1, 2).repeat(1, H, 1, 1).contiguous()
         vs = vc[:nk].view(1, nk, 1, D).transpose(1, 2).repeat(1, H, 1, 1).contiguous()
         sd = timed(lambda s: F.scaled_dot_product_attention(qs, ks, vs), args.inner, args.reps)
-        for splits in (1, 2, 4, 8, 16):
+        for splits in (1, 4, 8, 12, 16, 24):
             wsb = fk.attention_workspace_bytes(1, hz, H, D, splits)
             ws = torch.empty(max(wsb, 16), dtype=torch.uint8, device="cuda")
             r, by = timed_impls(
@@ -365,7 +365,7 @@ def main():
     ap.add_argument("--only", choices=["gemm", "attention", "elementwise"], default=None)
     ap.add_argument("--attn-impls", default="v2",
                     help="comma list of attention kernel variants (FLASH_RT_ATTN_KERNEL: v2, "
-                         "legacy, v2_qsmem, v2_wg1); the first is reported as 'ours'")
+                         "legacy, v2_qsmem, v2_wg1, v2_bn32); the first is reported as 'ours'")
     args = ap.parse_args()
     args.attn_impls = [s for s in args.attn_impls.split(",") if s]
     fk = kernels.load()

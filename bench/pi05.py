@@ -8,6 +8,9 @@ end-to-end ``predict`` (host prep + H2D copies + replay + readback, wall clock);
 breakdown (SigLIP, prefix, one denoising step, each replayed as its own graph); and the
 same model as the bf16 torch reference, eager and ``torch.compile``-d per layer, with the
 same inputs. Several ``--views``/``--horizon`` values run as separate configurations.
+``--profile`` adds a kernel-level breakdown per stage (CUPTI through torch.profiler): the
+span of each graph, the sum of its kernel times (the difference is launch gaps), the
+launch count and the kernels grouped by name.
 Generates a random full-size checkpoint when --ckpt is not given (13.4 GB of disk).
 """
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import platform
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +52,7 @@ def token_ids(n: int, vocab: int) -> list[int]:
     return [1 + (7 * i) % (min(vocab, 32000) - 1) for i in range(n)]
 
 
-def bench_fast(m, images, ids, iters: int) -> dict:
+def bench_fast(m, images, ids, iters: int, profile: bool = False) -> dict:
     for s in range(3):  # calibration + capture + warm-up
         m.predict(images, token_ids=ids, seed=s)
     wall = []
@@ -57,7 +61,47 @@ def bench_fast(m, images, ids, iters: int) -> dict:
         m.predict(images, token_ids=ids, seed=s)
         wall.append((time.perf_counter() - t0) * 1e3)
     stages = {k: pct(v) for k, v in m.stage_ms(max(iters // 4, 10)).items()}
-    return {"replay_ms": pct(m.replay_ms(iters)), "predict_ms": pct(wall), "stages_ms": stages}
+    out = {"replay_ms": pct(m.replay_ms(iters)), "predict_ms": pct(wall), "stages_ms": stages}
+    if profile:
+        out["profile"] = profile_stages(m)
+    return out
+
+
+def profile_stages(m, replays: int = 5) -> dict:
+    """Kernel timeline of each stage graph (and the whole inference) from a CUPTI trace."""
+    from torch.profiler import ProfilerActivity, profile
+
+    out = {}
+    for name, replay in m.stage_graphs().items():
+        replay()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(replays):
+                replay()
+            torch.cuda.synchronize()
+        with tempfile.TemporaryDirectory() as tmp:
+            trace = Path(tmp) / "trace.json"
+            prof.export_chrome_trace(str(trace))
+            events = sorted((e for e in json.loads(trace.read_text())["traceEvents"]
+                             if e.get("cat") == "kernel"), key=lambda e: e["ts"])
+        out[name] = _kernel_summary(events, replays)
+    return out
+
+
+def _kernel_summary(events: list[dict], replays: int) -> dict:
+    if not events:
+        return {"kernels_per_replay": 0}
+    by_name: dict[str, list[float]] = defaultdict(list)
+    for e in events:
+        by_name[e["name"][:120]].append(e["dur"])
+    span = events[-1]["ts"] + events[-1]["dur"] - events[0]["ts"]
+    top = sorted(by_name.items(), key=lambda kv: -sum(kv[1]))[:40]
+    return {"span_us_per_replay": span / replays,
+            "kernel_us_per_replay": sum(e["dur"] for e in events) / replays,
+            "kernels_per_replay": len(events) / replays,
+            "by_name": [{"name": n, "calls_per_replay": len(v) / replays,
+                         "us_per_replay": sum(v) / replays, "us_mean": sum(v) / len(v)}
+                        for n, v in top]}
 
 
 def _compile_layers(ref) -> None:
@@ -112,6 +156,8 @@ def main() -> None:
     ap.add_argument("--baselines", default="eager,compile",
                     help="comma list of eager,compile (bf16 torch reference); '' for none")
     ap.add_argument("--skip-fast", action="store_true", help="only the torch baselines")
+    ap.add_argument("--profile", action="store_true",
+                    help="add a per-kernel breakdown of each stage (torch.profiler/CUPTI)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     tmp = tempfile.TemporaryDirectory()
@@ -135,7 +181,7 @@ def main() -> None:
                 m = load_model(ckpt, hardware=args.hardware, precision=precision, **cfg_kw)
                 load_s = time.perf_counter() - t0
                 row[precision] = {"hardware": m.hardware, "load_s": load_s,
-                                  **bench_fast(m, images, ids, args.iters),
+                                  **bench_fast(m, images, ids, args.iters, args.profile),
                                   "gpu_peak_gib": torch.cuda.max_memory_allocated() / 2**30}
                 del m
                 torch.cuda.empty_cache()

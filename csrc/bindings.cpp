@@ -266,8 +266,9 @@ PYBIND11_MODULE(flash_rt_kernels, m) {
         [](ptr_t q, ptr_t k, ptr_t v, ptr_t o, i64 batch, i64 Lq, i64 Lk, i64 H, i64 Hkv,
            i64 D, i64 q_row, i64 k_row, i64 v_row, i64 o_row, float scale, ptr_t stream,
            i64 q_batch, i64 k_batch, i64 v_batch, i64 o_batch, ptr_t kv_len, i64 kv_len_add,
-           ptr_t key_mask, i64 splits, ptr_t ws, size_t ws_bytes) {
+           ptr_t key_mask, i64 splits, ptr_t ws, size_t ws_bytes, ptr_t out_scale) {
           AttnArgs a = attn_base(q, k, v, o, stream);
+          a.out_scale = out_scale;
           a.batch = batch; a.Lq = Lq; a.Lk = Lk; a.H = H; a.Hkv = Hkv; a.D = D;
           a.q_row = q_row; a.k_row = k_row; a.v_row = v_row; a.o_row = o_row;
           a.q_batch = q_batch; a.k_batch = k_batch; a.v_batch = v_batch; a.o_batch = o_batch;
@@ -281,7 +282,7 @@ PYBIND11_MODULE(flash_rt_kernels, m) {
         py::arg("stream"), py::kw_only(), py::arg("q_batch") = 0, py::arg("k_batch") = 0,
         py::arg("v_batch") = 0, py::arg("o_batch") = 0, py::arg("kv_len") = 0,
         py::arg("kv_len_add") = 0, py::arg("key_mask") = 0, py::arg("splits") = 1,
-        py::arg("workspace") = 0, py::arg("workspace_bytes") = 0,
+        py::arg("workspace") = 0, py::arg("workspace_bytes") = 0, py::arg("out_scale") = 0,
         "Generic exact-softmax attention, bf16 in/out, fp32 softmax and accumulation.\n"
         "Head h of token t: q[b*q_batch + t*q_row + h*D + (0..D)] (strides in elements);\n"
         "k, v likewise with Hkv heads (query head h uses KV head h // (H // Hkv)); o like q.\n"
@@ -290,7 +291,10 @@ PYBIND11_MODULE(flash_rt_kernels, m) {
         "MASK_VALUE (finite). Every query attends to all used keys (no causal mask).\n"
         "scale multiplies q.k. splits > 1 splits the keys over blocks (for few queries) and\n"
         "needs workspace >= attention_workspace_bytes(batch, Lq, H, D, splits).\n"
-        "D % 8 == 0, D <= 256; q/k/v 16-byte aligned with strides % 8 == 0.");
+        "D % 8 == 0, D <= 256; q/k/v 16-byte aligned with strides % 8 == 0.\n"
+        "out_scale (float32 device scalar) makes o FP8 e4m3, o = out / *out_scale saturated\n"
+        "(the next FP8 GEMM's static input scale); it needs splits >= 2 (the split-K combine\n"
+        "writes it). attention_prefix and attention_decoder take it too.");
   m.def("attention_siglip",
         [](ptr_t qkv, ptr_t out, i64 views, i64 tokens, i64 heads, i64 head_dim,
            ptr_t stream) {
@@ -310,8 +314,9 @@ PYBIND11_MODULE(flash_rt_kernels, m) {
   m.def("attention_prefix",
         [](ptr_t q, ptr_t k_cache, ptr_t v_cache, ptr_t out, i64 L, i64 heads, i64 kv_heads,
            i64 head_dim, ptr_t valid_len, float scale, ptr_t stream, ptr_t key_mask,
-           i64 splits, ptr_t ws, size_t ws_bytes) {
+           i64 splits, ptr_t ws, size_t ws_bytes, ptr_t out_scale) {
           AttnArgs a = attn_base(q, k_cache, v_cache, out, stream);
+          a.out_scale = out_scale;
           a.Lq = L; a.Lk = L; a.H = heads; a.Hkv = kv_heads; a.D = head_dim;
           a.q_row = heads * head_dim; a.o_row = heads * head_dim;
           a.k_row = a.v_row = kv_heads * head_dim;
@@ -323,6 +328,7 @@ PYBIND11_MODULE(flash_rt_kernels, m) {
         py::arg("heads"), py::arg("kv_heads"), py::arg("head_dim"), py::arg("valid_len"),
         py::arg("scale"), py::arg("stream"), py::kw_only(), py::arg("key_mask") = 0,
         py::arg("splits") = 1, py::arg("workspace") = 0, py::arg("workspace_bytes") = 0,
+        py::arg("out_scale") = 0,
         "Prefix (Gemma) bidirectional GQA attention over valid tokens. q: (L, heads*head_dim)\n"
         "bf16 (post-RoPE, from rope_qkv_split); k_cache, v_cache: (>= L, kv_heads*head_dim)\n"
         "bf16; out: (L, heads*head_dim). Keys j < *valid_len (int32 device scalar, so one\n"
@@ -331,8 +337,9 @@ PYBIND11_MODULE(flash_rt_kernels, m) {
   m.def("attention_decoder",
         [](ptr_t q, ptr_t k_cache, ptr_t v_cache, ptr_t out, i64 n_q, i64 cache_rows,
            i64 heads, i64 kv_heads, i64 head_dim, ptr_t prefix_len, float scale, ptr_t stream,
-           ptr_t key_mask, i64 splits, ptr_t ws, size_t ws_bytes) {
+           ptr_t key_mask, i64 splits, ptr_t ws, size_t ws_bytes, ptr_t out_scale) {
           AttnArgs a = attn_base(q, k_cache, v_cache, out, stream);
+          a.out_scale = out_scale;
           a.Lq = n_q; a.Lk = cache_rows; a.H = heads; a.Hkv = kv_heads; a.D = head_dim;
           a.q_row = heads * head_dim; a.o_row = heads * head_dim;
           a.k_row = a.v_row = kv_heads * head_dim;
@@ -344,7 +351,7 @@ PYBIND11_MODULE(flash_rt_kernels, m) {
         py::arg("cache_rows"), py::arg("heads"), py::arg("kv_heads"), py::arg("head_dim"),
         py::arg("prefix_len"), py::arg("scale"), py::arg("stream"), py::kw_only(),
         py::arg("key_mask") = 0, py::arg("splits") = 1, py::arg("workspace") = 0,
-        py::arg("workspace_bytes") = 0,
+        py::arg("workspace_bytes") = 0, py::arg("out_scale") = 0,
         "Action-expert attention: n_q suffix queries (q: (n_q, heads*head_dim) bf16) against\n"
         "the cached prefix K/V plus their own K/V, which rope_qkv_split wrote at cache rows\n"
         "[*prefix_len, *prefix_len + n_q) (cache_offset = prefix_len). Keys: rows\n"

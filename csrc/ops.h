@@ -97,6 +97,7 @@ struct AttnArgs {
   ptr_t kv_len = 0;        // int32 (batch,) device; keys used = clamp(kv_len[b] + kv_len_add, 0, Lk)
   i64 kv_len_add = 0;
   ptr_t key_mask = 0;      // uint8 (batch, Lk) device; 0 = masked (finite mask constant)
+  ptr_t out_scale = 0;     // float32 device scalar: o is FP8 e4m3 (o = out / *out_scale)
   i64 splits = 1;
   ptr_t workspace = 0;
   size_t workspace_bytes = 0;

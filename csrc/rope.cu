@@ -18,10 +18,14 @@ struct RopeParams {
   float theta, q_scale;
 };
 
-// One thread: 8 rotation pairs (i .. i+7 with i+D/2 ..) of one head of one token.
+// One thread: 2 rotation pairs (i, i+1 with i+D/2, i+D/2+1) of one head of one token. The
+// angle math (powf, sincosf) is the long dependent chain here, so few pairs per thread and
+// many threads keep it short (the decoder has only 50 tokens).
+constexpr int kPairs = 2;
+
 __global__ void rope_kernel(RopeParams p) {
   const int half = p.D / 2;
-  const int vec_per_head = half / 8;
+  const int vec_per_head = half / kPairs;
   const int heads = p.H + 2 * p.Hkv;
   const long long total = static_cast<long long>(p.M) * heads * vec_per_head;
   const int off = p.cache_offset ? *p.cache_offset : 0;
@@ -30,46 +34,45 @@ __global__ void rope_kernel(RopeParams p) {
     const int vi = static_cast<int>(idx % vec_per_head);
     const int head = static_cast<int>((idx / vec_per_head) % heads);
     const int m = static_cast<int>(idx / ((long long)vec_per_head * heads));
-    const int i0 = vi * 8;
+    const int i0 = vi * kPairs;
     const bf16* src = p.qkv + static_cast<size_t>(m) * heads * p.D + static_cast<size_t>(head) * p.D;
-    float x1[8], x2[8];
-    load8(src + i0, x1);
-    load8(src + half + i0, x2);
+    const float2 x1 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(src + i0));
+    const float2 x2 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(src + half + i0));
     const int row = off + m;
+    bf16* dst = nullptr;
+    float2 o1 = x1, o2 = x2;
     if (head >= p.H + p.Hkv) {  // V: plain copy into the cache
-      if (row >= 0 && row < p.cache_rows) {
-        bf16* dst = p.v_cache + static_cast<size_t>(row) * p.Hkv * p.D +
-                    static_cast<size_t>(head - p.H - p.Hkv) * p.D;
-        store8(dst + i0, x1);
-        store8(dst + half + i0, x2);
+      if (row < 0 || row >= p.cache_rows) continue;
+      dst = p.v_cache + static_cast<size_t>(row) * p.Hkv * p.D +
+            static_cast<size_t>(head - p.H - p.Hkv) * p.D;
+    } else {
+      const float pos = static_cast<float>(p.positions[m]);
+      const float a[2] = {x1.x, x1.y}, b[2] = {x2.x, x2.y};
+      float r1[2], r2[2];
+#pragma unroll
+      for (int k = 0; k < kPairs; ++k) {
+        // timescale = theta ** ((2 / D) * i), radians = pos / timescale (fp32, as the reference)
+        const float expo = __fmul_rn(__fdiv_rn(2.f, static_cast<float>(p.D)), static_cast<float>(i0 + k));
+        const float ts = powf(p.theta, expo);
+        const float rad = __fdiv_rn(pos, ts);
+        float sn, cs;
+        sincosf(rad, &sn, &cs);
+        r1[k] = a[k] * cs - b[k] * sn;
+        r2[k] = b[k] * cs + a[k] * sn;
       }
-      continue;
+      o1 = make_float2(r1[0], r1[1]);
+      o2 = make_float2(r2[0], r2[1]);
+      if (head < p.H) {
+        o1.x *= p.q_scale; o1.y *= p.q_scale; o2.x *= p.q_scale; o2.y *= p.q_scale;
+        dst = p.q_out + static_cast<size_t>(m) * p.H * p.D + static_cast<size_t>(head) * p.D;
+      } else {
+        if (row < 0 || row >= p.cache_rows) continue;
+        dst = p.k_cache + static_cast<size_t>(row) * p.Hkv * p.D +
+              static_cast<size_t>(head - p.H) * p.D;
+      }
     }
-    const float pos = static_cast<float>(p.positions[m]);
-    float o1[8], o2[8];
-#pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      // timescale = theta ** ((2 / D) * i), radians = pos / timescale (fp32, as the reference)
-      const float expo = __fmul_rn(__fdiv_rn(2.f, static_cast<float>(p.D)), static_cast<float>(i0 + k));
-      const float ts = powf(p.theta, expo);
-      const float rad = __fdiv_rn(pos, ts);
-      float sn, cs;
-      sincosf(rad, &sn, &cs);
-      o1[k] = x1[k] * cs - x2[k] * sn;
-      o2[k] = x2[k] * cs + x1[k] * sn;
-    }
-    if (head < p.H) {
-#pragma unroll
-      for (int k = 0; k < 8; ++k) { o1[k] *= p.q_scale; o2[k] *= p.q_scale; }
-      bf16* dst = p.q_out + static_cast<size_t>(m) * p.H * p.D + static_cast<size_t>(head) * p.D;
-      store8(dst + i0, o1);
-      store8(dst + half + i0, o2);
-    } else if (row >= 0 && row < p.cache_rows) {
-      bf16* dst = p.k_cache + static_cast<size_t>(row) * p.Hkv * p.D +
-                  static_cast<size_t>(head - p.H) * p.D;
-      store8(dst + i0, o1);
-      store8(dst + half + i0, o2);
-    }
+    *reinterpret_cast<__nv_bfloat162*>(dst + i0) = __float22bfloat162_rn(o1);
+    *reinterpret_cast<__nv_bfloat162*>(dst + half + i0) = __float22bfloat162_rn(o2);
   }
 }
 
@@ -97,7 +100,7 @@ void rope_qkv_split(ptr_t qkv, ptr_t positions, ptr_t q_out, ptr_t k_cache, ptr_
                as_ptr<bf16>(k_cache), as_ptr<bf16>(v_cache), as_ptr<const int>(cache_offset),
                static_cast<int>(M), static_cast<int>(H), static_cast<int>(Hkv),
                static_cast<int>(D), static_cast<int>(cache_rows), theta, q_scale};
-  const long long total = M * (H + 2 * Hkv) * (D / 16);
+  const long long total = M * (H + 2 * Hkv) * (D / (2 * kPairs));
   const unsigned blocks = static_cast<unsigned>(std::min<long long>((total + 255) / 256, 65535ll * 8));
   rope_kernel<<<blocks, 256, 0, as_stream(stream)>>>(p);
   check_launch(w);

@@ -55,6 +55,18 @@ def prefix_case(cfg, L, valid):
     return H, Hkv, D, q, k, v, vl
 
 
+def cached_case(fk, n_q, rows, H, Hkv, D, length, splits):
+    """Random q (n_q, H D), K/V caches (rows, Hkv D), a device length scalar and the split-K
+    workspace for `splits`."""
+    q = torch.randn(n_q, H * D, device="cuda").bfloat16()
+    k = torch.randn(rows, Hkv * D, device="cuda").bfloat16()
+    v = torch.randn(rows, Hkv * D, device="cuda").bfloat16()
+    n = torch.tensor([length], dtype=torch.int32, device="cuda")
+    ws_bytes = fk.attention_workspace_bytes(1, n_q, H, D, splits)
+    ws = torch.empty(max(ws_bytes, 16), dtype=torch.uint8, device="cuda")
+    return q, k, v, n, ws, ws_bytes
+
+
 @pytest.mark.parametrize("cfg", [TINY, FULL], ids=["tiny", "full"])
 @pytest.mark.parametrize("splits", [1, 3])
 @pytest.mark.parametrize("masked", [False, True])
@@ -80,19 +92,14 @@ def test_prefix_gqa_valid_len_and_key_mask(fk, stream, cfg, splits, masked):
 
 @pytest.mark.parametrize("cfg,horizon", [(TINY, TINY.horizon), (FULL, FULL.horizon), (FULL, 10)],
                          ids=["tiny", "full_h50", "full_h10"])
-@pytest.mark.parametrize("splits", [1, 8])
+@pytest.mark.parametrize("splits", [1, 8, 12, 24])
 def test_decoder_sees_prefix_and_own_suffix(fk, stream, cfg, horizon, splits):
     L = cfg.max_prefix_len
     prefix_len = L - 123
     p = cfg.expert
     H, Hkv, D = p.num_heads, p.num_kv_heads, p.head_dim
     rows = L + horizon
-    q = torch.randn(horizon, H * D, device="cuda").bfloat16()
-    k = torch.randn(rows, Hkv * D, device="cuda").bfloat16()
-    v = torch.randn(rows, Hkv * D, device="cuda").bfloat16()
-    pl = torch.tensor([prefix_len], dtype=torch.int32, device="cuda")
-    ws_bytes = fk.attention_workspace_bytes(1, horizon, H, D, splits)
-    ws = torch.empty(max(ws_bytes, 16), dtype=torch.uint8, device="cuda")
+    q, k, v, pl, ws, ws_bytes = cached_case(fk, horizon, rows, H, Hkv, D, prefix_len, splits)
     out = Guarded((horizon, H * D), torch.bfloat16)
     scale = D ** -0.5
     fk.attention_decoder(ptr(q), ptr(k), ptr(v), ptr(out.t), horizon, rows, H, Hkv, D, ptr(pl),
@@ -178,7 +185,7 @@ def test_kernel_variants_on_ragged_lengths(fk, stream, monkeypatch, impl, D):
     v = torch.randn(Lk, Hkv * D, device="cuda").bfloat16()
     km = (torch.rand(Lk, device="cuda") > 0.4).to(torch.uint8)
     for valid in (1, 20, 33, 100, 150):
-        for splits in (1, 5, 8):
+        for splits in (1, 5, 8, 20):
             for masked in (False, True):
                 ws_bytes = fk.attention_workspace_bytes(1, Lq, H, D, splits)
                 ws = torch.empty(max(ws_bytes, 16), dtype=torch.uint8, device="cuda")
@@ -194,3 +201,46 @@ def test_kernel_variants_on_ragged_lengths(fk, stream, monkeypatch, impl, D):
                 ref = attn_ref(q.view(Lq, H, D), k.view(Lk, Hkv, D), v.view(Lk, Hkv, D),
                                D ** -0.5, valid, mk)
                 close(out.view(Lq, H, D), ref)
+
+
+def fp8_close(out8, scale, ref):
+    """FP8 output (dequantised with its scale) vs the fp32 reference: e4m3 keeps 3 mantissa
+    bits (<= 1/16 relative rounding) on top of the bf16 kernel's own error."""
+    torch.testing.assert_close(out8.float() * scale, ref, rtol=0.08, atol=0.03)
+
+
+@pytest.mark.parametrize("site,splits", [("prefix", 3), ("decoder", 12), ("decoder", 16)])
+def test_fp8_output_with_static_scale(fk, stream, site, splits):
+    # out_scale makes the split-K combine write FP8 (out / scale) for the next GEMM: the same
+    # values as the bf16 output quantised, and nothing written outside the output.
+    cfg = FULL
+    p = cfg.prefix
+    H, Hkv, D = p.num_heads, p.num_kv_heads, p.head_dim
+    n_q = cfg.max_prefix_len if site == "prefix" else cfg.horizon
+    L = cfg.max_prefix_len
+    rows = L + cfg.horizon
+    valid = L - 50
+    q, k, v, vl, ws, ws_bytes = cached_case(fk, n_q, rows, H, Hkv, D, valid, splits)
+    keys = valid if site == "prefix" else valid + n_q
+    ref = attn_ref(q.view(n_q, H, D), k.view(rows, Hkv, D), v.view(rows, Hkv, D), D ** -0.5,
+                   keys).reshape(n_q, -1)
+    shape = (n_q, H * D)
+    fn = fk.attention_prefix if site == "prefix" else fk.attention_decoder
+    extra = () if site == "prefix" else (rows,)
+
+    def call(out, **kw):
+        fn(ptr(q), ptr(k), ptr(v), out, n_q, *extra, H, Hkv, D, ptr(vl), D ** -0.5, stream,
+           workspace=ptr(ws), workspace_bytes=ws_bytes, **kw)
+    scale = torch.tensor([float(ref.abs().max()) / 448.0], device="cuda")
+    out8 = Guarded(shape, torch.float8_e4m3fn)
+    call(ptr(out8.t), out_scale=ptr(scale), splits=splits)
+    out8.check()
+    fp8_close(out8.t, scale, ref)
+    out16 = torch.empty(shape, device="cuda", dtype=torch.bfloat16)
+    call(ptr(out16), splits=splits)
+    torch.cuda.synchronize()
+    # one e4m3 step at most between quantising the fp32 result and its bf16 rounding
+    step = (out16.float().abs() / 8).clamp_min(float(scale) * 2 ** -6)
+    assert bool(((out8.t.float() * scale - out16.float()).abs() <= step + 1e-6).all())
+    with pytest.raises(ValueError, match="splits >= 2"):
+        call(ptr(out8.t), out_scale=ptr(scale), splits=1)

@@ -230,36 +230,48 @@ class EmulatedKernels:
         logits = logits.masked_fill(~key_ok[None, None, :], MASK_VALUE)
         return torch.einsum("hqk,khd->qhd", logits.softmax(-1), v.float()).reshape(Lq, H * D)
 
+    @staticmethod
+    def _write_out(out, shape, value, out_scale, splits=1):
+        """bf16 output, or FP8 quantised with the device scale (the kernels' out_scale, which
+        they accept only with split-K)."""
+        if out_scale and splits < 2:
+            raise ValueError("attention: out_scale (FP8 output) needs splits >= 2")
+        if out_scale:
+            view(out, shape, FP8).copy_(q8(value.float(), scalar(out_scale)))
+        else:
+            view(out, shape, BF16).copy_(value.to(BF16))
+
     def attention_siglip(self, qkv, out, views, tokens, heads, head_dim, stream):
         W = heads * head_dim
         t = view(qkv, (views, tokens, 3, heads, head_dim), BF16)
-        o = view(out, (views, tokens, W), BF16)
         ok = torch.ones(tokens, dtype=torch.bool)
-        for b in range(views):
-            o[b] = self._attend(t[b, :, 0], t[b, :, 1], t[b, :, 2], head_dim ** -0.5,
-                                ok).to(BF16)
+        o = torch.stack([self._attend(t[b, :, 0], t[b, :, 1], t[b, :, 2], head_dim ** -0.5, ok)
+                         for b in range(views)])
+        self._write_out(out, (views, tokens, W), o, 0)
 
     def _cached(self, q, k_cache, v_cache, out, n_q, rows, heads, kv_heads, head_dim, n_keys,
-                scale, key_mask):
+                scale, key_mask, out_scale, splits):
         ok = torch.arange(rows) < n_keys
         if key_mask:
             ok &= view(key_mask, (rows,), U8) != 0
         qt = view(q, (n_q, heads, head_dim), BF16)
         k = view(k_cache, (rows, kv_heads, head_dim), BF16)
         v = view(v_cache, (rows, kv_heads, head_dim), BF16)
-        view(out, (n_q, heads * head_dim), BF16).copy_(self._attend(qt, k, v, scale, ok).to(BF16))
+        self._write_out(out, (n_q, heads * head_dim), self._attend(qt, k, v, scale, ok), out_scale,
+                        splits)
 
     def attention_prefix(self, q, k_cache, v_cache, out, L, heads, kv_heads, head_dim,
-                         valid_len, scale, stream, *, key_mask=0, **_):
+                         valid_len, scale, stream, *, key_mask=0, out_scale=0, splits=1, **_):
         n = int(scalar(valid_len, I32))
         self._cached(q, k_cache, v_cache, out, L, L, heads, kv_heads, head_dim, n, scale,
-                     key_mask)
+                     key_mask, out_scale, splits)
 
     def attention_decoder(self, q, k_cache, v_cache, out, n_q, cache_rows, heads, kv_heads,
-                          head_dim, prefix_len, scale, stream, *, key_mask=0, **_):
+                          head_dim, prefix_len, scale, stream, *, key_mask=0, out_scale=0,
+                          splits=1, **_):
         n = int(scalar(prefix_len, I32)) + n_q
         self._cached(q, k_cache, v_cache, out, n_q, cache_rows, heads, kv_heads, head_dim, n,
-                     scale, key_mask)
+                     scale, key_mask, out_scale, splits)
 
 
 _ = np

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -248,9 +248,10 @@ class Pi05GpuFrontend(PolicyFrontend):
         graph = next(reversed(self._graphs.values()))
         return _time_on(self.stream, graph.replay, iters)
 
-    def stage_ms(self, iters: int) -> dict[str, list[float]]:
-        """Per-stage device time (SigLIP, prefix, one denoising step), each captured into its
-        own graph over the most recent observation's buffers."""
+    def stage_graphs(self) -> dict[str, Callable[[], None]]:
+        """Stage name -> a launcher replaying it on the frontend's stream: SigLIP, prefix and
+        one denoising step, each captured into its own graph over the most recent
+        observation's buffers, and the whole inference ("infer")."""
         if not self._graphs:
             raise RuntimeError("call predict() once first")
         key = next(reversed(self._graphs))
@@ -259,8 +260,21 @@ class Pi05GpuFrontend(PolicyFrontend):
             g = torch.cuda.CUDAGraph()
             with torch.cuda.graph(g, pool=self._pool, stream=self.stream):
                 fn()
-            out[name] = _time_on(self.stream, g.replay, iters)
+            out[name] = self._launcher(g)
+        out["infer"] = self._launcher(self._graphs[key])
         return out
+
+    def _launcher(self, graph: torch.cuda.CUDAGraph) -> Callable[[], None]:
+        def replay() -> None:
+            with torch.cuda.stream(self.stream):  # replay() launches on the current stream
+                graph.replay()
+        return replay
+
+    def stage_ms(self, iters: int) -> dict[str, list[float]]:
+        """Per-stage device time (SigLIP, prefix, one denoising step); see stage_graphs."""
+        stages = self.stage_graphs()
+        stages.pop("infer")
+        return {name: _time_on(self.stream, fn, iters) for name, fn in stages.items()}
 
 
 def _time_on(stream: torch.cuda.Stream, fn, iters: int) -> list[float]:

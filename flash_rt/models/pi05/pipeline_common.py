@@ -301,6 +301,11 @@ class _Quant:
     def quantize(self, x, lin, site, n, stream) -> int:
         return self._quantize8(x, site, n, stream) if lin.fp8 else x
 
+    def fused_output(self, lin, site) -> tuple[int, int] | None:
+        """(FP8 buffer, scale pointer) when the kernel producing ``lin``'s input may quantise
+        its own output with a static scale; None: it writes bf16 and :meth:`quantize` runs."""
+        return None
+
     def geglu(self, gu, lin, site, M, F, stream) -> int:
         if not lin.fp8:
             self.k.geglu_bf16(gu, self.a16, M, F, stream)
@@ -310,6 +315,9 @@ class _Quant:
 
 class StaticQuant(_Quant):
     """Production: fused kernels quantise with the calibrated static scale of each site."""
+
+    def fused_output(self, lin, site):
+        return (self.q8, self.s.scale(site)) if lin.fp8 else None
 
     def _layernorm8(self, x, w, b, site, M, N, eps, stream):
         self.k.layernorm_fp8(x, w, b, self.q8, self.s.scale(site), M, N, eps, stream)
@@ -402,6 +410,18 @@ class StageContext:
         else:
             self.gemm.bf16(act, lin, out, M, self.stream, c=c, gelu=gelu)
 
+    def attend(self, kind: str, layer: int, o_name: str, site: str, bf16_out: int, n: int,
+               **kw: Any) -> int:
+        """Attention at a site; returns the O projection's input. Where the quantiser and the
+        backend allow, the attention kernel writes it in FP8 itself (no quantise launch)."""
+        lin = self.lin[o_name]
+        fused = self.quant.fused_output(lin, site) if self.attn.fuses_fp8_output(kind) else None
+        if fused is not None:
+            self.attn.run(kind, layer, out=fused[0], out_scale=fused[1], stream=self.stream, **kw)
+            return fused[0]
+        self.attn.run(kind, layer, out=bf16_out, stream=self.stream, **kw)
+        return self.quant.quantize(bf16_out, lin, site, n, self.stream)
+
     def mod(self, step: int, row: int) -> int:
         """Pointer to the adaRMS [scale | shift | gate] row of (step, norm row)."""
         d = self.d
@@ -421,8 +441,8 @@ def siglip_forward(ctx: StageContext) -> None:
         act = q.layernorm(a["sig_x"], ctx.w[f"{p}.ln1.w"], ctx.w[f"{p}.ln1.b"],
                           ctx.lin[f"{p}.qkv"], f"{p}.qkv", ms, W, d.sig_eps, s)
         ctx.linear(act, f"{p}.qkv", f"{p}.qkv", a["sig_qkv"], ms)
-        ctx.attn.run(SIGLIP, i, qkv=a["sig_qkv"], out=a["sig_attn"], views=d.views, stream=s)
-        act = q.quantize(a["sig_attn"], ctx.lin[f"{p}.o"], f"{p}.o", ms * W, s)
+        act = ctx.attend(SIGLIP, i, f"{p}.o", f"{p}.o", a["sig_attn"], ms * W, qkv=a["sig_qkv"],
+                         views=d.views)
         # bias + residual: cuBLASLt offers no FP8 kernel for BIAS with a C input at these
         # shapes, so the biased output is added by the gated-residual kernel (gate = 1)
         ctx.linear(act, f"{p}.o", f"{p}.o", a["sig_y"], ms)
@@ -454,9 +474,9 @@ def prefix_forward(ctx: StageContext) -> None:
                          d.kv_heads, d.head_dim, d.cache_rows, d.theta, 1.0, s)
         if i == d.depth - 1:
             break  # the last layer only contributes its K/V
-        ctx.attn.run(ENCODER, i, q=a["pre_q"], k_cache=kc, v_cache=vc, out=a["pre_attn"],
-                     valid_len=ctx.inp.valid_len, key_mask=ctx.inp.key_mask, stream=s)
-        act = q.quantize(a["pre_attn"], ctx.lin[f"{p}.o"], f"{p}.o", L * d.q_dim, s)
+        act = ctx.attend(ENCODER, i, f"{p}.o", f"{p}.o", a["pre_attn"], L * d.q_dim,
+                         q=a["pre_q"], k_cache=kc, v_cache=vc, valid_len=ctx.inp.valid_len,
+                         key_mask=ctx.inp.key_mask)
         ctx.linear(act, f"{p}.o", f"{p}.o", a["pre_x"], L, c=a["pre_x"])
         act = q.rmsnorm(a["pre_x"], ctx.lin[f"{p}.gate_up"], f"{p}.gate_up", L, W, d.eps, s)
         ctx.linear(act, f"{p}.gate_up", f"{p}.gate_up", a["pre_gu"], L)
@@ -479,9 +499,9 @@ def decoder_step(ctx: StageContext, step: int) -> None:
         k.rope_qkv_split(a["dec_qkv"], ctx.inp.dec_positions, a["dec_q"], kc, vc,
                          ctx.inp.valid_len, H, d.heads, d.kv_heads, d.head_dim, d.cache_rows,
                          d.theta, 1.0, s)
-        ctx.attn.run(DECODER, i, q=a["dec_q"], k_cache=kc, v_cache=vc, out=a["dec_attn"],
-                     prefix_len=ctx.inp.valid_len, key_mask=ctx.inp.key_mask, stream=s)
-        act = q.quantize(a["dec_attn"], ctx.lin[f"{lin}.o"], f"{p}.o", H * d.q_dim, s)
+        act = ctx.attend(DECODER, i, f"{lin}.o", f"{p}.o", a["dec_attn"], H * d.q_dim,
+                         q=a["dec_q"], k_cache=kc, v_cache=vc, prefix_len=ctx.inp.valid_len,
+                         key_mask=ctx.inp.key_mask)
         ctx.linear(act, f"{lin}.o", f"{p}.o", a["dec_y"], H)
         act = q.gated_adarms(a["dec_x"], a["dec_y"], ctx.mod(step, 2 * i),
                              ctx.mod(step, 2 * i + 1), ctx.lin[f"{lin}.gate_up"],
