@@ -1,7 +1,8 @@
 """RTX 5090 (sm_120a) attention backend.
 
 170 SMs but ~99 KiB of opt-in shared memory per block: the kernel picks its smaller tile
-for head_dim 256 by itself. The decoder is split 8 ways as on Hopper (similar SM count);
+for head_dim 256 by itself. The decoder is split 8 ways (Hopper, with 132 SMs, measured 8-16
+splits within 1-2 us of each other);
 untuned until measured on a 5090 (none here).
 """
 from flash_rt.hardware.attention import DECODER, ENCODER, AttentionBackend
