@@ -161,6 +161,47 @@ __device__ __forceinline__ unsigned lds32(const bf16* p) {
   return *reinterpret_cast<const unsigned*>(p);
 }
 
+// Scales one warp's logits tile (NT n8 fragments, first key jb), sets keys past kv_hi to
+// -inf and masked keys to the finite mask constant, and returns the per-row maxima in mx.
+// Shared by both kernels (legacy: natural-log scale, v2: scale * log2 e).
+template <int NT>
+__device__ __forceinline__ void mask_scale_max(float (&s)[NT][4], float (&mx)[2], int jb, int tig,
+                                               float scale, int kv_hi,
+                                               const unsigned char* mask) {
+  mx[0] = mx[1] = -INFINITY;
+#pragma unroll
+  for (int n = 0; n < NT; ++n) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int j = jb + n * 8 + 2 * tig + (e & 1);
+      float x = s[n][e] * scale;
+      if (j >= kv_hi) x = -INFINITY;                  // not a key of this range
+      else if (mask && mask[j] == 0) x = kMaskValue;  // masked: finite constant
+      s[n][e] = x;
+      mx[e >> 1] = fmaxf(mx[e >> 1], x);
+    }
+  }
+}
+
+// O *= alpha per accumulator row (online-softmax rescale).
+template <int NI>
+__device__ __forceinline__ void rescale_rows(float (&o)[NI][4], const float (&alpha)[2]) {
+#pragma unroll
+  for (int i = 0; i < NI; ++i) {
+    o[i][0] *= alpha[0]; o[i][1] *= alpha[0];
+    o[i][2] *= alpha[1]; o[i][3] *= alpha[1];
+  }
+}
+
+// The A fragment of P for k16 step ks (probabilities as bf16 pairs).
+template <int NT>
+__device__ __forceinline__ void p_fragment(unsigned (&a)[4], const float (&s)[NT][4], int ks) {
+  a[0] = pack_bf16(s[2 * ks][0], s[2 * ks][1]);
+  a[1] = pack_bf16(s[2 * ks][2], s[2 * ks][3]);
+  a[2] = pack_bf16(s[2 * ks + 1][0], s[2 * ks + 1][1]);
+  a[3] = pack_bf16(s[2 * ks + 1][2], s[2 * ks + 1][3]);
+}
+
 // Rows [row0, row0 + nrows) of one (batch, kv-head) into smem (stride SD), zero-filled
 // past `valid_rows` and past the real head_dim D.
 template <int DP, int SD>
@@ -249,19 +290,8 @@ __global__ void __launch_bounds__(kWarps * 32) attn_kernel(Params p) {
       cp_async_commit();
     }
     // Online softmax on fp32 logits.
-    float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-    for (int n = 0; n < BN / 8; ++n) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int j = j0 + n * 8 + 2 * tig + (e & 1);
-        float x = s[n][e] * p.scale;
-        if (j >= kv_hi) x = -INFINITY;                 // not a key of this range
-        else if (mask && mask[j] == 0) x = kMaskValue;  // masked: finite constant
-        s[n][e] = x;
-        mx[e >> 1] = fmaxf(mx[e >> 1], x);
-      }
-    }
+    float mx[2];
+    mask_scale_max(s, mx, j0, tig, p.scale, kv_hi, mask);
     float alpha[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
@@ -281,21 +311,14 @@ __global__ void __launch_bounds__(kWarps * 32) attn_kernel(Params p) {
         l_run[e >> 1] += pe;
       }
     }
-#pragma unroll
-    for (int i = 0; i < DP / 8; ++i) {
-      o[i][0] *= alpha[0]; o[i][1] *= alpha[0];
-      o[i][2] *= alpha[1]; o[i][3] *= alpha[1];
-    }
+    rescale_rows(o, alpha);
     if (more) cp_async_wait<1>(); else cp_async_wait<0>();
     __syncthreads();  // V tile visible
     // O += P V
 #pragma unroll
     for (int ks = 0; ks < BN / 16; ++ks) {
       unsigned a[4];
-      a[0] = pack_bf16(s[2 * ks][0], s[2 * ks][1]);
-      a[1] = pack_bf16(s[2 * ks][2], s[2 * ks][3]);
-      a[2] = pack_bf16(s[2 * ks + 1][0], s[2 * ks + 1][1]);
-      a[3] = pack_bf16(s[2 * ks + 1][2], s[2 * ks + 1][3]);
+      p_fragment(a, s, ks);
 #pragma unroll
       for (int np = 0; np < DP / 16; ++np) {
         const int mat = lane >> 3;
@@ -453,19 +476,8 @@ __global__ void __launch_bounds__(WG * 128) attn_kernel_v2(Params p) {
     }
 
     const int jb = blk * BN + kg * BNW;
-    float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-    for (int n = 0; n < BNW / 8; ++n) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int j = jb + n * 8 + 2 * tig + (e & 1);
-        float x = s[n][e] * p.scale_log2;
-        if (j >= kv_hi) x = -INFINITY;                  // not a key of this range
-        else if (mask && mask[j] == 0) x = kMaskValue;  // masked: finite constant
-        s[n][e] = x;
-        mx[e >> 1] = fmaxf(mx[e >> 1], x);
-      }
-    }
+    float mx[2];
+    mask_scale_max(s, mx, jb, tig, p.scale_log2, kv_hi, mask);
     float alpha[2], m_use[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
@@ -488,18 +500,11 @@ __global__ void __launch_bounds__(WG * 128) attn_kernel_v2(Params p) {
         l_run[e >> 1] += pe;
       }
     }
-#pragma unroll
-    for (int i = 0; i < DP / 8; ++i) {
-      o[i][0] *= alpha[0]; o[i][1] *= alpha[0];
-      o[i][2] *= alpha[1]; o[i][3] *= alpha[1];
-    }
+    rescale_rows(o, alpha);
 #pragma unroll
     for (int ks = 0; ks < BNW / 16; ++ks) {
       unsigned a[4];
-      a[0] = pack_bf16(s[2 * ks][0], s[2 * ks][1]);
-      a[1] = pack_bf16(s[2 * ks][2], s[2 * ks][3]);
-      a[2] = pack_bf16(s[2 * ks + 1][0], s[2 * ks + 1][1]);
-      a[3] = pack_bf16(s[2 * ks + 1][2], s[2 * ks + 1][3]);
+      p_fragment(a, s, ks);
       const bf16* vp = Vs + (ks * 16 + v_row) * SD + v_col;
 #pragma unroll
       for (int np = 0; np < DP / 16; ++np) {
