@@ -244,3 +244,49 @@ def test_fp8_output_with_static_scale(fk, stream, site, splits):
     assert bool(((out8.t.float() * scale - out16.float()).abs() <= step + 1e-6).all())
     with pytest.raises(ValueError, match="splits >= 2"):
         call(ptr(out8.t), out_scale=ptr(scale), splits=1)
+
+
+@pytest.mark.parametrize("cfg,horizon", [(TINY, TINY.horizon), (FULL, FULL.horizon), (FULL, 10)],
+                         ids=["tiny", "full_h50", "full_h10"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_decoder_gemm_path_matches_reference(fk, stream, cfg, horizon, masked):
+    # attention_decoder_gemm (S = Q K^T GEMM, masked softmax, P V GEMM) has the flash
+    # kernel's semantics: keys below *prefix_len + n_q only (rows past it hold large stale
+    # values here, and the rows up to keys_pad are padding), key_mask -> finite constant.
+    L = cfg.max_prefix_len
+    prefix_len = L - 37
+    e = cfg.expert
+    H, D = e.num_heads, e.head_dim
+    rows = L + horizon
+    keys_pad = -(-rows // 16) * 16
+    q = torch.randn(horizon, H * D, device="cuda").bfloat16()
+    k = torch.zeros(keys_pad, D, device="cuda", dtype=torch.bfloat16)
+    v = torch.zeros(keys_pad, D, device="cuda", dtype=torch.bfloat16)
+    n = prefix_len + horizon
+    k[:rows] = torch.randn(rows, D, device="cuda").bfloat16()
+    v[:rows] = torch.randn(rows, D, device="cuda").bfloat16()
+    k[n:rows] = 30.0  # stale cache rows: must not leak into the result
+    v[n:rows] = 1e4
+    pl = torch.tensor([prefix_len], dtype=torch.int32, device="cuda")
+    km = (torch.rand(rows, device="cuda") > 0.3).to(torch.uint8) if masked else None
+    wsb = fk.attention_decoder_gemm_workspace_bytes(horizon * H, keys_pad)
+    ws = torch.empty(wsb, dtype=torch.uint8, device="cuda")
+    gws = torch.empty(4 << 20, dtype=torch.uint8, device="cuda")
+    out = Guarded((horizon, H * D), torch.bfloat16)
+    scale = D ** -0.5
+    fk.attention_decoder_gemm(ptr(q), ptr(k), ptr(v), ptr(out.t), horizon, rows, keys_pad, H, D,
+                              ptr(pl), scale, stream, key_mask=ptr(km) if masked else 0,
+                              workspace=ptr(ws), workspace_bytes=wsb, gemm_workspace=ptr(gws),
+                              gemm_workspace_bytes=gws.numel())
+    out.check()
+    ref = attn_ref(q.view(horizon, H, D), k[:rows].view(rows, 1, D), v[:rows].view(rows, 1, D),
+                   scale, n, km)
+    close(out.t.view(horizon, H, D), ref)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        fk.attention_decoder_gemm(ptr(q), ptr(k), ptr(v), ptr(out.t), horizon, rows, keys_pad + 8,
+                                  H, D, ptr(pl), scale, stream, workspace=ptr(ws),
+                                  workspace_bytes=wsb)
+    with pytest.raises(ValueError, match="workspace"):
+        fk.attention_decoder_gemm(ptr(q), ptr(k), ptr(v), ptr(out.t), horizon, rows, keys_pad, H,
+                                  D, ptr(pl), scale, stream, workspace=ptr(ws),
+                                  workspace_bytes=wsb - 1)

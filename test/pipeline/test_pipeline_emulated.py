@@ -125,6 +125,29 @@ def test_emulated_fast_path_matches_the_reference(tiny_pi05_ckpt, camera_images,
     assert em.k.calls["attention_decoder"] == em.cfg.expert.depth * em.cfg.num_steps * (1 + 1)
 
 
+def test_gemm_decoder_attention_path(tiny_pi05_ckpt, camera_images, state, monkeypatch):
+    # FLASH_RT_DECODER_ATTN=gemm routes the action expert's attention through
+    # attention_decoder_gemm (keys rounded up to 16 rows, read from the caches' tail
+    # padding) and its O projection input through a separate quantise launch.
+    monkeypatch.setenv("FLASH_RT_DECODER_ATTN", "gemm")
+    em = Emulated(tiny_pi05_ckpt, HOPPER, monkeypatch)
+    images = camera_images[:2]
+    em.calibrate([(images, state, 11)])
+    got = em.run(images, state, seed=5)
+    want = em.reference(images, state, seed=5)
+    assert cosine(got, want) > 0.999, cosine(got, want)
+    assert flow_cosine(got, want, em.noise) > 0.995, flow_cosine(got, want, em.noise)
+    runs = em.cfg.expert.depth * em.cfg.num_steps * (1 + 1)
+    assert em.k.calls["attention_decoder_gemm"] == runs
+    assert "attention_decoder" not in em.k.calls
+
+
+def test_unknown_decoder_attention_is_rejected(tiny_pi05_ckpt, monkeypatch):
+    monkeypatch.setenv("FLASH_RT_DECODER_ATTN", "fast")
+    with pytest.raises(ValueError, match="unknown decoder attention"):
+        Emulated(tiny_pi05_ckpt, HOPPER, monkeypatch)
+
+
 def test_missing_view_and_short_prompt_use_device_side_masks(tiny_pi05_ckpt, camera_images,
                                                             state, monkeypatch):
     em = Emulated(tiny_pi05_ckpt, THOR, monkeypatch)
