@@ -1,15 +1,16 @@
-// Action-expert (decoder) attention as two cuBLASLt GEMMs around a masked softmax.
+// Single-KV-head (MQA) attention as two cuBLASLt GEMMs around a masked softmax.
 //
-// Pi0.5's expert is MQA: every query head of every action token attends to the same single
-// KV head, so its R = n_q * heads query rows (400 for 50 tokens x 8 heads) form one plain
-// matrix product with the cache: S = scale * Q K^T (R x keys_pad, fp32), P = softmax(S) in
-// bf16 (the same rounding of P as the flash kernel's P V step), O = P V (R x head_dim).
-// The flash kernel needs split-K plus a merge to spread 400 rows over 132 SMs; here the
-// library's tiled kernels do the spreading.
+// Pi0.5's Gemma layers are MQA: every query head of every token attends to the same single
+// KV head with the same keys (bidirectional prefix; action tokens see the prefix and each
+// other), so the R = n_q * heads query rows (400 for the expert's 50 tokens x 8 heads,
+// 5696 for a 712-token prefix) form one plain matrix product with the cache:
+// S = scale * Q K^T (R x keys_pad, fp32), P = softmax(S) in bf16 (the same rounding of P as
+// the flash kernel's P V step), O = P V (R x head_dim). The library's Hopper kernels do the
+// tiling; the flash kernel's mma.sync tiles hold one block per SM at head_dim 256.
 //
 // keys_pad (a multiple of 16, >= cache_rows) columns of S and rows of K/V are read: the
 // caller's caches must hold that many rows (padding rows finite, e.g. zeros or the next
-// layer's). Keys are rows j < min(*prefix_len + n_q, cache_rows), the others get P = 0;
+// layer's). Keys are rows j < min(*n_keys + keys_add, cache_rows), the others get P = 0;
 // key_mask (cache_rows,) == 0 gives the finite mask constant, exactly as attention() does.
 #include <cmath>
 
@@ -77,18 +78,18 @@ masked_softmax_kernel(const float* __restrict__ S, bf16* __restrict__ P, int row
 
 }  // namespace
 
-size_t attention_decoder_gemm_workspace_bytes(i64 rows, i64 keys_pad) {
+size_t attention_mqa_gemm_workspace_bytes(i64 rows, i64 keys_pad) {
   // S (fp32) then P (bf16), each 256-byte aligned
   const size_t s = (static_cast<size_t>(rows) * keys_pad * 4 + 255) / 256 * 256;
   return s + static_cast<size_t>(rows) * keys_pad * 2;
 }
 
-void attention_decoder_gemm(ptr_t q, ptr_t k_cache, ptr_t v_cache, ptr_t out, i64 n_q,
-                            i64 cache_rows, i64 keys_pad, i64 heads, i64 head_dim, ptr_t prefix_len,
-                            float scale, ptr_t key_mask, ptr_t workspace,
-                            size_t workspace_bytes, ptr_t gemm_workspace,
-                            size_t gemm_workspace_bytes, ptr_t stream) {
-  const char* w = "attention_decoder_gemm";
+void attention_mqa_gemm(ptr_t q, ptr_t k_cache, ptr_t v_cache, ptr_t out, i64 n_q,
+                        i64 cache_rows, i64 keys_pad, i64 heads, i64 head_dim, ptr_t n_keys,
+                        i64 keys_add, float scale, ptr_t key_mask, ptr_t workspace,
+                        size_t workspace_bytes, ptr_t gemm_workspace,
+                        size_t gemm_workspace_bytes, ptr_t stream) {
+  const char* w = "attention_mqa_gemm";
   check_positive(n_q, w, "n_q");
   check_positive(heads, w, "heads");
   check_positive(head_dim, w, "head_dim");
@@ -97,12 +98,12 @@ void attention_decoder_gemm(ptr_t q, ptr_t k_cache, ptr_t v_cache, ptr_t out, i6
   check_multiple(keys_pad, 16, w, "keys_pad");
   check_multiple(head_dim, 8, w, "head_dim");
   check(keys_pad <= 2048, w, "keys_pad must be <= 2048 (softmax row held in registers)");
-  check_ptr(prefix_len, w, "prefix_len", 4);
+  check_ptr(n_keys, w, "n_keys", 4);
   check_ptr(key_mask, w, "key_mask", 1, true);
   const i64 rows = n_q * heads;
-  const size_t need = attention_decoder_gemm_workspace_bytes(rows, keys_pad);
+  const size_t need = attention_mqa_gemm_workspace_bytes(rows, keys_pad);
   check(workspace != 0 && workspace_bytes >= need, w,
-        "needs a workspace of attention_decoder_gemm_workspace_bytes(...) = " +
+        "needs a workspace of attention_mqa_gemm_workspace_bytes(...) = " +
             std::to_string(need) + " bytes, got " + std::to_string(workspace_bytes));
   check_ptr(workspace, w, "workspace", 256);
   const ptr_t s_buf = workspace;
@@ -116,10 +117,10 @@ void attention_decoder_gemm(ptr_t q, ptr_t k_cache, ptr_t v_cache, ptr_t out, i6
 
   const unsigned blocks = ceil_div(rows, kSoftmaxWarps);
   cudaStream_t s = as_stream(stream);
-  const int* nk = as_ptr<const int>(prefix_len);
+  const int* nk = as_ptr<const int>(n_keys);
   const auto* km = as_ptr<const unsigned char>(key_mask);
   const int cols = static_cast<int>(keys_pad), r = static_cast<int>(rows);
-  const int kr = static_cast<int>(cache_rows), add = static_cast<int>(n_q);
+  const int kr = static_cast<int>(cache_rows), add = static_cast<int>(keys_add);
   const auto* sp = as_ptr<const float>(s_buf);
   auto* pp = as_ptr<bf16>(p_buf);
   const dim3 grid(blocks), block(kSoftmaxWarps * 32);
@@ -130,7 +131,7 @@ void attention_decoder_gemm(ptr_t q, ptr_t k_cache, ptr_t v_cache, ptr_t out, i6
   } else {
     masked_softmax_kernel<16><<<grid, block, 0, s>>>(sp, pp, r, cols, kr, nk, add, km);
   }
-  check_launch("attention_decoder_gemm (softmax)");
+  check_launch("attention_mqa_gemm (softmax)");
 
   GemmArgs pv;  // O = P V: P (rows, keys_pad), V cache (keys_pad, D) stored (K, N)
   pv.a = p_buf; pv.b = v_cache; pv.d = out; pv.M = rows; pv.N = head_dim; pv.K = keys_pad;

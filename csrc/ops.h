@@ -109,13 +109,13 @@ struct AttnArgs {
 };
 void attention(const AttnArgs& a);
 
-// MQA decoder attention as GEMM + masked softmax + GEMM (attention_gemm.cu).
-size_t attention_decoder_gemm_workspace_bytes(i64 rows, i64 keys_pad);
-void attention_decoder_gemm(ptr_t q, ptr_t k_cache, ptr_t v_cache, ptr_t out, i64 n_q,
-                            i64 cache_rows, i64 keys_pad, i64 heads, i64 head_dim, ptr_t prefix_len,
-                            float scale, ptr_t key_mask, ptr_t workspace,
-                            size_t workspace_bytes, ptr_t gemm_workspace,
-                            size_t gemm_workspace_bytes, ptr_t stream);
+// Single-KV-head attention as GEMM + masked softmax + GEMM (attention_gemm.cu).
+size_t attention_mqa_gemm_workspace_bytes(i64 rows, i64 keys_pad);
+void attention_mqa_gemm(ptr_t q, ptr_t k_cache, ptr_t v_cache, ptr_t out, i64 n_q,
+                        i64 cache_rows, i64 keys_pad, i64 heads, i64 head_dim, ptr_t n_keys,
+                        i64 keys_add, float scale, ptr_t key_mask, ptr_t workspace,
+                        size_t workspace_bytes, ptr_t gemm_workspace,
+                        size_t gemm_workspace_bytes, ptr_t stream);
 size_t attention_workspace_bytes(i64 batch, i64 Lq, i64 H, i64 D, i64 splits);
 
 }  // namespace flash_rt
