@@ -359,6 +359,33 @@ PYBIND11_MODULE(flash_rt_kernels, m) {
         "suffix token sees every valid prefix token and all suffix tokens (Pi0.5).\n"
         "key_mask: optional uint8 (cache_rows,). Use splits (split-K) for few queries.");
 
+  m.def("attention_mqa_gemm_workspace_bytes", &attention_mqa_gemm_workspace_bytes,
+        py::arg("rows"), py::arg("keys_pad"),
+        "Scratch bytes attention_mqa_gemm needs (S fp32 + P bf16), rows = n_q * heads.");
+  m.def("attention_mqa_gemm",
+        [](ptr_t q, ptr_t k_cache, ptr_t v_cache, ptr_t out, i64 n_q, i64 cache_rows,
+           i64 keys_pad, i64 heads, i64 head_dim, ptr_t n_keys, float scale, ptr_t stream,
+           i64 keys_add, ptr_t key_mask, ptr_t ws, size_t ws_bytes, ptr_t gemm_ws,
+           size_t gemm_ws_bytes) {
+          attention_mqa_gemm(q, k_cache, v_cache, out, n_q, cache_rows, keys_pad, heads,
+                             head_dim, n_keys, keys_add, scale, key_mask, ws, ws_bytes, gemm_ws,
+                             gemm_ws_bytes, stream);
+        },
+        py::arg("q"), py::arg("k_cache"), py::arg("v_cache"), py::arg("out"), py::arg("n_q"),
+        py::arg("cache_rows"), py::arg("keys_pad"), py::arg("heads"), py::arg("head_dim"),
+        py::arg("n_keys"), py::arg("scale"), py::arg("stream"), py::kw_only(),
+        py::arg("keys_add") = 0, py::arg("key_mask") = 0, py::arg("workspace") = 0,
+        py::arg("workspace_bytes") = 0, py::arg("gemm_workspace") = 0,
+        py::arg("gemm_workspace_bytes") = 0,
+        "Attention of n_q tokens x heads query heads over one KV head (MQA) as cuBLASLt\n"
+        "GEMMs: S = scale Q K^T (fp32), masked softmax -> P (bf16), out = P V (bf16).\n"
+        "q, out: (n_q, heads*head_dim); keys: cache rows j < min(*n_keys + keys_add,\n"
+        "cache_rows) (prefix: n_keys = valid_len; decoder: prefix_len with keys_add = n_q)\n"
+        "and key_mask[j] != 0 (finite mask constant otherwise), as attention_prefix/_decoder.\n"
+        "Reads keys_pad (multiple of 16, >= cache_rows) rows of k_cache/v_cache, which must\n"
+        "exist (finite padding). workspace >= attention_mqa_gemm_workspace_bytes(n_q * heads,\n"
+        "keys_pad), 256-byte aligned; gemm_workspace: cuBLASLt scratch (optional).");
+
   m.def("built_archs", [] {
     std::vector<std::string> v;
     std::string s = FLASH_RT_GPU_ARCHS;

@@ -54,7 +54,7 @@ unsigned alignment_of(ptr_t p) {
 }
 
 using Key = std::tuple<bool /*fp8*/, int /*out*/, int /*epi*/, bool /*has_c*/, i64, i64, i64,
-                       size_t /*ws*/, unsigned /*align*/, bool /*fast*/>;
+                       size_t /*ws*/, unsigned /*align*/, bool /*fast*/, bool /*b_kn*/>;
 
 struct Plan {
   cublasLtMatmulDesc_t op = nullptr;
@@ -79,6 +79,7 @@ cudaDataType_t out_cuda_type(OutType t) {
     case OutType::kBF16: return CUDA_R_16BF;
     case OutType::kFP16: return CUDA_R_16F;
     case OutType::kFP8: return CUDA_R_8F_E4M3;
+    case OutType::kF32: return CUDA_R_32F;
   }
   return CUDA_R_16BF;
 }
@@ -121,9 +122,13 @@ void validate(const GemmArgs& g, bool fp8, const char* where) {
     check(g.out_type != OutType::kFP8, where,
           "out_dtype FP8 is disabled (not validated): use BF16 output, then quantize_fp8_static");
     check(g.d_scale_inv == 0, where, "d_scale_inv is reserved for the disabled FP8 output");
+    check(g.out_type != OutType::kF32, where, "FP8 GEMMs write bf16 or fp16");
   } else {
     // cuBLASLt pairs bf16 inputs with a bf16 (or fp32) C/D only.
-    check(g.out_type == OutType::kBF16, where, "bf16 GEMM writes bf16 output only");
+    check(g.out_type == OutType::kBF16 || g.out_type == OutType::kF32, where,
+          "bf16 GEMM writes bf16 (or, internally, fp32) output only");
+    check(g.out_type != OutType::kF32 || (g.epilogue == Epilogue::kNone && g.c == 0), where,
+          "fp32 output takes no epilogue and no residual");
     check(g.a_scale == 0 && g.b_scale == 0 && g.d_scale_inv == 0, where,
           "scale pointers are only used by gemm_fp8");
     check(!g.fast_accum, where, "fast_accum is an FP8 option");
@@ -137,7 +142,7 @@ Key make_key(const GemmArgs& g, bool fp8) {
   unsigned al = std::min({alignment_of(g.a), alignment_of(g.b), alignment_of(g.d),
                           alignment_of(g.c)});
   return Key{fp8, static_cast<int>(g.out_type), static_cast<int>(g.epilogue), g.c != 0,
-             g.M, g.N, g.K, g.workspace_bytes, al, g.fast_accum};
+             g.M, g.N, g.K, g.workspace_bytes, al, g.fast_accum, g.b_kn};
 }
 
 template <typename T>
@@ -169,12 +174,14 @@ Plan* build_plan(const GemmArgs& g, bool fp8, unsigned align, int n_results) {
     lt_check(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "MatmulDescCreate");
     // Row-major D(M,N) = A(M,K) B(N,K)^T is column-major D^T(N,M) = B (op T) x A^T (op N):
     // cuBLAS "A" is our weight B (ld K, transposed), cuBLAS "B" our activation A (ld K).
-    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    // With b_kn, B is stored (K,N) row-major: column-major (N,K) with ld N, op N.
+    cublasOperation_t ta = g.b_kn ? CUBLAS_OP_N : CUBLAS_OP_T, tb = CUBLAS_OP_N;
     set_attr(p->op, CUBLASLT_MATMUL_DESC_TRANSA, ta);
     set_attr(p->op, CUBLASLT_MATMUL_DESC_TRANSB, tb);
     cublasLtEpilogue_t epi = lt_epilogue(g.epilogue);
     set_attr(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, epi);
     cudaDataType_t io16 = g.out_type == OutType::kFP16 ? CUDA_R_16F : CUDA_R_16BF;
+    const cudaDataType_t c_type = g.out_type == OutType::kF32 ? CUDA_R_32F : io16;
     if (has_bias(g.epilogue)) {
       cudaDataType_t bt = io16;
       set_attr(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, bt);
@@ -185,9 +192,13 @@ Plan* build_plan(const GemmArgs& g, bool fp8, unsigned align, int n_results) {
     }
     bind_pointers(p, g, fp8);
     cudaDataType_t in_t = fp8 ? CUDA_R_8F_E4M3 : CUDA_R_16BF;
-    lt_check(cublasLtMatrixLayoutCreate(&p->la, in_t, g.K, g.N, g.K), "layout A");
+    if (g.b_kn) {
+      lt_check(cublasLtMatrixLayoutCreate(&p->la, in_t, g.N, g.K, g.N), "layout A");
+    } else {
+      lt_check(cublasLtMatrixLayoutCreate(&p->la, in_t, g.K, g.N, g.K), "layout A");
+    }
     lt_check(cublasLtMatrixLayoutCreate(&p->lb, in_t, g.K, g.M, g.K), "layout B");
-    lt_check(cublasLtMatrixLayoutCreate(&p->lc, io16, g.N, g.M, g.N), "layout C");
+    lt_check(cublasLtMatrixLayoutCreate(&p->lc, c_type, g.N, g.M, g.N), "layout C");
     lt_check(cublasLtMatrixLayoutCreate(&p->ld, out_cuda_type(g.out_type), g.N, g.M, g.N),
              "layout D");
 
@@ -244,7 +255,7 @@ Plan* get_plan(const GemmArgs& g, bool fp8, int n_results = 8) {
 }
 
 cublasStatus_t run_algo(Plan* p, const GemmArgs& g, int idx) {
-  const float alpha = 1.f;
+  const float alpha = g.alpha;
   const float beta = g.c ? 1.f : 0.f;
   // Without a residual beta is 0 and C is not read: pass D when it has C's 16-bit type
   // (cuBLASLt's in-place form), no pointer when D is FP8 (C == D needs equal types).

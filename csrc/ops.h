@@ -17,7 +17,7 @@ using i64 = long long;
 
 // ---------------------------------------------------------------- GEMM (gemm_lt.cpp)
 enum class Epilogue : int { kNone = 0, kBias = 1, kGelu = 2, kBiasGelu = 3 };
-enum class OutType : int { kBF16 = 0, kFP16 = 1, kFP8 = 2 };
+enum class OutType : int { kBF16 = 0, kFP16 = 1, kFP8 = 2, kF32 = 3 };
 
 struct GemmArgs {
   ptr_t a = 0, b = 0, d = 0;            // A (M,K), B (N,K) = weight, D (M,N)
@@ -32,6 +32,10 @@ struct GemmArgs {
   size_t workspace_bytes = 0;
   bool fast_accum = false;              // FP8 only
   ptr_t stream = 0;
+  // Internal callers only (attention_gemm.cu): B stored (K,N) row-major instead of (N,K),
+  // and D = alpha * A @ B. kF32 output is for bf16 GEMMs without epilogue or residual.
+  bool b_kn = false;
+  float alpha = 1.f;
 };
 
 struct AutotuneResult {
@@ -104,6 +108,14 @@ struct AttnArgs {
   ptr_t stream = 0;
 };
 void attention(const AttnArgs& a);
+
+// Single-KV-head attention as GEMM + masked softmax + GEMM (attention_gemm.cu).
+size_t attention_mqa_gemm_workspace_bytes(i64 rows, i64 keys_pad);
+void attention_mqa_gemm(ptr_t q, ptr_t k_cache, ptr_t v_cache, ptr_t out, i64 n_q,
+                        i64 cache_rows, i64 keys_pad, i64 heads, i64 head_dim, ptr_t n_keys,
+                        i64 keys_add, float scale, ptr_t key_mask, ptr_t workspace,
+                        size_t workspace_bytes, ptr_t gemm_workspace,
+                        size_t gemm_workspace_bytes, ptr_t stream);
 size_t attention_workspace_bytes(i64 batch, i64 Lq, i64 H, i64 D, i64 splits);
 
 }  // namespace flash_rt

@@ -27,7 +27,7 @@ PUBLIC_BINDINGS: tuple[str, ...] = (
     "rope_qkv_split", "embed_gather", "resized_shape", "image_patches",
     # attention
     "attention", "attention_siglip", "attention_prefix", "attention_decoder",
-    "attention_workspace_bytes",
+    "attention_workspace_bytes", "attention_mqa_gemm", "attention_mqa_gemm_workspace_bytes",
     # build facts
     "built_archs",
 )

@@ -10,11 +10,20 @@ Backends own their scratch (split-K workspaces) sized from the spec at construct
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
 SIGLIP, ENCODER, DECODER = "siglip", "encoder", "decoder"
 SITE_KINDS = (SIGLIP, ENCODER, DECODER)
+# Algorithms for the cached (encoder, decoder) sites: the flash kernel (split-K per
+# `splits`), or, for one KV head, two cuBLASLt GEMMs around a masked softmax
+# (attention_mqa_gemm). FLASH_RT_ENCODER_ATTN / FLASH_RT_DECODER_ATTN override a backend's
+# choice (development knobs for A/B benchmarks, read when the backend is built).
+FLASH, GEMM = "flash", "gemm"
+IMPL_ENV = {"encoder": "FLASH_RT_ENCODER_ATTN", "decoder": "FLASH_RT_DECODER_ATTN"}
+KEY_ALIGN = 16  # the GEMM path's keys, rounded up (pipeline_common.KV_TAIL_ROWS covers it)
+GEMM_WORKSPACE_BYTES = 4 << 20  # cuBLASLt scratch of the GEMM path
 
 
 @dataclass(frozen=True)
@@ -64,17 +73,38 @@ class AttentionBackend:
 
     hardware = ""
     splits: dict[str, int] = {}
+    impl: dict[str, str] = {}  # ENCODER / DECODER -> FLASH (default) or GEMM
 
     def __init__(self, spec: AttentionSpec, kernels: Any, device: Any):
         import torch
 
         self.spec = spec
         self.k = kernels
+        self.impl = {site: os.environ.get(env, self.impl.get(site, FLASH))
+                     for site, env in IMPL_ENV.items()}
+        for site, choice in self.impl.items():
+            if choice not in (FLASH, GEMM):
+                raise ValueError(f"unknown {site} attention {choice!r}; expected {FLASH!r} or "
+                                 f"{GEMM!r}")
         self._runners: dict[str, Callable[..., None]] = {
-            SIGLIP: self._siglip, ENCODER: self._encoder, DECODER: self._decoder}
+            SIGLIP: self._siglip,
+            ENCODER: self._encoder_gemm if self.impl[ENCODER] == GEMM else self._encoder,
+            DECODER: self._decoder_gemm if self.impl[DECODER] == GEMM else self._decoder}
         need = max((kernels.attention_workspace_bytes(s.batch, s.max_q_len, s.num_heads,
                                                       s.head_dim, self.site_splits(s.name))
                     for s in spec.sites), default=0)
+        self._keys_pad: dict[str, int] = {}
+        for name in (ENCODER, DECODER):
+            if self.impl[name] != GEMM:
+                continue
+            site = spec.site(name)
+            if site.num_kv_heads != 1 or site.batch != 1:
+                raise ValueError(f"the GEMM {name} attention needs one KV head and batch 1")
+            self._keys_pad[name] = -(-site.max_kv_len // KEY_ALIGN) * KEY_ALIGN
+            need = max(need, kernels.attention_mqa_gemm_workspace_bytes(
+                site.max_q_len * site.num_heads, self._keys_pad[name]))
+        self._gemm_ws = torch.empty(GEMM_WORKSPACE_BYTES if self._keys_pad else 16,
+                                    dtype=torch.uint8, device=device)
         self._ws = torch.empty(max(need, 16), dtype=torch.uint8, device=device)
 
     def site_splits(self, name: str) -> int:
@@ -86,6 +116,8 @@ class AttentionBackend:
         branch in the single-pass epilogue measured 27 % slower on the H100 (prefix: 68.6 vs
         54.1 us, against a 2.7 us quantise kernel), so the kernels accept out_scale only
         with splits >= 2."""
+        if self.impl.get(site) == GEMM:
+            return False  # the GEMM path writes bf16
         return self.site_splits(site) > 1
 
     def run(self, site: str, layer: int, **kw: Any) -> None:
@@ -115,3 +147,23 @@ class AttentionBackend:
                                  stream, key_mask=key_mask, splits=self.site_splits(DECODER),
                                  workspace=self._ws.data_ptr(),
                                  workspace_bytes=self._ws.numel(), out_scale=out_scale)
+
+    def _mqa_gemm(self, s: SiteSpec, q: int, k_cache: int, v_cache: int, out: int, n_keys: int,
+                  keys_add: int, key_mask: int, stream: int, out_scale: int) -> None:
+        if out_scale:
+            raise ValueError("the GEMM attention path writes bf16 (see fuses_fp8_output)")
+        self.k.attention_mqa_gemm(q, k_cache, v_cache, out, s.max_q_len, s.max_kv_len,
+                                  self._keys_pad[s.name], s.num_heads, s.head_dim, n_keys,
+                                  s.scale, stream, keys_add=keys_add, key_mask=key_mask,
+                                  workspace=self._ws.data_ptr(), workspace_bytes=self._ws.numel(),
+                                  gemm_workspace=self._gemm_ws.data_ptr(),
+                                  gemm_workspace_bytes=self._gemm_ws.numel())
+
+    def _encoder_gemm(self, s: SiteSpec, *, q: int, k_cache: int, v_cache: int, out: int,
+                      valid_len: int, key_mask: int, stream: int, out_scale: int = 0) -> None:
+        self._mqa_gemm(s, q, k_cache, v_cache, out, valid_len, 0, key_mask, stream, out_scale)
+
+    def _decoder_gemm(self, s: SiteSpec, *, q: int, k_cache: int, v_cache: int, out: int,
+                      prefix_len: int, key_mask: int, stream: int, out_scale: int = 0) -> None:
+        self._mqa_gemm(s, q, k_cache, v_cache, out, prefix_len, s.max_q_len, key_mask, stream,
+                       out_scale)

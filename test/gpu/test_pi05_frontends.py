@@ -58,6 +58,18 @@ def test_frontend_matches_reference(gpu, hw, tiny_pi05_ckpt, reference, camera_i
     assert stats["count"] == 3
 
 
+def test_gemm_attention_matches_reference(gpu, tiny_pi05_ckpt, reference, camera_images, state,
+                                          tmp_path, monkeypatch):
+    # the development knobs FLASH_RT_{ENCODER,DECODER}_ATTN=gemm (cuBLASLt S and P V around
+    # a masked softmax) must give the same actions as the reference, like the flash path
+    monkeypatch.setenv("FLASH_RT_ENCODER_ATTN", "gemm")
+    monkeypatch.setenv("FLASH_RT_DECODER_ATTN", "gemm")
+    m = load_model(tiny_pi05_ckpt, hardware="hopper", cache_dir=tmp_path)
+    assert m.engine.ctx.attn.impl == {"encoder": "gemm", "decoder": "gemm"}
+    for views in (1, 3):
+        check_against_reference(m, reference, camera_images[:views], state, PROMPT, seed=views)
+
+
 def test_auto_picks_the_visible_gpu(gpu, tiny_pi05_ckpt, tmp_path):
     m = load_model(tiny_pi05_ckpt, hardware="auto", cache_dir=tmp_path)
     assert m.hardware == detect_hardware() != "cpu"

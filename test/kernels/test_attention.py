@@ -244,3 +244,53 @@ def test_fp8_output_with_static_scale(fk, stream, site, splits):
     assert bool(((out8.t.float() * scale - out16.float()).abs() <= step + 1e-6).all())
     with pytest.raises(ValueError, match="splits >= 2"):
         call(ptr(out8.t), out_scale=ptr(scale), splits=1)
+
+
+@pytest.mark.parametrize("cfg,horizon,site", [
+    (TINY, TINY.horizon, "decoder"), (FULL, FULL.horizon, "decoder"), (FULL, 10, "decoder"),
+    (TINY, TINY.horizon, "prefix"), (FULL, FULL.horizon, "prefix")],
+    ids=["tiny_dec", "full_h50_dec", "full_h10_dec", "tiny_prefix", "full_prefix"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_mqa_gemm_path_matches_reference(fk, stream, cfg, horizon, site, masked):
+    # attention_mqa_gemm (S = Q K^T GEMM, masked softmax, P V GEMM) has the flash kernels'
+    # semantics: keys below *n_keys + keys_add only (rows past it hold large stale values
+    # here, and the rows up to keys_pad are padding), key_mask -> finite constant.
+    L = cfg.max_prefix_len
+    e = cfg.expert
+    H, D = e.num_heads, e.head_dim
+    rows = L + horizon
+    if site == "decoder":
+        n_q, n_keys, add = horizon, L - 37, horizon
+    else:
+        n_q, n_keys, add = L, L - 37, 0
+    n = n_keys + add
+    keys_pad = -(-rows // 16) * 16
+    q = torch.randn(n_q, H * D, device="cuda").bfloat16()
+    k = torch.zeros(keys_pad, D, device="cuda", dtype=torch.bfloat16)
+    v = torch.zeros(keys_pad, D, device="cuda", dtype=torch.bfloat16)
+    k[:rows] = torch.randn(rows, D, device="cuda").bfloat16()
+    v[:rows] = torch.randn(rows, D, device="cuda").bfloat16()
+    k[n:rows] = 30.0  # stale cache rows: must not leak into the result
+    v[n:rows] = 1e4
+    nk = torch.tensor([n_keys], dtype=torch.int32, device="cuda")
+    km = (torch.rand(rows, device="cuda") > 0.3).to(torch.uint8) if masked else None
+    wsb = fk.attention_mqa_gemm_workspace_bytes(n_q * H, keys_pad)
+    ws = torch.empty(wsb, dtype=torch.uint8, device="cuda")
+    gws = torch.empty(4 << 20, dtype=torch.uint8, device="cuda")
+    out = Guarded((n_q, H * D), torch.bfloat16)
+    scale = D ** -0.5
+
+    def call(out_ptr, pad=keys_pad, ws_bytes=wsb):
+        fk.attention_mqa_gemm(ptr(q), ptr(k), ptr(v), out_ptr, n_q, rows, pad, H, D, ptr(nk),
+                              scale, stream, keys_add=add, key_mask=ptr(km) if masked else 0,
+                              workspace=ptr(ws), workspace_bytes=ws_bytes,
+                              gemm_workspace=ptr(gws), gemm_workspace_bytes=gws.numel())
+    call(ptr(out.t))
+    out.check()
+    ref = attn_ref(q.view(n_q, H, D), k[:rows].view(rows, 1, D), v[:rows].view(rows, 1, D),
+                   scale, n, km)
+    close(out.t.view(n_q, H, D), ref)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        call(ptr(out.t), pad=keys_pad + 8)
+    with pytest.raises(ValueError, match="workspace"):
+        call(ptr(out.t), ws_bytes=wsb - 1)

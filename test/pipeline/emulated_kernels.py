@@ -274,4 +274,16 @@ class EmulatedKernels:
                      scale, key_mask, out_scale, splits)
 
 
+    def attention_mqa_gemm_workspace_bytes(self, rows, keys_pad):
+        return rows * keys_pad * 6 + 256
+
+    def attention_mqa_gemm(self, q, k_cache, v_cache, out, n_q, cache_rows, keys_pad, heads,
+                           head_dim, n_keys, scale, stream, *, keys_add=0, key_mask=0, **_):
+        # the rows up to keys_pad must exist (finite) in the caller's caches
+        pad = view(k_cache, (keys_pad, head_dim), BF16)[cache_rows:]
+        assert bool(torch.isfinite(pad.float()).all())
+        n = min(int(scalar(n_keys, I32)) + keys_add, cache_rows)
+        self._cached(q, k_cache, v_cache, out, n_q, cache_rows, heads, 1, head_dim, n, scale,
+                     key_mask, 0, 1)
+
 _ = np

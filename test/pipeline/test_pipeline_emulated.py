@@ -110,19 +110,48 @@ def test_fused_and_folded_weights_match_the_checkpoint(tiny_pi05_ckpt, monkeypat
     assert "lm.1.o.w" not in em.weights  # the last prefix layer only makes K/V
 
 
-@pytest.mark.parametrize("views", [1, 2, 3])
-def test_emulated_fast_path_matches_the_reference(tiny_pi05_ckpt, camera_images, state,
-                                                  monkeypatch, views):
-    em = Emulated(tiny_pi05_ckpt, HOPPER, monkeypatch)
-    images = camera_images[:views]
+def assert_matches_reference(em, images, state):
+    """Calibrate on one frame, then compare another seed's chunk with the reference."""
     em.calibrate([(images, state, 11)])
     got = em.run(images, state, seed=5)
     want = em.reference(images, state, seed=5)
     assert cosine(got, want) > 0.999, cosine(got, want)
     assert flow_cosine(got, want, em.noise) > 0.995, flow_cosine(got, want, em.noise)
     assert em.kv_cosine(images, state) > 0.99
+
+
+@pytest.mark.parametrize("views", [1, 2, 3])
+def test_emulated_fast_path_matches_the_reference(tiny_pi05_ckpt, camera_images, state,
+                                                  monkeypatch, views):
+    em = Emulated(tiny_pi05_ckpt, HOPPER, monkeypatch)
+    images = camera_images[:views]
+    assert_matches_reference(em, images, state)
     # the attention backend, not the stages, launched attention
     assert em.k.calls["attention_decoder"] == em.cfg.expert.depth * em.cfg.num_steps * (1 + 1)
+
+
+@pytest.mark.parametrize("sites", [("decoder",), ("encoder", "decoder")])
+def test_gemm_attention_path(tiny_pi05_ckpt, camera_images, state, monkeypatch, sites):
+    # FLASH_RT_{ENCODER,DECODER}_ATTN=gemm route the cached sites' attention through
+    # attention_mqa_gemm (keys rounded up to 16 rows, read from the caches' tail padding)
+    # and the O projection's input through a separate quantise launch.
+    for site in sites:
+        monkeypatch.setenv(f"FLASH_RT_{site.upper()}_ATTN", "gemm")
+    em = Emulated(tiny_pi05_ckpt, HOPPER, monkeypatch)
+    images = camera_images[:2]
+    assert_matches_reference(em, images, state)
+    runs = em.cfg.expert.depth * em.cfg.num_steps * (1 + 1)
+    if "encoder" in sites:
+        runs += (em.cfg.prefix.depth - 1) * (1 + 1)
+        assert "attention_prefix" not in em.k.calls
+    assert em.k.calls["attention_mqa_gemm"] == runs
+    assert "attention_decoder" not in em.k.calls
+
+
+def test_unknown_decoder_attention_is_rejected(tiny_pi05_ckpt, monkeypatch):
+    monkeypatch.setenv("FLASH_RT_DECODER_ATTN", "fast")
+    with pytest.raises(ValueError, match="unknown decoder attention"):
+        Emulated(tiny_pi05_ckpt, HOPPER, monkeypatch)
 
 
 def test_missing_view_and_short_prompt_use_device_side_masks(tiny_pi05_ckpt, camera_images,

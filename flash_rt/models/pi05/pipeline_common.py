@@ -27,11 +27,15 @@ from typing import Any
 import torch
 
 from flash_rt.configs import ModelConfig
-from flash_rt.hardware.attention import DECODER, ENCODER, SIGLIP, AttentionBackend, AttentionSpec, SiteSpec
+from flash_rt.hardware.attention import (DECODER, ENCODER, KEY_ALIGN, SIGLIP, AttentionBackend,
+                                        AttentionSpec, SiteSpec)
 
 FP8 = torch.float8_e4m3fn
 BF16 = torch.bfloat16
 GEMM_WORKSPACE_BYTES = 32 << 20
+# Rows allocated past the last layer of the K/V caches: the GEMM decoder attention reads
+# its keys rounded up to a multiple of KEY_ALIGN (finite zeros there, masked out).
+KV_TAIL_ROWS = KEY_ALIGN
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,9 @@ class Activations:
         ms, L, H = d.image_rows, d.prefix_len, d.horizon
         widest = max(ms * d.sig_mlp, L * d.mlp, H * d.ex_mlp, L * d.width, ms * d.sig_width)
         e = lambda *shape, dtype=BF16: torch.zeros(shape, dtype=dtype, device=device)  # noqa: E731
+        kv_rows = d.depth * d.cache_rows
+        kv = {n: e(kv_rows + KV_TAIL_ROWS, d.kv_dim)[:kv_rows].view(d.depth, d.cache_rows, d.kv_dim)
+              for n in ("k_cache", "v_cache")}
         self.t = {
             "patches": e(ms, d.patch_k), "pos": e(ms, d.sig_width), "sig_x": e(ms, d.sig_width),
             "sig_qkv": e(ms, 3 * d.sig_width), "sig_attn": e(ms, d.sig_width),
@@ -174,8 +181,7 @@ class Activations:
             "q8": e(widest, dtype=FP8), "a16": e(widest), "scratch": e(widest),
             "pre_x": e(L, d.width), "pre_qkv": e(L, d.qkv_dim), "pre_q": e(L, d.q_dim),
             "pre_attn": e(L, d.q_dim), "pre_gu": e(L, 2 * d.mlp),
-            "k_cache": e(d.depth, d.cache_rows, d.kv_dim),
-            "v_cache": e(d.depth, d.cache_rows, d.kv_dim),
+            "k_cache": kv["k_cache"], "v_cache": kv["v_cache"],
             "dec_x": e(H, d.ex_width), "dec_qkv": e(H, d.qkv_dim), "dec_q": e(H, d.q_dim),
             "dec_attn": e(H, d.q_dim), "dec_y": e(H, d.ex_width), "dec_gu": e(H, 2 * d.ex_mlp),
             "dec_xn": e(H, d.ex_width),
