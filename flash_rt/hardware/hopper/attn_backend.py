@@ -1,14 +1,18 @@
 """Hopper attention backend.
 
-Split-K choices measured on the H100 (docs/performance.md, bench/kernels.py): the decoder's
-50 queries over ~760 keys need the keys split across blocks to fill 132 SMs; 8, 12 and 16
-splits measure within 1-2 us of each other (16: 16.6 us with the merge, 8: 16.7-18.8 us
-across runs) and 16 is used. The prefix already has ~700 query rows and is fastest unsplit
-(splits 2 / 3: 70.5 / 77.6 us vs 59.4 us at 968 rows).
+Measured on the H100 (2026-11-27, full Pi0.5, 2 views, horizon 50, docs/performance.md):
+both cached sites run Gemma's single-KV-head attention as two cuBLASLt GEMMs around a
+masked softmax (``attention_mqa_gemm``). Against the flash kernel this took the prefix from
+4.02 to 3.60 ms and one denoising step from 0.93 to 0.89-0.92 ms (replay 14.96 -> 14.16 ms):
+the library's Hopper GEMMs tile the 5696 / 400 query rows better than the mma.sync flash
+kernel, which holds one block per SM at head_dim 256. SigLIP (16 heads, head_dim 72, 16 KV
+heads) keeps the flash kernel. The decoder split (16) only applies when
+``FLASH_RT_DECODER_ATTN=flash`` selects the flash kernel for an A/B run.
 """
-from flash_rt.hardware.attention import DECODER, ENCODER, AttentionBackend
+from flash_rt.hardware.attention import DECODER, ENCODER, GEMM, AttentionBackend
 
 
 class HopperAttentionBackend(AttentionBackend):
     hardware = "hopper"
     splits = {ENCODER: 1, DECODER: 16}
+    impl = {ENCODER: GEMM, DECODER: GEMM}

@@ -1,8 +1,8 @@
 """Pi0.5 compute path on Hopper (sm_90a: H100 / H200).
 
 The kernel sequence is the shared one (``pipeline_common``); this file fixes Hopper's
-choices: its attention backend (decoder split 16 ways over 132 SMs) and cuBLASLt autotuning
-of every GEMM shape at load. FP8 GEMMs keep full-precision accumulation: the prefix's
+choices: its attention backend (GEMM-based MQA attention for the prefix and the decoder) and
+cuBLASLt autotuning of every GEMM shape at load. FP8 GEMMs keep full-precision accumulation: the prefix's
 K = 16384 down projection is where fast accumulation would cost accuracy.
 
 Forward functions (pointer-only, graph-safe) and their calibration twins::
