@@ -130,11 +130,12 @@ PYBIND11_MODULE(flash_rt_kernels, m) {
   m.def("gemm_fp8_autotune",
         [](ptr_t a, ptr_t b, ptr_t d, i64 M, i64 N, i64 K, ptr_t a_scale, ptr_t b_scale,
            ptr_t stream, ptr_t bias, ptr_t c, Epilogue epi, OutType out, ptr_t d_scale_inv,
-           ptr_t ws, size_t ws_bytes, bool fast_accum, int iters, int max_candidates) {
+           ptr_t ws, size_t ws_bytes, bool fast_accum, int iters, int max_candidates,
+           const std::vector<ptr_t>& b_cycle) {
           return autotune_dict(gemm_fp8_autotune(
               make_gemm(a, b, d, M, N, K, a_scale, b_scale, stream, bias, c, epi, out,
                         d_scale_inv, ws, ws_bytes, fast_accum),
-              iters, max_candidates));
+              iters, max_candidates, b_cycle));
         },
         py::arg("a"), py::arg("b"), py::arg("d"), py::arg("M"), py::arg("N"), py::arg("K"),
         py::arg("a_scale"), py::arg("b_scale"), py::arg("stream"), py::kw_only(),
@@ -142,26 +143,29 @@ PYBIND11_MODULE(flash_rt_kernels, m) {
         py::arg("out_dtype") = OutType::kBF16, py::arg("d_scale_inv") = 0,
         py::arg("workspace") = 0, py::arg("workspace_bytes") = 0,
         py::arg("fast_accum") = false, py::arg("iters") = 20, py::arg("max_candidates") = 16,
+        py::arg("b_cycle") = std::vector<ptr_t>{},
         "Time up to max_candidates cuBLASLt algorithms for this exact gemm_fp8 call (same\n"
         "arguments) and cache the fastest measured for the shape: each candidate's `iters`\n"
         "calls are replayed from a CUDA Graph on a private stream (GPU time, not launch rate).\n"
+        "b_cycle: other weights of this shape (e.g. the other layers'); the timed calls cycle\n"
+        "through b and them, so weights come from HBM as in a forward pass, not from L2.\n"
         "Synchronises the stream and overwrites d (and accumulates into c when c == d):\n"
         "run it on scratch buffers, never during CUDA Graph capture (raises ValueError).\n"
         "Returns {candidates, chosen, best_us, heuristic_us}.");
   m.def("gemm_bf16_autotune",
         [](ptr_t a, ptr_t b, ptr_t d, i64 M, i64 N, i64 K, ptr_t stream, ptr_t bias, ptr_t c,
            Epilogue epi, OutType out, ptr_t ws, size_t ws_bytes, int iters,
-           int max_candidates) {
+           int max_candidates, const std::vector<ptr_t>& b_cycle) {
           return autotune_dict(gemm_bf16_autotune(
               make_gemm(a, b, d, M, N, K, 0, 0, stream, bias, c, epi, out, 0, ws, ws_bytes,
                         false),
-              iters, max_candidates));
+              iters, max_candidates, b_cycle));
         },
         py::arg("a"), py::arg("b"), py::arg("d"), py::arg("M"), py::arg("N"), py::arg("K"),
         py::arg("stream"), py::kw_only(), py::arg("bias") = 0, py::arg("c") = 0,
         py::arg("epilogue") = Epilogue::kNone, py::arg("out_dtype") = OutType::kBF16,
         py::arg("workspace") = 0, py::arg("workspace_bytes") = 0, py::arg("iters") = 20,
-        py::arg("max_candidates") = 16,
+        py::arg("max_candidates") = 16, py::arg("b_cycle") = std::vector<ptr_t>{},
         "gemm_bf16 counterpart of gemm_fp8_autotune (same contract).");
   m.def("gemm_cache_size", &gemm_cache_size, "Number of cached GEMM plans (shape x config).");
   m.def("gemm_cache_clear", &gemm_cache_clear, "Drop all cached GEMM plans and tunings.");

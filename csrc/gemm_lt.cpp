@@ -274,8 +274,11 @@ void run(const GemmArgs& g, bool fp8, const char* where) {
 }
 
 AutotuneResult autotune(const GemmArgs& g, bool fp8, int iters, int max_candidates,
-                        const char* where) {
+                        const std::vector<ptr_t>& b_cycle, const char* where) {
   validate(g, fp8, where);
+  for (ptr_t b : b_cycle) check_ptr(b, where, "b_cycle entry", 16);
+  // one call per weight at least, so each timed pass reads every weight once
+  iters = std::max(iters, static_cast<int>(b_cycle.size()) + 1);
   check(iters >= 1, where, "iters must be >= 1");
   check(max_candidates >= 1, where, "max_candidates must be >= 1");
   cudaStream_t s = as_stream(g.stream);
@@ -305,7 +308,12 @@ AutotuneResult autotune(const GemmArgs& g, bool fp8, int iters, int max_candidat
     cudaGraph_t graph = nullptr;
     cudaGraphExec_t exec = nullptr;
     bool ok = cudaStreamBeginCapture(ts, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
-    for (int it = 0; ok && it < iters; ++it) ok = run_algo(p, gt, i) == CUBLAS_STATUS_SUCCESS;
+    for (int it = 0; ok && it < iters; ++it) {
+      const size_t turn = it % (b_cycle.size() + 1);
+      gt.b = turn == 0 ? g.b : b_cycle[turn - 1];
+      ok = run_algo(p, gt, i) == CUBLAS_STATUS_SUCCESS;
+    }
+    gt.b = g.b;
     ok = (cudaStreamEndCapture(ts, &graph) == cudaSuccess) && ok;
     ok = ok && cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
     float ms = 0.f;
@@ -340,11 +348,13 @@ AutotuneResult autotune(const GemmArgs& g, bool fp8, int iters, int max_candidat
 void gemm_fp8(const GemmArgs& g) { run(g, true, "gemm_fp8"); }
 void gemm_bf16(const GemmArgs& g) { run(g, false, "gemm_bf16"); }
 
-AutotuneResult gemm_fp8_autotune(const GemmArgs& g, int iters, int max_candidates) {
-  return autotune(g, true, iters, max_candidates, "gemm_fp8_autotune");
+AutotuneResult gemm_fp8_autotune(const GemmArgs& g, int iters, int max_candidates,
+                                 const std::vector<ptr_t>& b_cycle) {
+  return autotune(g, true, iters, max_candidates, b_cycle, "gemm_fp8_autotune");
 }
-AutotuneResult gemm_bf16_autotune(const GemmArgs& g, int iters, int max_candidates) {
-  return autotune(g, false, iters, max_candidates, "gemm_bf16_autotune");
+AutotuneResult gemm_bf16_autotune(const GemmArgs& g, int iters, int max_candidates,
+                                  const std::vector<ptr_t>& b_cycle) {
+  return autotune(g, false, iters, max_candidates, b_cycle, "gemm_bf16_autotune");
 }
 
 int gemm_cache_size() {

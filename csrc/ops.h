@@ -47,8 +47,12 @@ struct AutotuneResult {
 
 void gemm_fp8(const GemmArgs& g);
 void gemm_bf16(const GemmArgs& g);
-AutotuneResult gemm_fp8_autotune(const GemmArgs& g, int iters, int max_candidates);
-AutotuneResult gemm_bf16_autotune(const GemmArgs& g, int iters, int max_candidates);
+// b_cycle: other weights of the same shape; the timed calls cycle through them (and g.b)
+// so candidates are ranked with the weights coming from HBM, as in a model's forward pass.
+AutotuneResult gemm_fp8_autotune(const GemmArgs& g, int iters, int max_candidates,
+                                 const std::vector<ptr_t>& b_cycle = {});
+AutotuneResult gemm_bf16_autotune(const GemmArgs& g, int iters, int max_candidates,
+                                  const std::vector<ptr_t>& b_cycle = {});
 int gemm_cache_size();
 void gemm_cache_clear();
 

@@ -57,6 +57,7 @@ class EmulatedKernels:
 
     def __init__(self):
         self.calls: dict[str, int] = {}
+        self.autotune_cycles: list[list[int]] = []
 
     def __getattribute__(self, name):
         attr = object.__getattribute__(self, name)
@@ -97,12 +98,14 @@ class EmulatedKernels:
         self._gemm(view(a, (M, K), BF16).float(), view(b, (N, K), BF16).float(), d, M, N, bias,
                    c, epilogue)
 
-    def gemm_fp8_autotune(self, *args, **kw):
+    def gemm_fp8_autotune(self, *args, b_cycle=(), **kw):
         kw.pop("iters", None), kw.pop("max_candidates", None)
+        self.autotune_cycles.append(list(b_cycle))
         self.gemm_fp8(*args, **kw)
 
-    def gemm_bf16_autotune(self, *args, **kw):
+    def gemm_bf16_autotune(self, *args, b_cycle=(), **kw):
         kw.pop("iters", None), kw.pop("max_candidates", None)
+        self.autotune_cycles.append(list(b_cycle))
         self.gemm_bf16(*args, **kw)
 
     # -- norms ------------------------------------------------------------------------------

@@ -164,6 +164,29 @@ def test_attention_override_selects_the_flash_kernels(tiny_pi05_ckpt, camera_ima
     assert {k: em.k.calls.get(k, 0) for k in want} == want
 
 
+@pytest.mark.parametrize("cold", ["1", "0"])
+def test_autotune_cycles_through_the_same_shape_weights(tiny_pi05_ckpt, camera_images, state,
+                                                        monkeypatch, cold):
+    # each shape is tuned once (its first call), timing the calls over every weight of that
+    # shape (the other layers'), so the weights stream from HBM as in a forward pass
+    monkeypatch.setenv("FLASH_RT_AUTOTUNE_COLD", cold)
+    em = Emulated(tiny_pi05_ckpt, HOPPER, monkeypatch)
+    em.engine.gemm.tuning = True
+    em.run(camera_images[:1], state, seed=3)
+    lin = em.engine.ctx.lin
+    tuned = em.k.autotune_cycles
+    assert tuned  # one entry per distinct GEMM (shape, rows, epilogue)
+    if cold == "0":
+        assert not any(tuned)
+        return
+    for name in ("ex.{}.qkv", "lm.{}.qkv", "sig.{}.fc1"):
+        depth = sum(name.format(i) in lin for i in range(64))
+        others = {lin[name.format(i)].w for i in range(1, depth)}  # layer 0 is tuned
+        same = {w.w for w in lin.values() if w.shape_key == lin[name.format(0)].shape_key}
+        # every other layer's weight (and e.g. a projector of the same shape), nothing else
+        assert others and any(others <= set(c) <= same for c in tuned), name
+
+
 def test_unknown_decoder_attention_is_rejected(tiny_pi05_ckpt, monkeypatch):
     monkeypatch.setenv("FLASH_RT_DECODER_ATTN", "fast")
     with pytest.raises(ValueError, match="unknown decoder attention"):

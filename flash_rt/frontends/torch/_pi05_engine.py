@@ -27,10 +27,12 @@ class Pi05Engine:
         self.scales = pc.ScaleTable(d, device)
         self.acts.t["pos"].copy_(weights["sig.pos"].repeat(d.views, 1))
         attn = pipeline.attention_backend(pc.attention_spec(d), kernels, device)
-        self.gemm = pc.GemmRunner(kernels, device, pipeline.tuning.fast_accum)
+        lin = pc.linear_ptrs(weights)
+        self.gemm = pc.GemmRunner(kernels, device, pipeline.tuning.fast_accum,
+                                  pc.weights_by_shape(lin))
         self.ctx = pc.StageContext(
             k=kernels, d=d, gemm=self.gemm, quant=pc.StaticQuant(kernels, self.scales, self.acts),
-            attn=attn, lin=pc.linear_ptrs(weights),
+            attn=attn, lin=lin,
             w={k: v.data_ptr() for k, v in weights.items()}, a=self.acts, scales=self.scales,
             inp=None, stream=stream)  # type: ignore[arg-type]
 

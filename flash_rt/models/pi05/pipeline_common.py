@@ -21,6 +21,7 @@ every prompt length; the action expert's own K/V go to cache rows
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -33,6 +34,7 @@ from flash_rt.hardware.attention import (DECODER, ENCODER, KEY_ALIGN, SIGLIP, At
 FP8 = torch.float8_e4m3fn
 BF16 = torch.bfloat16
 GEMM_WORKSPACE_BYTES = 32 << 20
+AUTOTUNE_COLD_ENV = "FLASH_RT_AUTOTUNE_COLD"
 # Rows allocated past the last layer of the K/V caches: the GEMM decoder attention reads
 # its keys rounded up to a multiple of KEY_ALIGN (finite zeros there, masked out).
 KV_TAIL_ROWS = KEY_ALIGN
@@ -209,14 +211,24 @@ class InputPointers:
 
 class GemmRunner:
     """GEMM launches with a shared cuBLASLt workspace; in ``tuning`` mode the first call of
-    each distinct shape/config is autotuned (fastest measured kernel is then cached)."""
+    each distinct shape/config is autotuned (fastest measured kernel is then cached).
 
-    def __init__(self, kernels: Any, device: Any, fast_accum: bool):
+    The autotune cycles through every weight of the GEMM's shape (``same_shape``: the other
+    layers'), so candidates are ranked with weights streaming from HBM as in the forward
+    pass, not sitting in L2 (``FLASH_RT_AUTOTUNE_COLD=0`` times one weight, for A/B runs)."""
+
+    def __init__(self, kernels: Any, device: Any, fast_accum: bool,
+                 same_shape: dict[tuple[int, int, bool], list[int]] | None = None):
         self.k = kernels
         self.fast_accum = fast_accum
         self._ws = torch.empty(GEMM_WORKSPACE_BYTES, dtype=torch.uint8, device=device)
         self.tuning = False
         self._tuned: set[tuple] = set()
+        cold = os.environ.get(AUTOTUNE_COLD_ENV, "1") != "0"
+        self._same_shape = (same_shape or {}) if cold else {}
+
+    def _cycle(self, w: "LinearPtrs") -> list[int]:
+        return [p for p in self._same_shape.get(w.shape_key, []) if p != w.w]
 
     def _opts(self, bias: int, c: int, gelu: bool) -> dict:
         e = self.k.Epilogue
@@ -234,15 +246,22 @@ class GemmRunner:
             c: int = 0, gelu: bool = False) -> None:
         opts = self._opts(w.b, c, gelu)
         key = ("fp8", M, w.N, w.K, bool(w.b), bool(c), gelu)
-        fn = self.k.gemm_fp8_autotune if self._tune_now(key) else self.k.gemm_fp8
-        fn(a, w.w, d, M, w.N, w.K, a_scale, w.ws, stream, fast_accum=self.fast_accum, **opts)
+        if self._tune_now(key):
+            self.k.gemm_fp8_autotune(a, w.w, d, M, w.N, w.K, a_scale, w.ws, stream,
+                                     fast_accum=self.fast_accum, b_cycle=self._cycle(w), **opts)
+        else:
+            self.k.gemm_fp8(a, w.w, d, M, w.N, w.K, a_scale, w.ws, stream,
+                            fast_accum=self.fast_accum, **opts)
 
     def bf16(self, a: int, w: "LinearPtrs", d: int, M: int, stream: int, *, c: int = 0,
              gelu: bool = False) -> None:
         opts = self._opts(w.b, c, gelu)
         key = ("bf16", M, w.N, w.K, bool(w.b), bool(c), gelu)
-        fn = self.k.gemm_bf16_autotune if self._tune_now(key) else self.k.gemm_bf16
-        fn(a, w.w, d, M, w.N, w.K, stream, **opts)
+        if self._tune_now(key):
+            self.k.gemm_bf16_autotune(a, w.w, d, M, w.N, w.K, stream, b_cycle=self._cycle(w),
+                                      **opts)
+        else:
+            self.k.gemm_bf16(a, w.w, d, M, w.N, w.K, stream, **opts)
 
 
 @dataclass(frozen=True)
@@ -256,6 +275,18 @@ class LinearPtrs:
     @property
     def fp8(self) -> bool:
         return self.ws != 0
+
+    @property
+    def shape_key(self) -> tuple[int, int, bool]:
+        return self.N, self.K, self.fp8
+
+
+def weights_by_shape(lin: dict[str, LinearPtrs]) -> dict[tuple[int, int, bool], list[int]]:
+    """(N, K, fp8) -> the weight pointers of that shape (what GemmRunner's autotune cycles)."""
+    out: dict[tuple[int, int, bool], list[int]] = {}
+    for w in lin.values():
+        out.setdefault(w.shape_key, []).append(w.w)
+    return out
 
 
 def linear_ptrs(weights: dict[str, torch.Tensor]) -> dict[str, LinearPtrs]:
@@ -416,6 +447,18 @@ class StageContext:
         else:
             self.gemm.bf16(act, lin, out, M, self.stream, c=c, gelu=gelu)
 
+    def linear_residual(self, act: int, name: str, site: str, x: int, y: int, M: int) -> None:
+        """``x += act @ W_name^T (+ bias)``: in the GEMM's epilogue (C = D = x) where cuBLASLt
+        has kernels for it; it has none for an FP8 GEMM with BIAS and a C input at SigLIP's
+        shapes, so there the output goes to ``y`` and a gated-residual launch (gate = 1) adds
+        it."""
+        lin = self.lin[name]
+        if lin.fp8 and lin.b:
+            self.linear(act, name, site, y, M)
+            self.k.gated_residual(x, y, self.a["unit_gate"], M, lin.N, M, self.stream)
+        else:
+            self.linear(act, name, site, x, M, c=x)
+
     def attend(self, kind: str, layer: int, o_name: str, site: str, bf16_out: int, n: int,
                **kw: Any) -> int:
         """Attention at a site; returns the O projection's input. Where the quantiser and the
@@ -449,16 +492,12 @@ def siglip_forward(ctx: StageContext) -> None:
         ctx.linear(act, f"{p}.qkv", f"{p}.qkv", a["sig_qkv"], ms)
         act = ctx.attend(SIGLIP, i, f"{p}.o", f"{p}.o", a["sig_attn"], ms * W, qkv=a["sig_qkv"],
                          views=d.views)
-        # bias + residual: cuBLASLt offers no FP8 kernel for BIAS with a C input at these
-        # shapes, so the biased output is added by the gated-residual kernel (gate = 1)
-        ctx.linear(act, f"{p}.o", f"{p}.o", a["sig_y"], ms)
-        k.gated_residual(a["sig_x"], a["sig_y"], a["unit_gate"], ms, W, ms, s)
+        ctx.linear_residual(act, f"{p}.o", f"{p}.o", a["sig_x"], a["sig_y"], ms)
         act = q.layernorm(a["sig_x"], ctx.w[f"{p}.ln2.w"], ctx.w[f"{p}.ln2.b"],
                           ctx.lin[f"{p}.fc1"], f"{p}.fc1", ms, W, d.sig_eps, s)
         ctx.linear(act, f"{p}.fc1", f"{p}.fc1", a["sig_h"], ms, gelu=True)
         act = q.quantize(a["sig_h"], ctx.lin[f"{p}.fc2"], f"{p}.fc2", ms * d.sig_mlp, s)
-        ctx.linear(act, f"{p}.fc2", f"{p}.fc2", a["sig_y"], ms)
-        k.gated_residual(a["sig_x"], a["sig_y"], a["unit_gate"], ms, W, ms, s)
+        ctx.linear_residual(act, f"{p}.fc2", f"{p}.fc2", a["sig_x"], a["sig_y"], ms)
     act = q.layernorm(a["sig_x"], ctx.w["sig.post.w"], ctx.w["sig.post.b"], ctx.lin["proj"],
                       "proj", ms, W, d.sig_eps, s)
     ctx.linear(act, "proj", "proj", a["pre_x"], ms)
