@@ -240,13 +240,20 @@ PYBIND11_MODULE(flash_rt_kernels, m) {
   m.def("rope_qkv_split", &rope_qkv_split, py::arg("qkv"), py::arg("positions"),
         py::arg("q_out"), py::arg("k_cache"), py::arg("v_cache"), py::arg("cache_offset"),
         py::arg("M"), py::arg("H"), py::arg("Hkv"), py::arg("D"), py::arg("cache_rows"),
-        py::arg("theta"), py::arg("q_scale"), py::arg("stream"),
+        py::arg("theta"), py::arg("q_scale"), py::arg("stream"), py::kw_only(),
+        py::arg("table") = 0, py::arg("table_rows") = 0,
         "Split a merged QKV projection and apply RoPE (rotate-half; radians = pos /\n"
         "theta^((2/D) i), i < D/2) to q and k. qkv: (M, (H + 2 Hkv) D) bf16 as\n"
         "[q heads | k heads | v heads]; positions: (M,) int32 device; q_out: (M, H D) bf16\n"
         "= rope(q) * q_scale; k_cache, v_cache: (cache_rows, Hkv D) bf16: token m goes to row\n"
         "*cache_offset + m (int32 device scalar, 0 when cache_offset == 0); rows outside\n"
-        "[0, cache_rows) are dropped. D % 16 == 0.");
+        "[0, cache_rows) are dropped. D % 16 == 0. table: rope_table's (cos, sin) for\n"
+        "positions < table_rows (16-byte aligned; positions past it are computed): the same\n"
+        "bits, without the per-pair powf / division / sincosf.");
+  m.def("rope_table", &rope_table, py::arg("table"), py::arg("rows"), py::arg("D"),
+        py::arg("theta"), py::arg("stream"),
+        "Fill table (rows, D/2, 2) float32 with (cos, sin) of pair i at position p, in the\n"
+        "fp32 operations rope_qkv_split uses, for rope_qkv_split(table=, table_rows=rows).");
   m.def("embed_gather", &embed_gather, py::arg("ids"), py::arg("table"), py::arg("out"),
         py::arg("M"), py::arg("N"), py::arg("vocab"), py::arg("scale"), py::arg("stream"),
         "out (M, N) bf16 = bf16(table[ids[m]] * scale); ids: (M,) int32 device; table:\n"

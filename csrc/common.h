@@ -143,10 +143,15 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
   return warp_sum(t);
 }
 
+// GELU, tanh form. tanh(y) = 1 - 2 / (exp(2y) + 1) with the fast exp and division (absolute
+// error ~1e-7 over the whole range, saturating correctly): a tenth of tanhf's instructions,
+// which made the prefix GeGLU compute-bound.
 __device__ __forceinline__ float gelu_tanh(float x) {
   const float k0 = 0.7978845608028654f;  // sqrt(2/pi)
   const float k1 = 0.044715f;
-  return 0.5f * x * (1.f + tanhf(k0 * (x + k1 * x * x * x)));
+  const float y = k0 * (x + k1 * x * x * x);
+  const float t = 1.f - __fdividef(2.f, __expf(2.f * y) + 1.f);
+  return 0.5f * x * (1.f + t);
 }
 
 #endif  // __CUDACC__

@@ -33,11 +33,23 @@ __global__ void gated_residual_kernel(bf16* __restrict__ x, const bf16* __restri
   }
 }
 
+// GeGLU's FP8 store multiplies by 1 / s instead of dividing (to_fp8): with tanhf, the IEEE
+// division made the prefix's 712 x 16384 GeGLU compute-bound (26.6 us for 58 MB on the H100).
+// x * (1/s) and x / s differ by at most an fp32 ulp, which changes the e4m3 result only when
+// x / s lies that close to a rounding boundary.
+__device__ __forceinline__ void store8_inv(fp8* p, const float (&in)[8], float inv_s) {
+  Vec8fp8 t;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) t.v[i] = fp8(fminf(fmaxf(in[i] * inv_s, -kE4M3Max), kE4M3Max));
+  *reinterpret_cast<Vec8fp8*>(p) = t;
+}
+__device__ __forceinline__ void store8_inv(bf16* p, const float (&in)[8], float) { store8(p, in); }
+
 // out[m, f] = gelu_tanh(gu[m, f]) * gu[m, F + f]
 template <typename Out>
 __global__ void geglu_kernel(const bf16* __restrict__ gu, Out* __restrict__ out,
                              const float* __restrict__ out_scale, int F, i64 n_vec) {
-  const float s = out_scale ? *out_scale : 1.f;
+  const float inv_s = out_scale ? 1.f / *out_scale : 1.f;
   const int nv_row = F / 8;
   for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n_vec;
        i += (i64)gridDim.x * blockDim.x) {
@@ -48,7 +60,7 @@ __global__ void geglu_kernel(const bf16* __restrict__ gu, Out* __restrict__ out,
     load8(gu + row * 2 * F + F + col, u);
 #pragma unroll
     for (int k = 0; k < 8; ++k) o[k] = gelu_tanh(g[k]) * u[k];
-    store8_out(out + i * 8, o, s);
+    store8_inv(out + i * 8, o, inv_s);
   }
 }
 

@@ -85,9 +85,11 @@ void amax_update(ptr_t x, i64 n, ptr_t amax, ptr_t stream);
 void euler_step(ptr_t x, ptr_t v, ptr_t x_bf16, i64 n, float dt, ptr_t stream);
 
 // ---------------------------------------------------------------- rope.cu / embed.cu / image.cu
+void rope_table(ptr_t table, i64 rows, i64 D, float theta, ptr_t stream);
 void rope_qkv_split(ptr_t qkv, ptr_t positions, ptr_t q_out, ptr_t k_cache, ptr_t v_cache,
                     ptr_t cache_offset, i64 M, i64 H, i64 Hkv, i64 D, i64 cache_rows,
-                    float theta, float q_scale, ptr_t stream);
+                    float theta, float q_scale, ptr_t stream, ptr_t table = 0,
+                    i64 table_rows = 0);
 void embed_gather(ptr_t ids, ptr_t table, ptr_t out, i64 M, i64 N, i64 vocab, float scale,
                   ptr_t stream);
 // Returns (new_h, new_w) actually used for the resize.

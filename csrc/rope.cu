@@ -1,6 +1,10 @@
 // RoPE (rotate-half, theta^(2i/D) timescales, positions from a device buffer) fused with
 // the split of a merged QKV projection and the write of K/V into a KV cache at a
 // device-side row offset, so one captured graph serves any prompt length.
+//
+// The angle math (powf, two IEEE divisions, sincosf per pair) dominates this otherwise
+// memory-bound kernel; a (cos, sin) table per (position, pair) built once by rope_table
+// with the very same fp32 operations turns it into loads (bit-identical results).
 #include "common.h"
 #include "ops.h"
 
@@ -14,9 +18,29 @@ struct RopeParams {
   bf16* k_cache;          // (cache_rows, Hkv D)
   bf16* v_cache;
   const int* cache_offset;// (1,) or nullptr (= 0)
-  int M, H, Hkv, D, cache_rows;
+  const float4* table;    // (table_rows, D/4) of (cos_i, sin_i, cos_i+1, sin_i+1), or nullptr
+  int M, H, Hkv, D, cache_rows, table_rows;
   float theta, q_scale;
 };
+
+// (cos, sin) of pair i at position pos, exactly as the reference computes them in fp32:
+// timescale = theta ** ((2 / D) * i), radians = pos / timescale.
+__device__ __forceinline__ float2 rope_angle(float pos, int i, int D, float theta) {
+  const float expo = __fmul_rn(__fdiv_rn(2.f, static_cast<float>(D)), static_cast<float>(i));
+  const float ts = powf(theta, expo);
+  const float rad = __fdiv_rn(pos, ts);
+  float sn, cs;
+  sincosf(rad, &sn, &cs);
+  return make_float2(cs, sn);
+}
+
+__global__ void rope_table_kernel(float2* __restrict__ table, int rows, int D, float theta) {
+  const int half = D / 2;
+  for (int idx = blockIdx.x * blockDim.x + threadIdx.x; idx < rows * half;
+       idx += gridDim.x * blockDim.x) {
+    table[idx] = rope_angle(static_cast<float>(idx / half), idx % half, D, theta);
+  }
+}
 
 // One thread: 2 rotation pairs (i, i+1 with i+D/2, i+D/2+1) of one head of one token. The
 // angle math (powf, sincosf) is the long dependent chain here, so few pairs per thread and
@@ -46,19 +70,22 @@ __global__ void rope_kernel(RopeParams p) {
       dst = p.v_cache + static_cast<size_t>(row) * p.Hkv * p.D +
             static_cast<size_t>(head - p.H - p.Hkv) * p.D;
     } else {
-      const float pos = static_cast<float>(p.positions[m]);
+      const int ipos = p.positions[m];
+      float2 cs[kPairs];
+      if (p.table && ipos >= 0 && ipos < p.table_rows) {
+        const float4 t = p.table[static_cast<size_t>(ipos) * (half / 2) + i0 / 2];
+        cs[0] = make_float2(t.x, t.y);
+        cs[1] = make_float2(t.z, t.w);
+      } else {  // no table, or a position past it: the same math on the fly
+#pragma unroll
+        for (int k = 0; k < kPairs; ++k) cs[k] = rope_angle(static_cast<float>(ipos), i0 + k, p.D, p.theta);
+      }
       const float a[2] = {x1.x, x1.y}, b[2] = {x2.x, x2.y};
       float r1[2], r2[2];
 #pragma unroll
       for (int k = 0; k < kPairs; ++k) {
-        // timescale = theta ** ((2 / D) * i), radians = pos / timescale (fp32, as the reference)
-        const float expo = __fmul_rn(__fdiv_rn(2.f, static_cast<float>(p.D)), static_cast<float>(i0 + k));
-        const float ts = powf(p.theta, expo);
-        const float rad = __fdiv_rn(pos, ts);
-        float sn, cs;
-        sincosf(rad, &sn, &cs);
-        r1[k] = a[k] * cs - b[k] * sn;
-        r2[k] = b[k] * cs + a[k] * sn;
+        r1[k] = a[k] * cs[k].x - b[k] * cs[k].y;
+        r2[k] = b[k] * cs[k].x + a[k] * cs[k].y;
       }
       o1 = make_float2(r1[0], r1[1]);
       o2 = make_float2(r2[0], r2[1]);
@@ -78,9 +105,24 @@ __global__ void rope_kernel(RopeParams p) {
 
 }  // namespace
 
+void rope_table(ptr_t table, i64 rows, i64 D, float theta, ptr_t stream) {
+  const char* w = "rope_table";
+  check_positive(rows, w, "rows");
+  check_positive(D, w, "D");
+  check_multiple(D, 16, w, "D (head_dim)");
+  check(theta > 0.f, w, "theta must be > 0");
+  check_ptr(table, w, "table", 16);
+  const long long n = rows * (D / 2);
+  const unsigned blocks = static_cast<unsigned>(std::min<long long>((n + 255) / 256, 65535ll));
+  rope_table_kernel<<<blocks, 256, 0, as_stream(stream)>>>(as_ptr<float2>(table),
+                                                           static_cast<int>(rows),
+                                                           static_cast<int>(D), theta);
+  check_launch(w);
+}
+
 void rope_qkv_split(ptr_t qkv, ptr_t positions, ptr_t q_out, ptr_t k_cache, ptr_t v_cache,
                     ptr_t cache_offset, i64 M, i64 H, i64 Hkv, i64 D, i64 cache_rows,
-                    float theta, float q_scale, ptr_t stream) {
+                    float theta, float q_scale, ptr_t stream, ptr_t table, i64 table_rows) {
   const char* w = "rope_qkv_split";
   check_positive(M, w, "M");
   check_positive(H, w, "H");
@@ -96,10 +138,14 @@ void rope_qkv_split(ptr_t qkv, ptr_t positions, ptr_t q_out, ptr_t k_cache, ptr_
   check_ptr(v_cache, w, "v_cache", 16);
   check_ptr(cache_offset, w, "cache_offset", 4, true);
   check(theta > 0.f, w, "theta must be > 0");
+  check_ptr(table, w, "table", 16, true);
+  check(table_rows >= 0 && (table != 0 || table_rows == 0), w,
+        "table_rows must be >= 0, and 0 without a table");
   RopeParams p{as_ptr<const bf16>(qkv), as_ptr<const int>(positions), as_ptr<bf16>(q_out),
                as_ptr<bf16>(k_cache), as_ptr<bf16>(v_cache), as_ptr<const int>(cache_offset),
-               static_cast<int>(M), static_cast<int>(H), static_cast<int>(Hkv),
-               static_cast<int>(D), static_cast<int>(cache_rows), theta, q_scale};
+               as_ptr<const float4>(table), static_cast<int>(M), static_cast<int>(H),
+               static_cast<int>(Hkv), static_cast<int>(D), static_cast<int>(cache_rows),
+               static_cast<int>(table_rows), theta, q_scale};
   const long long total = M * (H + 2 * Hkv) * (D / (2 * kPairs));
   const unsigned blocks = static_cast<unsigned>(std::min<long long>((total + 255) / 256, 65535ll * 8));
   rope_kernel<<<blocks, 256, 0, as_stream(stream)>>>(p);

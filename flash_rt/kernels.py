@@ -24,7 +24,7 @@ PUBLIC_BINDINGS: tuple[str, ...] = (
     "gated_residual", "geglu_fp8", "geglu_bf16", "quantize_fp8_static",
     "quantize_fp8_dynamic", "amax_update", "euler_step",
     # RoPE / embeddings / camera images
-    "rope_qkv_split", "embed_gather", "resized_shape", "image_patches",
+    "rope_qkv_split", "rope_table", "embed_gather", "resized_shape", "image_patches",
     # attention
     "attention", "attention_siglip", "attention_prefix", "attention_decoder",
     "attention_workspace_bytes", "attention_mqa_gemm", "attention_mqa_gemm_workspace_bytes",

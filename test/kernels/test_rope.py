@@ -79,3 +79,44 @@ def test_rope_rejects_bad_head_dim(fk, stream):
         fk.rope_qkv_split(ptr(t), ptr(t), ptr(t), ptr(t), ptr(t), 0, 1, 1, 1, 12, 4, THETA, 1.0, stream)
     with pytest.raises(ValueError, match="query heads per KV head"):
         fk.rope_qkv_split(ptr(t), ptr(t), ptr(t), ptr(t), ptr(t), 0, 1, 3, 2, 16, 4, THETA, 1.0, stream)
+
+
+@pytest.mark.parametrize("name,cfg,M,offset,cache_rows", CASES, ids=[c[0] for c in CASES])
+def test_rope_table_gives_the_same_bits(fk, stream, name, cfg, M, offset, cache_rows):
+    # rope_table's (cos, sin) are the kernel's own fp32 math, so the table path must match
+    # the on-the-fly path bit for bit; positions past table_rows fall back to that math
+    H, Hkv, D = cfg.prefix.num_heads, cfg.prefix.num_kv_heads, cfg.prefix.head_dim
+    qkv = torch.randn(M, (H + 2 * Hkv) * D, device="cuda").bfloat16()
+    pos = (torch.arange(M, device="cuda", dtype=torch.int32) + offset).contiguous()
+    off = torch.tensor([offset], dtype=torch.int32, device="cuda")
+    rows = offset + M // 2  # the last half of the tokens lie past the table
+    table = Guarded((rows, D // 2, 2), torch.float32)
+    fk.rope_table(ptr(table.t), rows, D, THETA, stream)
+    table.check()
+    outs = []
+    for kw in ({}, {"table": ptr(table.t), "table_rows": rows}):
+        q_out = torch.empty(M, H * D, device="cuda", dtype=torch.bfloat16)
+        kc = torch.zeros(cache_rows, Hkv * D, device="cuda", dtype=torch.bfloat16)
+        vc = torch.zeros_like(kc)
+        fk.rope_qkv_split(ptr(qkv), ptr(pos), ptr(q_out), ptr(kc), ptr(vc), ptr(off), M, H, Hkv,
+                          D, cache_rows, THETA, D ** -0.5, stream, **kw)
+        outs.append((q_out, kc, vc))
+    for a, b in zip(*outs):
+        assert torch.equal(a, b)
+    # and the table itself is the reference's angles (to fp32 rounding of pos / timescale)
+    ts = THETA ** ((2.0 / D) * torch.arange(D // 2, dtype=torch.float64, device="cuda"))
+    rad = torch.arange(rows, dtype=torch.float64, device="cuda")[:, None] / ts
+    torch.testing.assert_close(table.t[..., 0].double(), rad.cos(), atol=2e-4, rtol=0)
+    torch.testing.assert_close(table.t[..., 1].double(), rad.sin(), atol=2e-4, rtol=0)
+
+
+def test_rope_table_rejects_bad_arguments(fk, stream):
+    t = torch.empty(64, device="cuda", dtype=torch.float32)
+    with pytest.raises(ValueError, match="aligned"):
+        fk.rope_table(ptr(t) + 8, 2, 16, THETA, stream)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        fk.rope_table(ptr(t), 2, 12, THETA, stream)
+    b = torch.empty(64, device="cuda", dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="table_rows"):
+        fk.rope_qkv_split(ptr(b), ptr(b), ptr(b), ptr(b), ptr(b), 0, 1, 1, 1, 16, 4, THETA, 1.0,
+                          stream, table_rows=3)

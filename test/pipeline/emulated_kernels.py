@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from flash_rt.models.common.functional import MASK_VALUE, apply_rope
+from flash_rt.models.common.functional import MASK_VALUE, apply_rope, rope_inv_freq
 from flash_rt.processing.image import resize_with_pad, resized_shape, to_model_range
 
 FP8, BF16, F32, I32, U8 = (torch.float8_e4m3fn, torch.bfloat16, torch.float32, torch.int32,
@@ -49,6 +49,14 @@ def rms(x: torch.Tensor, eps: float) -> torch.Tensor:
 
 class Epilogue:
     NONE, BIAS, GELU, BIAS_GELU = "none", "bias", "gelu", "bias_gelu"
+
+
+def rotate(x: torch.Tensor, cs: torch.Tensor) -> torch.Tensor:
+    """Rotate-half of x (M, heads, D) with (M, D/2, 2) cos/sin pairs."""
+    half = x.shape[-1] // 2
+    cos, sin = cs[:, None, :, 0], cs[:, None, :, 1]
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1)
 
 
 class EmulatedKernels:
@@ -188,12 +196,22 @@ class EmulatedKernels:
             view(x_bf16, (n,), BF16).copy_(xt.to(BF16))
 
     # -- rope / embed / images --------------------------------------------------------------
+    def rope_table(self, table, rows, D, theta, stream):
+        ang = torch.arange(rows, dtype=F32)[:, None] * rope_inv_freq(D, theta)[None]
+        view(table, (rows, D // 2, 2), F32).copy_(torch.stack([ang.cos(), ang.sin()], -1))
+
     def rope_qkv_split(self, qkv, positions, q_out, k_cache, v_cache, cache_offset, M, H, Hkv,
-                       D, cache_rows, theta, q_scale, stream):
+                       D, cache_rows, theta, q_scale, stream, *, table=0, table_rows=0):
         t = view(qkv, (M, (H + 2 * Hkv) * D), BF16).float()
-        pos = view(positions, (M,), I32).long()[None]
-        q = apply_rope(t[:, :H * D].reshape(1, M, H, D), pos, theta)
-        k = apply_rope(t[:, H * D:(H + Hkv) * D].reshape(1, M, Hkv, D), pos, theta)
+        pos = view(positions, (M,), I32).long()
+        if table:  # cos/sin from the table (positions inside it), as the kernel reads them
+            assert int(pos.max()) < table_rows, "the pipeline's table misses a position"
+            cs = view(table, (table_rows, D // 2, 2), F32)[pos]
+            q = rotate(t[:, :H * D].reshape(M, H, D), cs)[None]
+            k = rotate(t[:, H * D:(H + Hkv) * D].reshape(M, Hkv, D), cs)[None]
+        else:
+            q = apply_rope(t[:, :H * D].reshape(1, M, H, D), pos[None], theta)
+            k = apply_rope(t[:, H * D:(H + Hkv) * D].reshape(1, M, Hkv, D), pos[None], theta)
         view(q_out, (M, H * D), BF16).copy_((q.reshape(M, H * D) * q_scale).to(BF16))
         off = int(scalar(cache_offset, I32)) if cache_offset else 0
         kc = view(k_cache, (cache_rows, Hkv * D), BF16)

@@ -26,6 +26,7 @@ class Pi05Engine:
         self.acts = pc.Activations(d, device)
         self.scales = pc.ScaleTable(d, device)
         self.acts.t["pos"].copy_(weights["sig.pos"].repeat(d.views, 1))
+        self.acts.fill_rope_table(kernels, d, stream)
         attn = pipeline.attention_backend(pc.attention_spec(d), kernels, device)
         lin = pc.linear_ptrs(weights)
         self.gemm = pc.GemmRunner(kernels, device, pipeline.tuning.fast_accum,

@@ -190,7 +190,16 @@ class Activations:
             "x": e(H, d.action_dim, dtype=torch.float32), "x_bf16": e(H, d.action_dim),
             "v": e(H, d.action_dim), "v_zero": e(H, d.action_dim),
             "amax_ws": e(4, dtype=torch.float32),
+            # RoPE (cos, sin) per cache row (every position a prompt can have) and pair
+            "rope_cs": e(d.cache_rows, d.head_dim // 2, 2, dtype=torch.float32),
         }
+
+    def rope_table(self, d: Pi05Dims) -> dict[str, int]:
+        """rope_qkv_split's table arguments (filled once by ``fill_rope_table``)."""
+        return {"table": self["rope_cs"], "table_rows": d.cache_rows}
+
+    def fill_rope_table(self, kernels: Any, d: Pi05Dims, stream: int) -> None:
+        kernels.rope_table(self["rope_cs"], d.cache_rows, d.head_dim, d.theta, stream)
 
     def __getitem__(self, name: str) -> int:
         return self.t[name].data_ptr()
@@ -516,7 +525,8 @@ def prefix_forward(ctx: StageContext) -> None:
         act = q.rmsnorm(a["pre_x"], ctx.lin[f"{p}.qkv"], f"{p}.qkv", L, W, d.eps, s)
         ctx.linear(act, f"{p}.qkv", f"{p}.qkv", a["pre_qkv"], L)
         k.rope_qkv_split(a["pre_qkv"], ctx.inp.positions, a["pre_q"], kc, vc, 0, L, d.heads,
-                         d.kv_heads, d.head_dim, d.cache_rows, d.theta, 1.0, s)
+                         d.kv_heads, d.head_dim, d.cache_rows, d.theta, 1.0, s,
+                         **a.rope_table(d))
         if i == d.depth - 1:
             break  # the last layer only contributes its K/V
         act = ctx.attend(ENCODER, i, f"{p}.o", f"{p}.o", a["pre_attn"], L * d.q_dim,
@@ -543,7 +553,8 @@ def decoder_step(ctx: StageContext, step: int) -> None:
         ctx.linear(act, f"{lin}.qkv", f"{p}.qkv", a["dec_qkv"], H)
         k.rope_qkv_split(a["dec_qkv"], ctx.inp.dec_positions, a["dec_q"], kc, vc,
                          ctx.inp.valid_len, H, d.heads, d.kv_heads, d.head_dim, d.cache_rows,
-                         d.theta, 1.0, s)
+                         d.theta, 1.0, s,
+                         **a.rope_table(d))
         act = ctx.attend(DECODER, i, f"{lin}.o", f"{p}.o", a["dec_attn"], H * d.q_dim,
                          q=a["dec_q"], k_cache=kc, v_cache=vc, prefix_len=ctx.inp.valid_len,
                          key_mask=ctx.inp.key_mask)
