@@ -29,7 +29,7 @@ class Pi05Engine:
         self.acts.fill_rope_table(kernels, d, stream)
         attn = pipeline.attention_backend(pc.attention_spec(d), kernels, device)
         lin = pc.linear_ptrs(weights)
-        self.gemm = pc.GemmRunner(kernels, device, pipeline.tuning.fast_accum,
+        self.gemm = pc.GemmRunner(kernels, device, pipeline.tuning,
                                   pc.weights_by_shape(lin))
         self.ctx = pc.StageContext(
             k=kernels, d=d, gemm=self.gemm, quant=pc.StaticQuant(kernels, self.scales, self.acts),

@@ -35,6 +35,8 @@ FP8 = torch.float8_e4m3fn
 BF16 = torch.bfloat16
 GEMM_WORKSPACE_BYTES = 32 << 20
 AUTOTUNE_COLD_ENV = "FLASH_RT_AUTOTUNE_COLD"
+FAST_ACCUM_ENV = "FLASH_RT_FAST_ACCUM_MAX_K"
+CANDIDATES_ENV = "FLASH_RT_AUTOTUNE_CANDIDATES"
 # Rows allocated past the last layer of the K/V caches: the GEMM decoder attention reads
 # its keys rounded up to a multiple of KEY_ALIGN (finite zeros there, masked out).
 KV_TAIL_ROWS = KEY_ALIGN
@@ -224,12 +226,15 @@ class GemmRunner:
 
     The autotune cycles through every weight of the GEMM's shape (``same_shape``: the other
     layers'), so candidates are ranked with weights streaming from HBM as in the forward
-    pass, not sitting in L2 (``FLASH_RT_AUTOTUNE_COLD=0`` times one weight, for A/B runs)."""
+    pass, not sitting in L2. FP8 GEMMs with K <= ``tuning.fast_accum_max_k`` use fast
+    accumulation. Development knobs for A/B runs, read here: ``FLASH_RT_AUTOTUNE_COLD=0``
+    (time one weight), ``FLASH_RT_FAST_ACCUM_MAX_K``, ``FLASH_RT_AUTOTUNE_CANDIDATES``."""
 
-    def __init__(self, kernels: Any, device: Any, fast_accum: bool,
+    def __init__(self, kernels: Any, device: Any, tuning: "Tuning",
                  same_shape: dict[tuple[int, int, bool], list[int]] | None = None):
         self.k = kernels
-        self.fast_accum = fast_accum
+        self.fast_accum_max_k = int(os.environ.get(FAST_ACCUM_ENV, tuning.fast_accum_max_k))
+        self.candidates = int(os.environ.get(CANDIDATES_ENV, tuning.autotune_candidates))
         self._ws = torch.empty(GEMM_WORKSPACE_BYTES, dtype=torch.uint8, device=device)
         self.tuning = False
         self._tuned: set[tuple] = set()
@@ -254,13 +259,14 @@ class GemmRunner:
     def fp8(self, a: int, w: "LinearPtrs", d: int, M: int, a_scale: int, stream: int, *,
             c: int = 0, gelu: bool = False) -> None:
         opts = self._opts(w.b, c, gelu)
+        opts["fast_accum"] = w.K <= self.fast_accum_max_k
         key = ("fp8", M, w.N, w.K, bool(w.b), bool(c), gelu)
         if self._tune_now(key):
             self.k.gemm_fp8_autotune(a, w.w, d, M, w.N, w.K, a_scale, w.ws, stream,
-                                     fast_accum=self.fast_accum, b_cycle=self._cycle(w), **opts)
+                                     b_cycle=self._cycle(w), max_candidates=self.candidates,
+                                     **opts)
         else:
-            self.k.gemm_fp8(a, w.w, d, M, w.N, w.K, a_scale, w.ws, stream,
-                            fast_accum=self.fast_accum, **opts)
+            self.k.gemm_fp8(a, w.w, d, M, w.N, w.K, a_scale, w.ws, stream, **opts)
 
     def bf16(self, a: int, w: "LinearPtrs", d: int, M: int, stream: int, *, c: int = 0,
              gelu: bool = False) -> None:
@@ -268,7 +274,7 @@ class GemmRunner:
         key = ("bf16", M, w.N, w.K, bool(w.b), bool(c), gelu)
         if self._tune_now(key):
             self.k.gemm_bf16_autotune(a, w.w, d, M, w.N, w.K, stream, b_cycle=self._cycle(w),
-                                      **opts)
+                                      max_candidates=self.candidates, **opts)
         else:
             self.k.gemm_bf16(a, w.w, d, M, w.N, w.K, stream, **opts)
 
@@ -595,8 +601,10 @@ def infer(ctx: StageContext) -> None:
 class Tuning:
     """Per-hardware choices the shared sequence takes as data (no hardware branches)."""
 
-    fast_accum: bool  # FP8 GEMM fast accumulation (no periodic promotion)
+    # FP8 GEMMs with K <= this use fast accumulation (no periodic fp32 promotion); 0 = none.
+    fast_accum_max_k: int
     autotune: bool  # measure cuBLASLt candidates per shape at load
+    autotune_candidates: int = 16  # heuristic candidates timed per shape
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """Pi0.5 compute path on Hopper (sm_90a: H100 / H200).
 
 The kernel sequence is the shared one (``pipeline_common``); this file fixes Hopper's
-choices: its attention backend (GEMM-based MQA attention for the prefix and the decoder) and
-cuBLASLt autotuning of every GEMM shape at load. FP8 GEMMs keep full-precision accumulation: the prefix's
-K = 16384 down projection is where fast accumulation would cost accuracy.
+choices: its attention backend (GEMM-based MQA attention for the prefix and the decoder),
+cuBLASLt autotuning of every GEMM shape at load over 64 heuristic candidates, and fast FP8
+accumulation for K <= 2048 (QKV, O, gate/up); the K = 4096 / 16384 down projections keep
+full-precision accumulation, where fast accumulation would cost accuracy.
 
 Forward functions (pointer-only, graph-safe) and their calibration twins::
 
@@ -17,4 +18,5 @@ from flash_rt.models.pi05.pipeline_common import (  # noqa: F401  (re-exported s
 )
 
 PIPELINE = HardwarePipeline(attention_backend=HopperAttentionBackend,
-                            tuning=Tuning(fast_accum=False, autotune=True))
+                            tuning=Tuning(fast_accum_max_k=2048, autotune=True,
+                                          autotune_candidates=64))

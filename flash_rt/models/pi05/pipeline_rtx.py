@@ -12,4 +12,4 @@ from flash_rt.models.pi05.pipeline_common import (  # noqa: F401  (re-exported s
 )
 
 PIPELINE = HardwarePipeline(attention_backend=RtxAttentionBackend,
-                            tuning=Tuning(fast_accum=False, autotune=True))
+                            tuning=Tuning(fast_accum_max_k=0, autotune=True))

@@ -13,4 +13,4 @@ from flash_rt.models.pi05.pipeline_common import (  # noqa: F401  (re-exported s
 )
 
 PIPELINE = HardwarePipeline(attention_backend=ThorAttentionBackend,
-                            tuning=Tuning(fast_accum=False, autotune=True))
+                            tuning=Tuning(fast_accum_max_k=0, autotune=True))
