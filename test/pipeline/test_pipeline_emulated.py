@@ -187,6 +187,31 @@ def test_autotune_cycles_through_the_same_shape_weights(tiny_pi05_ckpt, camera_i
         assert others and any(others <= set(c) <= same for c in tuned), name
 
 
+@pytest.mark.parametrize("pipeline, knob, max_k", [(HOPPER, None, 2048), (HOPPER, "64", 64),
+                                                   (THOR, None, 0)],
+                         ids=["hopper", "hopper-knob-64", "thor"])
+def test_fast_accumulation_only_up_to_its_k(tiny_pi05_ckpt, camera_images, state, monkeypatch,
+                                            pipeline, knob, max_k):
+    # Hopper accumulates FP8 GEMMs with K <= 2048 the fast way; the long-K down projections
+    # (and every GEMM on Thor / RTX) keep full-precision accumulation. The tiny model's K are
+    # all <= 128, so the FLASH_RT_FAST_ACCUM_MAX_K=64 case shows both sides of the threshold.
+    if knob:
+        monkeypatch.setenv("FLASH_RT_FAST_ACCUM_MAX_K", knob)
+    em = Emulated(tiny_pi05_ckpt, pipeline, monkeypatch)
+    assert em.engine.gemm.fast_accum_max_k == max_k
+    seen = {}
+    real = em.k.gemm_fp8
+
+    def spy(a, b, d, M, N, K, *args, fast_accum=False, **kw):
+        seen.setdefault(K, set()).add(fast_accum)
+        return real(a, b, d, M, N, K, *args, **kw)
+    monkeypatch.setattr(em.k, "gemm_fp8", spy)
+    em.run(camera_images[:1], state, seed=1)
+    assert seen == {K: {K <= max_k} for K in seen}
+    if knob:
+        assert {True, False} <= set().union(*seen.values())
+
+
 def test_unknown_decoder_attention_is_rejected(tiny_pi05_ckpt, monkeypatch):
     monkeypatch.setenv("FLASH_RT_DECODER_ATTN", "fast")
     with pytest.raises(ValueError, match="unknown decoder attention"):
