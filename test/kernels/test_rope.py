@@ -28,12 +28,18 @@ CASES = [  # (name, cfg, M, offset, cache_rows)
 ]
 
 
-@pytest.mark.parametrize("name,cfg,M,offset,cache_rows", CASES, ids=[c[0] for c in CASES])
-def test_rope_split_and_cache_write(fk, stream, name, cfg, M, offset, cache_rows):
+def rope_inputs(cfg, M, offset):
+    """Head layout, a random merged QKV of M tokens at positions offset.., the offset scalar."""
     H, Hkv, D = cfg.prefix.num_heads, cfg.prefix.num_kv_heads, cfg.prefix.head_dim
     qkv = torch.randn(M, (H + 2 * Hkv) * D, device="cuda").bfloat16()
     pos = (torch.arange(M, device="cuda", dtype=torch.int32) + offset).contiguous()
     off = torch.tensor([offset], dtype=torch.int32, device="cuda")
+    return H, Hkv, D, qkv, pos, off
+
+
+@pytest.mark.parametrize("name,cfg,M,offset,cache_rows", CASES, ids=[c[0] for c in CASES])
+def test_rope_split_and_cache_write(fk, stream, name, cfg, M, offset, cache_rows):
+    H, Hkv, D, qkv, pos, off = rope_inputs(cfg, M, offset)
     q_scale = D ** -0.5
     q_out = Guarded((M, H * D), torch.bfloat16)
     kc = Guarded((cache_rows, Hkv * D), torch.bfloat16, fill=torch.full((cache_rows, Hkv * D), 7.0))
@@ -85,10 +91,7 @@ def test_rope_rejects_bad_head_dim(fk, stream):
 def test_rope_table_gives_the_same_bits(fk, stream, name, cfg, M, offset, cache_rows):
     # rope_table's (cos, sin) are the kernel's own fp32 math, so the table path must match
     # the on-the-fly path bit for bit; positions past table_rows fall back to that math
-    H, Hkv, D = cfg.prefix.num_heads, cfg.prefix.num_kv_heads, cfg.prefix.head_dim
-    qkv = torch.randn(M, (H + 2 * Hkv) * D, device="cuda").bfloat16()
-    pos = (torch.arange(M, device="cuda", dtype=torch.int32) + offset).contiguous()
-    off = torch.tensor([offset], dtype=torch.int32, device="cuda")
+    H, Hkv, D, qkv, pos, off = rope_inputs(cfg, M, offset)
     rows = offset + M // 2  # the last half of the tokens lie past the table
     table = Guarded((rows, D // 2, 2), torch.float32)
     fk.rope_table(ptr(table.t), rows, D, THETA, stream)
