@@ -3,8 +3,9 @@
 The kernel sequence is the shared one (``pipeline_common``); this file fixes Hopper's
 choices: its attention backend (GEMM-based MQA attention for the prefix and the decoder),
 cuBLASLt autotuning of every GEMM shape at load over 64 heuristic candidates, and fast FP8
-accumulation for K <= 2048 (QKV, O, gate/up); the K = 4096 / 16384 down projections keep
-full-precision accumulation, where fast accumulation would cost accuracy.
+accumulation for K <= 2048 (QKV, O, gate/up). The K = 4096 / 16384 down projections keep
+full-precision accumulation: fast there measured no faster in the replay on the H100 and
+lowered the worst chunk cosine (0.99924 vs 0.99929).
 
 Forward functions (pointer-only, graph-safe) and their calibration twins::
 
