@@ -276,11 +276,11 @@ void run(const GemmArgs& g, bool fp8, const char* where) {
 AutotuneResult autotune(const GemmArgs& g, bool fp8, int iters, int max_candidates,
                         const std::vector<ptr_t>& b_cycle, const char* where) {
   validate(g, fp8, where);
+  check(iters >= 1, where, "iters must be >= 1");
+  check(max_candidates >= 1, where, "max_candidates must be >= 1");
   for (ptr_t b : b_cycle) check_ptr(b, where, "b_cycle entry", 16);
   // one call per weight at least, so each timed pass reads every weight once
   iters = std::max(iters, static_cast<int>(b_cycle.size()) + 1);
-  check(iters >= 1, where, "iters must be >= 1");
-  check(max_candidates >= 1, where, "max_candidates must be >= 1");
   cudaStream_t s = as_stream(g.stream);
   cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
   check_cuda(cudaStreamIsCapturing(s, &cs), where);

@@ -42,10 +42,12 @@ __global__ void rope_table_kernel(float2* __restrict__ table, int rows, int D, f
   }
 }
 
-// One thread: 2 rotation pairs (i, i+1 with i+D/2, i+D/2+1) of one head of one token. The
-// angle math (powf, sincosf) is the long dependent chain here, so few pairs per thread and
-// many threads keep it short (the decoder has only 50 tokens).
+// One thread: 2 rotation pairs (i, i+1 with i+D/2, i+D/2+1) of one head of one token. Without
+// the table the angle math is a long dependent chain, so few pairs per thread and many
+// threads keep it short (the decoder has only 50 tokens). The table path reads both pairs'
+// (cos, sin) as one float4, and the bf16x2 loads/stores below assume the same 2.
 constexpr int kPairs = 2;
+static_assert(kPairs == 2, "rope_kernel's float4 table read and bf16x2 accesses hold 2 pairs");
 
 __global__ void rope_kernel(RopeParams p) {
   const int half = p.D / 2;

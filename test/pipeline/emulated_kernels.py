@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from flash_rt.models.common.functional import MASK_VALUE, apply_rope, rope_inv_freq
+from flash_rt.models.common.functional import MASK_VALUE, apply_rope, rope_angles, rotate_half
 from flash_rt.processing.image import resize_with_pad, resized_shape, to_model_range
 
 FP8, BF16, F32, I32, U8 = (torch.float8_e4m3fn, torch.bfloat16, torch.float32, torch.int32,
@@ -49,14 +49,6 @@ def rms(x: torch.Tensor, eps: float) -> torch.Tensor:
 
 class Epilogue:
     NONE, BIAS, GELU, BIAS_GELU = "none", "bias", "gelu", "bias_gelu"
-
-
-def rotate(x: torch.Tensor, cs: torch.Tensor) -> torch.Tensor:
-    """Rotate-half of x (M, heads, D) with (M, D/2, 2) cos/sin pairs."""
-    half = x.shape[-1] // 2
-    cos, sin = cs[:, None, :, 0], cs[:, None, :, 1]
-    x1, x2 = x[..., :half], x[..., half:]
-    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1)
 
 
 class EmulatedKernels:
@@ -197,7 +189,7 @@ class EmulatedKernels:
 
     # -- rope / embed / images --------------------------------------------------------------
     def rope_table(self, table, rows, D, theta, stream):
-        ang = torch.arange(rows, dtype=F32)[:, None] * rope_inv_freq(D, theta)[None]
+        ang = rope_angles(torch.arange(rows), D, theta)
         view(table, (rows, D // 2, 2), F32).copy_(torch.stack([ang.cos(), ang.sin()], -1))
 
     def rope_qkv_split(self, qkv, positions, q_out, k_cache, v_cache, cache_offset, M, H, Hkv,
@@ -206,9 +198,10 @@ class EmulatedKernels:
         pos = view(positions, (M,), I32).long()
         if table:  # cos/sin from the table (positions inside it), as the kernel reads them
             assert int(pos.max()) < table_rows, "the pipeline's table misses a position"
-            cs = view(table, (table_rows, D // 2, 2), F32)[pos]
-            q = rotate(t[:, :H * D].reshape(M, H, D), cs)[None]
-            k = rotate(t[:, H * D:(H + Hkv) * D].reshape(M, Hkv, D), cs)[None]
+            cs = view(table, (table_rows, D // 2, 2), F32)[pos][:, None]  # (M, 1, D/2, 2)
+            q = rotate_half(t[:, :H * D].reshape(M, H, D), cs[..., 0], cs[..., 1])[None]
+            k = rotate_half(t[:, H * D:(H + Hkv) * D].reshape(M, Hkv, D), cs[..., 0],
+                            cs[..., 1])[None]
         else:
             q = apply_rope(t[:, :H * D].reshape(1, M, H, D), pos[None], theta)
             k = apply_rope(t[:, H * D:(H + Hkv) * D].reshape(1, M, Hkv, D), pos[None], theta)

@@ -38,19 +38,27 @@ def rope_inv_freq(head_dim: int, theta: float, device=None) -> torch.Tensor:
     return (theta ** -exponent).float()
 
 
+def rope_angles(positions: torch.Tensor, head_dim: int, theta: float) -> torch.Tensor:
+    """Radians (..., head_dim/2) = positions * freq_i, in float32."""
+    inv_freq = rope_inv_freq(head_dim, theta, device=positions.device)
+    return positions.to(torch.float32)[..., None] * inv_freq
+
+
+def rotate_half(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each pair (i, i + D/2) of x (..., D) by cos/sin (broadcast to (..., D/2))."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+
+
 def apply_rope(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
     """Rotate-half RoPE.
 
     x: (B, S, H, D); positions: (B, S) integer. The first half of the head dim pairs with
     the second half (not interleaved), as in openpi's Gemma.
     """
-    head_dim = x.shape[-1]
-    inv_freq = rope_inv_freq(head_dim, theta, device=x.device)
-    angles = positions.to(torch.float32)[..., None] * inv_freq  # (B, S, D/2)
-    sin = torch.sin(angles)[:, :, None, :]
-    cos = torch.cos(angles)[:, :, None, :]
-    x1, x2 = x[..., : head_dim // 2], x[..., head_dim // 2:]
-    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)
+    angles = rope_angles(positions, x.shape[-1], theta)[:, :, None, :]
+    return rotate_half(x, torch.cos(angles), torch.sin(angles)).to(x.dtype)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
