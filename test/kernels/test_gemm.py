@@ -168,6 +168,10 @@ def test_autotune_over_a_weight_cycle(fk, stream):
     fk.gemm_fp8(ptr(aq), ptr(bq), ptr(out), M, N, K, ptr(sa), ptr(sb), stream,
                 workspace=ptr(ws), workspace_bytes=WS_BYTES)
     assert_gemm_close(out, ref)
+    with pytest.raises(ValueError, match="iters must be >= 1"):  # not raised by the cycle
+        fk.gemm_fp8_autotune(ptr(aq), ptr(bq), ptr(out), M, N, K, ptr(sa), ptr(sb), stream,
+                             workspace=ptr(ws), workspace_bytes=WS_BYTES, iters=0,
+                             b_cycle=[ptr(o) for o in others])
     with pytest.raises(ValueError, match="b_cycle entry"):
         fk.gemm_fp8_autotune(ptr(aq), ptr(bq), ptr(out), M, N, K, ptr(sa), ptr(sb), stream,
                              workspace=ptr(ws), workspace_bytes=WS_BYTES,
