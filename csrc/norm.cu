@@ -29,19 +29,50 @@ struct NormParams {
   bool add_one;
 };
 
-template <NormKind kind, typename Out>
+// Per-column parameters of one 8-column chunk, loaded before the row statistics so their
+// memory latency overlaps the row's (the kernels are latency-bound at these row counts):
+// LayerNorm (w, b), RMSNorm (gain, -), adaRMS (1 + scale, shift).
+template <NormKind kind>
+__device__ __forceinline__ void load_params(const NormParams& p, int cond, int ch,
+                                            float (&a)[8], float (&b)[8]) {
+  if (kind == NormKind::kLayer) {
+    load8(p.w + ch * 8, a);
+    load8(p.b + ch * 8, b);
+  } else if (kind == NormKind::kRms) {
+    if (p.w) {
+      load8(p.w + ch * 8, a);
+    } else {
+#pragma unroll
+      for (int i = 0; i < 8; ++i) a[i] = 1.f;
+    }
+#pragma unroll
+    for (int i = 0; i < 8; ++i) a[i] = (p.w && p.add_one) ? 1.f + a[i] : a[i];
+  } else {
+    const float* m = p.mod + static_cast<size_t>(cond) * 3 * p.N + ch * 8;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      a[i] = 1.f + m[i];
+      b[i] = m[p.N + i];
+    }
+  }
+}
+
+// CH: 8-column chunks per thread (1, 2 or 4: N <= 2048, 4096, 8192), a template so rows of
+// typical widths keep few registers and many blocks per SM.
+template <NormKind kind, typename Out, int CH>
 __global__ void __launch_bounds__(kThreads) norm_kernel(NormParams p, Out* __restrict__ out) {
   __shared__ float scratch[32];
   const int row = blockIdx.x;
   const int nchunks = p.N / 8;
   const size_t base = static_cast<size_t>(row) * p.N;
   const int cond = row / p.rows_per_cond;
-  float v[kChunks][8];
+  float v[CH][8], pa[CH][8], pb[CH][8];
   float sum = 0.f;
 #pragma unroll
-  for (int c = 0; c < kChunks; ++c) {
+  for (int c = 0; c < CH; ++c) {
     const int ch = threadIdx.x + c * kThreads;
     if (ch < nchunks) {
+      load_params<kind>(p, cond, ch, pa[c], pb[c]);
       load8(p.x + base + ch * 8, v[c]);
       if (p.y != nullptr) {  // x += gate * y, rounded to bf16 as stored
         float yv[8];
@@ -63,7 +94,7 @@ __global__ void __launch_bounds__(kThreads) norm_kernel(NormParams p, Out* __res
     mean = block_sum(sum, scratch) * inv_n;
     float sq = 0.f;
 #pragma unroll
-    for (int c = 0; c < kChunks; ++c) {
+    for (int c = 0; c < CH; ++c) {
       if (threadIdx.x + c * kThreads < nchunks) {
 #pragma unroll
         for (int i = 0; i < 8; ++i) { float d = v[c][i] - mean; sq += d * d; }
@@ -75,33 +106,15 @@ __global__ void __launch_bounds__(kThreads) norm_kernel(NormParams p, Out* __res
   }
   const float s = p.out_scale ? *p.out_scale : 1.f;
 #pragma unroll
-  for (int c = 0; c < kChunks; ++c) {
+  for (int c = 0; c < CH; ++c) {
     const int ch = threadIdx.x + c * kThreads;
     if (ch >= nchunks) continue;
     float o[8];
-    if (kind == NormKind::kLayer) {
-      float w[8], b[8];
-      load8(p.w + ch * 8, w);
-      load8(p.b + ch * 8, b);
 #pragma unroll
-      for (int i = 0; i < 8; ++i) o[i] = (v[c][i] - mean) * rstd * w[i] + b[i];
-    } else if (kind == NormKind::kRms) {
-      float w[8];
-      if (p.w) {
-        load8(p.w + ch * 8, w);
-      } else {
-#pragma unroll
-        for (int i = 0; i < 8; ++i) w[i] = 1.f;
-      }
-#pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        const float wi = (p.w && p.add_one) ? 1.f + w[i] : w[i];
-        o[i] = v[c][i] * rstd * wi;
-      }
-    } else {
-      const float* m = p.mod + static_cast<size_t>(cond) * 3 * p.N + ch * 8;
-#pragma unroll
-      for (int i = 0; i < 8; ++i) o[i] = v[c][i] * rstd * (1.f + m[i]) + m[p.N + i];
+    for (int i = 0; i < 8; ++i) {
+      if (kind == NormKind::kLayer) o[i] = (v[c][i] - mean) * rstd * pa[c][i] + pb[c][i];
+      else if (kind == NormKind::kRms) o[i] = v[c][i] * rstd * pa[c][i];
+      else o[i] = v[c][i] * rstd * pa[c][i] + pb[c][i];
     }
     store8_out(out + base + ch * 8, o, s);
   }
@@ -120,8 +133,12 @@ void check_rows(const char* where, ptr_t x, ptr_t out, i64 M, i64 N, unsigned ou
 
 template <NormKind kind, typename Out>
 void launch(const char* where, const NormParams& p, ptr_t out, i64 M, ptr_t stream) {
-  norm_kernel<kind, Out><<<static_cast<unsigned>(M), kThreads, 0, as_stream(stream)>>>(
-      p, as_ptr<Out>(out));
+  const dim3 grid(static_cast<unsigned>(M)), block(kThreads);
+  cudaStream_t s = as_stream(stream);
+  const int per_thread = (p.N / 8 + kThreads - 1) / kThreads;
+  if (per_thread <= 1) norm_kernel<kind, Out, 1><<<grid, block, 0, s>>>(p, as_ptr<Out>(out));
+  else if (per_thread <= 2) norm_kernel<kind, Out, 2><<<grid, block, 0, s>>>(p, as_ptr<Out>(out));
+  else norm_kernel<kind, Out, kChunks><<<grid, block, 0, s>>>(p, as_ptr<Out>(out));
   check_launch(where);
 }
 
