@@ -9,7 +9,7 @@ namespace flash_rt {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kChunks = 4;                       // 8-element chunks per thread
+constexpr int kChunks = 4;                       // most 8-element chunks per thread (CH)
 constexpr int kMaxN = kThreads * kChunks * 8;    // 8192
 
 enum class NormKind { kLayer, kRms, kAdaRms };
