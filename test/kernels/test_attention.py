@@ -203,7 +203,7 @@ def test_kernel_variants_on_ragged_lengths(fk, stream, monkeypatch, impl, D):
                 close(out.view(Lq, H, D), ref)
 
 
-def fp8_close(out8, scale, ref):
+def dequantised_close(out8, scale, ref):
     """FP8 output (dequantised with its scale) vs the fp32 reference: e4m3 keeps 3 mantissa
     bits (<= 1/16 relative rounding) on top of the bf16 kernel's own error."""
     torch.testing.assert_close(out8.float() * scale, ref, rtol=0.08, atol=0.03)
@@ -235,7 +235,7 @@ def test_fp8_output_with_static_scale(fk, stream, site, splits):
     out8 = Guarded(shape, torch.float8_e4m3fn)
     call(ptr(out8.t), out_scale=ptr(scale), splits=splits)
     out8.check()
-    fp8_close(out8.t, scale, ref)
+    dequantised_close(out8.t, scale, ref)
     out16 = torch.empty(shape, device="cuda", dtype=torch.bfloat16)
     call(ptr(out16), splits=splits)
     torch.cuda.synchronize()
