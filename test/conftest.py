@@ -18,6 +18,12 @@ def tiny_pi05_ckpt(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def small_pi05_ckpt(tmp_path_factory):
+    """Tiny vision and depth with the full Gemma head shape (attention wider than the MLPs)."""
+    return make_checkpoint(tmp_path_factory.mktemp("pi05_small"), "pi05", "small", seed=0)
+
+
+@pytest.fixture(scope="session")
 def tiny_pi0_ckpt(tmp_path_factory):
     return make_checkpoint(tmp_path_factory.mktemp("pi0_tiny"), "pi0", "tiny", seed=0)
 

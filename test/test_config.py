@@ -60,4 +60,4 @@ def test_overrides_and_validation():
         load_config("pi05", "huge")
     with pytest.raises(ValueError, match="unknown model"):
         load_config("pi9")
-    assert set(available_presets("pi05")) == {"full", "tiny"}
+    assert set(available_presets("pi05")) == {"full", "tiny", "small"}

@@ -71,6 +71,20 @@ def test_flash_attention_override_matches_reference(gpu, tiny_pi05_ckpt, referen
         check_against_reference(m, reference, camera_images[:views], state, PROMPT, seed=views)
 
 
+@pytest.mark.parametrize("impl", ["gemm", "flash"])
+def test_gemma_head_shape_matches_reference(gpu, small_pi05_ckpt, camera_images, state,
+                                            tmp_path, monkeypatch, impl):
+    # Gemma's real head shape (8 heads over one KV head of 256) on tiny widths, through
+    # Hopper's GEMM attention and (A/B knob) the flash kernels at both cached sites
+    monkeypatch.setenv("FLASH_RT_ENCODER_ATTN", impl)
+    monkeypatch.setenv("FLASH_RT_DECODER_ATTN", impl)
+    reference = load_model(small_pi05_ckpt, hardware="cpu")
+    m = load_model(small_pi05_ckpt, hardware="hopper", cache_dir=tmp_path)
+    assert m.engine.ctx.attn.impl == {"encoder": impl, "decoder": impl}
+    for views in (1, 3):
+        check_against_reference(m, reference, camera_images[:views], state, PROMPT, seed=views)
+
+
 def test_auto_picks_the_visible_gpu(gpu, tiny_pi05_ckpt, tmp_path):
     m = load_model(tiny_pi05_ckpt, hardware="auto", cache_dir=tmp_path)
     assert m.hardware == detect_hardware() != "cpu"

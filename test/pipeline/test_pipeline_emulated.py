@@ -151,6 +151,18 @@ def test_emulated_fast_path_matches_the_reference(tiny_pi05_ckpt, camera_images,
         & set(em.k.calls)
 
 
+@pytest.mark.parametrize("views", [1, 3])
+@pytest.mark.parametrize("pipeline", [HOPPER, THOR], ids=["hopper", "thor"])
+def test_emulated_gemma_head_shape_matches_the_reference(small_pi05_ckpt, camera_images, state,
+                                                         monkeypatch, views, pipeline):
+    # Gemma's head shape (8 heads over one KV head of 256) at tiny widths: the attention
+    # outputs (2048 wide) exceed every MLP hidden layer, so the FP8 / calibration scratch
+    # must be sized by them too (it was sized by the MLPs and norms only, which the full
+    # and tiny presets never exposed)
+    em = Emulated(small_pi05_ckpt, pipeline, monkeypatch)
+    assert_matches_reference(em, camera_images[:views], state)
+
+
 @pytest.mark.parametrize("sites", [("decoder",), ("encoder", "decoder")])
 def test_attention_override_selects_the_flash_kernels(tiny_pi05_ckpt, camera_images, state,
                                                       monkeypatch, sites):

@@ -169,7 +169,10 @@ class Activations:
 
     def __init__(self, d: Pi05Dims, device: Any):
         ms, L, H = d.image_rows, d.prefix_len, d.horizon
-        widest = max(ms * d.sig_mlp, L * d.mlp, H * d.ex_mlp, L * d.width, ms * d.sig_width)
+        # every GEMM input: MLP hidden, norm outputs, and the attention outputs (q_dim wide,
+        # which exceeds the MLP in configs with many heads and narrow MLPs)
+        widest = max(ms * d.sig_mlp, L * d.mlp, H * d.ex_mlp, L * d.width, ms * d.sig_width,
+                     L * d.q_dim, H * d.q_dim)
         e = lambda *shape, dtype=BF16: torch.zeros(shape, dtype=dtype, device=device)  # noqa: E731
         kv_rows = d.depth * d.cache_rows
         kv = {n: e(kv_rows + KV_TAIL_ROWS, d.kv_dim)[:kv_rows].view(d.depth, d.cache_rows, d.kv_dim)
