@@ -219,6 +219,10 @@ class PolicyNode(Node):
             try:
                 self._infer_and_publish(obs, prompt)
             except Exception as exc:  # noqa: BLE001 - log, count, keep serving
+                if self._stop or not self.context.ok():
+                    # SIGINT shut the context down while this chunk was computed: it has
+                    # nowhere to go, and that is a normal stop, not an inference failure
+                    return
                 key = f"errors/inference_{type(exc).__name__}"
                 self.counters.inc(key)
                 if self._log_gate.should_log(key):
