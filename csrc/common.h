@@ -84,13 +84,14 @@ inline unsigned ceil_div(long long a, long long b) { return static_cast<unsigned
 // ---------------------------------------------------------------- device helpers
 #ifdef __CUDACC__
 
+// An already scaled value to e4m3: saturate to +-kE4M3Max, round to nearest even.
+__device__ __forceinline__ fp8 sat_fp8(float v) {
+  return fp8(fminf(fmaxf(v, -kE4M3Max), kE4M3Max));
+}
+
 // Quantize with a dequantisation scale s (real = fp8 * s): q = sat(x / s), round to
 // nearest even. Division (not multiply by 1/s) so results match torch's x / s bit-exactly.
-__device__ __forceinline__ fp8 to_fp8(float x, float s) {
-  float v = __fdiv_rn(x, s);
-  v = fminf(fmaxf(v, -kE4M3Max), kE4M3Max);
-  return fp8(v);  // satfinite, round-to-nearest-even
-}
+__device__ __forceinline__ fp8 to_fp8(float x, float s) { return sat_fp8(__fdiv_rn(x, s)); }
 
 struct alignas(16) Vec8bf16 { bf16 v[8]; };
 struct alignas(8) Vec8fp8 { fp8 v[8]; };

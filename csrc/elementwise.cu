@@ -40,7 +40,7 @@ __global__ void gated_residual_kernel(bf16* __restrict__ x, const bf16* __restri
 __device__ __forceinline__ void store8_inv(fp8* p, const float (&in)[8], float inv_s) {
   Vec8fp8 t;
 #pragma unroll
-  for (int i = 0; i < 8; ++i) t.v[i] = fp8(fminf(fmaxf(in[i] * inv_s, -kE4M3Max), kE4M3Max));
+  for (int i = 0; i < 8; ++i) t.v[i] = sat_fp8(in[i] * inv_s);
   *reinterpret_cast<Vec8fp8*>(p) = t;
 }
 __device__ __forceinline__ void store8_inv(bf16* p, const float (&in)[8], float) { store8(p, in); }
