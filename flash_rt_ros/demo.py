@@ -42,7 +42,7 @@ def main(argv=None) -> int:
         make_tiny_checkpoint(ckpt)
 
     import rclpy
-    from rclpy.executors import ExternalShutdownException
+    from flash_rt_ros.shutdown import is_normal_stop
     from flash_rt_ros_msgs.msg import ActionChunk
 
     children = [
@@ -70,8 +70,9 @@ def main(argv=None) -> int:
                 break
             if args.duration and time.monotonic() - started > args.duration:
                 break
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+    except BaseException as exc:
+        if not is_normal_stop(exc):
+            raise
     finally:
         for c in reversed(children):
             stop(c)

@@ -18,7 +18,7 @@ import threading
 import rclpy
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy, qos_profile_sensor_data
@@ -36,6 +36,7 @@ from flash_rt_ros.inputs import (input_stamp, joint_sources, malformed_key, writ
 from flash_rt_ros.params import (DEFAULTS, NODE_NAME, PARAM_NAMES, NodeParams,
                                  refuse_renamed, transports, validate)
 from flash_rt.core.latency import LatencyTracker
+from flash_rt_ros.shutdown import STOP_SIGNALS, is_normal_stop
 from flash_rt_ros.stats import Counters, OncePerCause, RateMeter
 from flash_rt_ros.tick import Ticker, timer_period_s
 from flash_rt_ros_msgs.msg import ActionChunk
@@ -219,7 +220,7 @@ class PolicyNode(Node):
             try:
                 self._infer_and_publish(obs, prompt)
             except Exception as exc:  # noqa: BLE001 - log, count, keep serving
-                if self._stop or not self.context.ok():
+                if self._stop or is_normal_stop(exc, self.context):
                     # SIGINT shut the context down while this chunk was computed: it has
                     # nowhere to go, and that is a normal stop, not an inference failure
                     return
@@ -295,11 +296,12 @@ def main(args=None, policy_factory=load_policy) -> int:
         executor = MultiThreadedExecutor(num_threads=max(2, node.num_cams + 2))
         executor.add_node(node)
         executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except STOP_SIGNALS:
         pass
     except Exception as exc:  # noqa: BLE001 - configuration errors: say why, exit non-zero
-        print(f"[{NODE_NAME}] fatal: {exc}", file=sys.stderr, flush=True)
-        code = 1
+        if not is_normal_stop(exc):  # else: the stop signal arrived mid-call
+            print(f"[{NODE_NAME}] fatal: {exc}", file=sys.stderr, flush=True)
+            code = 1
     finally:
         clean = True
         if node is not None:

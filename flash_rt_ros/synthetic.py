@@ -114,7 +114,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     import rclpy
-    from rclpy.executors import ExternalShutdownException
+    from flash_rt_ros.shutdown import is_normal_stop
     from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import CompressedImage, Image, JointState
 
@@ -189,8 +189,9 @@ def main(argv=None) -> int:
                                    time.monotonic() - start >= args.burst_after) else 1.0
             next_t += period / burst
             time.sleep(max(0.0, next_t - time.monotonic()))
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+    except BaseException as exc:
+        if not is_normal_stop(exc):
+            raise
     finally:
         # Machine-readable summary: tests compare what was sent with what the node saw.
         print(f"synthetic: published {count[0]} observations in "

@@ -243,3 +243,19 @@ def test_chunk_finished_during_shutdown_is_not_an_inference_error(procs, tmp_pat
     log = procs.log(node)
     assert node.returncode == 0, log
     assert "inference failed" not in log and "context is invalid" not in log, log
+
+
+def test_stop_between_the_ok_check_and_the_wait_is_a_clean_exit(procs, tmp_path):
+    # rclpy's signal handler can shut the context down after the executor checked ok() and
+    # before it builds its wait set; CI once saw that SIGTERM end in "fatal: failed to
+    # initialize wait set" and exit status 1. run_fake_node forces exactly that order.
+    pf = write_params(tmp_path / "p.yaml", rate_hz=20.0)
+    pub = procs.start("pub", PUB + ["--cameras", "2", "--rate", "30", "--width", "32",
+                                    "--height", "24"])
+    node = procs.start("node", [FAKE_NODE] + node_args(pf), FAKE_DELAY_S=0.15,
+                       FAKE_STOP_RACE_S=1.5)
+    code = node.wait(START_TIMEOUT + 10)
+    procs.stop(pub, signal.SIGINT)
+    log = procs.log(node)
+    assert "ready:" in log, log  # the race was reached while serving, not during start-up
+    assert code == 0 and "fatal" not in log and "Traceback" not in log, log
