@@ -203,12 +203,13 @@ def _shm() -> set:
         else set()
 
 
-def _busy_fake_node(procs, tmp_path, rate_hz, cam_rate, delay_s):
-    """Two cameras and the fake-policy node (each predict takes delay_s), started and ready."""
+def _busy_fake_node(procs, tmp_path, rate_hz, cam_rate, delay_s, **env):
+    """Two cameras and the fake-policy node (each predict takes delay_s), started and ready;
+    ``env``: further run_fake_node settings."""
     pf = write_params(tmp_path / "p.yaml", rate_hz=rate_hz)
     pub = procs.start("pub", PUB + ["--cameras", "2", "--rate", str(cam_rate), "--width", "32",
                                     "--height", "24"])
-    node = procs.start("node", [FAKE_NODE] + node_args(pf), FAKE_DELAY_S=delay_s)
+    node = procs.start("node", [FAKE_NODE] + node_args(pf), FAKE_DELAY_S=delay_s, **env)
     end = time.monotonic() + START_TIMEOUT
     while "ready:" not in procs.log(node) and time.monotonic() < end:
         time.sleep(0.2)
@@ -249,12 +250,9 @@ def test_stop_between_the_ok_check_and_the_wait_is_a_clean_exit(procs, tmp_path)
     # rclpy's signal handler can shut the context down after the executor checked ok() and
     # before it builds its wait set; CI once saw that SIGTERM end in "fatal: failed to
     # initialize wait set" and exit status 1. run_fake_node forces exactly that order.
-    pf = write_params(tmp_path / "p.yaml", rate_hz=20.0)
-    pub = procs.start("pub", PUB + ["--cameras", "2", "--rate", "30", "--width", "32",
-                                    "--height", "24"])
-    node = procs.start("node", [FAKE_NODE] + node_args(pf), FAKE_DELAY_S=0.15,
-                       FAKE_STOP_RACE_S=1.5)
-    code = node.wait(START_TIMEOUT + 10)
+    pub, node = _busy_fake_node(procs, tmp_path, rate_hz=20.0, cam_rate=30, delay_s=0.15,
+                                FAKE_STOP_RACE_S=1.5)
+    code = node.wait(START_TIMEOUT)
     procs.stop(pub, signal.SIGINT)
     log = procs.log(node)
     assert "ready:" in log, log  # the race was reached while serving, not during start-up
