@@ -1,6 +1,7 @@
 """Write a random but well-conditioned checkpoint in the real LeRobot/openpi layout.
 
-Nothing can be downloaded in CI, so every test builds its model from this: the weights
+Nothing can be downloaded in CI, so every test builds its model from this (GR00T: see
+``groot_checkpoint.py``): the weights
 file (streamed: a full-size FP32 Pi0.5 is 13.4 GB and is never held in memory whole),
 ``norm_stats.json`` in openpi's layout and a small SentencePiece tokenizer trained on
 the spot. Usage::
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flash_rt.configs import MODELS, ModelConfig, available_presets, load_config
+from flash_rt.configs import ALL_MODELS, GROOT, ModelConfig, available_presets, load_config
 from flash_rt.core.checkpoint import (
     LEROBOT_PREFIX, META_MODEL, META_PRESET, NORM_STATS_FILE, TOKENIZER_FILE, WEIGHTS_FILE,
     expected_layout,
@@ -94,7 +95,13 @@ def make_norm_stats(state_dims: int, action_dims: int, seed: int) -> dict:
 def make_checkpoint(out: str | Path, model: str = "pi05", preset: str = "tiny", seed: int = 0,
                     state_dims: int = DEFAULT_STATE_DIMS, action_dims: int = DEFAULT_ACTION_DIMS,
                     dtype: torch.dtype = torch.float32, lerobot_prefix: bool = True) -> Path:
-    """Write model.safetensors, norm_stats.json and (tiny) tokenizer.model into ``out``."""
+    """Write model.safetensors, norm_stats.json and (tiny) tokenizer.model into ``out``
+    (GR00T: the released sharded layout and its config/processor files, see
+    groot_checkpoint.py)."""
+    if model == GROOT:
+        from flash_rt.tools.groot_checkpoint import make_groot_checkpoint
+
+        return make_groot_checkpoint(Path(out), preset, seed, state_dims, action_dims, dtype)
     cfg = load_config(model, preset)
     if not 1 <= state_dims <= cfg.action_dim or not 1 <= action_dims <= cfg.action_dim:
         raise ValueError(f"state/action dims must be in [1, {cfg.action_dim}]")
@@ -115,7 +122,7 @@ def make_checkpoint(out: str | Path, model: str = "pi05", preset: str = "tiny", 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=MODELS, default="pi05")
+    parser.add_argument("--model", choices=ALL_MODELS, default="pi05")
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--seed", type=int, default=0)
