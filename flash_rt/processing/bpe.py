@@ -194,7 +194,7 @@ def write_tokenizer_json(path: str | Path, special_tokens: dict[str, int],
     merges = _train_merges(words, num_merges)
     taken = set(special_tokens.values())
     free = (i for i in range(len(taken) + 256 + len(merges) + 1) if i not in taken)
-    vocab: dict[str, int] = {}
+    vocab: dict[str, int] = dict(special_tokens)  # also in the vocab: HF keeps their ids
     for sym in [bmap[b] for b in range(256)] + [a + b for a, b in merges]:
         if sym not in vocab:
             vocab[sym] = next(free)

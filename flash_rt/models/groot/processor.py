@@ -72,6 +72,11 @@ class GrootProcessor:
     def num_views(self) -> int:
         return self.embodiment.num_views
 
+    @property
+    def state_dims(self) -> int:
+        """Length of the flat raw robot state ``predict`` takes."""
+        return self.embodiment.state_dims
+
     def prompt_ids(self, prompt: str) -> list[int]:
         if self.tokenizer is None:
             raise ValueError("no tokenizer: put the Qwen tokenizer.json in the checkpoint dir, "
