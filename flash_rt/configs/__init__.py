@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from flash_rt.configs.head_dims import HeadDims
 from flash_rt.configs.groot import GROOT, GrootConfig, groot_presets, load_groot_config
 
 _CONFIG_DIR = Path(__file__).resolve().parent
@@ -49,7 +50,7 @@ class SiglipConfig:
 
 
 @dataclass(frozen=True)
-class GemmaConfig:
+class GemmaConfig(HeadDims):
     """One Gemma tower (the 2B prefix LM or the 300M action expert)."""
 
     width: int
@@ -60,14 +61,6 @@ class GemmaConfig:
     mlp_dim: int
     vocab_size: int = 0  # only the prefix LM has an embedding table
     rms_norm_eps: float = 1e-6
-
-    @property
-    def q_dim(self) -> int:
-        return self.num_heads * self.head_dim
-
-    @property
-    def kv_dim(self) -> int:
-        return self.num_kv_heads * self.head_dim
 
 
 @dataclass(frozen=True)

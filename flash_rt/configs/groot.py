@@ -14,6 +14,8 @@ from typing import Any, Mapping, Optional
 
 import yaml
 
+from flash_rt.configs.head_dims import HeadDims
+
 GROOT = "groot"
 _YAML = Path(__file__).resolve().parent / "groot.yaml"
 # config.json keys of Gr00tN1d7Config that fix a shape or the sampler (others, e.g. the
@@ -63,7 +65,7 @@ class QwenVisionConfig:
 
 
 @dataclass(frozen=True)
-class QwenTextConfig:
+class QwenTextConfig(HeadDims):
     """The Qwen3 LLM, truncated: ``num_layers`` is GR00T's ``select_layer``."""
 
     width: int
@@ -76,14 +78,6 @@ class QwenTextConfig:
     rope_theta: float
     mrope_section: tuple[int, int, int]  # rotary pairs given to (t, h, w), interleaved
     rms_norm_eps: float = 1e-6
-
-    @property
-    def q_dim(self) -> int:
-        return self.num_heads * self.head_dim
-
-    @property
-    def kv_dim(self) -> int:
-        return self.num_kv_heads * self.head_dim
 
 
 @dataclass(frozen=True)

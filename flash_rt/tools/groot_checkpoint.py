@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ from flash_rt.models.groot.checkpoint import (CONFIG_FILE, EMBODIMENT_ID_FILE, M
 from flash_rt.models.groot.reference import unused_keys
 from flash_rt.processing.bpe import write_tokenizer_json
 from flash_rt.processing.tokenizer import tiny_corpus
+from flash_rt.tools.make_checkpoint import tensor_maker
 
 log = logging.getLogger("flash_rt.make_checkpoint")
 
@@ -60,12 +60,8 @@ def init_std_and_mean(key: str, shape: tuple[int, ...]) -> tuple[float, float]:
     return fan_in ** -0.5, 0.0
 
 
-def _maker(key: str, shape: tuple[int, ...], seed: int):
-    def make() -> torch.Tensor:
-        gen = torch.Generator().manual_seed((zlib.crc32(key.encode()) ^ seed) & 0x7FFFFFFF)
-        std, mean = init_std_and_mean(key, shape)
-        return torch.randn(shape, generator=gen) * std + mean
-    return make
+def groot_tensor(key: str, shape: tuple[int, ...], seed: int):
+    return tensor_maker(key, shape, seed, init=init_std_and_mean)
 
 
 def _shards(layout: dict[str, tuple[int, ...]], dtype: torch.dtype,
@@ -97,7 +93,7 @@ def write_weights(cfg: GrootConfig, out: Path, seed: int, dtype: torch.dtype,
         def progress(n, _total, start=start):
             bar.update(start + n, len(layout))
 
-        write_streaming(out / name, [TensorEntry(k, layout[k], _maker(k, layout[k], seed))
+        write_streaming(out / name, [TensorEntry(k, layout[k], groot_tensor(k, layout[k], seed))
                                      for k in keys], dtype=dtype,
                         metadata={"format": "pt", META_MODEL: cfg.model, META_PRESET: cfg.preset},
                         progress=progress)

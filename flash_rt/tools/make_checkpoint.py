@@ -58,10 +58,12 @@ def init_std_and_mean(key: str, shape: tuple[int, ...]) -> tuple[float, float]:
     return fan_in ** -0.5, 0.0
 
 
-def _tensor_maker(key: str, shape: tuple[int, ...], seed: int):
+def tensor_maker(key: str, shape: tuple[int, ...], seed: int, init=init_std_and_mean):
+    """A deferred N(mean, std) tensor, ``(std, mean) = init(key, shape)``, seeded by the key
+    and ``seed`` (so every tensor is reproducible on its own, in any write order)."""
     def make() -> torch.Tensor:
         gen = torch.Generator().manual_seed((zlib.crc32(key.encode()) ^ seed) & 0x7FFFFFFF)
-        std, mean = init_std_and_mean(key, shape)
+        std, mean = init(key, shape)
         return torch.randn(shape, generator=gen) * std + mean
     return make
 
@@ -70,7 +72,7 @@ def write_weights(cfg: ModelConfig, out_file: Path, seed: int, dtype: torch.dtyp
                   lerobot_prefix: bool = True) -> None:
     layout = expected_layout(cfg)
     prefix = LEROBOT_PREFIX if lerobot_prefix else ""
-    entries = [TensorEntry(prefix + k, shape, _tensor_maker(k, shape, seed))
+    entries = [TensorEntry(prefix + k, shape, tensor_maker(k, shape, seed))
                for k, shape in layout.items()]
     bar = ProgressBar("writing weights", len(entries))
     write_streaming(out_file, entries, dtype=dtype,

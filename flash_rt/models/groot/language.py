@@ -20,6 +20,7 @@ from torch import nn
 
 from flash_rt.configs.groot import QwenTextConfig
 from flash_rt.models.common.functional import attention, rms_norm, rope_inv_freq, rotate_half
+from flash_rt.models.common.gemma import GemmaAttention
 
 
 class QwenRMSNorm(nn.Module):
@@ -80,14 +81,11 @@ def mrope_positions(input_ids: torch.Tensor, image_token_id: int, grid: int) -> 
     return out
 
 
-class TextAttention(nn.Module):
+class TextAttention(GemmaAttention):
+    """Gemma's bias-free q/k/v/o projections plus Qwen3's per-head q/k RMSNorm; MRoPE."""
+
     def __init__(self, cfg: QwenTextConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.q_proj = nn.Linear(cfg.width, cfg.q_dim, bias=False)
-        self.k_proj = nn.Linear(cfg.width, cfg.kv_dim, bias=False)
-        self.v_proj = nn.Linear(cfg.width, cfg.kv_dim, bias=False)
-        self.o_proj = nn.Linear(cfg.q_dim, cfg.width, bias=False)
+        super().__init__(cfg)
         self.q_norm = QwenRMSNorm(cfg.head_dim, cfg.rms_norm_eps)  # per head, before RoPE
         self.k_norm = QwenRMSNorm(cfg.head_dim, cfg.rms_norm_eps)
 
