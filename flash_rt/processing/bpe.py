@@ -70,6 +70,10 @@ class BpeTokenizer:
         if model.get("type") != "BPE" or model.get("byte_fallback") or model.get("dropout"):
             raise ValueError(f"{self.path}: only byte-level BPE without dropout/byte fallback "
                              "is supported")
+        post = spec.get("post_processor")
+        if post is not None and post.get("type") != "ByteLevel":
+            raise ValueError(f"{self.path}: post-processor {post.get('type')!r} would add "
+                             "tokens; only none or ByteLevel (Qwen's) is supported")
         norm = spec.get("normalizer")
         if norm not in (None, {"type": "NFC"}):
             raise ValueError(f"{self.path}: unsupported normalizer {norm}")
