@@ -19,10 +19,11 @@ class NodeParams:
     """Values of the node's ROS parameters (field defaults = declared defaults)."""
 
     # What to run.
-    model: str = "pi05"  # "pi05" | "pi0"
+    model: str = "pi05"  # "pi05" | "pi0" | "groot"
     framework: str = "torch"
     hardware: str = "auto"  # "auto" | "cpu" | "hopper" | "thor" | "rtx_sm120"
     checkpoint_dir: str = ""  # holds model.safetensors, norm_stats.json, tokenizer.model
+    embodiment: str = ""  # groot: embodiment tag; "" = the checkpoint's only embodiment
     num_views: int = 0  # views fed per predict; 0 = one per camera topic
     horizon: int = 0  # actions per chunk; 0 = the checkpoint preset's default
     num_steps: int = 0  # flow-matching steps; 0 = preset default

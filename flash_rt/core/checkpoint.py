@@ -76,13 +76,25 @@ def _listing(kind: str, keys: list[str]) -> str:
     return f"{kind} keys ({len(keys)}): " + ", ".join(keys[:_MAX_LISTED]) + more
 
 
-def plan_keys(reader: SafetensorsReader, layout: dict[str, tuple[int, ...]]) -> KeyPlan:
-    """Match file keys to the layout; raise one error naming every problem."""
+def plan_keys(reader, layout: dict[str, tuple[int, ...]],
+              canonical: Callable[[str], str] = canonical_key,
+              optional: Optional[dict[str, tuple[int, ...]]] = None) -> KeyPlan:
+    """Match file keys to the layout; raise one error naming every problem.
+
+    ``canonical`` maps a file key to its layout name (the Pi aliases by default);
+    ``optional`` lists keys a file may carry that are never loaded (shape-checked).
+    """
     source: dict[str, str] = {}
     unexpected, shape_errors = [], []
+    optional = optional or {}
     for key in reader.keys():
-        canon = canonical_key(key)
+        canon = canonical(key)
         if canon in _UNUSED_KEYS:
+            continue
+        if canon in optional:
+            if reader.shape(key) != optional[canon]:
+                shape_errors.append(f"{key}: checkpoint shape {reader.shape(key)}, model "
+                                    f"expects {optional[canon]}")
             continue
         if canon not in layout:
             unexpected.append(key)
@@ -130,13 +142,15 @@ def detect_preset(reader: SafetensorsReader, model: str) -> str:
 
 
 def load_reference_weights(model: nn.Module, reader: SafetensorsReader,
-                           progress: Optional[Callable[[int, int], None]] = None) -> nn.Module:
+                           progress: Optional[Callable[[int, int], None]] = None,
+                           plan: Optional[KeyPlan] = None) -> nn.Module:
     """Stream tensors from ``reader`` into a meta-initialised reference, casting to FP32.
 
-    Only one source tensor is alive beside the model at any time.
+    Only one source tensor is alive beside the model at any time. ``plan`` (default: the
+    Pi key rules against the model's own layout) says which file key fills which parameter.
     """
-    layout = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    plan = plan_keys(reader, layout)
+    if plan is None:
+        plan = plan_keys(reader, {k: tuple(v.shape) for k, v in model.state_dict().items()})
     start = time.perf_counter()
     total = len(plan.source)
     for i, (canon, key) in enumerate(sorted(plan.source.items())):

@@ -54,7 +54,7 @@ class PolicyFrontend:
                  max_token_len: Optional[int] = None, action_dims: Optional[int] = None,
                  tokenizer: Optional[str | Path] = None, preset: Optional[str] = None,
                  cache_dir: Optional[str | Path] = None, weight_cache: bool = True,
-                 precision: Optional[str] = None):
+                 precision: Optional[str] = None, embodiment: Optional[str] = None):
         start = time.perf_counter()
         # options of the quantised GPU paths: caches and precision mode (the FP32 cpu
         # reference has neither, and refuses a precision it cannot honour)
@@ -62,6 +62,21 @@ class PolicyFrontend:
             raise ValueError(f"the cpu reference runs in FP32 only, not {precision!r}")
         self.cache_options = {"cache_dir": cache_dir, "weight_cache": weight_cache,
                               "precision": precision}
+        bundle = self._open(checkpoint, preset=preset, tokenizer=tokenizer, num_views=num_views,
+                            horizon=horizon, num_steps=num_steps, max_token_len=max_token_len,
+                            action_dims=action_dims, embodiment=embodiment)
+        self._latency = LatencyTracker()
+        self._seeds = np.random.default_rng()
+        self._load(bundle)
+        log.info("%s/%s/%s ready (%s preset) in %.1f s", self.model, self.framework,
+                 self.hardware, self.config.preset, time.perf_counter() - start)
+
+    def _open(self, checkpoint: str | Path, *, preset, tokenizer, num_views, horizon,
+              num_steps, max_token_len, action_dims, embodiment):
+        """Resolve the checkpoint; set ``config``, ``checkpoint_id`` and ``processor``;
+        return what ``_load`` needs (the Pi family here; GR00T overrides it)."""
+        if embodiment is not None:
+            raise ValueError(f"embodiment= applies to GR00T checkpoints, not {self.model}")
         bundle = open_checkpoint(checkpoint, self.model, preset=preset, tokenizer=tokenizer,
                                  num_views=num_views, horizon=horizon, num_steps=num_steps,
                                  max_token_len=max_token_len)
@@ -71,11 +86,7 @@ class PolicyFrontend:
                if bundle.tokenizer else None)
         normalizer = Normalizer(NormStats.load(bundle.norm_stats), self.config)
         self.processor = processor_class(self.model)(self.config, normalizer, tok, action_dims)
-        self._latency = LatencyTracker()
-        self._seeds = np.random.default_rng()
-        self._load(bundle)
-        log.info("%s/%s/%s ready (%s preset) in %.1f s", self.model, self.framework,
-                 self.hardware, self.config.preset, time.perf_counter() - start)
+        return bundle
 
     # -- hooks ------------------------------------------------------------------------------
     def _load(self, bundle: CheckpointBundle) -> None:

@@ -1,6 +1,7 @@
 """Write a random but well-conditioned checkpoint in the real LeRobot/openpi layout.
 
-Nothing can be downloaded in CI, so every test builds its model from this: the weights
+Nothing can be downloaded in CI, so every test builds its model from this (GR00T: see
+``groot_checkpoint.py``): the weights
 file (streamed: a full-size FP32 Pi0.5 is 13.4 GB and is never held in memory whole),
 ``norm_stats.json`` in openpi's layout and a small SentencePiece tokenizer trained on
 the spot. Usage::
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flash_rt.configs import MODELS, ModelConfig, available_presets, load_config
+from flash_rt.configs import ALL_MODELS, GROOT, ModelConfig, available_presets, load_config
 from flash_rt.core.checkpoint import (
     LEROBOT_PREFIX, META_MODEL, META_PRESET, NORM_STATS_FILE, TOKENIZER_FILE, WEIGHTS_FILE,
     expected_layout,
@@ -57,10 +58,12 @@ def init_std_and_mean(key: str, shape: tuple[int, ...]) -> tuple[float, float]:
     return fan_in ** -0.5, 0.0
 
 
-def _tensor_maker(key: str, shape: tuple[int, ...], seed: int):
+def tensor_maker(key: str, shape: tuple[int, ...], seed: int, init=init_std_and_mean):
+    """A deferred N(mean, std) tensor, ``(std, mean) = init(key, shape)``, seeded by the key
+    and ``seed`` (so every tensor is reproducible on its own, in any write order)."""
     def make() -> torch.Tensor:
         gen = torch.Generator().manual_seed((zlib.crc32(key.encode()) ^ seed) & 0x7FFFFFFF)
-        std, mean = init_std_and_mean(key, shape)
+        std, mean = init(key, shape)
         return torch.randn(shape, generator=gen) * std + mean
     return make
 
@@ -69,7 +72,7 @@ def write_weights(cfg: ModelConfig, out_file: Path, seed: int, dtype: torch.dtyp
                   lerobot_prefix: bool = True) -> None:
     layout = expected_layout(cfg)
     prefix = LEROBOT_PREFIX if lerobot_prefix else ""
-    entries = [TensorEntry(prefix + k, shape, _tensor_maker(k, shape, seed))
+    entries = [TensorEntry(prefix + k, shape, tensor_maker(k, shape, seed))
                for k, shape in layout.items()]
     bar = ProgressBar("writing weights", len(entries))
     write_streaming(out_file, entries, dtype=dtype,
@@ -94,7 +97,13 @@ def make_norm_stats(state_dims: int, action_dims: int, seed: int) -> dict:
 def make_checkpoint(out: str | Path, model: str = "pi05", preset: str = "tiny", seed: int = 0,
                     state_dims: int = DEFAULT_STATE_DIMS, action_dims: int = DEFAULT_ACTION_DIMS,
                     dtype: torch.dtype = torch.float32, lerobot_prefix: bool = True) -> Path:
-    """Write model.safetensors, norm_stats.json and (tiny) tokenizer.model into ``out``."""
+    """Write model.safetensors, norm_stats.json and (tiny) tokenizer.model into ``out``
+    (GR00T: the released sharded layout and its config/processor files, see
+    groot_checkpoint.py)."""
+    if model == GROOT:
+        from flash_rt.tools.groot_checkpoint import make_groot_checkpoint
+
+        return make_groot_checkpoint(Path(out), preset, seed, state_dims, action_dims, dtype)
     cfg = load_config(model, preset)
     if not 1 <= state_dims <= cfg.action_dim or not 1 <= action_dims <= cfg.action_dim:
         raise ValueError(f"state/action dims must be in [1, {cfg.action_dim}]")
@@ -115,7 +124,7 @@ def make_checkpoint(out: str | Path, model: str = "pi05", preset: str = "tiny", 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=MODELS, default="pi05")
+    parser.add_argument("--model", choices=ALL_MODELS, default="pi05")
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--seed", type=int, default=0)
