@@ -26,7 +26,7 @@ SITE_KINDS = (SIGLIP, ENCODER, DECODER, VISION, LLM, VL_SELF, DIT_SELF, DIT_CROS
 # choice (development knobs for A/B benchmarks, read when the backend is built).
 FLASH, GEMM = "flash", "gemm"
 IMPL_ENV = {"encoder": "FLASH_RT_ENCODER_ATTN", "decoder": "FLASH_RT_DECODER_ATTN"}
-KEY_ALIGN = 16  # the GEMM path's keys, rounded up (pipeline_common.KV_TAIL_ROWS covers it)
+KEY_ALIGN = 16  # the GEMM path's keys, rounded up (paligemma_pipeline.KV_TAIL_ROWS covers it)
 GEMM_WORKSPACE_BYTES = 4 << 20  # cuBLASLt scratch of the GEMM path
 
 

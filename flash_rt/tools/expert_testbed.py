@@ -16,8 +16,10 @@ import torch
 
 from flash_rt.configs import ModelConfig
 from flash_rt.core.weight_spec import E4M3_MAX, quantize_fp8
-from flash_rt.frontends.torch._pi05_spec import patch_k
+from flash_rt.frontends.torch._paligemma_spec import patch_k
+from flash_rt.models.common import paligemma_pipeline as pp
 from flash_rt.models.pi05 import pipeline_common as pc
+from flash_rt.models.pi05.adarms import MOD_TABLE, mod_rows
 from flash_rt.models.pi05.expert_megakernel import ExpertMegakernel
 from flash_rt.models.pi05.expert_schedule import WEIGHT_SITES
 from flash_rt.models.pi05.pipeline_hopper import PIPELINE as HOPPER
@@ -25,7 +27,7 @@ from flash_rt.models.pi05.pipeline_hopper import PIPELINE as HOPPER
 STATE = ("dec_x", "k_cache", "v_cache")  # what one step reads and overwrites
 
 
-def random_expert_weights(d: pc.Pi05Dims, gen: torch.Generator) -> dict[str, torch.Tensor]:
+def random_expert_weights(d: pp.PaliGemmaDims, gen: torch.Generator) -> dict[str, torch.Tensor]:
     """FP8 Linears in the weight spec's layout ((N, K) e4m3 + float32 (1,) scale) with
     Linear-like init, and a well-conditioned adaRMS table (scale, shift ~ 0.1, gate ~ 0.5)."""
     W, F, D = d.ex_width, d.ex_mlp, d.head_dim
@@ -37,10 +39,9 @@ def random_expert_weights(d: pc.Pi05Dims, gen: torch.Generator) -> dict[str, tor
             n, k = shapes[site]
             w = torch.randn(n, k, generator=gen) * k ** -0.5
             out[f"ex.{i}.{site}.w"], out[f"ex.{i}.{site}.ws"] = quantize_fp8(w)
-    rows = 2 * d.depth + 1
-    mod = torch.randn(d.steps, rows, 3 * W, generator=gen) * 0.1
+    mod = torch.randn(d.steps, mod_rows(d), 3 * W, generator=gen) * 0.1
     mod[..., 2 * W:] += 0.5
-    out["ex.mod"] = mod
+    out[MOD_TABLE] = mod
     return out
 
 
@@ -49,17 +50,17 @@ class ExpertTestbed:
                  prefix_len: int | None = None, masked_keys: int = 3, seed: int = 0,
                  blocks: int | None = None):
         gen = torch.Generator().manual_seed(seed)
-        self.d = d = pc.Pi05Dims.from_config(cfg, patch_k(cfg))
+        self.d = d = pp.PaliGemmaDims.from_config(cfg, patch_k(cfg))
         self.k = kernels
         self.weights = {k: v.to(device) for k, v in random_expert_weights(d, gen).items()}
-        self.acts = pc.Activations(d, device)
-        self.scales = pc.ScaleTable(d, device)
+        self.acts = pp.Activations(d, device)
+        self.scales = pp.ScaleTable(pc.scale_sites(d), device)
         self.stream = torch.cuda.current_stream().cuda_stream if torch.device(device).type == "cuda" else 0
         self.acts.fill_rope_table(kernels, d, self.stream)
         valid = d.prefix_len - 7 if prefix_len is None else prefix_len
         H = d.horizon
         self.inputs_t = {
-            "dec_positions": torch.arange(valid, valid + H, dtype=torch.int32),
+            "action_positions": torch.arange(valid, valid + H, dtype=torch.int32),
             "valid_len": torch.tensor([valid], dtype=torch.int32),
             "key_mask": torch.ones(d.cache_rows, dtype=torch.uint8),
         }
@@ -69,14 +70,14 @@ class ExpertTestbed:
         self.acts.t["k_cache"].copy_(kv.to(device))
         self.acts.t["v_cache"].copy_(torch.randn(kv.shape, generator=gen).to(torch.bfloat16).to(device))
         self.acts.t["dec_x"].copy_(torch.randn(H, d.ex_width, generator=gen).to(torch.bfloat16).to(device))
-        inp = pc.InputPointers(images=[], tokens=0, positions=0,
-                               dec_positions=self.inputs_t["dec_positions"].data_ptr(),
+        inp = pp.InputPointers(images=[], tokens=0, positions=0,
+                               action_positions=self.inputs_t["action_positions"].data_ptr(),
                                key_mask=self.inputs_t["key_mask"].data_ptr(),
                                valid_len=self.inputs_t["valid_len"].data_ptr())
-        lin = pc.linear_ptrs(self.weights)
-        self.ctx = pc.StageContext(
-            k=kernels, d=d, gemm=pc.GemmRunner(kernels, device, HOPPER.tuning),
-            quant=pc.StaticQuant(kernels, self.scales, self.acts),
+        lin = pp.linear_ptrs(self.weights)
+        self.ctx = pp.StageContext(
+            k=kernels, d=d, gemm=pp.GemmRunner(kernels, device, HOPPER.tuning),
+            quant=pp.StaticQuant(kernels, self.scales, self.acts),
             attn=HOPPER.attention_backend(pc.attention_spec(d), kernels, device), lin=lin,
             w={k: v.data_ptr() for k, v in self.weights.items()}, a=self.acts,
             scales=self.scales, inp=inp, stream=self.stream)
@@ -95,7 +96,7 @@ class ExpertTestbed:
         self.scales.amax.zero_()
         for step in steps:
             self.restore()
-            pc.expert_layers(pc.calibrating(self.ctx), step)
+            pc.expert_layers(pp.calibrating(self.ctx), step)
         self.k_sync()
         got = self.scales.amax.clamp_min(1e-8) / E4M3_MAX
         used = self.scales.amax > 0

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from flash_rt.configs import load_config
+from flash_rt.models.pi05.adarms import mod_row
 from flash_rt.tools.expert_testbed import ExpertTestbed
 
 from kutil import FULL
@@ -86,8 +87,8 @@ def test_megakernel_replays_in_a_graph_and_across_steps(fk):
 
 def test_megakernel_refuses_bad_sizes(fk):
     tb = ExpertTestbed(CONFIGS["small_h50"], fk)
-    ptrs = dict(tb.mk._fixed, ascale=tb.ctx.scale("ex.0.0.qkv"), mod=tb.ctx.mod(0, 0),
-                positions=tb.ctx.inp.dec_positions, valid_len=tb.ctx.inp.valid_len,
+    ptrs = dict(tb.mk._fixed, ascale=tb.ctx.scale("ex.0.0.qkv"), mod=mod_row(tb.ctx, 0, 0),
+                positions=tb.ctx.inp.action_positions, valid_len=tb.ctx.inp.valid_len,
                 key_mask=tb.ctx.inp.key_mask)
     with pytest.raises(ValueError, match="missing argument 'x'"):
         fk.expert_megakernel({k: v for k, v in ptrs.items() if k != "x"}, tb.mk.sizes, 1e-6,

@@ -21,7 +21,7 @@ from flash_rt.configs import load_config
 from flash_rt.core.task_schedule import Schedule, Task, find_races, simulate
 from flash_rt.models.pi05 import expert_schedule as es
 from flash_rt.models.pi05.expert_megakernel import expert_dims, megakernel_unsupported
-from flash_rt.models.pi05.pipeline_common import Pi05Dims
+from flash_rt.models.common.paligemma_pipeline import PaliGemmaDims
 from flash_rt.tools.expert_testbed import ExpertTestbed
 
 from .emulated_kernels import EmulatedKernels
@@ -35,7 +35,7 @@ def dims(preset="full", depth=None, **over) -> es.ExpertDims:
     if depth:
         cfg = dataclasses.replace(cfg, prefix=dataclasses.replace(cfg.prefix, depth=depth),
                                   expert=dataclasses.replace(cfg.expert, depth=depth))
-    return expert_dims(Pi05Dims.from_config(cfg, 592))
+    return expert_dims(PaliGemmaDims.from_config(cfg, 592))
 
 
 def header_const(name: str) -> int:
@@ -167,7 +167,7 @@ def test_unsupported_models_are_named():
     assert es.unsupported_reason(dims("full")) is None
     assert es.unsupported_reason(dims("small")) is None
     cfg = load_config("pi05", "small")
-    d = Pi05Dims.from_config(cfg, 592)
+    d = PaliGemmaDims.from_config(cfg, 592)
     assert "FP8" in megakernel_unsupported(d, {})
 
 

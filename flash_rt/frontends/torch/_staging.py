@@ -10,8 +10,10 @@ pinned buffers owned here; the captured graph then reads them. Two ways, one per
   buffers directly through their mapped (UVA) addresses; nothing is copied.
 
 Both compute the device-side sizes on the host from the observation: the prefix key mask
-(masked views, padding, and the action rows ``[valid_len, valid_len + horizon)``), RoPE
-positions (``cumsum(mask) - 1``), the action expert's positions and ``valid_len``.
+(masked views, padding, and the suffix rows ``[valid_len, valid_len + suffix_len)``: Pi0's
+state token, then the actions), RoPE positions (``cumsum(mask) - 1``), the suffix
+positions, ``valid_len`` and the cache row of the first action. Models with a state token
+also get the normalised state (bf16, read by its projection GEMM).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import numpy as np
 import torch
 
 from flash_rt.models.common.processor import RawObservation
-from flash_rt.models.pi05.pipeline_common import InputPointers, Pi05Dims
+from flash_rt.models.common.paligemma_pipeline import InputPointers, PaliGemmaDims
 
 ImageKey = tuple[tuple[int, int], ...]  # (H, W) per view; missing views use (S, S)
 
@@ -35,16 +37,20 @@ class HostInputs:
 
     MAX_IMAGE_SHAPES = 8  # distinct camera resolutions kept (each also has a graph)
 
-    def __init__(self, d: Pi05Dims, device: Any):
+    def __init__(self, d: PaliGemmaDims, device: Any):
         self.d, self.device = d, device
         self.host = {
             "tokens": pinned((d.text_len,), torch.int32),
             "positions": pinned((d.prefix_len,), torch.int32),
-            "dec_positions": pinned((d.horizon,), torch.int32),
+            # state token (if any), then the actions
+            "suffix_positions": pinned((d.suffix_len,), torch.int32),
             "key_mask": pinned((d.cache_rows,), torch.uint8),
-            "valid_len": pinned((4,), torch.int32),  # 16 B for alignment; [0] is used
+            # [valid_len, cache row of the first action = valid_len + state tokens, 0, 0]
+            "valid_len": pinned((4,), torch.int32),
             "noise": pinned((d.horizon, d.action_dim), torch.float32),
         }
+        if d.state_tokens:
+            self.host["state"] = pinned((d.action_dim,), torch.bfloat16)
         self.images: dict[tuple[int, int, int], torch.Tensor] = {}
 
     def image_key(self, raw: RawObservation) -> ImageKey:
@@ -79,33 +85,42 @@ class HostInputs:
         valid_len = d.image_rows + n_text
         key_mask = np.zeros(d.cache_rows, dtype=np.uint8)
         key_mask[:d.prefix_len] = prefix_valid
-        key_mask[valid_len:valid_len + d.horizon] = 1  # the action expert's own keys
+        key_mask[valid_len:valid_len + d.suffix_len] = 1  # the suffix's own keys
         n_valid = int(prefix_valid.sum())
         h = self.host
         h["tokens"].numpy()[...] = raw.tokens
         h["positions"].numpy()[...] = np.cumsum(prefix_valid) - 1
-        h["dec_positions"].numpy()[...] = n_valid + np.arange(d.horizon)
+        h["suffix_positions"].numpy()[...] = n_valid + np.arange(d.suffix_len)
         h["key_mask"].numpy()[...] = key_mask
-        h["valid_len"].numpy()[0] = valid_len
+        h["valid_len"].numpy()[:2] = (valid_len, valid_len + d.state_tokens)
         h["noise"].copy_(noise.reshape(d.horizon, d.action_dim))
+        if d.state_tokens:
+            h["state"].copy_(torch.from_numpy(raw.state))  # round to nearest even
         return key
 
     def image_tensors(self, key: ImageKey) -> list[torch.Tensor]:
         return [self.images[(v, h, w)] for v, (h, w) in enumerate(key)]
 
 
-def _pointers(bufs: dict[str, torch.Tensor], images: list[torch.Tensor]) -> InputPointers:
-    return InputPointers(images=[(t.data_ptr(), t.shape[0], t.shape[1]) for t in images],
-                         tokens=bufs["tokens"].data_ptr(), positions=bufs["positions"].data_ptr(),
-                         dec_positions=bufs["dec_positions"].data_ptr(),
-                         key_mask=bufs["key_mask"].data_ptr(),
-                         valid_len=bufs["valid_len"].data_ptr())
+    def _pointers(self, bufs: dict[str, torch.Tensor],
+                  images: list[torch.Tensor]) -> InputPointers:
+        """The stages' view of ``bufs`` (the host buffers or their device twins)."""
+        suffix, valid = bufs["suffix_positions"], bufs["valid_len"]
+        with_state = "state" in bufs
+        return InputPointers(
+            images=[(t.data_ptr(), t.shape[0], t.shape[1]) for t in images],
+            tokens=bufs["tokens"].data_ptr(), positions=bufs["positions"].data_ptr(),
+            action_positions=suffix[self.d.state_tokens:].data_ptr(),
+            key_mask=bufs["key_mask"].data_ptr(), valid_len=valid[0:].data_ptr(),
+            actions_start=valid[1:].data_ptr(),
+            state=bufs["state"].data_ptr() if with_state else 0,
+            state_position=suffix.data_ptr() if with_state else 0)
 
 
 class DeviceStaging(HostInputs):
     """Discrete GPU: device twins of every buffer, filled by H2D copies inside the graph."""
 
-    def __init__(self, d: Pi05Dims, device: Any):
+    def __init__(self, d: PaliGemmaDims, device: Any):
         super().__init__(d, device)
         self.dev = {k: torch.empty_like(v, device=device) for k, v in self.host.items()}
         self.dev_images: dict[tuple[int, int, int], torch.Tensor] = {}
@@ -120,7 +135,7 @@ class DeviceStaging(HostInputs):
         return out
 
     def pointers(self, key: ImageKey) -> InputPointers:
-        return _pointers(self.dev, self._dev_images(key))
+        return self._pointers(self.dev, self._dev_images(key))
 
     def copy_in(self, key: ImageKey, x: torch.Tensor) -> None:
         """Record/issue the H2D copies on the current stream; the noise lands in ``x``."""
@@ -137,7 +152,7 @@ class MappedStaging(HostInputs):
     only the noise is copied, because the Euler state is updated in place on the device."""
 
     def pointers(self, key: ImageKey) -> InputPointers:
-        return _pointers(self.host, self.image_tensors(key))
+        return self._pointers(self.host, self.image_tensors(key))
 
     def copy_in(self, key: ImageKey, x: torch.Tensor) -> None:
         x.copy_(self.host["noise"], non_blocking=True)
@@ -147,7 +162,7 @@ class HostOutputs:
     """Un-normalised and normalised action chunks in pinned host memory, written by copies
     at the end of the graph (un-normalisation is a per-dim affine map, done on the GPU)."""
 
-    def __init__(self, d: Pi05Dims, scale: np.ndarray, offset: np.ndarray, device: Any):
+    def __init__(self, d: PaliGemmaDims, scale: np.ndarray, offset: np.ndarray, device: Any):
         self.scale = torch.as_tensor(scale, dtype=torch.float32, device=device)
         self.offset = torch.as_tensor(offset, dtype=torch.float32, device=device)
         self.actions_dev = torch.empty((d.horizon, d.action_dim), dtype=torch.float32,

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from flash_rt.models.pi05.adarms import mod_row
 from flash_rt.models.pi05.expert_schedule import (ExpertDims, WEIGHT_SITES, build_schedule,
                                                   kernel_sizes, pack_plan, pack_tile_major,
                                                   unsupported_reason)
@@ -22,7 +23,7 @@ EMULATED_BLOCKS = 16
 
 
 def expert_dims(d: Any) -> ExpertDims:
-    """ExpertDims from pipeline_common.Pi05Dims."""
+    """ExpertDims from the pipeline's PaliGemmaDims."""
     return ExpertDims(horizon=d.horizon, width=d.ex_width, mlp=d.ex_mlp, heads=d.heads,
                       kv_heads=d.kv_heads, head_dim=d.head_dim, depth=d.depth,
                       cache_rows=d.cache_rows)
@@ -84,8 +85,8 @@ class ExpertMegakernel:
     def run(self, ctx: Any, step: int) -> None:
         """All expert layers of denoising step ``step`` and the final norm: dec_x (the
         action-in projection's output) -> dec_xn (the action-out projection's input)."""
-        ptrs = dict(self._fixed, ascale=ctx.scale(f"ex.{step}.0.qkv"), mod=ctx.mod(step, 0),
-                    positions=ctx.inp.dec_positions, valid_len=ctx.inp.valid_len,
+        ptrs = dict(self._fixed, ascale=ctx.scale(f"ex.{step}.0.qkv"), mod=mod_row(ctx, step, 0),
+                    positions=ctx.inp.action_positions, valid_len=ctx.inp.valid_len,
                     key_mask=ctx.inp.key_mask)
         ctx.k.expert_megakernel(ptrs, self.sizes, self.eps, self.attn_scale, self.theta,
                                 ctx.stream)

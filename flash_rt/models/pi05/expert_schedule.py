@@ -1,7 +1,7 @@
 """The Pi0.5 action expert as a static task schedule for the persistent kernel.
 
 One denoising step = for every layer the phases below (each waits for the whole previous
-phase), then the final norm. The op list mirrors ``pipeline_common.decoder_step``:
+phase), then the final norm. The op list mirrors ``pipeline_common.expert_layers``:
 
 =========  =================================================================  ==========
 phase      what a task does                                                    tasks
@@ -51,7 +51,7 @@ WEIGHT_SITES = ("qkv", "o", "gate_up", "down")  # per-layer order of scales and 
 
 @dataclass(frozen=True)
 class ExpertDims:
-    """The sizes the schedule depends on (from pipeline_common.Pi05Dims)."""
+    """The sizes the schedule depends on (from the pipeline's PaliGemmaDims)."""
 
     horizon: int
     width: int

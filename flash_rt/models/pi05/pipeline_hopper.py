@@ -1,26 +1,17 @@
 """Pi0.5 compute path on Hopper (sm_90a: H100 / H200).
 
-The kernel sequence is the shared one (``pipeline_common``); this file fixes Hopper's
-choices: the action expert's layers as one persistent kernel per denoising step
-(``expert_megakernel``; ``FLASH_RT_EXPERT=sequence`` selects the kernel sequence for A/B
-runs), its attention backend (GEMM-based MQA attention for the prefix and the decoder),
-cuBLASLt autotuning of every GEMM shape at load over 64 heuristic candidates, and fast FP8
-accumulation for K <= 2048 (QKV, O, gate/up). The K = 4096 / 16384 down projections keep
-full-precision accumulation: fast there measured no faster in the replay on the H100 and
-lowered the worst chunk cosine (0.99924 vs 0.99929).
-
-Forward functions (pointer-only, graph-safe) and their calibration twins::
-
-    siglip_forward(ctx) / siglip_forward(calibrating(ctx))
-    prefix_forward(ctx), decoder_step(ctx, step), infer(ctx)
+Pi0.5's stages (``pipeline_common``) with Hopper's choices: the action expert's layers as
+one persistent kernel per denoising step (``expert_megakernel``; ``FLASH_RT_EXPERT=sequence``
+selects the kernel sequence for A/B runs), its attention backend (GEMM-based MQA attention
+for the prefix and the decoder) and its GEMM tuning (``hardware/hopper/tuning.py``: 64
+autotune candidates per shape, fast FP8 accumulation for K <= 2048). The stage
+functions and their calibration twin (the same calls through ``calibrating(ctx)``) are
+Pi0.5's, in ``pipeline_common``.
 """
 from flash_rt.hardware.hopper.attn_backend import HopperAttentionBackend
-from flash_rt.models.pi05.pipeline_common import (  # noqa: F401  (re-exported stages)
-    MEGAKERNEL, HardwarePipeline, Tuning, calibrating, decoder_step, denoise, infer,
-    prefix_forward, siglip_forward,
-)
+from flash_rt.hardware.hopper.tuning import TUNING
+from flash_rt.models.common.paligemma_pipeline import MEGAKERNEL, HardwarePipeline
+from flash_rt.models.pi05.pipeline_common import PI05
 
-PIPELINE = HardwarePipeline(attention_backend=HopperAttentionBackend,
-                            tuning=Tuning(fast_accum_max_k=2048, autotune=True,
-                                          autotune_candidates=64),
-                            expert=MEGAKERNEL)
+PIPELINE = HardwarePipeline(model=PI05, attention_backend=HopperAttentionBackend,
+                            tuning=TUNING, expert=MEGAKERNEL)

@@ -1,8 +1,11 @@
-"""The Pi0.5 compute engine: converted weights + buffers + one pipeline, no IO policy.
+"""The compute engine of a PaliGemma flow policy (Pi0, Pi0.5): converted weights +
+buffers + one hardware pipeline, no IO policy.
 
 Separated from the frontend so the same assembly runs with the real kernels on a GPU and,
 in CI, with an emulation of the kernels on the CPU (test/pipeline). The frontend adds the
-staging of inputs, calibration policy and CUDA Graphs around it.
+staging of inputs, calibration policy and CUDA Graphs around it. What is model-specific
+(attention sites, scale sites, the inference, the persistent expert kernel) comes from the
+pipeline's ``ModelStages``.
 """
 from __future__ import annotations
 
@@ -14,74 +17,79 @@ import torch
 
 from flash_rt.configs import ModelConfig
 from flash_rt.core.weight_spec import E4M3_MAX
-from flash_rt.frontends.torch._pi05_spec import patch_k
-from flash_rt.models.pi05 import pipeline_common as pc
-from flash_rt.models.pi05.expert_megakernel import ExpertMegakernel, megakernel_unsupported
+from flash_rt.frontends.torch._paligemma_spec import patch_k
+from flash_rt.models.common import paligemma_pipeline as pp
 
 
-class Pi05Engine:
+class PaliGemmaEngine:
     def __init__(self, cfg: ModelConfig, weights: dict[str, torch.Tensor],
-                 pipeline: pc.HardwarePipeline, kernels: Any, device: Any, stream: int):
-        self.dims = d = pc.Pi05Dims.from_config(cfg, patch_k(cfg))
+                 pipeline: pp.HardwarePipeline, kernels: Any, device: Any, stream: int):
+        model = pipeline.model
+        if cfg.model != model.model:
+            raise ValueError(f"a {model.model} pipeline cannot run a {cfg.model} config")
+        self.dims = d = pp.PaliGemmaDims.from_config(cfg, patch_k(cfg))
         self.weights = weights
         self.pipeline = pipeline
-        self.acts = pc.Activations(d, device)
-        self.scales = pc.ScaleTable(d, device)
+        self.acts = pp.Activations(d, device)
+        self.scales = pp.ScaleTable(model.scale_sites(d), device)
         self.acts.t["pos"].copy_(weights["sig.pos"].repeat(d.views, 1))
         self.acts.fill_rope_table(kernels, d, stream)
-        attn = pipeline.attention_backend(pc.attention_spec(d), kernels, device)
-        lin = pc.linear_ptrs(weights)
-        self.gemm = pc.GemmRunner(kernels, device, pipeline.tuning,
-                                  pc.weights_by_shape(lin))
+        attn = pipeline.attention_backend(model.attention_spec(d), kernels, device)
+        lin = pp.linear_ptrs(weights)
+        self.gemm = pp.GemmRunner(kernels, device, pipeline.tuning,
+                                  pp.weights_by_shape(lin))
         self.expert_path, self.expert_note = self._choose_expert(pipeline, d, weights)
-        expert = (ExpertMegakernel(d, weights, self.acts, device)
-                  if self.expert_path == pc.MEGAKERNEL else None)
-        self.ctx = pc.StageContext(
-            k=kernels, d=d, gemm=self.gemm, quant=pc.StaticQuant(kernels, self.scales, self.acts),
+        expert = (model.megakernel(d, weights, self.acts, device)
+                  if self.expert_path == pp.MEGAKERNEL else None)
+        self.ctx = pp.StageContext(
+            k=kernels, d=d, gemm=self.gemm, quant=pp.StaticQuant(kernels, self.scales, self.acts),
             attn=attn, lin=lin,
             w={k: v.data_ptr() for k, v in weights.items()}, a=self.acts, scales=self.scales,
             inp=None, stream=stream, expert=expert)  # type: ignore[arg-type]
 
     @staticmethod
-    def _choose_expert(pipeline: pc.HardwarePipeline, d: pc.Pi05Dims,
+    def _choose_expert(pipeline: pp.HardwarePipeline, d: pp.PaliGemmaDims,
                        weights: dict[str, torch.Tensor]) -> tuple[str, str]:
         """(path, why): the pipeline's choice unless FLASH_RT_EXPERT overrides it; a
         megakernel the model cannot use falls back to the sequence (an explicit request
         for it is an error)."""
-        requested = os.environ.get(pc.EXPERT_ENV)
+        requested = os.environ.get(pp.EXPERT_ENV)
         choice = requested or pipeline.expert
-        if choice not in (pc.SEQUENCE, pc.MEGAKERNEL):
-            raise ValueError(f"{pc.EXPERT_ENV}={choice!r}: expected {pc.SEQUENCE!r} or "
-                             f"{pc.MEGAKERNEL!r}")
-        if choice == pc.SEQUENCE:
-            return pc.SEQUENCE, f"{pc.EXPERT_ENV}" if requested else "the pipeline's choice"
-        reason = megakernel_unsupported(d, weights)
+        if choice not in (pp.SEQUENCE, pp.MEGAKERNEL):
+            raise ValueError(f"{pp.EXPERT_ENV}={choice!r}: expected {pp.SEQUENCE!r} or "
+                             f"{pp.MEGAKERNEL!r}")
+        if choice == pp.SEQUENCE:
+            return pp.SEQUENCE, f"{pp.EXPERT_ENV}" if requested else "the pipeline's choice"
+        reason = pipeline.model.megakernel_unsupported(d, weights)
         if reason is None:
-            return pc.MEGAKERNEL, "the pipeline's choice" if not requested else pc.EXPERT_ENV
+            return pp.MEGAKERNEL, "the pipeline's choice" if not requested else pp.EXPERT_ENV
         if requested:
-            raise ValueError(f"{pc.EXPERT_ENV}=megakernel: {reason}")
-        return pc.SEQUENCE, f"megakernel unavailable: {reason}"
+            raise ValueError(f"{pp.EXPERT_ENV}=megakernel: {reason}")
+        return pp.SEQUENCE, f"megakernel unavailable: {reason}"
 
     @property
     def x(self) -> torch.Tensor:
         """The Euler state: noise in, normalised actions out (float32 (H, action_dim))."""
         return self.acts.t["x"]
 
-    def context(self, inputs: pc.InputPointers, calibrate: bool = False) -> pc.StageContext:
+    def context(self, inputs: pp.InputPointers, calibrate: bool = False) -> pp.StageContext:
         ctx = replace(self.ctx, inp=inputs)
-        return pc.calibrating(ctx) if calibrate else ctx
+        return pp.calibrating(ctx) if calibrate else ctx
 
-    def stages(self, ctx: pc.StageContext) -> dict[str, Any]:
+    def infer(self, ctx: pp.StageContext) -> None:
+        """The whole inference: staged inputs -> normalised actions in ``x``."""
+        self.pipeline.model.infer(ctx)
+
+    def stages(self, ctx: pp.StageContext) -> dict[str, Callable[[], None]]:
         """Stage name -> zero-argument launcher (for per-stage timing)."""
-        return {"siglip": lambda: pc.siglip_forward(ctx), "prefix": lambda: pc.prefix_forward(ctx),
-                "denoise_step": lambda: pc.decoder_step(ctx, 0)}
+        return self.pipeline.model.stages(ctx)
 
     def calibrate(self, frames: Sequence[Any], run_calibrating: Callable[[Any], None],
                   percentile: float) -> None:
         """Static scale of each site = percentile over frames of its amax, / 448.
 
         ``run_calibrating(frame)`` stages one frame and runs the calibration twin
-        (:func:`pipeline_common.calibrating`) to completion; the engine owns the amax
+        (``paligemma_pipeline.calibrating``) to completion; the engine owns the amax
         bookkeeping, so the frontend and the CPU emulation calibrate the same way.
         """
         if not frames:
