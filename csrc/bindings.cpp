@@ -219,6 +219,9 @@ PYBIND11_MODULE(flash_rt_kernels, m) {
         "one GEMM with the weights [W_gate; W_up] stacked along N). F % 8 == 0.");
   m.def("geglu_bf16", &geglu_bf16, py::arg("gu"), py::arg("out"), py::arg("M"), py::arg("F"),
         py::arg("stream"), "geglu_fp8 with a bf16 (M, F) output.");
+  m.def("silu_bf16", &silu_bf16, py::arg("x"), py::arg("out"), py::arg("n"), py::arg("stream"),
+        "out (n,) bf16 = bf16(x / (1 + exp(-x))) (swish / SiLU in fp32), x: (n,) bf16;\n"
+        "out may be x (in place). n % 8 == 0. Pi0's action-time MLP.");
   m.def("quantize_fp8_static", &quantize_fp8_static, py::arg("x"), py::arg("out"),
         py::arg("scale"), py::arg("n"), py::arg("stream"),
         "out[i] fp8 = sat(x[i] / s), s = *scale (device float32); x: n bf16; n % 8 == 0.\n"

@@ -1,6 +1,7 @@
-// Memory-bound elementwise kernels: gated residual add, GeGLU -> FP8/bf16, FP8 quantize
-// (static scale, dynamic scale from amax), running amax for calibration, and the
-// flow-matching Euler update. 16-byte vector accesses; sizes must be multiples of 8.
+// Memory-bound elementwise kernels: gated residual add, GeGLU -> FP8/bf16, SiLU (Pi0's
+// action-time MLP), FP8 quantize (static scale, dynamic scale from amax), running amax for
+// calibration, and the flow-matching Euler update. 16-byte vector accesses; sizes must be
+// multiples of 8.
 #include "common.h"
 #include "ops.h"
 
@@ -61,6 +62,18 @@ __global__ void geglu_kernel(const bf16* __restrict__ gu, Out* __restrict__ out,
 #pragma unroll
     for (int k = 0; k < 8; ++k) o[k] = gelu_tanh(g[k]) * u[k];
     store8_inv(out + i * 8, o, inv_s);
+  }
+}
+
+// out = x * sigmoid(x) = x / (1 + exp(-x)) in fp32, rounded to bf16; out may alias x.
+__global__ void silu_kernel(const bf16* x, bf16* out, i64 n_vec) {
+  for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n_vec;
+       i += (i64)gridDim.x * blockDim.x) {
+    float v[8];
+    load8(x + i * 8, v);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) v[k] = __fdiv_rn(v[k], 1.f + expf(-v[k]));
+    store8(out + i * 8, v);
   }
 }
 
@@ -163,6 +176,16 @@ void geglu_fp8(ptr_t gu, ptr_t out, ptr_t out_scale, i64 M, i64 F, ptr_t stream)
 
 void geglu_bf16(ptr_t gu, ptr_t out, i64 M, i64 F, ptr_t stream) {
   geglu_impl("geglu_bf16", false, gu, out, 0, M, F, stream);
+}
+
+void silu_bf16(ptr_t x, ptr_t out, i64 n, ptr_t stream) {
+  const char* w = "silu_bf16";
+  check_n(w, n);
+  check_ptr(x, w, "x", 16);
+  check_ptr(out, w, "out", 16);
+  silu_kernel<<<grid_for(n / 8), kThreads, 0, as_stream(stream)>>>(
+      as_ptr<const bf16>(x), as_ptr<bf16>(out), n / 8);
+  check_launch(w);
 }
 
 void quantize_fp8_static(ptr_t x, ptr_t out, ptr_t scale, i64 n, ptr_t stream) {

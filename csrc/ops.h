@@ -79,6 +79,7 @@ void gated_residual(ptr_t x, ptr_t y, ptr_t mod, i64 M, i64 N, i64 rows_per_cond
                     ptr_t stream);
 void geglu_fp8(ptr_t gu, ptr_t out, ptr_t out_scale, i64 M, i64 F, ptr_t stream);
 void geglu_bf16(ptr_t gu, ptr_t out, i64 M, i64 F, ptr_t stream);
+void silu_bf16(ptr_t x, ptr_t out, i64 n, ptr_t stream);
 void quantize_fp8_static(ptr_t x, ptr_t out, ptr_t scale, i64 n, ptr_t stream);
 void quantize_fp8_dynamic(ptr_t x, ptr_t out, ptr_t scale_out, ptr_t amax_ws, i64 n,
                           ptr_t stream);

@@ -21,7 +21,7 @@ PUBLIC_BINDINGS: tuple[str, ...] = (
     "layernorm_fp8", "layernorm_bf16", "rmsnorm_fp8", "rmsnorm_bf16",
     "adarms_fp8", "adarms_bf16", "gated_residual_adarms_fp8",
     # elementwise
-    "gated_residual", "geglu_fp8", "geglu_bf16", "quantize_fp8_static",
+    "gated_residual", "geglu_fp8", "geglu_bf16", "silu_bf16", "quantize_fp8_static",
     "quantize_fp8_dynamic", "amax_update", "euler_step",
     # RoPE / embeddings / camera images
     "rope_qkv_split", "rope_table", "embed_gather", "resized_shape", "image_patches",

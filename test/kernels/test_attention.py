@@ -90,8 +90,10 @@ def test_prefix_gqa_valid_len_and_key_mask(fk, stream, cfg, splits, masked):
     close(out.t.view(L, H, D), ref)
 
 
-@pytest.mark.parametrize("cfg,horizon", [(TINY, TINY.horizon), (FULL, FULL.horizon), (FULL, 10)],
-                         ids=["tiny", "full_h50", "full_h10"])
+# horizon 1: Pi0's state token (keys = the prefix and itself)
+@pytest.mark.parametrize("cfg,horizon", [(TINY, TINY.horizon), (FULL, FULL.horizon), (FULL, 10),
+                                         (FULL, 1)],
+                         ids=["tiny", "full_h50", "full_h10", "full_state_token"])
 @pytest.mark.parametrize("splits", [1, 8, 12, 24])
 def test_decoder_sees_prefix_and_own_suffix(fk, stream, cfg, horizon, splits):
     L = cfg.max_prefix_len
@@ -209,14 +211,16 @@ def dequantised_close(out8, scale, ref):
     torch.testing.assert_close(out8.float() * scale, ref, rtol=0.08, atol=0.03)
 
 
-@pytest.mark.parametrize("site,splits", [("prefix", 3), ("decoder", 12), ("decoder", 16)])
+@pytest.mark.parametrize("site,splits", [("prefix", 3), ("decoder", 12), ("decoder", 16),
+                                         ("state_token", 8)])
 def test_fp8_output_with_static_scale(fk, stream, site, splits):
     # out_scale makes the split-K combine write FP8 (out / scale) for the next GEMM: the same
-    # values as the bf16 output quantised, and nothing written outside the output.
+    # values as the bf16 output quantised, and nothing written outside the output. The
+    # state token (Pi0) is the decoder kernel with one query row.
     cfg = FULL
     p = cfg.prefix
     H, Hkv, D = p.num_heads, p.num_kv_heads, p.head_dim
-    n_q = cfg.max_prefix_len if site == "prefix" else cfg.horizon
+    n_q = {"prefix": cfg.max_prefix_len, "decoder": cfg.horizon, "state_token": 1}[site]
     L = cfg.max_prefix_len
     rows = L + cfg.horizon
     valid = L - 50
@@ -248,8 +252,9 @@ def test_fp8_output_with_static_scale(fk, stream, site, splits):
 
 @pytest.mark.parametrize("cfg,horizon,site", [
     (TINY, TINY.horizon, "decoder"), (FULL, FULL.horizon, "decoder"), (FULL, 10, "decoder"),
-    (TINY, TINY.horizon, "prefix"), (FULL, FULL.horizon, "prefix")],
-    ids=["tiny_dec", "full_h50_dec", "full_h10_dec", "tiny_prefix", "full_prefix"])
+    (FULL, 1, "decoder"), (TINY, TINY.horizon, "prefix"), (FULL, FULL.horizon, "prefix")],
+    ids=["tiny_dec", "full_h50_dec", "full_h10_dec", "full_state_token_dec", "tiny_prefix",
+         "full_prefix"])
 @pytest.mark.parametrize("masked", [False, True])
 def test_mqa_gemm_path_matches_reference(fk, stream, cfg, horizon, site, masked):
     # attention_mqa_gemm (S = Q K^T GEMM, masked softmax, P V GEMM) has the flash kernels'

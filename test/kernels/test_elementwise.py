@@ -1,4 +1,4 @@
-"""GeGLU, FP8 quantize (static / dynamic), amax, Euler update, text embedding gather."""
+"""GeGLU, SiLU, FP8 quantize (static / dynamic), amax, Euler update, text embedding gather."""
 from __future__ import annotations
 
 import math
@@ -38,6 +38,29 @@ def test_geglu_gate_is_the_first_half(fk, stream):
     fk.geglu_bf16(ptr(gu), ptr(out), M, Fd, stream)
     torch.testing.assert_close(out.float(), F.gelu(gu[:, :Fd].float(), approximate="tanh"),
                                rtol=8e-3, atol=1e-3)
+
+
+# Pi0's action-time MLP: (horizon, expert width) per denoising step
+SILU = [("tiny", TINY.horizon * TINY.expert.width), ("full", FULL.horizon * FULL.expert.width)]
+
+
+@pytest.mark.parametrize("name,n", SILU, ids=[s[0] for s in SILU])
+def test_silu_matches_torch_and_runs_in_place(fk, stream, name, n):
+    x = (torch.randn(n, device="cuda") * 4).bfloat16()
+    x[:8] = torch.tensor([0.0, -0.0, 1e-3, -30.0, 30.0, -88.0, 88.0, 1.0])
+    want = F.silu(x.float()).bfloat16()
+    out = Guarded((n,), torch.bfloat16)
+    fk.silu_bf16(ptr(x), ptr(out.t), n, stream)
+    out.check()
+    # fp32 expf / division vs torch's: at most one bf16 rounding step apart
+    ulp = torch.finfo(torch.bfloat16).eps * want.float().abs().clamp_min(2 ** -126)
+    assert bool(((out.t.float() - want.float()).abs() <= ulp).all())
+    assert float((out.t != want).float().mean()) < 1e-3
+    fk.silu_bf16(ptr(x), ptr(x), n, stream)  # in place
+    torch.cuda.synchronize()
+    assert torch.equal(x, out.t)
+    with pytest.raises(ValueError, match="n"):
+        fk.silu_bf16(ptr(x), ptr(out.t), n - 1, stream)
 
 
 @pytest.mark.parametrize("n", [8, 4096, FULL.max_prefix_len * FULL.prefix.width])

@@ -33,7 +33,11 @@ def gemm_shape_ids(shapes):
     return [f"{n}-M{m}-N{nn}-K{k}" for n, m, nn, k in shapes]
 
 
-REAL = gemm_shapes(FULL) + [("decoder_M10", 10, FULL.expert.width, FULL.expert.mlp_dim)]
+# M = 1: Pi0's state token runs the expert's Linears alone (once per inference)
+STATE_TOKEN = [("state_qkv_M1", 1, FULL.expert.q_dim + 2 * FULL.expert.kv_dim, FULL.expert.width),
+               ("state_down_M1", 1, FULL.expert.width, FULL.expert.mlp_dim)]
+REAL = gemm_shapes(FULL) + [("decoder_M10", 10, FULL.expert.width, FULL.expert.mlp_dim)] + \
+    STATE_TOKEN
 SMALL = [s for s in gemm_shapes(TINY) if s[3] % 16 == 0 and s[2] % 8 == 0]
 
 
@@ -47,7 +51,10 @@ def test_fp8_gemm_matches_dequantised_matmul(fk, stream, shape):
     assert_gemm_close(out.t, ref)
 
 
-@pytest.mark.parametrize("shape", SMALL + REAL[:6], ids=gemm_shape_ids(SMALL + REAL[:6]))
+BF16_SHAPES = SMALL + REAL[:6] + [("state_proj_M1", 1, FULL.expert.width, FULL.action_dim)]
+
+
+@pytest.mark.parametrize("shape", BF16_SHAPES, ids=gemm_shape_ids(BF16_SHAPES))
 def test_bf16_gemm_matches_fp32_matmul(fk, stream, shape):
     _, M, N, K = shape
     a = torch.randn(M, K, device="cuda").bfloat16()

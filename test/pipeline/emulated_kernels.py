@@ -1,4 +1,4 @@
-"""CPU emulation of the flash_rt_kernels bindings the Pi0.5 pipeline calls.
+"""CPU emulation of the flash_rt_kernels bindings the Pi0 / Pi0.5 pipelines call.
 
 Each binding is re-implemented in torch straight from its contract in docs/kernels.md
 (pointers are turned back into tensors over the same memory), so the *real* pipeline code
@@ -47,6 +47,18 @@ def rms(x: torch.Tensor, eps: float) -> torch.Tensor:
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
 
 
+def aligned(where: str, **ptrs: int) -> None:
+    """The bindings' 16-byte alignment check of vector / cuBLASLt operands."""
+    for name, p in ptrs.items():
+        if p % 16:
+            raise ValueError(f"{where}: {name} must be 16-byte aligned")
+
+
+def multiple_of_8(where: str, n: int) -> None:
+    if n <= 0 or n % 8:
+        raise ValueError(f"{where}: n must be a positive multiple of 8, got {n}")
+
+
 class Epilogue:
     NONE, BIAS, GELU, BIAS_GELU = "none", "bias", "gelu", "bias_gelu"
 
@@ -77,6 +89,7 @@ class EmulatedKernels:
         with_bias = epilogue in (Epilogue.BIAS, Epilogue.BIAS_GELU)
         if bool(bias) != with_bias:  # the bindings' own check
             raise ValueError(f"bias={bias:#x} does not match epilogue {epilogue}")
+        aligned("gemm", d=d, c=c, bias=bias)
         out = A @ B.T
         if with_bias:
             out = out + view(bias, (N,), BF16).float()
@@ -88,13 +101,14 @@ class EmulatedKernels:
 
     def gemm_fp8(self, a, b, d, M, N, K, a_scale, b_scale, stream, *, bias=0, c=0,
                  epilogue=Epilogue.NONE, **_):
-        if a_scale % 16 or b_scale % 16:  # cuBLASLt rejects every algorithm otherwise
-            raise ValueError("gemm_fp8: a_scale/b_scale must be 16-byte aligned")
+        # cuBLASLt rejects every algorithm with misaligned scales
+        aligned("gemm_fp8", a=a, b=b, a_scale=a_scale, b_scale=b_scale)
         A = view(a, (M, K), FP8).float() * scalar(a_scale)
         B = view(b, (N, K), FP8).float() * scalar(b_scale)
         self._gemm(A, B, d, M, N, bias, c, epilogue)
 
     def gemm_bf16(self, a, b, d, M, N, K, stream, *, bias=0, c=0, epilogue=Epilogue.NONE, **_):
+        aligned("gemm_bf16", a=a, b=b)
         self._gemm(view(a, (M, K), BF16).float(), view(b, (N, K), BF16).float(), d, M, N, bias,
                    c, epilogue)
 
@@ -167,6 +181,11 @@ class EmulatedKernels:
     def geglu_fp8(self, gu, out, out_scale, M, F_, stream):
         g = view(gu, (M, 2 * F_), BF16).float()
         view(out, (M, F_), FP8).copy_(q8(gelu(g[:, :F_]) * g[:, F_:], scalar(out_scale)))
+
+    def silu_bf16(self, x, out, n, stream):
+        multiple_of_8("silu_bf16", n)
+        aligned("silu_bf16", x=x, out=out)
+        view(out, (n,), BF16).copy_(F.silu(view(x, (n,), BF16).float()).to(BF16))
 
     def quantize_fp8_static(self, x, out, scale, n, stream):
         view(out, (n,), FP8).copy_(q8(view(x, (n,), BF16), scalar(scale)))
