@@ -47,3 +47,9 @@ def camera_images():
         return np.clip(base + noise, 0, 255).astype(np.uint8)
 
     return [frame(480, 640, 0), frame(360, 480, 90), frame(224, 224, 180)]
+
+
+@pytest.fixture(scope="session")
+def small_pi0_ckpt(tmp_path_factory):
+    """Pi0 with tiny vision and depth and the full Gemma head shape."""
+    return make_checkpoint(tmp_path_factory.mktemp("pi0_small"), "pi0", "small", seed=0)

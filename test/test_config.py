@@ -61,3 +61,4 @@ def test_overrides_and_validation():
     with pytest.raises(ValueError, match="unknown model"):
         load_config("pi9")
     assert set(available_presets("pi05")) == {"full", "tiny", "small"}
+    assert set(available_presets("pi0")) == {"full", "tiny", "small"}

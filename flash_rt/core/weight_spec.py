@@ -8,7 +8,8 @@ device buffers it produces, so the conversion is data, not a hand-written loop:
   FP8 e4m3 with a per-tensor dequantisation scale (or bf16). Outputs ``<name>.w``,
   ``<name>.ws`` (FP8 only: float32 (1,)) and ``<name>.b`` (bf16, when there is a bias).
 - :class:`Copy` — a tensor kept as it is (bf16 or float32): embeddings, LayerNorm weights.
-- :class:`Derived` — a float32 function of some tensors (e.g. per-step adaRMS tables).
+- :class:`Derived` — a function of some tensors, computed in float32 and stored float32 or
+  bf16 (per-step adaRMS tables, Pi0's folded action-time weights).
 
 Weights stay in ``nn.Linear`` (N, K) layout: the GEMMs take B as (N, K) row-major, so no
 transpose is needed. ``{i}`` in names and keys is expanded by :class:`LayerBlock`.
@@ -53,6 +54,7 @@ class Derived:
     name: str
     inputs: tuple[str, ...]
     fn: Callable[[dict[str, torch.Tensor]], torch.Tensor] = field(compare=False)
+    dtype: torch.dtype = torch.float32  # bf16 for a GEMM operand (weight, bias)
 
     def keys(self) -> tuple[str, ...]:
         return self.inputs
@@ -147,7 +149,8 @@ def convert_item(item: Item, get: Callable[[str], torch.Tensor]) -> dict[str, to
         return convert_linear(item, get)
     if isinstance(item, Copy):
         return {item.name: get(item.key).to(item.dtype).contiguous()}
-    return {item.name: item.fn({k: get(k).float() for k in item.inputs}).float().contiguous()}
+    return {item.name: item.fn({k: get(k).float() for k in item.inputs}).float()
+            .to(item.dtype).contiguous()}
 
 
 def convert(spec: WeightSpec, get: Callable[[str], torch.Tensor],

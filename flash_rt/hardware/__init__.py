@@ -21,6 +21,9 @@ _PIPELINE_MAP: dict[tuple[str, str, str], tuple[str, str]] = {
     ("pi05", "torch", "thor"): ("flash_rt.frontends.torch.pi05_thor", "Pi05TorchFrontendThor"),
     ("pi05", "torch", "rtx_sm120"): ("flash_rt.frontends.torch.pi05_rtx", "Pi05TorchFrontendRtx"),
     ("pi0", "torch", "cpu"): ("flash_rt.frontends.torch.pi0_cpu", "Pi0TorchFrontendCpu"),
+    ("pi0", "torch", "hopper"): ("flash_rt.frontends.torch.pi0_hopper", "Pi0TorchFrontendHopper"),
+    ("pi0", "torch", "thor"): ("flash_rt.frontends.torch.pi0_thor", "Pi0TorchFrontendThor"),
+    ("pi0", "torch", "rtx_sm120"): ("flash_rt.frontends.torch.pi0_rtx", "Pi0TorchFrontendRtx"),
     ("groot", "torch", "cpu"): ("flash_rt.frontends.torch.groot_cpu", "GrootTorchFrontendCpu"),
 }
 

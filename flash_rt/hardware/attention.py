@@ -1,8 +1,8 @@
 """Attention spec (the sites a model attends at) and the backend interface.
 
 A model declares its attention *sites* once (``AttentionSpec``: Pi0.5's SigLIP, encoder,
-decoder; GR00T's vision, LLM, VL self, DiT self, DiT cross; with their layer counts, heads
-and maximum lengths); a per-hardware backend turns a site
+decoder; Pi0's too and its state token; GR00T's vision, LLM, VL self, DiT self, DiT cross;
+with their layer counts, heads and maximum lengths); a per-hardware backend turns a site
 call into kernel launches. Pipelines call ``attn.run(site, layer, ...)`` and never a kernel
 directly, so supporting a new GPU or a new attention kernel is one backend file.
 
@@ -16,10 +16,15 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 SIGLIP, ENCODER, DECODER = "siglip", "encoder", "decoder"
+# Pi0's state token: one query row over the prefix and itself, run once per inference
+# before the denoising steps. It is a decoder call with its own shape (n_q = 1), so it runs
+# the decoder's kernel and implementation choice (RUNS_AS).
+STATE = "state"
 # GR00T N1.7: the Qwen3-VL vision tower (per view), the causal Qwen3 LLM, the action
 # head's VL self-attention, and the DiT's self- and cross-attention blocks.
 VISION, LLM, VL_SELF, DIT_SELF, DIT_CROSS = "vision", "llm", "vl_self", "dit_self", "dit_cross"
-SITE_KINDS = (SIGLIP, ENCODER, DECODER, VISION, LLM, VL_SELF, DIT_SELF, DIT_CROSS)
+SITE_KINDS = (SIGLIP, ENCODER, DECODER, STATE, VISION, LLM, VL_SELF, DIT_SELF, DIT_CROSS)
+RUNS_AS = {STATE: DECODER}  # site kind -> the kind whose kernel and implementation it uses
 # Algorithms for the cached (encoder, decoder) sites: the flash kernel (split-K per
 # `splits`), or, for one KV head, two cuBLASLt GEMMs around a masked softmax
 # (attention_mqa_gemm). FLASH_RT_ENCODER_ATTN / FLASH_RT_DECODER_ATTN override a backend's
@@ -94,19 +99,20 @@ class AttentionBackend:
             SIGLIP: self._siglip,
             ENCODER: self._encoder_gemm if self.impl[ENCODER] == GEMM else self._encoder,
             DECODER: self._decoder_gemm if self.impl[DECODER] == GEMM else self._decoder}
+        for kind, runs_as in RUNS_AS.items():
+            self._runners[kind] = self._runners[runs_as]
         need = max((kernels.attention_workspace_bytes(s.batch, s.max_q_len, s.num_heads,
                                                       s.head_dim, self.site_splits(s.name))
                     for s in spec.sites), default=0)
         self._keys_pad: dict[str, int] = {}
-        for name in (ENCODER, DECODER):
-            if self.impl[name] != GEMM:
+        for site in spec.sites:
+            if self.site_impl(site.name) != GEMM:
                 continue
-            site = spec.site(name)
             if site.num_kv_heads != 1 or site.batch != 1:
-                raise ValueError(f"the GEMM {name} attention needs one KV head and batch 1")
-            self._keys_pad[name] = -(-site.max_kv_len // KEY_ALIGN) * KEY_ALIGN
+                raise ValueError(f"the GEMM {site.name} attention needs one KV head and batch 1")
+            self._keys_pad[site.name] = -(-site.max_kv_len // KEY_ALIGN) * KEY_ALIGN
             need = max(need, kernels.attention_mqa_gemm_workspace_bytes(
-                site.max_q_len * site.num_heads, self._keys_pad[name]))
+                site.max_q_len * site.num_heads, self._keys_pad[site.name]))
         self._gemm_ws = torch.empty(GEMM_WORKSPACE_BYTES if self._keys_pad else 16,
                                     dtype=torch.uint8, device=device)
         self._ws = torch.empty(max(need, 16), dtype=torch.uint8, device=device)
@@ -114,13 +120,17 @@ class AttentionBackend:
     def site_splits(self, name: str) -> int:
         return int(self.splits.get(name, 1))
 
+    def site_impl(self, name: str) -> str | None:
+        """FLASH or GEMM for the cached sites (and the kinds that run as one), else None."""
+        return self.impl.get(RUNS_AS.get(name, name))
+
     def fuses_fp8_output(self, site: str) -> bool:
         """Whether this site writes its FP8 output itself (``out_scale``): only split-K sites,
         whose combine kernel quantises for free (the decoder saves a quantise launch). An FP8
         branch in the single-pass epilogue measured 27 % slower on the H100 (prefix: 68.6 vs
         54.1 us, against a 2.7 us quantise kernel), so the kernels accept out_scale only
         with splits >= 2."""
-        if self.impl.get(site) == GEMM:
+        if self.site_impl(site) == GEMM:
             return False  # the GEMM path writes bf16
         return self.site_splits(site) > 1
 

@@ -8,20 +8,21 @@ import torch
 from flash_rt import load_model
 from flash_rt.core.checkpoint import expected_layout, open_checkpoint, plan_keys
 from flash_rt.core.weight_spec import convert
-from flash_rt.frontends.torch import _pi05_spec, _staging
+from flash_rt.frontends.torch import _pi05_spec, _pi0_spec, _staging
 from flash_rt.frontends.torch._paligemma_engine import PaliGemmaEngine
 
-from .compare import prefix_kv_cosine
+from .compare import prefix_kv_cosine, state_kv_cosine
 from .emulated_kernels import EmulatedKernels
 
 PROMPT = "pick up the red block"
-WEIGHT_SPECS = {"pi05": _pi05_spec.build_spec}
+WEIGHT_SPECS = {"pi05": _pi05_spec.build_spec, "pi0": _pi0_spec.build_spec}
 
 
 class Emulated:
     """Engine + mapped staging on the CPU: the frontend's wiring without CUDA."""
 
-    def __init__(self, ckpt, pipeline, monkeypatch, precision="fp8", **overrides):
+    def __init__(self, ckpt, pipeline, monkeypatch, precision="fp8", staging="mapped",
+                 **overrides):
         monkeypatch.setattr(_staging, "pinned", lambda shape, dtype: torch.zeros(shape, dtype=dtype))
         model = pipeline.model.model
         self.ref = load_model(ckpt, model=model, hardware="cpu", **overrides)
@@ -33,7 +34,9 @@ class Emulated:
                                lambda k: bundle.reader.get(plan.source[k]).float())
         self.k = EmulatedKernels()
         self.engine = PaliGemmaEngine(cfg, self.weights, pipeline, self.k, "cpu", 0)
-        self.staging = _staging.MappedStaging(self.engine.dims, "cpu")
+        # "mapped": Thor's zero-copy staging; "device": Hopper / RTX's copies into twins
+        staging_class = {"mapped": _staging.MappedStaging, "device": _staging.DeviceStaging}
+        self.staging = staging_class[staging](self.engine.dims, "cpu")
 
     def run(self, images, state, seed, calibrate=False):
         raw = self.ref.processor.prepare_raw(images, state, prompt=PROMPT)
@@ -56,6 +59,11 @@ class Emulated:
         obs = self.ref.processor.prepare(images, state, prompt=PROMPT)
         return prefix_kv_cosine(self.engine.acts.t["k_cache"], self.engine.acts.t["v_cache"],
                                 self.ref.reference, obs)
+
+    def state_kv_cosine(self, images, state):
+        obs = self.ref.processor.prepare(images, state, prompt=PROMPT)
+        return state_kv_cosine(self.engine.acts.t["k_cache"], self.engine.acts.t["v_cache"],
+                               self.ref.reference, obs)
 
     def reference(self, images, state, seed):
         return self.ref.predict(images, state, prompt=PROMPT, seed=seed).actions_normalized

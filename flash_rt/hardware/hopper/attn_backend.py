@@ -7,12 +7,13 @@ masked softmax (``attention_mqa_gemm``). Against the flash kernel this took the 
 the library's Hopper GEMMs tile the 5696 / 400 query rows better than the mma.sync flash
 kernel, which holds one block per SM at head_dim 256. SigLIP (16 heads, head_dim 72, 16 KV
 heads) keeps the flash kernel. The decoder split (16) only applies when
-``FLASH_RT_DECODER_ATTN=flash`` selects the flash kernel for an A/B run.
+``FLASH_RT_DECODER_ATTN=flash`` selects the flash kernel for an A/B run. Pi0's state token
+(one query row over the same keys) follows the decoder's choice; not measured on its own.
 """
-from flash_rt.hardware.attention import DECODER, ENCODER, GEMM, AttentionBackend
+from flash_rt.hardware.attention import DECODER, ENCODER, GEMM, STATE, AttentionBackend
 
 
 class HopperAttentionBackend(AttentionBackend):
     hardware = "hopper"
-    splits = {ENCODER: 1, DECODER: 16}
+    splits = {ENCODER: 1, DECODER: 16, STATE: 16}
     impl = {ENCODER: GEMM, DECODER: GEMM}
