@@ -12,7 +12,9 @@ import torch
 from flash_rt import load_model
 from flash_rt.hardware import detect_hardware
 
-from pipeline.compare import cosine, flow_cosine, max_abs, prefix_kv_cosine
+from pipeline.compare import cosine
+
+from .reference_checks import check_against_reference
 
 HARDWARE = {"hopper": "Pi05TorchFrontendHopper", "thor": "Pi05TorchFrontendThor",
             "rtx_sm120": "Pi05TorchFrontendRtx"}
@@ -27,24 +29,6 @@ def reference(tiny_pi05_ckpt):
 @pytest.fixture
 def state():
     return np.linspace(-0.6, 0.6, 8).astype(np.float32)
-
-
-def check_against_reference(m, reference, images, state, prompt, seed, *, chunk=0.999,
-                            flow=0.99, kv=0.99):
-    got = m.predict(images, state, prompt=prompt, seed=seed)
-    want = reference.predict(images, state, prompt=prompt, seed=seed)
-    noise = m.make_noise(None, seed)[0][0].numpy()
-    stats = {"chunk": cosine(got.actions_normalized, want.actions_normalized),
-             "flow": flow_cosine(got.actions_normalized, want.actions_normalized, noise),
-             "kv": prefix_kv_cosine(m.engine.acts.t["k_cache"], m.engine.acts.t["v_cache"],
-                                    reference.reference,
-                                    reference.processor.prepare(images, state, prompt=prompt)),
-             "max_abs": max_abs(got.actions_normalized, want.actions_normalized)}
-    assert stats["chunk"] >= chunk and stats["flow"] >= flow and stats["kv"] >= kv, stats
-    # robot-unit actions are the GPU-side affine un-normalisation of the same chunk
-    np.testing.assert_allclose(got.actions, reference.processor.postprocess(
-        got.actions_normalized), rtol=1e-5, atol=1e-5)
-    return got, stats
 
 
 @pytest.mark.parametrize("hw", sorted(HARDWARE))

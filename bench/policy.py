@@ -1,17 +1,20 @@
-"""Pi0.5 fast-path latency on a GPU, with the project's own bf16 torch baselines, as JSON.
+"""Fast-path latency of the PaliGemma policies (Pi0.5, Pi0) on a GPU, with the project's
+own bf16 torch baselines, as JSON.
 
-    python bench/pi05.py --ckpt /data/pi05_full --views 2 --horizon 50 --steps 10 \
-        --prompt-len 200 --iters 200 --baselines eager,compile --out result.json
+    python bench/policy.py --models pi05 pi0 --ckpt pi05=/data/pi05_full pi0=/data/pi0_full \
+        --views 2 --horizon 50 --steps 10 --iters 200 --baselines eager,compile --out result.json
 
-Reports (milliseconds): p50/p95/p99 of CUDA Graph replay (device time, CUDA events) and of
-end-to-end ``predict`` (host prep + H2D copies + replay + readback, wall clock); a per-stage
-breakdown (SigLIP, prefix, one denoising step, each replayed as its own graph); and the
-same model as the bf16 torch reference, eager and ``torch.compile``-d per layer, with the
-same inputs. Several ``--views``/``--horizon`` values run as separate configurations.
+Reports (milliseconds), per model and configuration: p50/p95/p99 of CUDA Graph replay
+(device time, CUDA events) and of end-to-end ``predict`` (host prep + H2D copies + replay
++ readback, wall clock); a per-stage breakdown (SigLIP, prefix, Pi0's state token, one
+denoising step, each replayed as its own graph); and the same model as the bf16 torch
+reference, eager and ``torch.compile``-d per layer, with the same inputs. Several
+``--views``/``--horizon`` values run as separate configurations; several ``--models`` run
+in the same process one after the other, so their numbers come from the same device state.
 ``--profile`` adds a kernel-level breakdown per stage (CUPTI through torch.profiler): the
 span of each graph, the sum of its kernel times (the difference is launch gaps), the
 launch count and the kernels grouped by name.
-Generates a random full-size checkpoint when --ckpt is not given (13.4 GB of disk).
+A model without ``--ckpt`` gets a random full-size checkpoint (13.4 GB of disk each).
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ import torch
 
 import flash_rt
 from flash_rt import kernels, load_model
+from flash_rt.configs import MODELS
 from flash_rt.core.checkpoint import open_checkpoint
 from flash_rt.tools.make_checkpoint import make_checkpoint
 
@@ -52,13 +56,20 @@ def token_ids(n: int, vocab: int) -> list[int]:
     return [1 + (7 * i) % (min(vocab, 32000) - 1) for i in range(n)]
 
 
+def robot_state(m) -> np.ndarray:
+    """A raw robot state of the checkpoint's length (Pi0 feeds it to its state token; Pi0.5
+    with token ids does not read it)."""
+    return np.linspace(-0.5, 0.5, m.processor.state_dims).astype(np.float32)
+
+
 def bench_fast(m, images, ids, iters: int, profile: bool = False) -> dict:
+    state = robot_state(m)
     for s in range(3):  # calibration + capture + warm-up
-        m.predict(images, token_ids=ids, seed=s)
+        m.predict(images, state, token_ids=ids, seed=s)
     wall = []
     for s in range(iters):
         t0 = time.perf_counter()
-        m.predict(images, token_ids=ids, seed=s)
+        m.predict(images, state, token_ids=ids, seed=s)
         wall.append((time.perf_counter() - t0) * 1e3)
     stages = {k: pct(v) for k, v in m.stage_ms(max(iters // 4, 10)).items()}
     out = {"replay_ms": pct(m.replay_ms(iters)), "predict_ms": pct(wall), "stages_ms": stages}
@@ -118,22 +129,23 @@ def _compile_layers(ref) -> None:
 def bench_torch(ckpt, cfg_kw: dict, images, ids, iters: int, compiled: bool) -> dict:
     m = load_model(ckpt, hardware="cpu", **cfg_kw).to("cuda", torch.bfloat16)
     ref = m.reference  # the reference module itself (timed without host pre/post-processing)
-    obs = m.processor.prepare(images, None, token_ids=ids)
+    obs = m.processor.prepare(images, robot_state(m), token_ids=ids)
     args = [t.cuda() for t in (obs.pixels, obs.view_mask, obs.tokens, obs.token_mask)]
     noise = m.make_noise(None, 0)[0].cuda()
+    state = obs.state.cuda()
     if compiled:
         _compile_layers(ref)
     t0 = time.perf_counter()
-    ref.sample_actions(*args, noise)
+    ref.sample_actions(*args, noise, state=state)
     torch.cuda.synchronize()
     first_s = time.perf_counter() - t0
     for _ in range(2):
-        ref.sample_actions(*args, noise)
+        ref.sample_actions(*args, noise, state=state)
     times = []
     for _ in range(iters):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         a.record()
-        ref.sample_actions(*args, noise)
+        ref.sample_actions(*args, noise, state=state)
         b.record()
         b.synchronize()
         times.append(a.elapsed_time(b))
@@ -144,13 +156,16 @@ def bench_torch(ckpt, cfg_kw: dict, images, ids, iters: int, compiled: bool) -> 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--ckpt", default=None)
+    ap.add_argument("--models", nargs="+", default=["pi05"], choices=MODELS)
+    ap.add_argument("--ckpt", nargs="+", default=[], metavar="MODEL=DIR",
+                    help="checkpoint per model (a bare DIR applies to the only model)")
     ap.add_argument("--hardware", default="auto")
     ap.add_argument("--views", type=int, nargs="+", default=[2])
     ap.add_argument("--horizon", type=int, nargs="+", default=[50])
     ap.add_argument("--precision", nargs="+", default=["fp8"])
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--prompt-len", type=int, default=200)
+    ap.add_argument("--prompt-len", type=int, default=None,
+                    help="text tokens (default: the model's max_token_len, 200 / 48)")
     ap.add_argument("--iters", type=int, default=200)
     ap.add_argument("--baseline-iters", type=int, default=20)
     ap.add_argument("--baselines", default="eager,compile",
@@ -160,42 +175,76 @@ def main() -> None:
                     help="add a per-kernel breakdown of each stage (torch.profiler/CUPTI)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    ckpts = checkpoint_args(args.ckpt, args.models)
     tmp = tempfile.TemporaryDirectory()
-    ckpt = args.ckpt or str(make_checkpoint(Path(tmp.name), "pi05", "full", seed=0))
     result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
               "cuda": torch.version.cuda, "flash_rt": flash_rt.__version__,
               "kernel_archs": kernels.load().built_archs(), "python": platform.python_version(),
-              "steps": args.steps, "prompt_len": args.prompt_len, "configs": []}
+              "steps": args.steps, "configs": []}
     baselines = [b for b in args.baselines.split(",") if b]
-    for views in args.views:
-        for horizon in args.horizon:
-            cfg_kw = dict(num_views=views, horizon=horizon, num_steps=args.steps,
-                          max_token_len=args.prompt_len)
-            images = camera_frames(views)
-            ids = token_ids(args.prompt_len, load_config_vocab(ckpt))
-            row = {"views": views, "horizon": horizon}
-            result["configs"].append(row)
-            for precision in ([] if args.skip_fast else args.precision):
-                torch.cuda.reset_peak_memory_stats()
-                t0 = time.perf_counter()
-                m = load_model(ckpt, hardware=args.hardware, precision=precision, **cfg_kw)
-                load_s = time.perf_counter() - t0
-                row[precision] = {"hardware": m.hardware, "load_s": load_s,
-                                  **bench_fast(m, images, ids, args.iters, args.profile),
-                                  "gpu_peak_gib": torch.cuda.max_memory_allocated() / 2**30}
-                del m
-                torch.cuda.empty_cache()
-                save(result, args.out)
-            for b in baselines:
-                row[f"torch_bf16_{b}"] = bench_torch(ckpt, cfg_kw, images, ids,
-                                                     args.baseline_iters, b == "compile")
-                save(result, args.out)
-            print(json.dumps(row), flush=True)
+    for model in args.models:
+        ckpt = ckpts.get(model) or str(make_checkpoint(Path(tmp.name) / model, model, "full",
+                                                       seed=0))
+        cfg = open_checkpoint(ckpt, model).config
+        prompt_len = args.prompt_len or cfg.max_token_len
+        for views in args.views:
+            for horizon in args.horizon:
+                cfg_kw = dict(model=model, num_views=views, horizon=horizon,
+                              num_steps=args.steps, max_token_len=prompt_len)
+                images = camera_frames(views)
+                ids = token_ids(prompt_len, cfg.prefix.vocab_size)
+                row = {"model": model, "views": views, "horizon": horizon,
+                       "prompt_len": prompt_len}
+                result["configs"].append(row)
+                for precision in ([] if args.skip_fast else args.precision):
+                    torch.cuda.reset_peak_memory_stats()
+                    t0 = time.perf_counter()
+                    m = load_model(ckpt, hardware=args.hardware, precision=precision, **cfg_kw)
+                    load_s = time.perf_counter() - t0
+                    row[precision] = {"hardware": m.hardware, "load_s": load_s,
+                                      **bench_fast(m, images, ids, args.iters, args.profile),
+                                      "gpu_peak_gib": torch.cuda.max_memory_allocated() / 2**30}
+                    del m
+                    torch.cuda.empty_cache()
+                    save(result, args.out)
+                for b in baselines:
+                    row[f"torch_bf16_{b}"] = bench_torch(ckpt, cfg_kw, images, ids,
+                                                         args.baseline_iters, b == "compile")
+                    save(result, args.out)
+                print(json.dumps(row), flush=True)
+    result["replay_p50_ratio_pi0_over_pi05"] = replay_ratios(result["configs"], args.precision)
+    save(result, args.out)
     print(json.dumps(result, indent=2))
 
 
-def load_config_vocab(ckpt) -> int:
-    return open_checkpoint(ckpt, "pi05").config.prefix.vocab_size
+def replay_ratios(rows: list[dict], precisions: list[str]) -> dict[str, float]:
+    """"<precision>/<views>x<horizon>" -> Pi0's replay p50 / Pi0.5's (same run, same device)."""
+    by = {(r["model"], r["views"], r["horizon"]): r for r in rows}
+    out = {}
+    for (model, v, h), row in by.items():
+        other = by.get(("pi05", v, h))
+        if model != "pi0" or other is None:
+            continue
+        for p in precisions:
+            if p in row and p in other:
+                out[f"{p}/{v}x{h}"] = (row[p]["replay_ms"]["p50"] /
+                                       other[p]["replay_ms"]["p50"])
+    return out
+
+
+def checkpoint_args(values: list[str], models: list[str]) -> dict[str, str]:
+    """``MODEL=DIR`` pairs (or one bare DIR for a single model) -> model -> directory."""
+    out = {}
+    for v in values:
+        model, sep, path = v.partition("=")
+        if not sep:
+            if len(models) != 1:
+                raise SystemExit(f"--ckpt {v}: name the model (MODEL=DIR) with several --models")
+            model, path = models[0], v
+        if model not in models:
+            raise SystemExit(f"--ckpt {v}: {model!r} is not in --models {models}")
+        out[model] = path
+    return out
 
 
 def save(result: dict, out) -> None:

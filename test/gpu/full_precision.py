@@ -1,0 +1,82 @@
+"""Full-size precision of a hopper fast path vs the FP32 reference on the same GPU, for
+1, 2 and 3 views and horizon 10 and 50, same weights / observation / noise (shared by the
+Pi0.5 and Pi0 tests).
+
+Runs when FLASH_RT_FULL=1: writes a random full-size checkpoint to a temp dir (13.4 GB),
+or uses the one named by the model's checkpoint variable. Nothing is stored between runs:
+the reference chunks are recomputed. With the model's report variable set to a file, the
+measured numbers are written there as JSON. FLASH_RT_PRECISIONS (comma list, default fp8)
+and FLASH_RT_PRECISION_CONFIGS (e.g. "3x10,2x50") choose what runs.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from flash_rt import load_model
+from flash_rt.tools.make_checkpoint import make_checkpoint
+
+from pipeline.compare import cosine, flow_cosine, max_abs, prefix_kv_cosine, state_kv_cosine
+
+ENABLED = os.environ.get("FLASH_RT_FULL") == "1"
+SKIP_REASON = ("full-size precision run: set FLASH_RT_FULL=1 (GPU, ~14 GB disk, ~30 GB GPU "
+               "memory)")
+PROMPT = "pick up the red block and put it in the bowl"
+CHUNK_COSINE = 0.999
+PRECISIONS = os.environ.get("FLASH_RT_PRECISIONS", "fp8").split(",")
+# optional subset of "<views>x<horizon>" configurations, e.g. "3x10,2x50"
+ONLY = set(filter(None, os.environ.get("FLASH_RT_PRECISION_CONFIGS", "").split(",")))
+VIEWS, HORIZONS = (1, 2, 3), (10, 50)
+
+
+def full_checkpoint(tmp_path_factory, model: str, env: str) -> Path:
+    given = os.environ.get(env)
+    if given:
+        return Path(given)
+    return make_checkpoint(tmp_path_factory.mktemp(f"{model}_full"), model, "full", seed=0)
+
+
+def write_report(env: str, results: list[dict]) -> None:
+    path = os.environ.get(env)
+    if path and results:
+        info = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+                "results": results}
+        Path(path).write_text(json.dumps(info, indent=2))
+
+
+def measure(model: str, full_ckpt, reference, camera_images, views: int, horizon: int,
+            precision: str, cache_dir) -> dict:
+    """Calibrate the hopper path on other frames (as on a robot), predict one observation
+    and compare it with the reference on the fast path's own observation and noise."""
+    if ONLY and f"{views}x{horizon}" not in ONLY:
+        pytest.skip(f"not in FLASH_RT_PRECISION_CONFIGS={sorted(ONLY)}")
+    m = load_model(full_ckpt, model=model, hardware="hopper", num_views=views,
+                   horizon=horizon, cache_dir=cache_dir, precision=precision)
+    state = np.linspace(-0.8, 0.8, 8).astype(np.float32)
+    images = camera_images[:views]
+    m.recalibrate([dict(images=[np.roll(i, 40 * k, axis=1) for i in images], state=state * 0.9,
+                        prompt=PROMPT, seed=100 + k) for k in range(3)])
+    seed = 7 + views
+    got = m.predict(images, state, prompt=PROMPT, seed=seed).actions_normalized
+    obs = m.processor.prepare(images, state, prompt=PROMPT)
+    noise = m.make_noise(None, seed)[0]
+    # the reference's own inference hook on the fast path's observation and noise (its
+    # predict() would prepare its own 3-view, horizon-50 config)
+    want = reference._infer(obs, noise)
+    caches = m.engine.acts.t["k_cache"], m.engine.acts.t["v_cache"]
+    row = {"model": model, "precision": precision, "views": views, "horizon": horizon,
+           "chunk_cosine": cosine(got, want), "max_abs": max_abs(got, want),
+           "flow_cosine": flow_cosine(got, want, noise[0].numpy()),
+           "prefix_kv_cosine": prefix_kv_cosine(*caches, reference.reference, obs),
+           "expert": m.engine.expert_path}
+    if m.config.state_token:
+        row["state_kv_cosine"] = state_kv_cosine(*caches, reference.reference, obs)
+    print(row)
+    del m
+    torch.cuda.empty_cache()
+    return row
