@@ -5,6 +5,8 @@
     python -m flash_rt_ros.bag replay EPISODE --checkpoint CKPT --hardware hopper --out RUN
     python -m flash_rt_ros.bag compare REF RUN
 
+record-reference and replay take --model pi05 | pi0 | groot (default: the params file's).
+
 Exit status: 0 success (compare: pass), 1 compare below the thresholds, 2 an error (an
 unreadable bag, a bad configuration, a node that failed), with one line saying why.
 """
@@ -17,6 +19,8 @@ import sys
 from pathlib import Path
 
 import yaml
+
+from flash_rt.configs import ALL_MODELS
 
 EXIT_FAIL, EXIT_ERROR = 1, 2
 
@@ -33,8 +37,11 @@ def _node_options(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("bag", help="input rosbag2 recording (directory, or a .mcap/.db3 file)")
     ap.add_argument("--checkpoint", required=True, help="checkpoint directory")
     ap.add_argument("--params", default=None,
-                    help="the node's ROS params file (default: config/pi05_cpu.yaml); topics, "
-                         "joint names, rate, trigger and staleness come from it")
+                    help="the node's ROS params file (default: config/<model>_cpu.yaml); "
+                         "topics, joint names, rate, trigger and staleness come from it")
+    ap.add_argument("--model", default=None, choices=ALL_MODELS,
+                    help="the policy (default: the params file's model, pi05 without "
+                         "--params)")
     ap.add_argument("-p", "--param", action="append", type=_param, default=[],
                     metavar="NAME:=VALUE", help="override one node parameter (repeatable)")
     ap.add_argument("--prompt", default=None,
@@ -128,12 +135,15 @@ def _node_setup(args, **extra):
     ``seed_mode: stamp``, the resolved prompt), and the prompt."""
     from flash_rt_ros.bag.observations import resolve_prompt
     from flash_rt_ros.bag.reader import BagReader
-    from flash_rt_ros.params import load_params_file
+    from flash_rt_ros.params import DEFAULTS, load_params_file
     from flash_rt_ros.processes import find_config
 
-    params_file = Path(args.params) if args.params else find_config("pi05_cpu.yaml")
+    params_file = (Path(args.params) if args.params else
+                   find_config(f"{args.model or DEFAULTS['model']}_cpu.yaml"))
     overrides = dict(args.param)
     overrides.update(checkpoint_dir=str(args.checkpoint), seed_mode="stamp", **extra)
+    if args.model:
+        overrides["model"] = args.model
     if args.seed is not None:
         overrides["seed"] = args.seed
     p = load_params_file(params_file, overrides)

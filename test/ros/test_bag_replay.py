@@ -120,3 +120,19 @@ def test_compare_reports_unmatched_chunks_instead_of_dropping_them(reference, tm
     assert len(u["reference_without_engine"]) == 13
     assert report["verdict"] == "fail" and "only 1 matched" in report["reasons"][0]
     assert np.isclose(s["cosine"]["min"], 1.0)
+
+
+def test_model_option_replays_pi0(episode, tiny_pi0_ckpt, tmp_path):
+    """--model pi0 with a Pi0.5 params file: the reference and the engine run Pi0 and the
+    chunks say so."""
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    common = ("--checkpoint", tiny_pi0_ckpt, "--params", episode["params"], "--model", "pi0",
+              "--seed", 7)
+    rc, out, err = run_bag("record-reference", episode["bag"], *common, "--out", ref)
+    assert rc == 0, out + err
+    rc, out, err = run_bag("replay", episode["bag"], *common, "--hardware", "cpu", "--out", run)
+    assert rc == 0, out + err
+    rc, out, err = run_bag("compare", ref, run, "--no-plot", "--report", tmp_path / "r.json")
+    assert rc == 0 and "matched 14 of 14" in out, out + err
+    with BagReader(run) as bag:
+        assert {c.model for c in bag.chunks()} == {"pi0"}

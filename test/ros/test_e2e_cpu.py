@@ -1,4 +1,4 @@
-"""End to end with the real engine: publisher -> node (cpu frontend, tiny Pi0.5 and tiny
+"""End to end with the real engine: publisher -> node (cpu frontend, tiny Pi0.5, Pi0 and
 GR00T N1.7) -> here.
 
 The received chunk must equal ``flash_rt.load_model(...).predict(...)`` on the same
@@ -21,7 +21,8 @@ ENCS = ["rgb8", "bgr8"]
 H, W = 60, 80
 
 
-PARAMS_FILE = {"pi05": "config/pi05_cpu.yaml", "groot": "config/groot_cpu.yaml"}
+PARAMS_FILE = {"pi05": "config/pi05_cpu.yaml", "pi0": "config/pi0_cpu.yaml",
+               "groot": "config/groot_cpu.yaml"}
 
 
 @pytest.fixture(scope="module", params=sorted(PARAMS_FILE))

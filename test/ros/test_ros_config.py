@@ -13,9 +13,20 @@ LAUNCHES = sorted((REPO / "launch").glob("*.launch.py"))
 CONFIGS = sorted((REPO / "config").glob("*.yaml"))
 
 
-def test_expected_launch_files_exist():
+@pytest.mark.parametrize("model", ["pi05", "pi0"])
+def test_expected_launch_files_exist(model):
     names = {p.name for p in LAUNCHES}
-    assert {f"pi05_{h}.launch.py" for h in ("thor", "rtx", "hopper", "cpu")} <= names
+    assert {f"{model}_{h}.launch.py" for h in ("thor", "rtx", "hopper", "cpu")} <= names
+
+
+@pytest.mark.parametrize("hw", ["thor", "rtx", "hopper", "cpu"])
+def test_pi0_params_files_differ_from_pi05_only_in_the_model(hw):
+    """One structure for both models, so a change to the params layout applies to both."""
+    pi05, pi0 = (yaml.safe_load((REPO / "config" / f"{m}_{hw}.yaml").read_text())
+                 for m in ("pi05", "pi0"))
+    assert pi0[NODE_NAME]["ros__parameters"].pop("model") == "pi0"
+    assert pi05[NODE_NAME]["ros__parameters"].pop("model") == "pi05"
+    assert pi0 == pi05
 
 
 @pytest.mark.parametrize("launch", LAUNCHES, ids=lambda p: p.name)
