@@ -2,6 +2,7 @@
 no kernel module they fail, so a GPU run cannot pass by skipping."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,3 +18,9 @@ def gpu():
     except kernels.KernelsUnavailable as exc:
         pytest.fail(f"CUDA is available but the kernel module is not: {exc}")
     return torch.device("cuda")
+
+
+@pytest.fixture
+def state():
+    """A raw robot state of the generated checkpoints' 8 dims."""
+    return np.linspace(-0.6, 0.6, 8).astype(np.float32)

@@ -1,12 +1,13 @@
 """Full-size precision of a hopper fast path vs the FP32 reference on the same GPU, for
-1, 2 and 3 views and horizon 10 and 50, same weights / observation / noise (shared by the
-Pi0.5 and Pi0 tests).
+1, 2 and 3 views and horizon 10 and 50, same weights / observation / noise: the fixtures
+and the test that test_pi05_precision_full.py and test_pi0_precision_full.py import (each
+names its ``MODEL``, ``CKPT_ENV`` and ``REPORT_ENV``; not collected on its own).
 
 Runs when FLASH_RT_FULL=1: writes a random full-size checkpoint to a temp dir (13.4 GB),
-or uses the one named by the model's checkpoint variable. Nothing is stored between runs:
-the reference chunks are recomputed. With the model's report variable set to a file, the
-measured numbers are written there as JSON. FLASH_RT_PRECISIONS (comma list, default fp8)
-and FLASH_RT_PRECISION_CONFIGS (e.g. "3x10,2x50") choose what runs.
+or uses the one named by the module's ``CKPT_ENV``. Nothing is stored between runs: the
+reference chunks are recomputed. With ``REPORT_ENV`` set to a file, the measured numbers
+are written there as JSON. FLASH_RT_PRECISIONS (comma list, default fp8) and
+FLASH_RT_PRECISION_CONFIGS (e.g. "3x10,2x50") choose what runs.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ SKIP_REASON = ("full-size precision run: set FLASH_RT_FULL=1 (GPU, ~14 GB disk, 
                "memory)")
 PROMPT = "pick up the red block and put it in the bowl"
 CHUNK_COSINE = 0.999
+STATE_KV_COSINE = 0.99  # Pi0's state-token K/V row (the prefix K/V bound of the tiny tests)
 PRECISIONS = os.environ.get("FLASH_RT_PRECISIONS", "fp8").split(",")
 # optional subset of "<views>x<horizon>" configurations, e.g. "3x10,2x50"
 ONLY = set(filter(None, os.environ.get("FLASH_RT_PRECISION_CONFIGS", "").split(",")))
@@ -80,3 +82,34 @@ def measure(model: str, full_ckpt, reference, camera_images, views: int, horizon
     del m
     torch.cuda.empty_cache()
     return row
+
+
+@pytest.fixture(scope="module")
+def full_ckpt(request, tmp_path_factory):
+    return full_checkpoint(tmp_path_factory, request.module.MODEL, request.module.CKPT_ENV)
+
+
+@pytest.fixture(scope="module")
+def reference(gpu, full_ckpt, request):
+    """The FP32 reference frontend, moved to the GPU (same weights as the fast path)."""
+    return load_model(full_ckpt, model=request.module.MODEL, hardware="cpu").to(gpu)
+
+
+@pytest.fixture(scope="module")
+def results(request):
+    rows: list[dict] = []
+    yield rows
+    write_report(request.module.REPORT_ENV, rows)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("horizon", HORIZONS)
+@pytest.mark.parametrize("views", VIEWS)
+def test_full_size_fast_path_matches_fp32_reference(gpu, full_ckpt, reference, results,
+                                                    camera_images, views, horizon, precision,
+                                                    tmp_path_factory, request):
+    row = measure(request.module.MODEL, full_ckpt, reference, camera_images, views, horizon,
+                  precision, tmp_path_factory.getbasetemp() / "flash_rt_cache")
+    results.append(row)
+    assert row["chunk_cosine"] >= CHUNK_COSINE, row
+    assert row.get("state_kv_cosine", 1.0) >= STATE_KV_COSINE, row

@@ -35,11 +35,6 @@ def reference(tiny_pi0_ckpt):
     return load_model(tiny_pi0_ckpt, model="pi0", hardware="cpu")
 
 
-@pytest.fixture
-def state():
-    return np.linspace(-0.6, 0.6, 8).astype(np.float32)
-
-
 @pytest.mark.parametrize("hw", sorted(HARDWARE))
 def test_frontend_matches_reference(gpu, hw, tiny_pi0_ckpt, reference, camera_images, state,
                                     tmp_path):

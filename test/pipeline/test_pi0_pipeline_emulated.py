@@ -25,8 +25,9 @@ from flash_rt.core.weight_spec import dequantize
 from flash_rt.frontends.torch._paligemma_engine import PaliGemmaEngine
 from flash_rt.frontends.torch._pi0_spec import build_spec
 from flash_rt.models.common.functional import flow_timesteps
-from flash_rt.models.common.paligemma_pipeline import SEQUENCE, prefix_forward, siglip_forward
-from flash_rt.models.pi0.pipeline_common import STATE_SCALES, denoise, state_forward
+from flash_rt.models.common.paligemma_pipeline import (SEQUENCE, denoise, prefix_forward,
+                                                      siglip_forward)
+from flash_rt.models.pi0.pipeline_common import STATE_SCALES, decoder_step, state_forward
 from flash_rt.models.pi0.pipeline_hopper import PIPELINE as HOPPER
 from flash_rt.models.pi0.pipeline_thor import PIPELINE as THOR
 from flash_rt.models.pi05.pipeline_hopper import PIPELINE as PI05_HOPPER
@@ -163,7 +164,7 @@ def test_attention_key_ranges_of_the_state_and_the_actions(tiny_pi0_ckpt, camera
         state_kv = [cache[:, row].clone() for cache in caches]
         for cache in caches:
             cache[:, before_actions] += 50.0
-        denoise(ctx)
+        denoise(ctx, decoder_step)
         return em.engine.x.numpy().copy(), state_kv
 
     base, base_kv = run()

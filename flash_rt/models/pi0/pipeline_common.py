@@ -41,7 +41,7 @@ from dataclasses import replace
 from flash_rt.hardware.attention import DECODER, STATE, AttentionSpec, SiteSpec
 from flash_rt.models.common.paligemma_pipeline import (
     GemmaRun, ModelStages, PaliGemmaDims, StageContext, attention_spec as _sites,
-    denoise as _denoise, expert_step_sites, flow_step, gemma_layers, gemma_sites,
+    denoise, expert_step_sites, flow_step, gemma_layers, gemma_sites,
     prefix_forward, siglip_forward, vision_prefix_sites,
 )
 
@@ -111,17 +111,12 @@ def decoder_step(ctx: StageContext, step: int) -> None:
     flow_step(ctx, step, embed_actions, expert_layers)
 
 
-def denoise(ctx: StageContext) -> None:
-    """x (noise, staged by the frontend) -> normalised actions, in place."""
-    _denoise(ctx, decoder_step)
-
-
 def infer(ctx: StageContext) -> None:
     """The whole policy: staged camera images, tokens, state and noise -> actions in ``x``."""
     siglip_forward(ctx)
     prefix_forward(ctx)
     state_forward(ctx)
-    denoise(ctx)
+    denoise(ctx, decoder_step)
 
 
 def stages(ctx: StageContext) -> dict:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from flash_rt.hardware.attention import DECODER
 from flash_rt.models.common.paligemma_pipeline import (
-    ModelStages, PaliGemmaDims, StageContext, attention_spec, denoise as _denoise,
+    ModelStages, PaliGemmaDims, StageContext, attention_spec, denoise,
     expert_step_sites, flow_step, prefix_forward, siglip_forward, vision_prefix_sites,
 )
 from flash_rt.models.pi05.adarms import mod_row
@@ -69,16 +69,11 @@ def decoder_step(ctx: StageContext, step: int) -> None:
     flow_step(ctx, step, embed_actions, expert_layers)
 
 
-def denoise(ctx: StageContext) -> None:
-    """x (noise, staged by the frontend) -> normalised actions, in place."""
-    _denoise(ctx, decoder_step)
-
-
 def infer(ctx: StageContext) -> None:
     """The whole policy: staged camera images, tokens and noise -> actions in ``x``."""
     siglip_forward(ctx)
     prefix_forward(ctx)
-    denoise(ctx)
+    denoise(ctx, decoder_step)
 
 
 def stages(ctx: StageContext) -> dict:
