@@ -45,16 +45,22 @@ def test_auto_needs_the_kernel_module_for_a_gpu_path(monkeypatch, caplog):
     monkeypatch.setattr(hw, "detect_hardware", lambda: "hopper")
     monkeypatch.setattr(kernels, "available", lambda: True)
     assert resolve_hardware("pi05", "torch", "auto") == "hopper"
-    assert resolve_hardware("pi0", "torch", "auto") == "cpu"  # no pi0 fast path yet
+    assert resolve_hardware("pi0", "torch", "auto") == "hopper"
+    assert resolve_hardware("groot", "torch", "auto") == "cpu"  # no GR00T fast path yet
     monkeypatch.setattr(kernels, "available", lambda: False)
     assert resolve_hardware("pi05", "torch", "auto") == "cpu"
     assert "flash_rt_kernels is not built" in caplog.text
 
 
-def test_gpu_frontends_are_registered_for_pi05():
-    names = {hw: _PIPELINE_MAP[("pi05", "torch", hw)][1] for hw in ("hopper", "thor", "rtx_sm120")}
-    assert names == {"hopper": "Pi05TorchFrontendHopper", "thor": "Pi05TorchFrontendThor",
-                     "rtx_sm120": "Pi05TorchFrontendRtx"}
+@pytest.mark.parametrize("model, prefix", [("pi05", "Pi05"), ("pi0", "Pi0")])
+def test_gpu_frontends_are_registered_one_to_one(model, prefix):
+    names = {hw: _PIPELINE_MAP[(model, "torch", hw)][1] for hw in ("hopper", "thor", "rtx_sm120")}
+    assert names == {"hopper": f"{prefix}TorchFrontendHopper", "thor": f"{prefix}TorchFrontendThor",
+                     "rtx_sm120": f"{prefix}TorchFrontendRtx"}
+    classes = [frontend_class(model, "torch", hw) for hw in names]
+    assert [c.__name__ for c in classes] == list(names.values())
+    assert {c.model for c in classes} == {model} and len(set(_PIPELINE_MAP.values())) == \
+        len(_PIPELINE_MAP)
 
 
 def test_predict_outputs(policy, camera_images):

@@ -101,7 +101,6 @@ class HostInputs:
     def image_tensors(self, key: ImageKey) -> list[torch.Tensor]:
         return [self.images[(v, h, w)] for v, (h, w) in enumerate(key)]
 
-
     def _pointers(self, bufs: dict[str, torch.Tensor],
                   images: list[torch.Tensor]) -> InputPointers:
         """The stages' view of ``bufs`` (the host buffers or their device twins)."""
@@ -111,7 +110,7 @@ class HostInputs:
             images=[(t.data_ptr(), t.shape[0], t.shape[1]) for t in images],
             tokens=bufs["tokens"].data_ptr(), positions=bufs["positions"].data_ptr(),
             action_positions=suffix[self.d.state_tokens:].data_ptr(),
-            key_mask=bufs["key_mask"].data_ptr(), valid_len=valid[0:].data_ptr(),
+            key_mask=bufs["key_mask"].data_ptr(), valid_len=valid.data_ptr(),
             actions_start=valid[1:].data_ptr(),
             state=bufs["state"].data_ptr() if with_state else 0,
             state_position=suffix.data_ptr() if with_state else 0)
