@@ -90,6 +90,11 @@ def run_config(spec: str, fk, iters: int, hbm_tbps: float, depth: int | None) ->
     res["sequence_us"] = replay_us(tb, lambda: tb.run_sequence(step), iters)
     tb.restore()
     res["megakernel_us"] = replay_us(tb, lambda: tb.run_megakernel(step), iters)
+    trace = torch.zeros(res["tasks"], 3, dtype=torch.int64, device="cuda")
+    tb.restore()
+    tb.mk.run(tb.ctx, step, trace=trace)
+    torch.cuda.synchronize()
+    res["megakernel_phases"] = tb.mk.phase_profile(trace)
     mk = res["megakernel_us"]["p50"]
     res["megakernel_hbm_fraction"] = res["weight_bytes"] / (mk * 1e-6) / (hbm_tbps * 1e12)
     res["speedup"] = res["sequence_us"]["p50"] / mk
@@ -124,6 +129,8 @@ def main() -> None:
             print(f"{spec} depth {r['depth']}: sequence {r['sequence_us']['p50']:.1f} us, "
                   f"megakernel {r['megakernel_us']['p50']:.1f} us (x{r['speedup']:.2f}, HBM "
                   f"{100 * r['megakernel_hbm_fraction']:.0f} %) | {prec}", flush=True)
+            for kind, v in r["megakernel_phases"].items():
+                print(f"    {kind}: {v}", flush=True)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(out, f, indent=1)

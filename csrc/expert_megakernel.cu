@@ -48,7 +48,9 @@ __global__ void __launch_bounds__(kThreads, 1) expert_megakernel_kernel(const __
   const int t0 = p.sched.task_start[block], t1 = p.sched.task_start[block + 1];
   for (int i = t0; i < t1; ++i) {
     const Task t = p.sched.tasks[i];
+    const unsigned long long t_wait = p.trace ? global_ns() : 0ull;
     wait_for(p.sched, t, tid);
+    const unsigned long long t_run = p.trace ? global_ns() : 0ull;
     switch (t.op) {
       case kNormIn:
       case kNormMid:
@@ -62,6 +64,11 @@ __global__ void __launch_bounds__(kThreads, 1) expert_megakernel_kernel(const __
       default: __trap();
     }
     signal_done(p.sched, t, tid);
+    if (p.trace && tid == 0) {
+      p.trace[3 * i] = t_wait;
+      p.trace[3 * i + 1] = t_run;
+      p.trace[3 * i + 2] = global_ns();
+    }
   }
   finish_launch(p.sched, tid);
 }
@@ -146,6 +153,7 @@ void expert_megakernel(const std::map<std::string, ptr_t>& ptrs,
   p.key_mask = as_ptr<const unsigned char>(P("key_mask", 1, true));
   p.part_o = as_ptr<float>(P("part_o", 16));
   p.part_lse = as_ptr<float>(P("part_lse", 4));
+  p.trace = ptrs.count("trace") ? as_ptr<unsigned long long>(P("trace", 8)) : nullptr;
   const i64 blocks = S("blocks"), tp = S("tpad");
   p.sched.n_counters = static_cast<int>(S("counters"));
   p.H = static_cast<int>(S("H"));

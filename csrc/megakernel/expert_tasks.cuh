@@ -41,6 +41,7 @@ struct ExpertParams {
   int H, W, F, heads, D, cache_rows, rope_rows, splits, depth;
   float eps, attn_scale, theta;
   int desc_swap;          // development: swap the descriptors' LBO / SBO
+  unsigned long long* trace;  // optional (tasks, 3): %globaltimer at wait start, run start, end
 };
 
 // The decoder attention tile: head_dim 256, 64 keys per split, 2 warpgroups, one tile per
