@@ -54,7 +54,7 @@ class PolicyFrontend:
                  max_token_len: Optional[int] = None, action_dims: Optional[int] = None,
                  tokenizer: Optional[str | Path] = None, preset: Optional[str] = None,
                  cache_dir: Optional[str | Path] = None, weight_cache: bool = True,
-                 precision: Optional[str] = None):
+                 precision: Optional[str] = None, asset_id: Optional[str] = None):
         start = time.perf_counter()
         # options of the quantised GPU paths: caches and precision mode (the FP32 cpu
         # reference has neither, and refuses a precision it cannot honour)
@@ -62,9 +62,9 @@ class PolicyFrontend:
             raise ValueError(f"the cpu reference runs in FP32 only, not {precision!r}")
         self.cache_options = {"cache_dir": cache_dir, "weight_cache": weight_cache,
                               "precision": precision}
-        bundle = open_checkpoint(checkpoint, self.model, preset=preset, tokenizer=tokenizer,
-                                 num_views=num_views, horizon=horizon, num_steps=num_steps,
-                                 max_token_len=max_token_len)
+        bundle = self._open_checkpoint(checkpoint, preset=preset, tokenizer=tokenizer,
+                                       asset_id=asset_id, num_views=num_views, horizon=horizon,
+                                       num_steps=num_steps, max_token_len=max_token_len)
         self.config: ModelConfig = bundle.config
         self.checkpoint_id = bundle.checkpoint_id
         tok = (Tokenizer(bundle.tokenizer, max_vocab=self.config.prefix.vocab_size)
@@ -78,6 +78,16 @@ class PolicyFrontend:
                  self.hardware, self.config.preset, time.perf_counter() - start)
 
     # -- hooks ------------------------------------------------------------------------------
+    def _open_checkpoint(self, checkpoint: str | Path, *, asset_id: Optional[str] = None,
+                         **kwargs) -> CheckpointBundle:
+        """The checkpoint directory -> bundle. Here ``model.safetensors`` + norm_stats.json;
+        the ``jax`` frontends read openpi's params/ + assets/ instead."""
+        if asset_id is not None:
+            raise ValueError("asset_id picks the norm stats of an openpi checkpoint "
+                             "(framework='jax'); a safetensors checkpoint has one "
+                             "norm_stats.json")
+        return open_checkpoint(checkpoint, self.model, **kwargs)
+
     def _load(self, bundle: CheckpointBundle) -> None:
         raise NotImplementedError
 
