@@ -94,7 +94,7 @@ class BuildKernels(build_ext):
 setup(
     name="flash_rt_ros",
     version="0.1.0",
-    description="Fast, faithful Vision-Language-Action policy inference (Pi0.5, Pi0) for ROS 2",
+    description="Fast, faithful Vision-Language-Action policy inference (Pi0.5, Pi0, GR00T N1.7) for ROS 2",
     packages=find_packages(include=["flash_rt", "flash_rt.*", "flash_rt_ros", "flash_rt_ros.*"]),
     package_data={"flash_rt": ["configs/*.yaml"]},
     # ROS 2 (ament_python) layout: package index marker, manifest, launch + params files.
@@ -110,6 +110,7 @@ setup(
         "torch>=2.4",
         "safetensors>=0.4",
         "sentencepiece>=0.1.99",
+        "regex>=2023.0",
         "pyyaml>=6",
         "opencv-python-headless>=4.8",
     ],

@@ -8,6 +8,8 @@ for each (camera rate, trigger) combination. header.stamp is the newest input st
 
     python bench/node_overhead.py --hardware cpu            # tiny checkpoint generated
     python bench/node_overhead.py --checkpoint DIR --hardware hopper --chunks 200
+    python bench/node_overhead.py --checkpoint GROOT_DIR --params groot_cpu.yaml --cameras 2 \
+        --rates 0.2 --triggers timer --chunks 3 --skip 0 --timeout 900   # full-size GR00T
 """
 from __future__ import annotations
 
@@ -31,9 +33,10 @@ def run_case(args, ckpt, fps: float, trigger: str, domain: int) -> dict:
     from flash_rt_ros_msgs.msg import ActionChunk
 
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    started = time.monotonic()
     kids = [start(publisher_cmd(args.cameras, args.width, args.height, fps), env=env,
                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-            start(node_cmd(find_config("pi05_cpu.yaml"), ckpt, camera_topics(args.cameras),
+            start(node_cmd(find_config(args.params), ckpt, camera_topics(args.cameras),
                            hardware=args.hardware, trigger=trigger, rate_hz=float(fps),
                            max_observation_age_s=2.0) + ["--log-level", "warn"], env=env)]
     ctx = rclpy.Context()
@@ -41,8 +44,11 @@ def run_case(args, ckpt, fps: float, trigger: str, domain: int) -> dict:
     node = rclpy.create_node("overhead_bench", context=ctx)
     rows = []
 
+    first = []
+
     def on_chunk(m):
         recv_ns = time.time_ns()
+        first.append(first[0] if first else time.monotonic() - started)
         stamp = m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec
         rows.append((m.node_latency_ms - m.inference_latency_ms,
                      (recv_ns - stamp) / 1e6 - m.inference_latency_ms, m.inference_latency_ms))
@@ -55,6 +61,7 @@ def run_case(args, ckpt, fps: float, trigger: str, domain: int) -> dict:
     try:
         while len(rows) < args.chunks + args.skip and time.monotonic() < end:
             ex.spin_once(timeout_sec=0.2)
+        node_rss_gib = peak_rss_gib(kids[1].pid)
     finally:
         for k in reversed(kids):
             stop(k, timeout=10.0)
@@ -66,13 +73,27 @@ def run_case(args, ckpt, fps: float, trigger: str, domain: int) -> dict:
            if len(data) else [None, None])
     return {"camera_hz": fps, "trigger": trigger, "chunks": int(len(data)),
             "overhead_ms_p50_p99": pct(0), "delivered_overhead_ms_p50_p99": pct(1),
-            "inference_ms_p50_p99": pct(2)}
+            "inference_ms_p50_p99": pct(2),
+            "first_chunk_s": round(first[0], 1) if first else None,
+            "node_peak_rss_gib": node_rss_gib}
+
+
+def peak_rss_gib(pid: int):
+    """The process's peak resident set (VmHWM), read before it is stopped."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 2**20, 2)
+    except OSError:
+        return None
+    return None
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", help="default: a generated tiny Pi0.5")
     ap.add_argument("--hardware", default="cpu")
+    ap.add_argument("--params", default="pi05_cpu.yaml", help="config/ params file")
     ap.add_argument("--cameras", type=int, default=3)
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=480)
@@ -94,7 +115,7 @@ def main() -> int:
                 case = run_case(args, ckpt, fps, trig, domain)
                 print(json.dumps(case), flush=True)
                 cases.append(case)
-    report = {"hardware": args.hardware, "cameras": args.cameras,
+    report = {"hardware": args.hardware, "params": args.params, "cameras": args.cameras,
               "size": f"{args.width}x{args.height}", "cases": cases}
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1))

@@ -2,6 +2,7 @@
 
     python bench/reference_cpu.py --model pi05 --preset tiny --iters 20
     python bench/reference_cpu.py --model pi05 --preset full --iters 1 --ckpt /data/pi05_full
+    python bench/reference_cpu.py --model groot --preset full --iters 2 --ckpt /data/groot_full
 
 Generates a checkpoint when --ckpt is not given (full size: 13.4 GB of disk).
 """
@@ -30,7 +31,7 @@ def main() -> None:
     ap.add_argument("--model", default="pi05")
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--ckpt", default=None)
-    ap.add_argument("--views", type=int, default=2)
+    ap.add_argument("--views", type=int, default=2, help="Pi models (GR00T: the embodiment's)")
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=1)
     args = ap.parse_args()
@@ -42,19 +43,21 @@ def main() -> None:
             ckpt = make_checkpoint(tmp, args.model, args.preset)
             gen_s = time.perf_counter() - t
         t = time.perf_counter()
-        policy = flash_rt.load_model(ckpt, model=args.model, hardware="cpu", num_views=args.views)
+        views = None if args.model == "groot" else args.views
+        policy = flash_rt.load_model(ckpt, model=args.model, hardware="cpu", num_views=views)
         load_s = time.perf_counter() - t
         rss_after_load = peak_rss_gib()
         rng = np.random.default_rng(0)
-        images = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(args.views)]
-        state = rng.normal(0, 0.3, policy.processor.normalizer.num_state_dims).astype(np.float32)
+        images = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+                  for _ in range(policy.processor.num_views)]
+        state = rng.normal(0, 0.3, policy.processor.state_dims).astype(np.float32)
         for _ in range(args.warmup):
             policy.predict(images, state, prompt="pick up the red block", seed=0)
         lat = [policy.predict(images, state, prompt="pick up the red block", seed=i).latency_ms
                for i in range(args.iters)]
     print(json.dumps({
         "bench": "reference_cpu", "model": args.model, "preset": args.preset,
-        "views": args.views, "horizon": policy.config.horizon,
+        "views": policy.processor.num_views, "horizon": policy.config.horizon,
         "steps": policy.config.num_steps, "iters": args.iters,
         "device": platform.processor() or platform.machine(), "cpu_threads": torch.get_num_threads(),
         "torch": torch.__version__, "python": platform.python_version(),

@@ -397,6 +397,23 @@ PYBIND11_MODULE(flash_rt_kernels, m) {
         "exist (finite padding). workspace >= attention_mqa_gemm_workspace_bytes(n_q * heads,\n"
         "keys_pad), 256-byte aligned; gemm_workspace: cuBLASLt scratch (optional).");
 
+  // ------------------------------------------------------------------ persistent expert
+  m.def("expert_megakernel", &expert_megakernel, py::arg("ptrs"), py::arg("sizes"),
+        py::arg("eps"), py::arg("attn_scale"), py::arg("theta"), py::arg("stream"),
+        "One denoising step of the Pi0.5 action expert (every layer + the final adaRMS) as one\n"
+        "persistent launch (sm_90a; raises ValueError on other GPUs or builds). ptrs: dict of\n"
+        "device pointers: the schedule (tasks, task_start, pages, page_start, counters: zero\n"
+        "before the first launch, left zero by every launch), wpack (packed FP8 weights),\n"
+        "wscale (depth*4 weight scales), ascale (scale-table slot of this step's layer-0 qkv\n"
+        "site), mod (this step's adaRMS table), x (H, W) bf16 in/out, xn (H, W) bf16 out,\n"
+        "act_w / act_attn / act_mlp (FP8 scratch), acc (W, tpad) fp32 zeros, q (H, heads*D),\n"
+        "k_cache / v_cache (depth, cache_rows, D), rope (table), positions, valid_len,\n"
+        "key_mask, part_o / part_lse (attention partials). sizes: blocks, tpad, counters, H,\n"
+        "W, F, heads, kv_heads, head_dim, cache_rows, rope_rows, splits, depth, max_klen.\n"
+        "See flash_rt/models/pi05/expert_megakernel.py, which builds both.");
+  m.def("expert_megakernel_smem_bytes", &expert_megakernel_smem_bytes,
+        "Dynamic shared memory per block of expert_megakernel.");
+
   m.def("built_archs", [] {
     std::vector<std::string> v;
     std::string s = FLASH_RT_GPU_ARCHS;

@@ -155,6 +155,17 @@ __device__ __forceinline__ float gelu_tanh(float x) {
   return 0.5f * x * (1.f + t);
 }
 
+// RoPE: (cos, sin) of pair i at position pos, exactly as the reference computes them in fp32:
+// timescale = theta ** ((2 / D) * i), radians = pos / timescale.
+__device__ __forceinline__ float2 rope_angle(float pos, int i, int D, float theta) {
+  const float expo = __fmul_rn(__fdiv_rn(2.f, static_cast<float>(D)), static_cast<float>(i));
+  const float ts = powf(theta, expo);
+  const float rad = __fdiv_rn(pos, ts);
+  float sn, cs;
+  sincosf(rad, &sn, &cs);
+  return make_float2(cs, sn);
+}
+
 #endif  // __CUDACC__
 
 }  // namespace flash_rt

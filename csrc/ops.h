@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -123,5 +124,13 @@ void attention_mqa_gemm(ptr_t q, ptr_t k_cache, ptr_t v_cache, ptr_t out, i64 n_
                         size_t workspace_bytes, ptr_t gemm_workspace,
                         size_t gemm_workspace_bytes, ptr_t stream);
 size_t attention_workspace_bytes(i64 batch, i64 Lq, i64 H, i64 D, i64 splits);
+
+// ---------------------------------------------------------------- expert_megakernel.cu
+// One denoising step of the Pi0.5 action expert (all layers) as one persistent launch,
+// driven by a task table built on the host; named pointers / sizes (see the binding).
+void expert_megakernel(const std::map<std::string, ptr_t>& ptrs,
+                       const std::map<std::string, i64>& sizes, float eps, float attn_scale,
+                       float theta, ptr_t stream);
+int expert_megakernel_smem_bytes();
 
 }  // namespace flash_rt

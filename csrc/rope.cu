@@ -23,17 +23,6 @@ struct RopeParams {
   float theta, q_scale;
 };
 
-// (cos, sin) of pair i at position pos, exactly as the reference computes them in fp32:
-// timescale = theta ** ((2 / D) * i), radians = pos / timescale.
-__device__ __forceinline__ float2 rope_angle(float pos, int i, int D, float theta) {
-  const float expo = __fmul_rn(__fdiv_rn(2.f, static_cast<float>(D)), static_cast<float>(i));
-  const float ts = powf(theta, expo);
-  const float rad = __fdiv_rn(pos, ts);
-  float sn, cs;
-  sincosf(rad, &sn, &cs);
-  return make_float2(cs, sn);
-}
-
 __global__ void rope_table_kernel(float2* __restrict__ table, int rows, int D, float theta) {
   const int half = D / 2;
   for (int idx = blockIdx.x * blockDim.x + threadIdx.x; idx < rows * half;

@@ -35,6 +35,13 @@ def tiny_pi0_ckpt(tmp_path_factory):
     return make_checkpoint(tmp_path_factory.mktemp("pi0_tiny"), "pi0", "tiny", seed=0)
 
 
+@pytest.fixture(scope="session")
+def tiny_groot_ckpt(tmp_path_factory):
+    """GR00T N1.7 tiny preset in the released sharded layout, one embodiment (2 cameras,
+    arm + gripper state and actions)."""
+    return make_checkpoint(tmp_path_factory.mktemp("groot_tiny"), "groot", "tiny", seed=0)
+
+
 @pytest.fixture
 def camera_images():
     """Realistic-ish frames: smooth gradients plus texture, two different sizes."""

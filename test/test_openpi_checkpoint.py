@@ -384,3 +384,27 @@ def test_make_checkpoint_cli_writes_the_openpi_layout(tmp_path):
     assert not (ck / "model.safetensors").exists()
     bundle = open_openpi_checkpoint(ck, "pi0")
     assert bundle.config.preset == "tiny" and bundle.norm_stats.parent.name == "robot"
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["--model", "groot", "--format", "openpi"], "GR00T checkpoints are written in their released"),
+    (["--model", "groot", "--asset-id", "x"], "GR00T's released layout has none"),
+    (["--model", "pi05", "--asset-id", "x"], "the lerobot layout has none"),
+    (["--model", "groot", "--no-model-prefix"], "lerobot format only"),
+    (["--format", "openpi", "--no-model-prefix"], "lerobot format only"),
+])
+def test_make_checkpoint_refuses_options_the_layout_cannot_have(tmp_path, capsys, argv, expected):
+    from flash_rt.tools.make_checkpoint import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv + ["--out", str(tmp_path / "ck")])
+    assert exc.value.code == 2 and expected in capsys.readouterr().err
+    assert not (tmp_path / "ck").exists()
+
+
+def test_groot_has_no_openpi_format_and_jax_frontends_no_embodiment(tmp_path, pi05_pair):
+    with pytest.raises(ValueError, match="GR00T checkpoints are written in their released"):
+        make_checkpoint(tmp_path / "ck", "groot", fmt=OPENPI)
+    assert not (tmp_path / "ck").exists()
+    with pytest.raises(ValueError, match="embodiment= applies to GR00T"):
+        flash_rt.load_model(pi05_pair[1], framework="jax", hardware="cpu", embodiment="x")

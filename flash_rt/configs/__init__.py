@@ -13,9 +13,13 @@ from typing import Any
 
 import yaml
 
+from flash_rt.configs.head_dims import HeadDims
+from flash_rt.configs.groot import GROOT, GrootConfig, groot_presets, load_groot_config
+
 _CONFIG_DIR = Path(__file__).resolve().parent
 
-MODELS = ("pi05", "pi0")
+MODELS = ("pi05", "pi0")  # the PaliGemma family (ModelConfig)
+ALL_MODELS = MODELS + (GROOT,)  # GR00T N1.7 has its own tree: flash_rt/configs/groot.py
 # Views the models were trained with: base_0_rgb, left_wrist_0_rgb, right_wrist_0_rgb.
 MAX_VIEWS = 3
 
@@ -46,7 +50,7 @@ class SiglipConfig:
 
 
 @dataclass(frozen=True)
-class GemmaConfig:
+class GemmaConfig(HeadDims):
     """One Gemma tower (the 2B prefix LM or the 300M action expert)."""
 
     width: int
@@ -57,14 +61,6 @@ class GemmaConfig:
     mlp_dim: int
     vocab_size: int = 0  # only the prefix LM has an embedding table
     rms_norm_eps: float = 1e-6
-
-    @property
-    def q_dim(self) -> int:
-        return self.num_heads * self.head_dim
-
-    @property
-    def kv_dim(self) -> int:
-        return self.num_kv_heads * self.head_dim
 
 
 @dataclass(frozen=True)
@@ -143,17 +139,22 @@ class ModelConfig:
 
 def _read_yaml(model: str) -> dict:
     if model not in MODELS:
-        raise ValueError(f"unknown model {model!r}; expected one of {MODELS}")
+        raise ValueError(f"unknown model {model!r}; expected one of {ALL_MODELS}")
     with open(_CONFIG_DIR / f"{model}.yaml", "r", encoding="utf-8") as fh:
         return yaml.safe_load(fh)
 
 
 def available_presets(model: str) -> tuple[str, ...]:
+    if model == GROOT:
+        return groot_presets()
     return tuple(_read_yaml(model)["presets"])
 
 
-def load_config(model: str = "pi05", preset: str = "full", **overrides: Any) -> ModelConfig:
+def load_config(model: str = "pi05", preset: str = "full",
+                **overrides: Any) -> ModelConfig | GrootConfig:
     """Build the config for ``model``/``preset`` from its YAML, then apply overrides."""
+    if model == GROOT:
+        return load_groot_config(preset, **overrides)
     raw = _read_yaml(model)
     presets = raw["presets"]
     if preset not in presets:
@@ -172,5 +173,5 @@ def load_config(model: str = "pi05", preset: str = "full", **overrides: Any) -> 
 
 
 __all__ = [
-    "GemmaConfig", "MAX_VIEWS", "ModelConfig", "SiglipConfig", "MODELS", "available_presets", "load_config",
+    "ALL_MODELS", "GROOT", "GrootConfig", "GemmaConfig", "MAX_VIEWS", "ModelConfig", "SiglipConfig", "MODELS", "available_presets", "load_config",
 ]

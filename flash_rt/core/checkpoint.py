@@ -34,6 +34,9 @@ NORM_STATS_FILE = "norm_stats.json"
 TOKENIZER_FILE = "tokenizer.model"
 META_MODEL = "flash_rt.model"
 META_PRESET = "flash_rt.preset"
+# What asset_id means, for the formats that refuse it.
+ASSET_ID_IS_OPENPI = ("asset_id picks the norm stats of an openpi checkpoint (framework='jax', "
+                      "Pi0/Pi0.5)")
 
 LEROBOT_PREFIX = "model."  # LeRobot keys carry it; openpi-converted files do not
 # Canonical key prefixes of the towers (the reference module's structure), for the specs
@@ -111,13 +114,26 @@ def mismatch_error(where: str, missing: list[str], unexpected: list[str],
     return CheckpointError(f"{where} does not match the layout:\n  " + "\n  ".join(problems))
 
 
-def plan_keys(reader: WeightSource, layout: dict[str, tuple[int, ...]]) -> KeyPlan:
-    """Match file keys to the layout; raise one error naming every problem."""
+def plan_keys(reader: WeightSource, layout: dict[str, tuple[int, ...]],
+              canonical: Callable[[str], str] = canonical_key,
+              optional: Optional[dict[str, tuple[int, ...]]] = None) -> KeyPlan:
+    """Match file keys to the layout; raise one error naming every problem.
+
+    ``canonical`` maps a file key to its layout name (the Pi aliases by default);
+    ``optional`` lists keys a file may carry that are never loaded (shape-checked).
+    The plan lists the keys in the reader's order (its cheapest).
+    """
     source: dict[str, str] = {}
     unexpected, shape_errors = [], []
+    optional = optional or {}
     for key in reader.keys():
-        canon = canonical_key(key)
+        canon = canonical(key)
         if canon in _UNUSED_KEYS:
+            continue
+        if canon in optional:
+            if reader.shape(key) != optional[canon]:
+                shape_errors.append(f"{key}: checkpoint shape {reader.shape(key)}, model "
+                                    f"expects {optional[canon]}")
             continue
         if canon not in layout:
             unexpected.append(key)
@@ -163,14 +179,16 @@ def detect_preset(reader: SafetensorsReader, model: str) -> str:
 
 
 def load_reference_weights(model: nn.Module, reader: WeightSource,
-                           progress: Optional[Callable[[int, int], None]] = None) -> nn.Module:
+                           progress: Optional[Callable[[int, int], None]] = None,
+                           plan: Optional[KeyPlan] = None) -> nn.Module:
     """Stream tensors from ``reader`` into a meta-initialised reference, casting to FP32.
 
-    Tensors are read in the reader's order (its cheapest), so only what the reader holds
-    for the next tensors is alive beside the model.
+    ``plan`` (default: the Pi key rules against the model's own layout) says which source
+    key fills which parameter. Tensors are read in the reader's order (its cheapest), so
+    only what the reader holds for the next tensors is alive beside the model.
     """
-    layout = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    plan = plan_keys(reader, layout)
+    if plan is None:
+        plan = plan_keys(reader, {k: tuple(v.shape) for k, v in model.state_dict().items()})
     start = time.perf_counter()
     total = len(plan.source)
     for i, (canon, key) in enumerate(plan.source.items()):
@@ -217,8 +235,16 @@ class CheckpointBundle:
 
 
 def open_checkpoint(checkpoint: str | Path, model: str, preset: Optional[str] = None,
-                    tokenizer: Optional[str | Path] = None, **overrides) -> CheckpointBundle:
-    """Locate weights / norm stats / tokenizer and build the config (preset + overrides)."""
+                    tokenizer: Optional[str | Path] = None, asset_id: Optional[str] = None,
+                    **overrides) -> CheckpointBundle:
+    """Locate weights / norm stats / tokenizer and build the config (preset + overrides).
+
+    The signature is the Pi family's checkpoint-format contract (``PolicyFrontend.
+    open_bundle``); ``asset_id`` only means something to openpi's format and is refused here.
+    """
+    if asset_id is not None:
+        raise ValueError(f"{ASSET_ID_IS_OPENPI}; a model.safetensors checkpoint has one "
+                         f"{NORM_STATS_FILE}")
     directory = checkpoint_directory(checkpoint)
     reader = SafetensorsReader(directory / WEIGHTS_FILE)
     preset = preset or detect_preset(reader, model)
@@ -238,13 +264,15 @@ def checkpoint_directory(checkpoint: str | Path) -> Path:
     return directory
 
 
-def resolve_tokenizer(directory: Path, tokenizer: Optional[str | Path]) -> Optional[Path]:
-    """The given tokenizer file (which must exist), else ``<directory>/tokenizer.model`` if
-    present, else None (callers then pass token ids)."""
+def resolve_tokenizer(directory: Path, tokenizer: Optional[str | Path],
+                      name: str = TOKENIZER_FILE) -> Optional[Path]:
+    """The given tokenizer file (which must exist), else ``<directory>/<name>`` if present
+    (``tokenizer.model`` for Pi, GR00T's ``tokenizer.json``), else None (callers then pass
+    token ids)."""
     if tokenizer is not None:
         path = Path(tokenizer)
         if not path.is_file():
             raise FileNotFoundError(f"tokenizer not found: {path}")
         return path
-    candidate = directory / TOKENIZER_FILE
+    candidate = directory / name
     return candidate if candidate.is_file() else None

@@ -21,7 +21,9 @@ _PIPELINE_MAP: dict[tuple[str, str, str], tuple[str, str]] = {
     ("pi05", "torch", "thor"): ("flash_rt.frontends.torch.pi05_thor", "Pi05TorchFrontendThor"),
     ("pi05", "torch", "rtx_sm120"): ("flash_rt.frontends.torch.pi05_rtx", "Pi05TorchFrontendRtx"),
     ("pi0", "torch", "cpu"): ("flash_rt.frontends.torch.pi0_cpu", "Pi0TorchFrontendCpu"),
-    # openpi JAX checkpoints (Orbax params/ + assets/): the torch rows' compute paths
+    ("groot", "torch", "cpu"): ("flash_rt.frontends.torch.groot_cpu", "GrootTorchFrontendCpu"),
+    # openpi JAX checkpoints (Orbax params/ + assets/): the Pi torch rows' compute paths
+    # (GR00T has no openpi format)
     ("pi05", "jax", "cpu"): ("flash_rt.frontends.jax.pi05_cpu", "Pi05JaxFrontendCpu"),
     ("pi05", "jax", "hopper"): ("flash_rt.frontends.jax.pi05_hopper", "Pi05JaxFrontendHopper"),
     ("pi05", "jax", "thor"): ("flash_rt.frontends.jax.pi05_thor", "Pi05JaxFrontendThor"),

@@ -1,7 +1,8 @@
 """Attention spec (the sites a model attends at) and the backend interface.
 
-A model declares its attention *sites* once (``AttentionSpec``: SigLIP, encoder, decoder
-with their layer counts, heads and maximum lengths); a per-hardware backend turns a site
+A model declares its attention *sites* once (``AttentionSpec``: Pi0.5's SigLIP, encoder,
+decoder; GR00T's vision, LLM, VL self, DiT self, DiT cross; with their layer counts, heads
+and maximum lengths); a per-hardware backend turns a site
 call into kernel launches. Pipelines call ``attn.run(site, layer, ...)`` and never a kernel
 directly, so supporting a new GPU or a new attention kernel is one backend file.
 
@@ -15,7 +16,10 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 SIGLIP, ENCODER, DECODER = "siglip", "encoder", "decoder"
-SITE_KINDS = (SIGLIP, ENCODER, DECODER)
+# GR00T N1.7: the Qwen3-VL vision tower (per view), the causal Qwen3 LLM, the action
+# head's VL self-attention, and the DiT's self- and cross-attention blocks.
+VISION, LLM, VL_SELF, DIT_SELF, DIT_CROSS = "vision", "llm", "vl_self", "dit_self", "dit_cross"
+SITE_KINDS = (SIGLIP, ENCODER, DECODER, VISION, LLM, VL_SELF, DIT_SELF, DIT_CROSS)
 # Algorithms for the cached (encoder, decoder) sites: the flash kernel (split-K per
 # `splits`), or, for one KV head, two cuBLASLt GEMMs around a masked softmax
 # (attention_mqa_gemm). FLASH_RT_ENCODER_ATTN / FLASH_RT_DECODER_ATTN override a backend's

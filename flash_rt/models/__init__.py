@@ -12,6 +12,8 @@ _MODEL_PARTS = {
              "processor": "flash_rt.models.pi05.processor:Pi05Processor"},
     "pi0": {"reference": "flash_rt.models.pi0.reference:Pi0Reference",
             "processor": "flash_rt.models.pi0.processor:Pi0Processor"},
+    "groot": {"reference": "flash_rt.models.groot.reference:GrootReference",
+              "processor": "flash_rt.models.groot.processor:GrootProcessor"},
 }
 
 

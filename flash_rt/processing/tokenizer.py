@@ -95,7 +95,7 @@ _PLACES = ("on the table", "in the basket", "into the sink", "on the shelf", "ne
 _MAX_STATE_BIN = 255
 
 
-def _tiny_corpus() -> list[str]:
+def tiny_corpus() -> list[str]:
     """Deterministic robot-instruction sentences, bare numbers and a few full prompts."""
     lines = []
     for i, verb in enumerate(_VERBS):
@@ -118,7 +118,7 @@ def train_tiny_tokenizer(out_path: str | Path, vocab_size: int) -> Path:
     buf = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(_tiny_corpus()), model_writer=buf, vocab_size=vocab_size,
+            sentence_iterator=iter(tiny_corpus()), model_writer=buf, vocab_size=vocab_size,
             model_type="bpe", pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
             byte_fallback=True, character_coverage=1.0, normalization_rule_name="identity",
             remove_extra_whitespaces=False, add_dummy_prefix=False, split_digits=True,

@@ -300,4 +300,12 @@ class EmulatedKernels:
         self._cached(q, k_cache, v_cache, out, n_q, cache_rows, heads, 1, head_dim, n, scale,
                      key_mask, 0, 1)
 
+    # -- the persistent action-expert kernel (interprets its task tables) ---------------------
+    def expert_megakernel(self, ptrs, sizes, eps, attn_scale, theta, stream):
+        from .emulated_expert import run
+        run(ptrs, sizes, eps, attn_scale, seed=self.calls.get("expert_megakernel", 0))
+
+    def expert_megakernel_smem_bytes(self):
+        return 0
+
 _ = np

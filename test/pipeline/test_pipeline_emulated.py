@@ -161,6 +161,9 @@ def test_emulated_gemma_head_shape_matches_the_reference(small_pi05_ckpt, camera
     # and tiny presets never exposed)
     em = Emulated(small_pi05_ckpt, pipeline, monkeypatch)
     assert_matches_reference(em, camera_images[:views], state)
+    # Hopper runs the expert's layers as the persistent kernel (its contract emulated)
+    mk_steps = em.k.calls.get("expert_megakernel", 0)
+    assert mk_steps == (em.cfg.num_steps if pipeline is HOPPER else 0)
 
 
 @pytest.mark.parametrize("sites", [("decoder",), ("encoder", "decoder")])

@@ -79,10 +79,8 @@ def open_openpi_checkpoint(checkpoint: str | Path, model: str, preset: Optional[
 
 class OpenpiCheckpointFrontend:
     """Mixin (first base) turning a torch frontend into its ``jax`` twin: the same compute
-    path, weights read from an openpi checkpoint instead of ``model.safetensors``."""
+    path, weights read from an openpi checkpoint instead of ``model.safetensors`` (the
+    frontend's checkpoint format, ``PolicyFrontend.open_bundle``)."""
 
     framework = "jax"
-
-    def _open_checkpoint(self, checkpoint, *, asset_id: Optional[str] = None,
-                         **kwargs) -> OpenpiBundle:
-        return open_openpi_checkpoint(checkpoint, self.model, asset_id=asset_id, **kwargs)
+    open_bundle = staticmethod(open_openpi_checkpoint)

@@ -6,6 +6,7 @@ staging of inputs, calibration policy and CUDA Graphs around it.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from typing import Any, Callable, Sequence
 
@@ -15,6 +16,7 @@ from flash_rt.configs import ModelConfig
 from flash_rt.core.weight_spec import E4M3_MAX
 from flash_rt.frontends.torch._pi05_spec import patch_k
 from flash_rt.models.pi05 import pipeline_common as pc
+from flash_rt.models.pi05.expert_megakernel import ExpertMegakernel, megakernel_unsupported
 
 
 class Pi05Engine:
@@ -31,11 +33,34 @@ class Pi05Engine:
         lin = pc.linear_ptrs(weights)
         self.gemm = pc.GemmRunner(kernels, device, pipeline.tuning,
                                   pc.weights_by_shape(lin))
+        self.expert_path, self.expert_note = self._choose_expert(pipeline, d, weights)
+        expert = (ExpertMegakernel(d, weights, self.acts, device)
+                  if self.expert_path == pc.MEGAKERNEL else None)
         self.ctx = pc.StageContext(
             k=kernels, d=d, gemm=self.gemm, quant=pc.StaticQuant(kernels, self.scales, self.acts),
             attn=attn, lin=lin,
             w={k: v.data_ptr() for k, v in weights.items()}, a=self.acts, scales=self.scales,
-            inp=None, stream=stream)  # type: ignore[arg-type]
+            inp=None, stream=stream, expert=expert)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _choose_expert(pipeline: pc.HardwarePipeline, d: pc.Pi05Dims,
+                       weights: dict[str, torch.Tensor]) -> tuple[str, str]:
+        """(path, why): the pipeline's choice unless FLASH_RT_EXPERT overrides it; a
+        megakernel the model cannot use falls back to the sequence (an explicit request
+        for it is an error)."""
+        requested = os.environ.get(pc.EXPERT_ENV)
+        choice = requested or pipeline.expert
+        if choice not in (pc.SEQUENCE, pc.MEGAKERNEL):
+            raise ValueError(f"{pc.EXPERT_ENV}={choice!r}: expected {pc.SEQUENCE!r} or "
+                             f"{pc.MEGAKERNEL!r}")
+        if choice == pc.SEQUENCE:
+            return pc.SEQUENCE, f"{pc.EXPERT_ENV}" if requested else "the pipeline's choice"
+        reason = megakernel_unsupported(d, weights)
+        if reason is None:
+            return pc.MEGAKERNEL, "the pipeline's choice" if not requested else pc.EXPERT_ENV
+        if requested:
+            raise ValueError(f"{pc.EXPERT_ENV}=megakernel: {reason}")
+        return pc.SEQUENCE, f"megakernel unavailable: {reason}"
 
     @property
     def x(self) -> torch.Tensor:

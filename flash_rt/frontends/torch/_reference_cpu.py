@@ -1,4 +1,4 @@
-"""The FP32 reference run on the CPU: shared by the pi05 and pi0 cpu frontends.
+"""The FP32 reference run on the CPU: shared by the pi05, pi0 and groot cpu frontends.
 
 It is the ground truth, the CI path, and the fallback on machines without a supported GPU.
 :meth:`ReferenceCpuFrontend.to` moves the same reference to a CUDA device and/or bf16:

@@ -49,6 +49,15 @@ class PolicyProcessor:
             raise ValueError(f"action_dims must be in [1, {cfg.action_dim}], "
                              f"got {self.action_dims}")
 
+    @property
+    def state_dims(self) -> int:
+        """Length of the raw robot state ``predict`` takes."""
+        return self.normalizer.num_state_dims
+
+    @property
+    def num_views(self) -> int:
+        return self.cfg.num_views
+
     # -- model hook -----------------------------------------------------------------------
     def prompt_ids(self, prompt: str, norm_state: Optional[np.ndarray]) -> list[int]:
         raise NotImplementedError

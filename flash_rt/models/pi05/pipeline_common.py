@@ -37,6 +37,10 @@ GEMM_WORKSPACE_BYTES = 32 << 20
 AUTOTUNE_COLD_ENV = "FLASH_RT_AUTOTUNE_COLD"
 FAST_ACCUM_ENV = "FLASH_RT_FAST_ACCUM_MAX_K"
 CANDIDATES_ENV = "FLASH_RT_AUTOTUNE_CANDIDATES"
+# How the action expert's layers run: the kernel sequence below, or the persistent kernel
+# (expert_megakernel.py, Hopper). FLASH_RT_EXPERT overrides a pipeline's choice (A/B knob).
+SEQUENCE, MEGAKERNEL = "sequence", "megakernel"
+EXPERT_ENV = "FLASH_RT_EXPERT"
 # Rows allocated past the last layer of the K/V caches: the GEMM decoder attention reads
 # its keys rounded up to a multiple of KEY_ALIGN (finite zeros there, masked out).
 KV_TAIL_ROWS = KEY_ALIGN
@@ -452,6 +456,7 @@ class StageContext:
     scales: ScaleTable
     inp: InputPointers
     stream: int = 0
+    expert: Any = None  # ExpertMegakernel running the expert's layers, or None: the sequence
 
     def scale(self, site: str) -> int:
         return self.scales.scale(site)
@@ -550,10 +555,23 @@ def prefix_forward(ctx: StageContext) -> None:
 
 def decoder_step(ctx: StageContext, step: int) -> None:
     """One flow-matching Euler step of the action expert over the cached prefix."""
+    k, d, a, s = ctx.k, ctx.d, ctx.a, ctx.stream
+    H = d.horizon
+    ctx.linear(a["x_bf16"], "act_in", "", a["dec_x"], H)
+    if ctx.expert is not None:
+        ctx.expert.run(ctx, step)
+    else:
+        expert_layers(ctx, step)
+    ctx.linear(a["dec_xn"], "act_out", "", a["v"], H)
+    k.euler_step(a["x"], a["v"], a["x_bf16"], H * d.action_dim, -1.0 / d.steps, s)
+
+
+def expert_layers(ctx: StageContext, step: int) -> None:
+    """The expert's layers as a kernel sequence: dec_x -> every layer -> final adaRMS into
+    dec_xn (what the persistent kernel does in one launch)."""
     k, d, a, q, s = ctx.k, ctx.d, ctx.a, ctx.quant, ctx.stream
     H, W = d.horizon, d.ex_width
     kv_layer = 2 * d.cache_rows * d.kv_dim
-    ctx.linear(a["x_bf16"], "act_in", "", a["dec_x"], H)
     act = q.adarms(a["dec_x"], ctx.mod(step, 0), ctx.lin["ex.0.qkv"], f"ex.{step}.0.qkv", H, W,
                    d.ex_eps, s)
     for i in range(d.depth):
@@ -580,8 +598,6 @@ def decoder_step(ctx: StageContext, step: int) -> None:
                                  f"ex.{step}.{i + 1}.qkv", H, W, d.ex_eps, s)
     k.gated_residual(a["dec_x"], a["dec_y"], ctx.mod(step, 2 * d.depth - 1), H, W, H, s)
     k.adarms_bf16(a["dec_x"], ctx.mod(step, 2 * d.depth), a["dec_xn"], H, W, d.ex_eps, H, s)
-    ctx.linear(a["dec_xn"], "act_out", "", a["v"], H)
-    k.euler_step(a["x"], a["v"], a["x_bf16"], H * d.action_dim, -1.0 / d.steps, s)
 
 
 def denoise(ctx: StageContext) -> None:
@@ -617,8 +633,10 @@ class HardwarePipeline:
 
     attention_backend: type
     tuning: Tuning
+    expert: str = SEQUENCE  # SEQUENCE or MEGAKERNEL (see EXPERT_ENV)
 
 
 def calibrating(ctx: StageContext) -> StageContext:
-    """The same context with the calibration twin's quantiser (see CalibratingQuant)."""
-    return replace(ctx, quant=CalibratingQuant(ctx.k, ctx.scales, ctx.a))
+    """The same context with the calibration twin's quantiser (see CalibratingQuant); the
+    expert runs as the kernel sequence there (it records every site's amax)."""
+    return replace(ctx, quant=CalibratingQuant(ctx.k, ctx.scales, ctx.a), expert=None)

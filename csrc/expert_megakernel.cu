@@ -1,0 +1,198 @@
+// The persistent action-expert kernel: every layer of one denoising step of the Pi0.5
+// action expert (adaRMS, QKV + RoPE + K/V write, decoder attention, O, gated residuals,
+// gate/up + GeGLU, down) in one launch, one block per SM, each block running the static
+// task list the host built for it (flash_rt/models/pi05/expert_schedule.py), tasks ordered
+// by counters in global memory, weights streamed into shared memory ahead of use.
+//
+// Layers: megakernel/scheduler.cuh (task loop, counters, weight ring: model-agnostic),
+// megakernel/expert_tasks.cuh (the expert's task bodies), megakernel/arch_sm90.cuh (the
+// Hopper instructions: the only arch-specific file). Thor and RTX keep the kernel
+// sequence; on them the launcher refuses with a clear error.
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <string>
+
+#include "common.h"
+#include "megakernel/expert_tasks.cuh"
+#include "ops.h"
+
+#ifndef FLASH_RT_GPU_ARCHS
+#define FLASH_RT_GPU_ARCHS "unknown"
+#endif
+
+namespace flash_rt {
+namespace {
+
+using namespace mk;
+
+constexpr int kRingBytes = kWeightSlots * kPageBytes;
+constexpr int kBarrierBytes = kWeightSlots * 8;
+constexpr int kSmemBytes = kRingBytes + kWorkBytes + kBarrierBytes;
+constexpr int kNormChunks = 8;  // W <= 2048
+
+template <int TP>
+__global__ void __launch_bounds__(kThreads, 1) expert_megakernel_kernel(const __grid_constant__ ExpertParams p) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  unsigned char* work = smem + kRingBytes;
+  uint64_t* bars = reinterpret_cast<uint64_t*>(work + kWorkBytes);
+  const WeightRing ring{smem, bars};
+  const int tid = threadIdx.x, block = blockIdx.x;
+  PageCursor pages;
+  if (tid == 0) {
+    for (int i = 0; i < kWeightSlots; ++i) mbar_init(ring.full + i, 1);
+    mbar_init_fence();
+    refill_pages(p.sched, block, ring, pages.issued, 0);  // the first pages stream at once
+  }
+  __syncthreads();
+  const int t0 = p.sched.task_start[block], t1 = p.sched.task_start[block + 1];
+  for (int i = t0; i < t1; ++i) {
+    const Task t = p.sched.tasks[i];
+    wait_for(p.sched, t, tid);
+    switch (t.op) {
+      case kNormIn:
+      case kNormMid:
+      case kNormOut: norm_task<kNormChunks>(p, t, tid, TP); break;
+      case kQkv:
+      case kOProj:
+      case kGateUp:
+      case kDown: gemm_task<TP>(p, t, work, ring, pages, tid); break;
+      case kAttn: attention_task(p, t, work, tid); break;
+      case kCombine: combine_task(p, t, tid); break;
+      default: __trap();
+    }
+    signal_done(p.sched, t, tid);
+  }
+  finish_launch(p.sched, tid);
+}
+
+template <int TP>
+void launch_tp(const ExpertParams& p, int blocks, cudaStream_t s) {
+  static bool attr_set = false;  // host-side, once: safe before and inside capture
+  if (!attr_set) {
+    check_cuda(cudaFuncSetAttribute(expert_megakernel_kernel<TP>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes),
+               "expert_megakernel: cudaFuncSetAttribute");
+    int per_sm = 0;
+    check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, expert_megakernel_kernel<TP>,
+                                                             kThreads, kSmemBytes),
+               "expert_megakernel: occupancy");
+    check(per_sm >= 1, "expert_megakernel", "the kernel does not fit on one SM");
+    attr_set = true;
+  }
+  expert_megakernel_kernel<TP><<<blocks, kThreads, kSmemBytes, s>>>(p);
+}
+
+// Looks a key up in the binding's dicts, with an error naming it when absent.
+template <typename V>
+V need(const std::map<std::string, V>& m, const char* key) {
+  auto it = m.find(key);
+  if (it == m.end()) fail("expert_megakernel", std::string("missing argument '") + key + "'");
+  return it->second;
+}
+
+// The device must be sm_90 and this module built for sm_90a (the wgmma primitives).
+void check_device_arch() {
+  int dev = 0, major = 0, minor = 0;
+  check_cuda(cudaGetDevice(&dev), "expert_megakernel: cudaGetDevice");
+  check_cuda(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev),
+             "expert_megakernel: compute capability");
+  check_cuda(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev),
+             "expert_megakernel: compute capability");
+  if (major != 9 || std::strstr(FLASH_RT_GPU_ARCHS, "90a") == nullptr) {
+    fail("expert_megakernel",
+         "needs a Hopper GPU (sm_90) and a module built for 90a (wgmma); this GPU is sm_" +
+             std::to_string(major) + std::to_string(minor) + ", the module has " +
+             FLASH_RT_GPU_ARCHS + " (use the kernel sequence: FLASH_RT_EXPERT=sequence)");
+  }
+}
+
+}  // namespace
+
+int expert_megakernel_smem_bytes() { return kSmemBytes; }
+
+void expert_megakernel(const std::map<std::string, ptr_t>& ptrs,
+                       const std::map<std::string, i64>& sizes, float eps, float attn_scale,
+                       float theta, ptr_t stream) {
+  const char* w = "expert_megakernel";
+  ExpertParams p{};
+  auto P = [&](const char* k, unsigned align, bool nullable = false) {
+    const ptr_t v = need(ptrs, k);
+    check_ptr(v, w, k, align, nullable);
+    return v;
+  };
+  auto S = [&](const char* k) { return need(sizes, k); };
+  p.sched.tasks = as_ptr<const Task>(P("tasks", 16));
+  p.sched.task_start = as_ptr<const int>(P("task_start", 4));
+  p.sched.pages = as_ptr<const long long>(P("pages", 16));
+  p.sched.page_start = as_ptr<const int>(P("page_start", 4));
+  p.sched.wpack = as_ptr<const unsigned char>(P("wpack", 128));
+  p.sched.counters = as_ptr<unsigned>(P("counters", 4));
+  p.wscale = as_ptr<const float>(P("wscale", 4));
+  p.ascale = as_ptr<const float>(P("ascale", 16));
+  p.mod = as_ptr<const float>(P("mod", 16));
+  p.x = as_ptr<bf16>(P("x", 16));
+  p.xn = as_ptr<bf16>(P("xn", 16));
+  p.act_w = as_ptr<fp8>(P("act_w", 16));
+  p.act_attn = as_ptr<fp8>(P("act_attn", 16));
+  p.act_mlp = as_ptr<fp8>(P("act_mlp", 16));
+  p.acc = as_ptr<float>(P("acc", 16));
+  p.q = as_ptr<bf16>(P("q", 16));
+  p.k_cache = as_ptr<bf16>(P("k_cache", 16));
+  p.v_cache = as_ptr<bf16>(P("v_cache", 16));
+  p.rope = as_ptr<const float>(P("rope", 16));
+  p.positions = as_ptr<const int>(P("positions", 4));
+  p.valid_len = as_ptr<const int>(P("valid_len", 4));
+  p.key_mask = as_ptr<const unsigned char>(P("key_mask", 1, true));
+  p.part_o = as_ptr<float>(P("part_o", 16));
+  p.part_lse = as_ptr<float>(P("part_lse", 4));
+  const i64 blocks = S("blocks"), tp = S("tpad");
+  p.sched.n_counters = static_cast<int>(S("counters"));
+  p.H = static_cast<int>(S("H"));
+  p.W = static_cast<int>(S("W"));
+  p.F = static_cast<int>(S("F"));
+  p.heads = static_cast<int>(S("heads"));
+  p.D = static_cast<int>(S("head_dim"));
+  p.cache_rows = static_cast<int>(S("cache_rows"));
+  p.rope_rows = static_cast<int>(S("rope_rows"));
+  p.splits = static_cast<int>(S("splits"));
+  p.depth = static_cast<int>(S("depth"));
+  const i64 kv_heads = S("kv_heads"), max_klen = S("max_klen");
+  p.eps = eps;
+  p.attn_scale = attn_scale;
+  p.theta = theta;
+  const char* swap = std::getenv("FLASH_RT_MK_DESC_SWAP");
+  p.desc_swap = (swap && std::strcmp(swap, "1") == 0) ? 1 : 0;
+
+  check(tp == 16 || tp == 32 || tp == 48 || tp == 64, w,
+        "tpad must be 16, 32, 48 or 64 (horizon rounded up to 16), got " + std::to_string(tp));
+  check(p.H >= 1 && p.H <= tp, w, "H must be in [1, tpad]");
+  check(p.D == 256 && kv_heads == 1, w, "needs head_dim 256 and one KV head (Pi0.5's expert)");
+  check(p.heads >= 1 && p.W % 256 == 0 && p.W <= kNormChunks * 256, w,
+        "W must be a multiple of 256 and <= " + std::to_string(kNormChunks * 256));
+  check(p.F % 32 == 0, w, "F must be a multiple of 32");
+  check(p.splits >= 2 && p.splits <= kCombineMaxSplits, w,
+        "splits must be in [2, " + std::to_string(kCombineMaxSplits) + "]");
+  check(p.cache_rows <= p.splits * attn_tiles::kBlockM, w,
+        "splits * 64 must cover cache_rows (one key tile per split)");
+  check(max_klen % 32 == 0 && tp * max_klen <= kWorkBytes, w,
+        "max_klen must be a multiple of 32 with tpad * max_klen <= " + std::to_string(kWorkBytes));
+  check(p.depth >= 1 && p.sched.n_counters >= 1, w, "depth and counters must be >= 1");
+  int dev = 0, sms = 0;
+  check_cuda(cudaGetDevice(&dev), "expert_megakernel: cudaGetDevice");
+  check_cuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev),
+             "expert_megakernel: SM count");
+  // All blocks must be resident at once (they wait on each other): one per SM at most.
+  check(blocks >= 1 && blocks <= sms, w,
+        "blocks (" + std::to_string(blocks) + ") must be in [1, SMs = " + std::to_string(sms) + "]");
+  check_device_arch();
+  cudaStream_t s = as_stream(stream);
+  const int nb = static_cast<int>(blocks);
+  if (tp == 16) launch_tp<16>(p, nb, s);
+  else if (tp == 32) launch_tp<32>(p, nb, s);
+  else if (tp == 48) launch_tp<48>(p, nb, s);
+  else launch_tp<64>(p, nb, s);
+  check_launch(w);
+}
+
+}  // namespace flash_rt

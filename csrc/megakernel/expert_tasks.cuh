@@ -1,0 +1,327 @@
+// The Pi0.5 action expert's task bodies for the persistent kernel: the same math, the same
+// bf16 roundings and the same static FP8 scales as the kernel sequence of
+// pipeline_common.decoder_step (norm.cu, rope.cu, elementwise.cu's GeGLU, the decoder
+// attention of attention.cu), regrouped into tasks. GEMMs are swap-AB wgmma tiles: the 64
+// weight rows of a tile are wgmma's M, the (padded) tokens its N, so one accumulator
+// fragment holds 64 output features x TP tokens.
+//
+// Accumulator fragment (m64nNk32, f32): thread t of the warpgroup (warp w, lane l) holds
+// rows r0 = 16 w + l / 4 and r0 + 8, columns 8 j + 2 (l % 4) + {0, 1}, in d[4 j + {0, 1}]
+// (row r0) and d[4 j + {2, 3}] (row r0 + 8). The weight packing puts what an epilogue
+// needs together into rows r0 / r0 + 8: the two halves of a RoPE pair (QKV), a gate
+// column and its up column (gate/up).
+#pragma once
+
+#include "../attention_tiles.cuh"
+#include "scheduler.cuh"
+
+namespace flash_rt {
+namespace mk {
+
+struct ExpertParams {
+  Schedule sched;
+  const float* wscale;    // (depth * 4,) weight dequantisation scales: qkv, o, gate_up, down
+  const float* ascale;    // scale-table slot of (this step, layer 0, qkv); sites follow
+  const float* mod;       // (2 depth + 1, 3 W) this step's adaRMS rows [scale | shift | gate]
+  bf16* x;                // (H, W) residual stream, updated in place
+  bf16* xn;               // (H, W) final adaRMS output (the action-out projection's input)
+  fp8* act_w;             // (TP, W) FP8 input of QKV and gate/up
+  fp8* act_attn;          // (TP, heads D) FP8 attention output (O's input)
+  fp8* act_mlp;           // (TP, F) FP8 GeGLU output (down's input)
+  float* acc;             // (W, TP) split-K accumulator of O and down, zero between uses
+  bf16* q;                // (H, heads D) post-RoPE queries
+  bf16* k_cache;          // (depth, cache_rows, D)
+  bf16* v_cache;
+  const float* rope;      // (rope_rows, D / 2) (cos, sin) table
+  const int* positions;   // (H,) positions of the action tokens
+  const int* valid_len;   // prefix rows; the step's K/V go to rows valid_len + t
+  const unsigned char* key_mask;  // (cache_rows,)
+  float* part_o;          // split-K attention partials (attention_workspace_bytes layout)
+  float* part_lse;
+  int H, W, F, heads, D, cache_rows, rope_rows, splits, depth;
+  float eps, attn_scale, theta;
+  int desc_swap;          // development: swap the descriptors' LBO / SBO
+};
+
+// The decoder attention tile: head_dim 256, 64 keys per split, 2 warpgroups, one tile per
+// split (only ring stage 0 of the v2 kernel is used).
+using AttnCfg = attn_tiles::V2Cfg<256, 64, 2, 2, false>;
+constexpr int kCombineMaxSplits = 32;
+constexpr int kWorkBytes = AttnCfg::kOneTileSmem;
+
+__device__ __forceinline__ float bf16r(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
+
+__device__ __forceinline__ float site_scale(const ExpertParams& p, int layer, int site) {
+  return p.ascale[(layer * kSitesPerLayer + site) * kScaleStride];
+}
+
+__device__ __forceinline__ float gemm_scale(const ExpertParams& p, int layer, int site) {
+  return site_scale(p, layer, site) * p.wscale[layer * kSitesPerLayer + site];
+}
+
+// ---------------------------------------------------------------- adaRMS rows
+// One token per consumer warp: x (+= gate * bf16(acc)) rounded to bf16 as stored, then
+// adaRMS with this step's (scale, shift), FP8 with the site's static scale (or bf16).
+// Matches norm.cu's gated_residual_adarms / adarms (sum order aside).
+template <int CH>  // 8-column chunks per lane: W <= CH * 256
+__device__ __forceinline__ void norm_task(const ExpertParams& p, const Task& t, int tid, int TP) {
+  const int warp = tid >> 5, lane = tid & 31;
+  const int tok = t.tile + warp;
+  if (tok >= p.H) return;
+  const int W = p.W, nch = W / 8;
+  const int L = t.layer;
+  int gate_row = -1, norm_row, site = 0;
+  if (t.op == kNormIn) {
+    norm_row = 2 * L;
+    gate_row = L > 0 ? 2 * L - 1 : -1;
+    site = 0;  // the layer's QKV input
+  } else if (t.op == kNormMid) {
+    gate_row = 2 * L;
+    norm_row = 2 * L + 1;
+    site = 2;  // gate/up input
+  } else {     // kNormOut
+    gate_row = 2 * p.depth - 1;
+    norm_row = 2 * p.depth;
+  }
+  bf16* xrow = p.x + static_cast<size_t>(tok) * W;
+  float v[CH][8];
+  float sum = 0.f;
+#pragma unroll
+  for (int k = 0; k < CH; ++k) {
+    const int ch = lane + 32 * k;
+    if (ch >= nch) continue;
+    const int4 raw = __ldcg(reinterpret_cast<const int4*>(xrow + 8 * ch));
+    const Vec8bf16 xv = *reinterpret_cast<const Vec8bf16*>(&raw);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) v[k][i] = __bfloat162float(xv.v[i]);
+    if (gate_row >= 0) {
+      const float* g = p.mod + static_cast<size_t>(gate_row) * 3 * W + 2 * W + 8 * ch;
+      float* a = p.acc + static_cast<size_t>(8 * ch) * TP + tok;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const float y = bf16r(__ldcg(a + i * TP));
+        a[i * TP] = 0.f;  // ready for the next split-K accumulation
+        v[k][i] = bf16r(__fadd_rn(v[k][i], __fmul_rn(g[i], y)));
+      }
+      store8(xrow + 8 * ch, v[k]);
+    }
+#pragma unroll
+    for (int i = 0; i < 8; ++i) sum += v[k][i] * v[k][i];
+  }
+  sum = warp_sum(sum);
+  const float rstd = rsqrtf(sum * (1.f / static_cast<float>(W)) + p.eps);
+  const float* m = p.mod + static_cast<size_t>(norm_row) * 3 * W;
+  const float s = t.op == kNormOut ? 1.f : site_scale(p, L, site);
+#pragma unroll
+  for (int k = 0; k < CH; ++k) {
+    const int ch = lane + 32 * k;
+    if (ch >= nch) continue;
+    float o[8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const int c = 8 * ch + i;
+      o[i] = v[k][i] * rstd * (1.f + m[c]) + m[W + c];
+    }
+    if (t.op == kNormOut) store8(p.xn + static_cast<size_t>(tok) * W + 8 * ch, o);
+    else store8(p.act_w + static_cast<size_t>(tok) * W + 8 * ch, o, s);
+  }
+}
+
+// ---------------------------------------------------------------- GEMM tiles
+// Input rows [0, TP) x features [k0, k0 + klen) of the task's FP8 activation into shared
+// memory in the core-matrix layout (chunk c of row r at c * TP * 16 + r * 16).
+template <int TP>
+__device__ __forceinline__ void load_activation(const ExpertParams& p, const Task& t,
+                                                unsigned char* work, int tid) {
+  const fp8* src;
+  int stride;
+  if (t.op == kOProj) { src = p.act_attn; stride = p.heads * p.D; }
+  else if (t.op == kDown) { src = p.act_mlp; stride = p.F; }
+  else { src = p.act_w; stride = p.W; }
+  const int chunks = t.klen / 16;
+  for (int i = tid; i < TP * chunks; i += kConsumers) {
+    const int r = i / chunks, c = i % chunks;
+    attn_tiles::cp_async16(work + c * (TP * 16) + r * 16, src + static_cast<size_t>(r) * stride + t.k0 + c * 16,
+                           true);
+  }
+  attn_tiles::cp_async_commit();
+  attn_tiles::cp_async_wait<0>();
+  fence_proxy_async_smem();  // the next reader is wgmma (async proxy)
+  ConsumerSync::sync();
+}
+
+// Warpgroup 0: D (64 x TP) = W tile (pages from the ring) x act^T; then releases the pages.
+template <int TP>
+__device__ __forceinline__ void mma_tile(const ExpertParams& p, const Task& t,
+                                         const unsigned char* work, const WeightRing& ring,
+                                         int first_page, int tid, float (&d)[TP / 2]) {
+  constexpr uint32_t kA_lbo = kTileRows * 16, kA_sbo = 128;
+  constexpr uint32_t kB_lbo = TP * 16, kB_sbo = 128;
+  const bool swap = p.desc_swap != 0;
+#pragma unroll
+  for (int i = 0; i < TP / 2; ++i) d[i] = 0.f;
+  wgmma_fence();
+  int kdone = 0;
+  for (int pg = 0; kdone < t.klen; ++pg) {
+    const unsigned char* w = ring.wait_page(first_page + pg);
+    const int kp = min(kPageK, t.klen - kdone);
+    for (int ks = 0; ks < kp / 32; ++ks) {
+      const unsigned char* a = w + ks * 2 * kA_lbo;
+      const unsigned char* b = work + (kdone / 16 + 2 * ks) * kB_lbo;
+      const uint64_t da = swap ? make_desc(a, kA_sbo, kA_lbo) : make_desc(a, kA_lbo, kA_sbo);
+      const uint64_t db = swap ? make_desc(b, kB_sbo, kB_lbo) : make_desc(b, kB_lbo, kB_sbo);
+      Wgmma<TP>::run(d, da, db, kdone > 0 || ks > 0);
+    }
+    kdone += kp;
+  }
+  wgmma_commit();
+  wgmma_wait_all();
+}
+
+// QKV epilogue: bf16 output (as the GEMM stores it), RoPE for q and k from the table,
+// q -> q buffer, k / v -> cache rows valid_len + t (rope.cu's math).
+template <int TP>
+__device__ __forceinline__ void qkv_epilogue(const ExpertParams& p, const Task& t, int tid,
+                                             const float (&d)[TP / 2]) {
+  const int w = tid >> 5, l = tid & 31, q4 = l & 3;
+  const int tiles_per_head = p.D / kTileRows;
+  const int head = t.tile / tiles_per_head;
+  const int i = (t.tile % tiles_per_head) * (kTileRows / 2) + 8 * w + (l >> 2);  // pair index
+  const int half = p.D / 2;
+  const float s = gemm_scale(p, t.layer, 0);
+  const int off = *p.valid_len;
+  const size_t layer_rows = static_cast<size_t>(t.layer) * p.cache_rows;
+#pragma unroll
+  for (int j = 0; j < TP / 8; ++j) {
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int tok = 8 * j + 2 * q4 + e;
+      if (tok >= p.H) continue;
+      const float x1 = bf16r(d[4 * j + e] * s), x2 = bf16r(d[4 * j + 2 + e] * s);
+      float r1 = x1, r2 = x2;
+      bf16* dst;
+      if (head <= p.heads) {  // q heads, then the one k head: rotate
+        const int pos = p.positions[tok];
+        const float2 cs = (pos >= 0 && pos < p.rope_rows)
+                              ? reinterpret_cast<const float2*>(p.rope)[static_cast<size_t>(pos) * half + i]
+                              : rope_angle(static_cast<float>(pos), i, p.D, p.theta);
+        r1 = x1 * cs.x - x2 * cs.y;
+        r2 = x2 * cs.x + x1 * cs.y;
+      }
+      if (head < p.heads) {
+        dst = p.q + static_cast<size_t>(tok) * p.heads * p.D + head * p.D;
+      } else {
+        const int row = off + tok;
+        if (row < 0 || row >= p.cache_rows) continue;
+        dst = (head == p.heads ? p.k_cache : p.v_cache) + (layer_rows + row) * p.D;
+      }
+      dst[i] = __float2bfloat16_rn(r1);
+      dst[i + half] = __float2bfloat16_rn(r2);
+    }
+  }
+}
+
+// O / down epilogue: the scaled partial product of this K slice added into acc (W, TP).
+template <int TP>
+__device__ __forceinline__ void splitk_epilogue(const ExpertParams& p, const Task& t, int tid,
+                                                const float (&d)[TP / 2]) {
+  const int w = tid >> 5, l = tid & 31, q4 = l & 3;
+  const float s = gemm_scale(p, t.layer, t.op == kOProj ? 1 : 3);
+#pragma unroll
+  for (int j = 0; j < TP / 8; ++j) {
+    const int tok = 8 * j + 2 * q4;
+    if (tok >= p.H) continue;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int f = t.tile * kTileRows + 16 * w + (l >> 2) + 8 * h;
+      float* a = p.acc + static_cast<size_t>(f) * TP + tok;
+      const float v0 = d[4 * j + 2 * h] * s, v1 = d[4 * j + 2 * h + 1] * s;
+      if (tok + 1 < p.H) atomicAdd(reinterpret_cast<float2*>(a), make_float2(v0, v1));
+      else atomicAdd(a, v0);
+    }
+  }
+}
+
+// gate/up epilogue: rows r0 / r0 + 8 are gate / up of MLP column f; GeGLU of the bf16
+// outputs, FP8 with the down projection's input scale (elementwise.cu's geglu_fp8).
+template <int TP>
+__device__ __forceinline__ void geglu_epilogue(const ExpertParams& p, const Task& t, int tid,
+                                               const float (&d)[TP / 2]) {
+  const int w = tid >> 5, l = tid & 31, q4 = l & 3;
+  const int f = t.tile * (kTileRows / 2) + 8 * w + (l >> 2);
+  const float s = gemm_scale(p, t.layer, 2);
+  const float inv_s = 1.f / site_scale(p, t.layer, 3);
+#pragma unroll
+  for (int j = 0; j < TP / 8; ++j) {
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int tok = 8 * j + 2 * q4 + e;
+      if (tok >= p.H) continue;
+      const float g = bf16r(d[4 * j + e] * s), u = bf16r(d[4 * j + 2 + e] * s);
+      p.act_mlp[static_cast<size_t>(tok) * p.F + f] = sat_fp8(gelu_tanh(g) * u * inv_s);
+    }
+  }
+}
+
+// The block's cursors into its weight pages: issued (thread 0 only) and consumed.
+struct PageCursor {
+  int issued = 0;
+  int consumed = 0;
+};
+
+template <int TP>
+__device__ __forceinline__ void gemm_task(const ExpertParams& p, const Task& t,
+                                          unsigned char* work, const WeightRing& ring,
+                                          PageCursor& pc, int tid) {
+  load_activation<TP>(p, t, work, tid);
+  float d[TP / 2];
+  if (tid < 128) mma_tile<TP>(p, t, work, ring, pc.consumed, tid, d);
+  pc.consumed += (t.klen + kPageK - 1) / kPageK;
+  ConsumerSync::sync();  // warpgroup 0's MMAs are complete: the pages and `work` are free
+  if (tid == 0) refill_pages(p.sched, blockIdx.x, ring, pc.issued, pc.consumed);
+  if (tid < 128) {
+    if (t.op == kQkv) qkv_epilogue<TP>(p, t, tid, d);
+    else if (t.op == kGateUp) geglu_epilogue<TP>(p, t, tid, d);
+    else splitk_epilogue<TP>(p, t, tid, d);
+  }
+}
+
+// ---------------------------------------------------------------- attention
+__device__ __forceinline__ attn_tiles::Params attention_params(const ExpertParams& p, int layer) {
+  attn_tiles::Params a{};
+  const size_t layer_off = static_cast<size_t>(layer) * p.cache_rows * p.D;
+  a.q = p.q;
+  a.k = p.k_cache + layer_off;
+  a.v = p.v_cache + layer_off;
+  a.Lq = p.H; a.Lk = p.cache_rows; a.H = p.heads; a.Hkv = 1; a.G = p.heads; a.D = p.D;
+  a.q_row = a.o_row = static_cast<long long>(p.heads) * p.D;
+  a.k_row = a.v_row = p.D;
+  a.scale = p.attn_scale;
+  a.scale_log2 = p.attn_scale * attn_tiles::kLog2e;
+  a.kv_len = p.valid_len;
+  a.kv_len_add = p.H;
+  a.key_mask = p.key_mask;
+  a.splits = p.splits;
+  a.ws_o = p.part_o;
+  a.ws_lse = p.part_lse;
+  a.batch = 1;
+  return a;
+}
+
+__device__ __forceinline__ void attention_task(const ExpertParams& p, const Task& t,
+                                               unsigned char* work, int tid) {
+  const attn_tiles::Params a = attention_params(p, t.layer);
+  attn_tiles::attn_v2_tile<256, 64, 2, 2, false, ConsumerSync>(a, work, t.tile * attn_tiles::kBlockM,
+                                                               0, 0, t.k0, tid);
+}
+
+__device__ __forceinline__ void combine_task(const ExpertParams& p, const Task& t, int tid) {
+  attn_tiles::Params a = attention_params(p, t.layer);
+  a.o8 = p.act_attn;
+  a.o8_via_bf16 = true;  // the sequence quantises the bf16 attention output
+  a.o_scale = p.ascale + (t.layer * kSitesPerLayer + 1) * kScaleStride;
+  attn_tiles::attn_combine_item<kCombineMaxSplits>(a, static_cast<long long>(t.tile) * kCombineItems + tid);
+}
+
+}  // namespace mk
+}  // namespace flash_rt

@@ -1,0 +1,125 @@
+// Model-agnostic machinery of the persistent kernel: per-block task lists, dependency
+// counters in global memory (acquire / release), and the weight-page ring that thread 0
+// refills with bulk copies as soon as a page is consumed. The task bodies (expert_tasks.cuh) only
+// see "my inputs are ready" and "here is my next weight page".
+//
+// Memory-model pattern (the one cooperative groups' grid sync uses): a task's threads
+// write, meet at a barrier, then one thread fences and adds to the counter with release
+// semantics; a waiting block's thread 0 spins with acquire loads, then meets its other
+// consumer threads at a barrier before they read. Data written by other blocks during the
+// launch is read through L2 (cp.async.cg, __ldcg) or atomics, never through a stale L1.
+#pragma once
+
+#include <cstdint>
+
+#include "arch_sm90.cuh"
+#include "task_table.h"
+
+namespace flash_rt {
+namespace mk {
+
+struct Schedule {
+  const Task* tasks;          // all blocks' tasks, block after block
+  const int* task_start;      // (blocks + 1,): block b runs tasks [task_start[b], task_start[b+1])
+  const long long* pages;     // (pages, 2): byte offset into wpack, bytes
+  const int* page_start;      // (blocks + 1,) likewise for the weight pages, in consumption order
+  const unsigned char* wpack; // packed FP8 weight tiles
+  unsigned* counters;         // (n_counters + 1,): zero at launch; the last one counts finished blocks
+  int n_counters;
+};
+
+// The block's barrier (named barrier 1; every thread of the block is a consumer).
+struct ConsumerSync {
+  __device__ __forceinline__ static void sync() {
+    asm volatile("bar.sync 1, %0;\n" ::"n"(kConsumers) : "memory");
+  }
+};
+
+__device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
+  unsigned v;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
+__device__ __forceinline__ void red_release_add(unsigned* p, unsigned v) {
+  asm volatile("red.release.gpu.global.add.u32 [%0], %1;\n" ::"l"(p), "r"(v) : "memory");
+}
+
+__device__ __forceinline__ unsigned long long global_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(t));
+  return t;
+}
+
+// A wait that cannot be satisfied (a schedule bug, or blocks that are not all resident)
+// traps after this long instead of hanging the GPU: the launch then fails with an error.
+constexpr unsigned long long kWaitLimitNs = 5ull * 1000 * 1000 * 1000;
+
+__device__ __forceinline__ void wait_for(const Schedule& s, const Task& t, int tid) {
+  if (tid == 0 && t.wait_ctr >= 0) {
+    const unsigned* c = s.counters + t.wait_ctr;
+    const unsigned target = static_cast<unsigned>(t.wait_target);
+    if (ld_acquire(c) < target) {
+      const unsigned long long t0 = global_ns();
+      while (ld_acquire(c) < target) {
+        if (global_ns() - t0 > kWaitLimitNs) __trap();
+      }
+    }
+  }
+  ConsumerSync::sync();
+}
+
+__device__ __forceinline__ void signal_done(const Schedule& s, const Task& t, int tid) {
+  ConsumerSync::sync();
+  if (tid == 0) {
+    __threadfence();
+    red_release_add(s.counters + t.signal_ctr, 1u);
+  }
+}
+
+// The last block to finish zeroes every counter for the next launch (all others are past
+// their last wait by then; the kernel boundary publishes the zeros).
+__device__ __forceinline__ void finish_launch(const Schedule& s, int tid) {
+  ConsumerSync::sync();
+  if (tid == 0) {
+    __threadfence();
+    const unsigned done = atomicAdd(s.counters + s.n_counters, 1u);
+    if (done == gridDim.x - 1) {
+      for (int i = 0; i <= s.n_counters; ++i) s.counters[i] = 0u;
+      __threadfence();
+    }
+  }
+}
+
+// The weight ring: kWeightSlots pages of kPageBytes; full[i] completes when the copy into
+// slot i has landed. Pages are consumed in the order they are issued, and only thread 0
+// issues and releases, so a slot is free exactly when issued - consumed < kWeightSlots
+// (no "empty" barriers). A refill is issued after the block's barrier that follows the
+// MMAs reading the slot (wgmma.wait_group by every reader), so it never overwrites a page
+// still in use.
+struct WeightRing {
+  unsigned char* base;
+  uint64_t* full;
+
+  __device__ __forceinline__ const unsigned char* wait_page(int n) const {
+    const int slot = n % kWeightSlots;
+    mbar_wait(full + slot, static_cast<uint32_t>((n / kWeightSlots) & 1));
+    return base + slot * kPageBytes;
+  }
+};
+
+// Thread 0: issue this block's next pages into every free slot (non-blocking).
+__device__ __forceinline__ void refill_pages(const Schedule& s, int block, const WeightRing& ring,
+                                             int& issued, int consumed) {
+  const int p0 = s.page_start[block], n_pages = s.page_start[block + 1] - p0;
+  for (; issued < n_pages && issued - consumed < kWeightSlots; ++issued) {
+    const int slot = issued % kWeightSlots;
+    const long long off = s.pages[2 * (p0 + issued)];
+    const uint32_t bytes = static_cast<uint32_t>(s.pages[2 * (p0 + issued) + 1]);
+    mbar_arrive_expect_tx(ring.full + slot, bytes);
+    bulk_g2s(ring.base + slot * kPageBytes, s.wpack + off, bytes, ring.full + slot);
+  }
+}
+
+}  // namespace mk
+}  // namespace flash_rt

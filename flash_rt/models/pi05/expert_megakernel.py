@@ -1,0 +1,91 @@
+"""Device state of the persistent action-expert kernel for one engine.
+
+Built once at load (from the converted weights and the engine's buffers): the schedule's
+tables, the expert's FP8 weights re-packed into the blocks' reading order (the original
+Linears stay: the calibration twin and the sequence fallback use them), the per-layer
+weight scales, and the kernel's scratch (FP8 GEMM inputs, split-K accumulator, attention
+partials, counters). :meth:`run` is graph-safe: it only launches.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from flash_rt.models.pi05.expert_schedule import (ExpertDims, WEIGHT_SITES, build_schedule,
+                                                  kernel_sizes, pack_plan, pack_tile_major,
+                                                  unsupported_reason)
+
+# Blocks of the schedule when the kernels are emulated on the CPU (tests): few enough that
+# every block runs many tasks and its weight ring wraps.
+EMULATED_BLOCKS = 16
+
+
+def expert_dims(d: Any) -> ExpertDims:
+    """ExpertDims from pipeline_common.Pi05Dims."""
+    return ExpertDims(horizon=d.horizon, width=d.ex_width, mlp=d.ex_mlp, heads=d.heads,
+                      kv_heads=d.kv_heads, head_dim=d.head_dim, depth=d.depth,
+                      cache_rows=d.cache_rows)
+
+
+def megakernel_unsupported(d: Any, weights: dict[str, torch.Tensor]) -> str | None:
+    """Why this engine cannot use the kernel (None: it can)."""
+    reason = unsupported_reason(expert_dims(d))
+    if reason is None and any(f"ex.{i}.{s}.ws" not in weights
+                              for i in range(d.depth) for s in WEIGHT_SITES):
+        reason = "needs the action expert's Linears in FP8 (precision mode keeps them bf16)"
+    return reason
+
+
+def block_count(device: Any) -> int:
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return torch.cuda.get_device_properties(dev).multi_processor_count
+    return EMULATED_BLOCKS
+
+
+class ExpertMegakernel:
+    def __init__(self, d: Any, weights: dict[str, torch.Tensor], acts: Any, device: Any,
+                 blocks: int | None = None):
+        reason = megakernel_unsupported(d, weights)
+        if reason:
+            raise ValueError(f"expert megakernel: {reason}")
+        self.dims = ed = expert_dims(d)
+        self.schedule = build_schedule(ed, blocks or block_count(device))
+        self.tables = {k: torch.from_numpy(v).to(device) for k, v in self.schedule.tables().items()}
+        entries, nbytes = pack_plan(ed)
+        self.wpack = torch.empty(nbytes, dtype=torch.uint8, device=device)
+        for e in entries:
+            w = weights[f"ex.{e.layer}.{e.site}.w"].view(torch.uint8)
+            n = e.tiles * e.k_slices * 64 * e.klen
+            self.wpack[e.offset:e.offset + n].copy_(pack_tile_major(w, e))
+        self.wscale = torch.stack([weights[f"ex.{i}.{s}.ws"].reshape(()).float()
+                                   for i in range(ed.depth) for s in WEIGHT_SITES]).to(device)
+        z = lambda *shape, dtype: torch.zeros(shape, dtype=dtype, device=device)  # noqa: E731
+        tp = ed.tpad
+        self.scratch = {
+            "act_w": z(tp, ed.width, dtype=torch.float8_e4m3fn),
+            "act_attn": z(tp, ed.q_dim, dtype=torch.float8_e4m3fn),
+            "act_mlp": z(tp, ed.mlp, dtype=torch.float8_e4m3fn),
+            "acc": z(ed.width, tp, dtype=torch.float32),
+            "part_o": z(ed.splits * ed.attn_rows * ed.head_dim, dtype=torch.float32),
+            "part_lse": z(ed.splits * ed.attn_rows, dtype=torch.float32),
+            "counters": z(self.schedule.counters + 1, dtype=torch.int32),
+        }
+        self.sizes = kernel_sizes(ed, self.schedule, rope_rows=d.cache_rows)
+        self.eps, self.attn_scale, self.theta = d.ex_eps, d.head_dim ** -0.5, d.theta
+        self._fixed = {**{k: v.data_ptr() for k, v in self.tables.items()},
+                       **{k: v.data_ptr() for k, v in self.scratch.items()},
+                       "wpack": self.wpack.data_ptr(), "wscale": self.wscale.data_ptr(),
+                       "x": acts["dec_x"], "xn": acts["dec_xn"], "q": acts["dec_q"],
+                       "k_cache": acts["k_cache"], "v_cache": acts["v_cache"],
+                       "rope": acts["rope_cs"]}
+
+    def run(self, ctx: Any, step: int) -> None:
+        """All expert layers of denoising step ``step`` and the final norm: dec_x (the
+        action-in projection's output) -> dec_xn (the action-out projection's input)."""
+        ptrs = dict(self._fixed, ascale=ctx.scale(f"ex.{step}.0.qkv"), mod=ctx.mod(step, 0),
+                    positions=ctx.inp.dec_positions, valid_len=ctx.inp.valid_len,
+                    key_mask=ctx.inp.key_mask)
+        ctx.k.expert_megakernel(ptrs, self.sizes, self.eps, self.attn_scale, self.theta,
+                                ctx.stream)

@@ -1,0 +1,287 @@
+"""The Pi0.5 action expert as a static task schedule for the persistent kernel.
+
+One denoising step = for every layer the phases below (each waits for the whole previous
+phase), then the final norm. The op list mirrors ``pipeline_common.decoder_step``:
+
+=========  =================================================================  ==========
+phase      what a task does                                                    tasks
+=========  =================================================================  ==========
+norm_in    x (+= gate * acc) -> adaRMS -> FP8 act_w, 8 tokens                  ceil(H/8)
+qkv        64 output features of QKV (RoPE pairs in one tile), all K           (Hq+2) D/64
+attn       64 packed (token, head) rows x one 64-key split                     rows/64 x S
+combine    256 (row, 8-column) items of the split-K merge -> FP8 act_attn      rows D/2048
+o          64 features x one head's 256 inputs, red.add into acc               W/64 x Hq
+norm_mid   x += gate * acc -> adaRMS -> FP8 act_w                              ceil(H/8)
+gate_up    32 MLP columns (their gate and up rows interleaved) + GeGLU         F/32
+down       64 features x a 512-wide K slice, red.add into acc                  W/64 x F/512
+=========  =================================================================  ==========
+
+Weights are packed at load into the order the blocks read them: each GEMM task's tile
+(64 rows x its K range) is one contiguous block in the wgmma core-matrix layout (K chunk
+c of 16 bytes, row r at ``c * 1024 + r * 16``), cut into pages of at most 512 K columns
+(32 KiB) that a producer warp bulk-copies ahead. Row orders inside a tile put what one
+thread's epilogue needs into accumulator rows r and r + 8 (see expert_tasks.cuh): the two
+halves of a RoPE pair (QKV) and a gate column with its up column (gate/up).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from flash_rt.core.task_schedule import (ACCUMULATE, MODIFY, READ, WRITE, Schedule, Task)
+
+# Op codes: csrc/megakernel/task_table.h (test_expert_schedule checks they agree).
+NORM_IN, QKV, ATTN, COMBINE, O_PROJ, NORM_MID, GATE_UP, DOWN, NORM_OUT = range(9)
+OP_NAMES = ("norm_in", "qkv", "attn", "combine", "o", "norm_mid", "gate_up", "down", "norm_out")
+
+TILE_ROWS = 64          # output features per GEMM tile (wgmma M)
+PAGE_K = 512            # input features per weight page (32 KiB of FP8)
+CHUNK = 16              # bytes of K per core-matrix row
+NORM_TOKENS = 8         # tokens per norm task (one per consumer warp)
+ATTN_ROWS = 64          # packed (token, head) rows per attention task
+ATTN_KEYS = 64          # keys per split
+COMBINE_ITEMS = 256     # (row, 8-column) items per combine task
+MAX_SPLITS = 32         # the kernel's combine holds at most this many splits
+TOKEN_PAD = 16          # tokens are padded to a multiple of this (wgmma N)
+MAX_TOKENS = 64
+WORK_BYTES = 101_376    # the kernel's shared work area (csrc/megakernel/expert_tasks.cuh)
+WEIGHT_SITES = ("qkv", "o", "gate_up", "down")  # per-layer order of scales and weights
+
+
+@dataclass(frozen=True)
+class ExpertDims:
+    """The sizes the schedule depends on (from pipeline_common.Pi05Dims)."""
+
+    horizon: int
+    width: int
+    mlp: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    depth: int
+    cache_rows: int
+
+    @property
+    def tpad(self) -> int:
+        return -(-self.horizon // TOKEN_PAD) * TOKEN_PAD
+
+    @property
+    def q_dim(self) -> int:
+        return self.heads * self.head_dim
+
+    @property
+    def splits(self) -> int:
+        return max(2, -(-self.cache_rows // ATTN_KEYS))
+
+    @property
+    def attn_rows(self) -> int:
+        return self.horizon * self.heads
+
+    @property
+    def down_klen(self) -> int:
+        return next(k for k in (PAGE_K, 256, 128, 64, 32) if self.mlp % k == 0)
+
+    @property
+    def max_klen(self) -> int:
+        """The widest activation slice a GEMM task stages in shared memory."""
+        return max(self.width, self.head_dim, self.down_klen)
+
+
+def unsupported_reason(d: ExpertDims) -> str | None:
+    """Why the kernel cannot run these dims (None: it can)."""
+    if d.head_dim != 256 or d.kv_heads != 1:
+        return f"needs head_dim 256 and one KV head (got {d.head_dim}, {d.kv_heads})"
+    if d.horizon > MAX_TOKENS:
+        return f"needs horizon <= {MAX_TOKENS} (got {d.horizon})"
+    if d.width % 256 or d.width > 2048:
+        return f"needs an expert width that is a multiple of 256, <= 2048 (got {d.width})"
+    if d.mlp % 32:
+        return f"needs an MLP width that is a multiple of 32 (got {d.mlp})"
+    if d.splits > MAX_SPLITS:
+        return f"needs cache rows <= {MAX_SPLITS * ATTN_KEYS} (got {d.cache_rows})"
+    if d.tpad * d.max_klen > WORK_BYTES:
+        return f"activation tile {d.tpad} x {d.max_klen} exceeds the work area"
+    return None
+
+
+@dataclass(frozen=True)
+class PackedGemm:
+    """Where one layer's Linear goes in the packed weight buffer."""
+
+    layer: int
+    site: str
+    offset: int          # bytes
+    row_order: np.ndarray  # packed row -> original weight row
+    tiles: int
+    k_slices: int
+    klen: int
+
+
+def qkv_row_order(d: ExpertDims) -> np.ndarray:
+    """Packed row -> original QKV row: per head and 32-pair group, rows 16w + 0..7 hold
+    dims 8w + 0..7 of the group and rows 16w + 8..15 their RoPE partners (+ D/2)."""
+    D, half = d.head_dim, d.head_dim // 2
+    order = []
+    for head in range(d.heads + 2 * d.kv_heads):
+        for group in range(D // TILE_ROWS):
+            for w in range(TILE_ROWS // 16):
+                base = head * D + group * (TILE_ROWS // 2) + 8 * w
+                order += [base + i for i in range(8)] + [base + half + i for i in range(8)]
+    return np.asarray(order, dtype=np.int64)
+
+
+def gate_up_row_order(d: ExpertDims) -> np.ndarray:
+    """Packed row -> original gate/up row (gate rows [0, F), up rows [F, 2F)): per 32-column
+    tile, rows 16w + 0..7 are gate columns 8w + 0..7 and rows 16w + 8..15 the same up ones."""
+    order = []
+    for tile in range(d.mlp // (TILE_ROWS // 2)):
+        for w in range(TILE_ROWS // 16):
+            base = tile * (TILE_ROWS // 2) + 8 * w
+            order += [base + i for i in range(8)] + [d.mlp + base + i for i in range(8)]
+    return np.asarray(order, dtype=np.int64)
+
+
+def _gemm_layout(d: ExpertDims) -> dict[str, tuple[np.ndarray, int, int]]:
+    """site -> (row order, K slices, K per slice)."""
+    W, F = d.width, d.mlp
+    return {
+        "qkv": (qkv_row_order(d), 1, W),
+        "o": (np.arange(W), d.heads, d.head_dim),
+        "gate_up": (gate_up_row_order(d), 1, W),
+        "down": (np.arange(W), F // d.down_klen, d.down_klen),
+    }
+
+
+def pack_plan(d: ExpertDims) -> tuple[list[PackedGemm], int]:
+    """Every layer's four Linears in the packed buffer: (entries, total bytes)."""
+    out, off = [], 0
+    layout = _gemm_layout(d)
+    for layer in range(d.depth):
+        for site in WEIGHT_SITES:
+            order, ks, klen = layout[site]
+            tiles = len(order) // TILE_ROWS
+            out.append(PackedGemm(layer, site, off, order, tiles, ks, klen))
+            off += tiles * ks * TILE_ROWS * klen
+    return out, off
+
+
+def pack_tile_major(w: "np.ndarray | object", entry: PackedGemm):
+    """(N, K) weight (numpy or torch, uint8 view of FP8) -> its packed bytes, flat:
+    (tile, k slice, K chunk, 64 rows, 16 bytes)."""
+    order = entry.row_order
+    if hasattr(w, "permute"):  # torch: index on the weight's device
+        import torch
+        order = torch.as_tensor(order, device=w.device)
+    wp = w[order]
+    n_t, ks, kc = entry.tiles, entry.k_slices, entry.klen // CHUNK
+    wp = wp.reshape(n_t, TILE_ROWS, ks, kc, CHUNK)
+    return wp.permute(0, 2, 3, 1, 4).reshape(-1) if hasattr(wp, "permute") else \
+        wp.transpose(0, 2, 3, 1, 4).reshape(-1)
+
+
+def _pages(offset: int, klen: int) -> tuple[tuple[int, int], ...]:
+    pages, k = [], 0
+    while k < klen:
+        kp = min(PAGE_K, klen - k)
+        pages.append((offset + k * TILE_ROWS, kp * TILE_ROWS))
+        k += kp
+    return tuple(pages)
+
+
+def build_schedule(d: ExpertDims, blocks: int) -> Schedule:
+    """The step's phases dealt onto ``blocks`` persistent blocks."""
+    reason = unsupported_reason(d)
+    if reason:
+        raise ValueError(f"expert megakernel: {reason}")
+    plan = {(e.layer, e.site): e for e in pack_plan(d)[0]}
+    sched = Schedule(blocks)
+    norm_tasks = -(-d.horizon // NORM_TOKENS)
+    attn_blocks = -(-d.attn_rows // ATTN_ROWS)
+    combine_tasks = -(-(d.attn_rows * d.head_dim // 8) // COMBINE_ITEMS)
+
+    def gemm(op: int, layer: int, site: str) -> list[Task]:
+        e = plan[(layer, site)]
+        tile_bytes = TILE_ROWS * e.klen
+        return [Task(op, layer, tile, ks * e.klen, e.klen,
+                     _pages(e.offset + (tile * e.k_slices + ks) * tile_bytes, e.klen))
+                for tile in range(e.tiles) for ks in range(e.k_slices)]
+
+    def norm(op: int, layer: int) -> list[Task]:
+        return [Task(op, layer, NORM_TOKENS * i) for i in range(norm_tasks)]
+
+    for layer in range(d.depth):
+        sched.add(f"norm_in.{layer}", norm(NORM_IN, layer))
+        sched.add(f"qkv.{layer}", gemm(QKV, layer, "qkv"))
+        sched.add(f"attn.{layer}", [Task(ATTN, layer, rb, s) for rb in range(attn_blocks)
+                                     for s in range(d.splits)])
+        sched.add(f"combine.{layer}", [Task(COMBINE, layer, i) for i in range(combine_tasks)])
+        sched.add(f"o.{layer}", gemm(O_PROJ, layer, "o"))
+        sched.add(f"norm_mid.{layer}", norm(NORM_MID, layer))
+        sched.add(f"gate_up.{layer}", gemm(GATE_UP, layer, "gate_up"))
+        sched.add(f"down.{layer}", gemm(DOWN, layer, "down"))
+    sched.add("norm_out", norm(NORM_OUT, d.depth - 1))
+    return sched
+
+
+def task_accesses(d: ExpertDims):
+    """What each task reads and writes, as (buffer, cells, mode), for the race check.
+    Cells: (token, column) at the granularity the tasks split at."""
+    H, W, F, D, heads = d.horizon, d.width, d.mlp, d.head_dim, d.heads
+    toks = range(H)
+
+    def acc_cells(f0: int, f1: int):
+        return [(f, t) for f in range(f0, f1) for t in toks]
+
+    def norm_cells(t0: int, cols: int):
+        return [(t, c) for t in range(t0, min(H, t0 + NORM_TOKENS)) for c in range(cols)]
+
+    def fn(t: Task):
+        L = t.layer
+        if t.op in (NORM_IN, NORM_MID, NORM_OUT):
+            rows = range(t.tile, min(H, t.tile + NORM_TOKENS))
+            if not (t.op == NORM_IN and L == 0):
+                yield "acc", [(f, r) for f in range(W) for r in rows], MODIFY
+            yield "x", norm_cells(t.tile, 1), MODIFY
+            yield ("xn" if t.op == NORM_OUT else "act_w"), norm_cells(t.tile, 1), WRITE
+        elif t.op == QKV:
+            yield "act_w", [(r, 0) for r in toks], READ
+            head = t.tile // (D // TILE_ROWS)
+            group = t.tile % (D // TILE_ROWS)
+            cols = [group * 32 + i for i in range(32)] + [D // 2 + group * 32 + i for i in range(32)]
+            if head < heads:
+                yield "q", [(r, head * D + c) for r in toks for c in cols], WRITE
+            else:
+                buf = "k" if head == heads else "v"
+                yield f"{buf}{L}", [(r, c) for r in toks for c in cols], WRITE
+        elif t.op == ATTN:
+            rows = range(t.tile * ATTN_ROWS, min(d.attn_rows, (t.tile + 1) * ATTN_ROWS))
+            yield "q", [(r // heads, (r % heads) * D + c) for r in rows for c in range(0, D, 32)], READ
+            yield f"k{L}", [(r, c) for r in toks for c in range(0, D, 32)], READ
+            yield f"v{L}", [(r, c) for r in toks for c in range(0, D, 32)], READ
+            yield "part", [(t.k0, r // heads, r % heads) for r in rows], WRITE
+        elif t.op == COMBINE:
+            items = range(t.tile * COMBINE_ITEMS, (t.tile + 1) * COMBINE_ITEMS)
+            # combine row = head * H + token (attn_combine_item), 8 columns per item
+            rows = sorted({i // (D // 8) for i in items if i // (D // 8) < d.attn_rows})
+            yield "part", [(s, r % H, r // H) for s in range(d.splits) for r in rows], READ
+            yield "act_attn", [(i // (D // 8) % H, (i // (D // 8) // H) * D + 8 * (i % (D // 8)))
+                               for i in items if i // (D // 8) < d.attn_rows], WRITE
+        elif t.op == O_PROJ:
+            yield "act_attn", [(r, c) for r in toks for c in range(t.k0, t.k0 + t.klen, 8)], READ
+            yield "acc", acc_cells(t.tile * TILE_ROWS, (t.tile + 1) * TILE_ROWS), ACCUMULATE
+        elif t.op == GATE_UP:
+            yield "act_w", [(r, 0) for r in toks], READ
+            yield "act_mlp", [(r, t.tile * 32 + c) for r in toks for c in range(32)], WRITE
+        elif t.op == DOWN:
+            yield "act_mlp", [(r, c) for r in toks for c in range(t.k0, t.k0 + t.klen)], READ
+            yield "acc", acc_cells(t.tile * TILE_ROWS, (t.tile + 1) * TILE_ROWS), ACCUMULATE
+    return fn
+
+
+def kernel_sizes(d: ExpertDims, sched: Schedule, rope_rows: int) -> dict[str, int]:
+    """The ``sizes`` dict of the expert_megakernel binding (besides the pointers)."""
+    return {"blocks": sched.blocks, "tpad": d.tpad, "counters": sched.counters, "H": d.horizon,
+            "W": d.width, "F": d.mlp, "heads": d.heads, "kv_heads": d.kv_heads,
+            "head_dim": d.head_dim, "cache_rows": d.cache_rows, "splits": d.splits,
+            "depth": d.depth, "max_klen": d.max_klen, "rope_rows": rope_rows}

@@ -1,0 +1,125 @@
+"""A random-weight Pi0.5 action expert wired to the real kernels, for the expert kernels'
+tests and benchmarks (test/kernels/test_expert_megakernel.py, bench/expert_step.py).
+
+It builds what the pipeline builds for the expert (converted FP8 weights with their
+scales, the adaRMS tables, the buffers, a stage context with Hopper's choices) around a
+random cached prefix, calibrates the activation scales the engine's way (the calibration
+twin's amax / 448), and runs one denoising step's layers either as the kernel sequence or
+as the persistent kernel from the same saved state, so the two can be compared and timed
+on identical inputs.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from flash_rt.configs import ModelConfig
+from flash_rt.core.weight_spec import E4M3_MAX, quantize_fp8
+from flash_rt.frontends.torch._pi05_spec import patch_k
+from flash_rt.models.pi05 import pipeline_common as pc
+from flash_rt.models.pi05.expert_megakernel import ExpertMegakernel
+from flash_rt.models.pi05.expert_schedule import WEIGHT_SITES
+from flash_rt.models.pi05.pipeline_hopper import PIPELINE as HOPPER
+
+STATE = ("dec_x", "k_cache", "v_cache")  # what one step reads and overwrites
+
+
+def random_expert_weights(d: pc.Pi05Dims, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """FP8 Linears in the weight spec's layout ((N, K) e4m3 + float32 (1,) scale) with
+    Linear-like init, and a well-conditioned adaRMS table (scale, shift ~ 0.1, gate ~ 0.5)."""
+    W, F, D = d.ex_width, d.ex_mlp, d.head_dim
+    shapes = {"qkv": ((d.heads + 2 * d.kv_heads) * D, W), "o": (W, d.q_dim),
+              "gate_up": (2 * F, W), "down": (W, F)}
+    out: dict[str, torch.Tensor] = {}
+    for i in range(d.depth):
+        for site in WEIGHT_SITES:
+            n, k = shapes[site]
+            w = torch.randn(n, k, generator=gen) * k ** -0.5
+            out[f"ex.{i}.{site}.w"], out[f"ex.{i}.{site}.ws"] = quantize_fp8(w)
+    rows = 2 * d.depth + 1
+    mod = torch.randn(d.steps, rows, 3 * W, generator=gen) * 0.1
+    mod[..., 2 * W:] += 0.5
+    out["ex.mod"] = mod
+    return out
+
+
+class ExpertTestbed:
+    def __init__(self, cfg: ModelConfig, kernels: Any, device: Any = "cuda", *,
+                 prefix_len: int | None = None, masked_keys: int = 3, seed: int = 0,
+                 blocks: int | None = None):
+        gen = torch.Generator().manual_seed(seed)
+        self.d = d = pc.Pi05Dims.from_config(cfg, patch_k(cfg))
+        self.k = kernels
+        self.weights = {k: v.to(device) for k, v in random_expert_weights(d, gen).items()}
+        self.acts = pc.Activations(d, device)
+        self.scales = pc.ScaleTable(d, device)
+        self.stream = torch.cuda.current_stream().cuda_stream if torch.device(device).type == "cuda" else 0
+        self.acts.fill_rope_table(kernels, d, self.stream)
+        valid = d.prefix_len - 7 if prefix_len is None else prefix_len
+        H = d.horizon
+        self.inputs_t = {
+            "dec_positions": torch.arange(valid, valid + H, dtype=torch.int32),
+            "valid_len": torch.tensor([valid], dtype=torch.int32),
+            "key_mask": torch.ones(d.cache_rows, dtype=torch.uint8),
+        }
+        self.inputs_t["key_mask"][1:1 + masked_keys] = 0  # a few masked prefix keys
+        self.inputs_t = {k: v.to(device) for k, v in self.inputs_t.items()}
+        kv = (torch.randn(d.depth, d.cache_rows, d.kv_dim, generator=gen) * 2).to(torch.bfloat16)
+        self.acts.t["k_cache"].copy_(kv.to(device))
+        self.acts.t["v_cache"].copy_(torch.randn(kv.shape, generator=gen).to(torch.bfloat16).to(device))
+        self.acts.t["dec_x"].copy_(torch.randn(H, d.ex_width, generator=gen).to(torch.bfloat16).to(device))
+        inp = pc.InputPointers(images=[], tokens=0, positions=0,
+                               dec_positions=self.inputs_t["dec_positions"].data_ptr(),
+                               key_mask=self.inputs_t["key_mask"].data_ptr(),
+                               valid_len=self.inputs_t["valid_len"].data_ptr())
+        lin = pc.linear_ptrs(self.weights)
+        self.ctx = pc.StageContext(
+            k=kernels, d=d, gemm=pc.GemmRunner(kernels, device, HOPPER.tuning),
+            quant=pc.StaticQuant(kernels, self.scales, self.acts),
+            attn=HOPPER.attention_backend(pc.attention_spec(d), kernels, device), lin=lin,
+            w={k: v.data_ptr() for k, v in self.weights.items()}, a=self.acts,
+            scales=self.scales, inp=inp, stream=self.stream)
+        self.mk = ExpertMegakernel(d, self.weights, self.acts, device, blocks=blocks)
+        self._saved = self.save()
+
+    def save(self) -> dict[str, torch.Tensor]:
+        return {n: self.acts.t[n].clone() for n in STATE}
+
+    def restore(self, saved: dict[str, torch.Tensor] | None = None) -> None:
+        for n, t in (saved or self._saved).items():
+            self.acts.t[n].copy_(t)
+
+    def calibrate(self, steps: range | list[int]) -> None:
+        """Static scales of the given steps' sites from one calibration-twin run each."""
+        self.scales.amax.zero_()
+        for step in steps:
+            self.restore()
+            pc.expert_layers(pc.calibrating(self.ctx), step)
+        self.k_sync()
+        got = self.scales.amax.clamp_min(1e-8) / E4M3_MAX
+        used = self.scales.amax > 0
+        self.scales.scales.copy_(torch.where(used, got, self.scales.scales))
+        self.restore()
+
+    def k_sync(self) -> None:
+        if self.stream:
+            torch.cuda.synchronize()
+
+    def run_sequence(self, step: int) -> None:
+        pc.expert_layers(self.ctx, step)
+
+    def run_megakernel(self, step: int) -> None:
+        self.mk.run(self.ctx, step)
+
+    def outputs(self) -> dict[str, torch.Tensor]:
+        """What a step produces: dec_xn, dec_x, the last layer's q, every layer's K/V rows
+        of the action tokens."""
+        self.k_sync()
+        valid = int(self.inputs_t["valid_len"][0])
+        H = self.d.horizon
+        return {"xn": self.acts.t["dec_xn"].float().clone(),
+                "x": self.acts.t["dec_x"].float().clone(),
+                "q": self.acts.t["dec_q"].float().clone(),
+                "k_rows": self.acts.t["k_cache"][:, valid:valid + H].float().clone(),
+                "v_rows": self.acts.t["v_cache"][:, valid:valid + H].float().clone()}

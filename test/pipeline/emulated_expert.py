@@ -1,0 +1,224 @@
+"""CPU emulation of the expert_megakernel binding: interprets the task tables it is given.
+
+Reads exactly what the CUDA kernel reads (the schedule tables, the packed weight pages in
+the wgmma core-matrix layout, the scale-table slots, the buffers named in ``ptrs``) and
+applies each task's contract from csrc/megakernel/expert_tasks.cuh, one block's list in
+order, blocks interleaved at random under the counters' semantics. So CPU CI checks the
+schedule, the weight packing (row orders, tiles, pages), the epilogues' row mapping and
+the scale indexing; the CUDA kernel is checked against this contract on the GPU.
+"""
+from __future__ import annotations
+
+import math
+import random
+
+import torch
+
+from flash_rt.models.common.functional import MASK_VALUE
+from flash_rt.models.pi05.expert_schedule import (ATTN, ATTN_KEYS, ATTN_ROWS, COMBINE,
+                                                  COMBINE_ITEMS, DOWN, GATE_UP, NORM_IN,
+                                                  NORM_MID, NORM_OUT, NORM_TOKENS, O_PROJ, QKV,
+                                                  TILE_ROWS)
+
+from .emulated_kernels import BF16, F32, FP8, I32, U8, gelu, q8, scalar, view
+
+SITES = 4  # per layer in the scale table: qkv, o, gate_up, down (16-byte slots)
+
+
+def bf16r(x: torch.Tensor) -> torch.Tensor:
+    return x.to(BF16).float()
+
+
+class _State:
+    def __init__(self, p: dict, z: dict, eps: float, attn_scale: float):
+        self.p, self.z, self.eps, self.attn_scale = p, z, eps, attn_scale
+        H, W, F, D, heads = z["H"], z["W"], z["F"], z["head_dim"], z["heads"]
+        tp, depth, rows, splits = z["tpad"], z["depth"], z["cache_rows"], z["splits"]
+        self.x = view(p["x"], (H, W), BF16)
+        self.xn = view(p["xn"], (H, W), BF16)
+        self.act_w = view(p["act_w"], (tp, W), FP8)
+        self.act_attn = view(p["act_attn"], (tp, heads * D), FP8)
+        self.act_mlp = view(p["act_mlp"], (tp, F), FP8)
+        self.acc = view(p["acc"], (W, tp), F32)
+        self.q = view(p["q"], (H, heads * D), BF16)
+        self.kc = view(p["k_cache"], (depth, rows, D), BF16)
+        self.vc = view(p["v_cache"], (depth, rows, D), BF16)
+        self.rope = view(p["rope"], (z["rope_rows"], D // 2, 2), F32)
+        self.pos = view(p["positions"], (H,), I32).long()
+        self.valid = int(scalar(p["valid_len"], I32))
+        self.mask = view(p["key_mask"], (rows,), U8) if p["key_mask"] else None
+        self.part_o = view(p["part_o"], (splits, heads, H, D), F32)
+        self.part_lse = view(p["part_lse"], (splits, heads, H), F32)
+        self.mod = view(p["mod"], (2 * depth + 1, 3 * W), F32)
+        self.ascale = view(p["ascale"], (depth * SITES * 4,), F32)
+        self.wscale = view(p["wscale"], (depth * SITES,), F32)
+        self.wpack = p["wpack"]
+        self.pages = None
+
+    def site(self, layer: int, site: int) -> float:
+        return float(self.ascale[(layer * SITES + site) * 4])
+
+    def gemm_scale(self, layer: int, site: int) -> float:
+        return self.site(layer, site) * float(self.wscale[layer * SITES + site])
+
+
+def _weight_tile(st: _State, pages) -> torch.Tensor:
+    """The task's (64, klen) weight tile from its pages (chunk c, row r at c*1024 + r*16)."""
+    parts = []
+    for off, nbytes in pages:
+        kp = nbytes // TILE_ROWS
+        raw = view(st.wpack + off, (kp // 16, TILE_ROWS, 16), U8)
+        parts.append(raw.permute(1, 0, 2).reshape(TILE_ROWS, kp))
+    return torch.cat(parts, 1).contiguous().view(FP8).float()
+
+
+def _norm(st: _State, t) -> None:
+    z = st.z
+    W, L = z["W"], t.layer
+    if t.op == NORM_IN:
+        gate_row, norm_row, site = (2 * L - 1 if L > 0 else -1), 2 * L, 0
+    elif t.op == NORM_MID:
+        gate_row, norm_row, site = 2 * L, 2 * L + 1, 2
+    else:
+        gate_row, norm_row, site = 2 * z["depth"] - 1, 2 * z["depth"], -1
+    for tok in range(t.tile, min(z["H"], t.tile + NORM_TOKENS)):
+        v = st.x[tok].float()
+        if gate_row >= 0:
+            y = bf16r(st.acc[:, tok].clone())
+            st.acc[:, tok] = 0
+            v = bf16r(v + st.mod[gate_row, 2 * W:] * y)
+            st.x[tok] = v.to(BF16)
+        rstd = torch.rsqrt((v * v).sum() / W + st.eps)
+        o = v * rstd * (1 + st.mod[norm_row, :W]) + st.mod[norm_row, W:2 * W]
+        if t.op == NORM_OUT:
+            st.xn[tok] = o.to(BF16)
+        else:
+            st.act_w[tok] = q8(o, st.site(L, site))
+
+
+def _gemm(st: _State, t, pages) -> None:
+    z = st.z
+    H = z["H"]
+    src = {O_PROJ: st.act_attn, DOWN: st.act_mlp}.get(t.op, st.act_w)
+    act = src[:, t.k0:t.k0 + t.klen].float()  # (tpad, klen)
+    d = _weight_tile(st, pages) @ act.T      # (64, tpad): rows = packed features
+    r = torch.arange(TILE_ROWS)
+    w, hi, l4 = r // 16, (r % 16) // 8, r % 8
+    if t.op == QKV:
+        D, heads = z["head_dim"], z["heads"]
+        head, group = t.tile // (D // TILE_ROWS), t.tile % (D // TILE_ROWS)
+        val = bf16r(d[:, :H] * st.gemm_scale(t.layer, 0))
+        pair = (group * (TILE_ROWS // 2) + 8 * w + l4)[hi == 0]
+        x1, x2 = val[hi == 0], val[hi == 1]  # (32, H) each, pair-aligned
+        if head <= heads:
+            cs = st.rope[st.pos][:, pair]  # (H, 32, 2)
+            c, s = cs[..., 0].T, cs[..., 1].T
+            x1, x2 = x1 * c - x2 * s, x2 * c + x1 * s
+        if head < heads:
+            st.q[:, head * D + pair] = x1.T.to(BF16)
+            st.q[:, head * D + D // 2 + pair] = x2.T.to(BF16)
+        else:
+            cache = st.kc if head == heads else st.vc
+            for tok in range(H):
+                row = st.valid + tok
+                if 0 <= row < z["cache_rows"]:
+                    cache[t.layer, row, pair] = x1[:, tok].to(BF16)
+                    cache[t.layer, row, D // 2 + pair] = x2[:, tok].to(BF16)
+    elif t.op == GATE_UP:
+        val = bf16r(d[:, :H] * st.gemm_scale(t.layer, 2))
+        cols = (t.tile * (TILE_ROWS // 2) + 8 * w + l4)[hi == 0]
+        o = gelu(val[hi == 0]) * val[hi == 1]  # (32, H)
+        inv = 1.0 / st.site(t.layer, 3)
+        st.act_mlp[:H, cols] = (o.T * inv).clamp(-448, 448).to(FP8)
+    else:
+        site = 1 if t.op == O_PROJ else 3
+        st.acc[t.tile * TILE_ROWS:(t.tile + 1) * TILE_ROWS, :H] += d[:, :H] * st.gemm_scale(t.layer, site)
+
+
+def _attention(st: _State, t) -> None:
+    z = st.z
+    H, D, heads = z["H"], z["head_dim"], z["heads"]
+    n_keys = min(max(st.valid + H, 0), z["cache_rows"])
+    j0, j1 = t.k0 * ATTN_KEYS, min((t.k0 + 1) * ATTN_KEYS, n_keys)
+    R = torch.arange(t.tile * ATTN_ROWS, min(H * heads, (t.tile + 1) * ATTN_ROWS))
+    tok, h = R // heads, R % heads
+    if j0 >= j1:
+        st.part_o[t.k0, h, tok] = 0
+        st.part_lse[t.k0, h, tok] = -math.inf
+        return
+    qv = st.q.view(H, heads, D)[tok, h].float()                      # (rows, D)
+    s = (qv @ st.kc[t.layer, j0:j1].float().T) * st.attn_scale     # (rows, keys)
+    if st.mask is not None:
+        s = torch.where(st.mask[j0:j1][None] == 0, torch.tensor(MASK_VALUE), s)
+    m = s.max(1, keepdim=True).values
+    p = torch.exp(s - m)
+    l = p.sum(1, keepdim=True)
+    st.part_o[t.k0, h, tok] = (p @ st.vc[t.layer, j0:j1].float()) / l
+    st.part_lse[t.k0, h, tok] = (m + torch.log(l))[:, 0]
+
+
+def _combine(st: _State, t) -> None:
+    z = st.z
+    H, D, heads = z["H"], z["head_dim"], z["heads"]
+    items = torch.arange(t.tile * COMBINE_ITEMS, (t.tile + 1) * COMBINE_ITEMS)
+    row, c = items // (D // 8), items % (D // 8)
+    keep = row < H * heads
+    row, c = row[keep], c[keep]
+    tok, h = row % H, row // H
+    lse = st.part_lse[:, h, tok]                                     # (splits, items)
+    wgt = torch.where(torch.isinf(lse), torch.zeros(()), torch.exp(lse - lse.max(0).values))
+    cols = 8 * c[:, None] + torch.arange(8)                          # (items, 8)
+    parts = st.part_o[:, h[:, None], tok[:, None], cols]             # (splits, items, 8)
+    o = bf16r((wgt[..., None] * parts).sum(0) / wgt.sum(0)[:, None])  # bf16, then FP8
+    st.act_attn[tok[:, None], h[:, None] * D + cols] = q8(o, st.site(t.layer, 1))
+
+
+class _T:
+    __slots__ = ("op", "layer", "tile", "k0", "klen", "wait_ctr", "wait_target", "signal_ctr")
+
+    def __init__(self, row):
+        for name, v in zip(self.__slots__, row.tolist()):
+            setattr(self, name, v)
+
+
+def run(ptrs: dict, sizes: dict, eps: float, attn_scale: float, seed: int = 0) -> None:
+    """Execute one launch of the kernel's contract."""
+    z = dict(sizes)
+    blocks = z["blocks"]
+    starts = view(ptrs["task_start"], (blocks + 1,), I32).tolist()
+    pstarts = view(ptrs["page_start"], (blocks + 1,), I32).tolist()
+    tasks = view(ptrs["tasks"], (starts[-1], 8), I32)
+    pages = view(ptrs["pages"], (max(pstarts[-1], 1), 2), torch.int64)
+    counters = view(ptrs["counters"], (z["counters"] + 1,), I32)
+    assert int(counters.abs().sum()) == 0, "counters must be zero at launch"
+    st = _State(ptrs, z, eps, attn_scale)
+    pos, pcur = list(starts[:-1]), list(pstarts[:-1])
+    rng = random.Random(seed)
+    while True:
+        ready = []
+        for b in range(blocks):
+            if pos[b] < starts[b + 1]:
+                t = _T(tasks[pos[b]])
+                if t.wait_ctr < 0 or int(counters[t.wait_ctr]) >= t.wait_target:
+                    ready.append((b, t))
+        if not ready:
+            left = [b for b in range(blocks) if pos[b] < starts[b + 1]]
+            assert not left, f"deadlock: blocks {left[:8]} wait forever"
+            break
+        b, t = rng.choice(ready)
+        if t.op in (NORM_IN, NORM_MID, NORM_OUT):
+            _norm(st, t)
+        elif t.op in (QKV, O_PROJ, GATE_UP, DOWN):
+            n = -(-t.klen // 512)
+            _gemm(st, t, [tuple(pages[i].tolist()) for i in range(pcur[b], pcur[b] + n)])
+            pcur[b] += n
+        elif t.op == ATTN:
+            _attention(st, t)
+        elif t.op == COMBINE:
+            _combine(st, t)
+        else:
+            raise AssertionError(f"unknown op {t.op}")
+        counters[t.signal_ctr] += 1
+        pos[b] += 1
+    assert pcur == pstarts[1:], "every block must consume exactly its pages"
+    counters.zero_()  # what the last block does
