@@ -22,6 +22,10 @@ from fnmatch import fnmatch
 import torch
 
 from flash_rt.configs import ModelConfig
+from flash_rt.core.checkpoint import EXPERT_KEYS as _EX
+from flash_rt.core.checkpoint import PREFIX_LM_KEYS as _LM
+from flash_rt.core.checkpoint import PROJECTOR_KEYS as _PROJ
+from flash_rt.core.checkpoint import VISION_KEYS as _VIS
 from flash_rt.core.weight_spec import Copy, Derived, LayerBlock, Linear, WeightSpec, flatten_items
 from flash_rt.models.common.flow_policy import swish
 from flash_rt.models.common.functional import flow_timesteps, sinusoidal_time_embedding
@@ -29,10 +33,6 @@ from flash_rt.models.common.functional import flow_timesteps, sinusoidal_time_em
 SPEC_VERSION = "pi05-2"
 PATCH_K_ALIGN = 16  # FP8/bf16 GEMM K alignment
 
-_VIS = "paligemma_with_expert.paligemma.model.vision_tower.vision_model"
-_PROJ = "paligemma_with_expert.paligemma.model.multi_modal_projector.linear"
-_LM = "paligemma_with_expert.paligemma.model.language_model"
-_EX = "paligemma_with_expert.gemma_expert.model"
 
 
 def patch_k(cfg: ModelConfig) -> int:
