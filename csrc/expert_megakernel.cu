@@ -29,7 +29,6 @@ using namespace mk;
 constexpr int kRingBytes = kWeightSlots * kPageBytes;
 constexpr int kBarrierBytes = kWeightSlots * 8;
 constexpr int kSmemBytes = kRingBytes + kWorkBytes + kBarrierBytes;
-constexpr int kNormChunks = 8;  // W <= 2048
 
 template <int TP>
 __global__ void __launch_bounds__(kThreads, 1) expert_megakernel_kernel(const __grid_constant__ ExpertParams p) {
@@ -54,7 +53,7 @@ __global__ void __launch_bounds__(kThreads, 1) expert_megakernel_kernel(const __
     switch (t.op) {
       case kNormIn:
       case kNormMid:
-      case kNormOut: norm_task<kNormChunks>(p, t, tid, TP); break;
+      case kNormOut: norm_task<TP>(p, t, tid, reinterpret_cast<float*>(work)); break;
       case kQkv:
       case kOProj:
       case kGateUp:
@@ -176,8 +175,9 @@ void expert_megakernel(const std::map<std::string, ptr_t>& ptrs,
         "tpad must be 16, 32, 48 or 64 (horizon rounded up to 16), got " + std::to_string(tp));
   check(p.H >= 1 && p.H <= tp, w, "H must be in [1, tpad]");
   check(p.D == 256 && kv_heads == 1, w, "needs head_dim 256 and one KV head (Pi0.5's expert)");
-  check(p.heads >= 1 && p.W % 256 == 0 && p.W <= kNormChunks * 256, w,
-        "W must be a multiple of 256 and <= " + std::to_string(kNormChunks * 256));
+  check(p.heads >= 1 && p.W % kConsumers == 0 && p.W <= kNormChunksMax * kConsumers, w,
+        "W must be a multiple of " + std::to_string(kConsumers) + " and <= " +
+            std::to_string(kNormChunksMax * kConsumers));
   check(p.F % 32 == 0, w, "F must be a multiple of 32");
   check(p.splits >= 2 && p.splits <= kCombineMaxSplits, w,
         "splits must be in [2, " + std::to_string(kCombineMaxSplits) + "]");

@@ -39,7 +39,7 @@ do_diag() {
     FLASH_RT_MK_DESC_SWAP=1 timeout 120 python3 bench/expert_step.py --configs small:2:50 --depth 1 --iters 20
   fi
   stage "full depth"
-  timeout 240 python3 bench/expert_step.py --configs full:2:50 full:1:10 full:3:10 --iters 200 \
+  timeout 240 python3 bench/expert_step.py --configs ${FULL_CONFIGS:-full:2:50 full:1:10 full:3:10} --iters ${STEP_ITERS:-200} \
       --out "$OUT/expert_step.json"
 }
 do_tests() {
@@ -71,6 +71,10 @@ for l in sys.stdin:
     print(r['views'], r['horizon'], 'replay p50/p99', round(f['replay_ms']['p50'], 3), round(f['replay_ms']['p99'], 3), 'stages', {k: round(v['p50'], 3) for k, v in f.get('stages_ms', {}).items()})" 2>&1
     done
   fi
+}
+do_frontends() {
+  stage "frontend tests (tiny / small presets, every GPU frontend)"
+  timeout 300 python3 -m pytest -q -x test/gpu/test_pi05_frontends.py -p no:cacheprovider 2>&1 | tail -15
 }
 do_ncu() {
   stage ncu

@@ -197,3 +197,30 @@ def test_megakernel_contract_equals_the_kernel_sequence(horizon, views, depth):
                                                   want[k].flatten().double(), 0)
         assert float(c) > 0.999, (k, float(c))
     assert int(tb.mk.scratch["counters"].abs().sum()) == 0
+
+
+def test_engine_expert_choice(monkeypatch):
+    # the pipeline's choice, FLASH_RT_EXPERT's override, a fallback with its reason when the
+    # model cannot use the kernel, and an error when the kernel was asked for explicitly
+    from flash_rt.frontends.torch._pi05_engine import Pi05Engine
+    from flash_rt.models.pi05 import pipeline_common as pc
+    from flash_rt.models.pi05.pipeline_hopper import PIPELINE
+    small = Pi05Dims.from_config(load_config("pi05", "small"), 592)
+    tiny = Pi05Dims.from_config(load_config("pi05", "tiny"), 592)
+    fp8 = {f"ex.{i}.{s}.ws": torch.ones(1) for i in range(2) for s in es.WEIGHT_SITES}
+    choose = Pi05Engine._choose_expert
+    monkeypatch.delenv("FLASH_RT_EXPERT", raising=False)
+    assert choose(PIPELINE, small, fp8)[0] == PIPELINE.expert
+    mk = dataclasses.replace(PIPELINE, expert=pc.MEGAKERNEL)
+    assert choose(mk, small, fp8)[0] == pc.MEGAKERNEL
+    path, why = choose(mk, tiny, fp8)
+    assert path == pc.SEQUENCE and "head_dim 256" in why
+    monkeypatch.setenv("FLASH_RT_EXPERT", "megakernel")
+    assert choose(PIPELINE, small, fp8)[0] == pc.MEGAKERNEL
+    with pytest.raises(ValueError, match="head_dim 256"):
+        choose(PIPELINE, tiny, fp8)
+    with pytest.raises(ValueError, match="FP8"):
+        choose(PIPELINE, small, {})
+    monkeypatch.setenv("FLASH_RT_EXPERT", "fast")
+    with pytest.raises(ValueError, match="expected 'sequence' or 'megakernel'"):
+        choose(PIPELINE, small, fp8)
