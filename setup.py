@@ -22,6 +22,9 @@ KERNEL_REQUIREMENTS = ["pybind11>=2.12", "nvidia-cublas>=13,<14"]
 # The rosbag replay tools (python -m flash_rt_ros.bag, flash_rt_bag): pure-Python bag I/O
 # and the comparison plot. requirements.txt (scripts/setup.sh) installs them too.
 BAG_REQUIREMENTS = ["rosbags>=0.11", "matplotlib>=3.7"]
+# openpi JAX checkpoints (framework="jax"): Orbax's reader, TensorStore and a CPU jax.
+# requirements.txt (scripts/setup.sh) installs them too.
+JAX_REQUIREMENTS = ["orbax-checkpoint>=0.11.13", "tensorstore>=0.1.71", "jax>=0.5"]
 
 
 def _find_nvcc():
@@ -112,7 +115,7 @@ setup(
         "opencv-python-headless>=4.8",
     ],
     extras_require={"test": ["pytest>=7"], "kernels": KERNEL_REQUIREMENTS,
-                    "bag": BAG_REQUIREMENTS},
+                    "bag": BAG_REQUIREMENTS, "jax": JAX_REQUIREMENTS},
     ext_modules=[CMakeExtension("flash_rt.flash_rt_kernels", "csrc")],
     cmdclass={"build_ext": BuildKernels},
     entry_points={"console_scripts": [

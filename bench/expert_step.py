@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import time
 
@@ -23,6 +24,7 @@ import torch
 import flash_rt
 from flash_rt import kernels
 from flash_rt.configs import load_config
+from flash_rt.models.pi05 import pipeline_common as pc
 from flash_rt.tools.expert_testbed import ExpertTestbed
 
 
@@ -35,23 +37,34 @@ def pct(v) -> dict:
 def replay_us(tb: ExpertTestbed, launch, iters: int) -> dict:
     """Device time of one call as a graph replay (the state is not restored between
     replays: the work per call does not depend on the values)."""
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        launch()
-    for _ in range(10):
-        g.replay()
-    times = []
-    for _ in range(iters):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        g.replay()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b) * 1000.0)
+    g = tb.capture_graph(launch)
+    s = tb.torch_stream
+    with torch.cuda.stream(s):
+        for _ in range(10):
+            g.replay()
+        times = []
+        for _ in range(iters):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record(s)
+            g.replay()
+            b.record(s)
+            b.synchronize()
+            times.append(a.elapsed_time(b) * 1000.0)
     return pct(times)
 
 
-def compare(tb: ExpertTestbed, step: int) -> dict:
+def agreement(got: dict, want: dict) -> dict:
+    out = {}
+    for k in want:
+        a, b = got[k].flatten().double(), want[k].flatten().double()
+        out[k] = {"cosine": float(torch.nn.functional.cosine_similarity(a, b, 0)),
+                  "max_abs": float((a - b).abs().max()), "ref_max": float(b.abs().max())}
+    return out
+
+
+def compare(tb: ExpertTestbed, step: int) -> tuple[dict, dict]:
+    """(megakernel vs sequence, sequence with the flash decoder attention vs the GEMM one:
+    how far two correct roundings of the same step drift apart over the layers)."""
     tb.restore()
     tb.run_sequence(step)
     want = tb.outputs()
@@ -59,12 +72,15 @@ def compare(tb: ExpertTestbed, step: int) -> dict:
     tb.acts.t["dec_xn"].fill_(float("nan"))
     tb.run_megakernel(step)
     got = tb.outputs()
-    out = {}
-    for k in want:
-        a, b = got[k].flatten().double(), want[k].flatten().double()
-        out[k] = {"cosine": float(torch.nn.functional.cosine_similarity(a, b, 0)),
-                  "max_abs": float((a - b).abs().max()), "ref_max": float(b.abs().max())}
-    return out
+    os.environ["FLASH_RT_DECODER_ATTN"] = "flash"
+    try:
+        flash = dataclasses.replace(tb.ctx, attn=type(tb.ctx.attn)(tb.ctx.attn.spec, tb.k, "cuda"))
+    finally:
+        del os.environ["FLASH_RT_DECODER_ATTN"]
+    tb.restore()
+    pc.expert_layers(flash, step)
+    alt = tb.outputs()
+    return agreement(got, want), agreement(alt, want)
 
 
 def run_config(spec: str, fk, iters: int, hbm_tbps: float, depth: int | None) -> dict:
@@ -85,11 +101,17 @@ def run_config(spec: str, fk, iters: int, hbm_tbps: float, depth: int | None) ->
     res = {"config": spec, "depth": cfg.expert.depth, "cache_rows": tb.d.cache_rows,
            "blocks": tb.mk.schedule.blocks, "tasks": int(tb.mk.tables["tasks"].shape[0]),
            "weight_bytes": int(tb.mk.wpack.numel()), "build_s": build_s,
-           "precision": compare(tb, step)}
+           "precision": None}
+    res["precision"], res["sequence_flash_vs_gemm"] = compare(tb, step)
     tb.restore()
     res["sequence_us"] = replay_us(tb, lambda: tb.run_sequence(step), iters)
     tb.restore()
     res["megakernel_us"] = replay_us(tb, lambda: tb.run_megakernel(step), iters)
+    trace = torch.zeros(res["tasks"], 3, dtype=torch.int64, device="cuda")
+    tb.restore()
+    tb.mk.run(tb.ctx, step, trace=trace)
+    torch.cuda.synchronize()
+    res["megakernel_phases"] = tb.mk.phase_profile(trace)
     mk = res["megakernel_us"]["p50"]
     res["megakernel_hbm_fraction"] = res["weight_bytes"] / (mk * 1e-6) / (hbm_tbps * 1e12)
     res["speedup"] = res["sequence_us"]["p50"] / mk
@@ -121,9 +143,13 @@ def main() -> None:
             print(f"{spec}: ERROR {r['error']}", flush=True)
         else:
             prec = " ".join(f"{k}={v['cosine']:.6f}/{v['max_abs']:.3g}" for k, v in r["precision"].items())
+            prec += " | flash-vs-gemm sequence: " + " ".join(
+                f"{k}={v['cosine']:.6f}" for k, v in r["sequence_flash_vs_gemm"].items())
             print(f"{spec} depth {r['depth']}: sequence {r['sequence_us']['p50']:.1f} us, "
                   f"megakernel {r['megakernel_us']['p50']:.1f} us (x{r['speedup']:.2f}, HBM "
                   f"{100 * r['megakernel_hbm_fraction']:.0f} %) | {prec}", flush=True)
+            for kind, v in r["megakernel_phases"].items():
+                print(f"    {kind}: {v}", flush=True)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(out, f, indent=1)

@@ -411,7 +411,8 @@ PYBIND11_MODULE(flash_rt_kernels, m) {
         "site), mod (this step's adaRMS table), x (H, W) bf16 in/out, xn (H, W) bf16 out,\n"
         "act_w / act_attn / act_mlp (FP8 scratch), acc (W, tpad) fp32 zeros, q (H, heads*D),\n"
         "k_cache / v_cache (depth, cache_rows, D), rope (table), positions, valid_len,\n"
-        "key_mask, part_o / part_lse (attention partials). sizes: blocks, tpad, counters, H,\n"
+        "key_mask, part_o / part_lse (attention partials), optionally trace ((tasks, 3) int64:\n"
+        "%globaltimer ns at each task's wait, start and end, for profiling). sizes: blocks, tpad, counters, H,\n"
         "W, F, heads, kv_heads, head_dim, cache_rows, rope_rows, splits, depth, max_klen.\n"
         "See flash_rt/models/pi05/expert_megakernel.py, which builds both.");
   m.def("expert_megakernel_smem_bytes", &expert_megakernel_smem_bytes,

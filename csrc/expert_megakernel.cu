@@ -29,7 +29,6 @@ using namespace mk;
 constexpr int kRingBytes = kWeightSlots * kPageBytes;
 constexpr int kBarrierBytes = kWeightSlots * 8;
 constexpr int kSmemBytes = kRingBytes + kWorkBytes + kBarrierBytes;
-constexpr int kNormChunks = 8;  // W <= 2048
 
 template <int TP>
 __global__ void __launch_bounds__(kThreads, 1) expert_megakernel_kernel(const __grid_constant__ ExpertParams p) {
@@ -48,11 +47,13 @@ __global__ void __launch_bounds__(kThreads, 1) expert_megakernel_kernel(const __
   const int t0 = p.sched.task_start[block], t1 = p.sched.task_start[block + 1];
   for (int i = t0; i < t1; ++i) {
     const Task t = p.sched.tasks[i];
+    const unsigned long long t_wait = p.trace ? global_ns() : 0ull;
     wait_for(p.sched, t, tid);
+    const unsigned long long t_run = p.trace ? global_ns() : 0ull;
     switch (t.op) {
       case kNormIn:
       case kNormMid:
-      case kNormOut: norm_task<kNormChunks>(p, t, tid, TP); break;
+      case kNormOut: norm_task<TP>(p, t, tid, reinterpret_cast<float*>(work)); break;
       case kQkv:
       case kOProj:
       case kGateUp:
@@ -62,6 +63,11 @@ __global__ void __launch_bounds__(kThreads, 1) expert_megakernel_kernel(const __
       default: __trap();
     }
     signal_done(p.sched, t, tid);
+    if (p.trace && tid == 0) {
+      p.trace[3 * i] = t_wait;
+      p.trace[3 * i + 1] = t_run;
+      p.trace[3 * i + 2] = global_ns();
+    }
   }
   finish_launch(p.sched, tid);
 }
@@ -146,6 +152,7 @@ void expert_megakernel(const std::map<std::string, ptr_t>& ptrs,
   p.key_mask = as_ptr<const unsigned char>(P("key_mask", 1, true));
   p.part_o = as_ptr<float>(P("part_o", 16));
   p.part_lse = as_ptr<float>(P("part_lse", 4));
+  p.trace = ptrs.count("trace") ? as_ptr<unsigned long long>(P("trace", 8)) : nullptr;
   const i64 blocks = S("blocks"), tp = S("tpad");
   p.sched.n_counters = static_cast<int>(S("counters"));
   p.H = static_cast<int>(S("H"));
@@ -168,8 +175,9 @@ void expert_megakernel(const std::map<std::string, ptr_t>& ptrs,
         "tpad must be 16, 32, 48 or 64 (horizon rounded up to 16), got " + std::to_string(tp));
   check(p.H >= 1 && p.H <= tp, w, "H must be in [1, tpad]");
   check(p.D == 256 && kv_heads == 1, w, "needs head_dim 256 and one KV head (Pi0.5's expert)");
-  check(p.heads >= 1 && p.W % 256 == 0 && p.W <= kNormChunks * 256, w,
-        "W must be a multiple of 256 and <= " + std::to_string(kNormChunks * 256));
+  check(p.heads >= 1 && p.W % kConsumers == 0 && p.W <= kNormChunksMax * kConsumers, w,
+        "W must be a multiple of " + std::to_string(kConsumers) + " and <= " +
+            std::to_string(kNormChunksMax * kConsumers));
   check(p.F % 32 == 0, w, "F must be a multiple of 32");
   check(p.splits >= 2 && p.splits <= kCombineMaxSplits, w,
         "splits must be in [2, " + std::to_string(kCombineMaxSplits) + "]");

@@ -19,7 +19,8 @@ def load_policy(p: NodeParams, num_views: int, action_dims: int):
     return flash_rt.load_model(
         p.checkpoint_dir, model=p.model, framework=p.framework, hardware=p.hardware,
         num_views=num_views, horizon=p.horizon or None, num_steps=p.num_steps or None,
-        action_dims=action_dims, embodiment=p.embodiment or None)
+        action_dims=action_dims, embodiment=p.embodiment or None,
+        asset_id=p.asset_id or None)
 
 
 def hardware_name(policy, requested: str) -> str:

@@ -14,7 +14,11 @@ import os
 import yaml
 
 ARGUMENTS = {
-    "checkpoint": "checkpoint directory (model.safetensors, norm_stats.json, tokenizer.model)",
+    "checkpoint": "checkpoint directory (model.safetensors, norm_stats.json, tokenizer.model; "
+                  "framework jax: openpi's params/ and assets/; GR00T: the released layout)",
+    "framework": "torch (model.safetensors) or jax (openpi checkpoint: params/ + assets/)",
+    "asset_id": "framework jax: assets/<asset_id>/norm_stats.json (default: the only one)",
+    "embodiment": "GR00T: the embodiment tag (default: the checkpoint's only embodiment)",
     "namespace": "ROS namespace of the node",
     "camera_topics": "YAML list of camera topics, e.g. \"['/front/image_raw', '/wrist/image_raw']\"",
     "joint_state_topics": "YAML list of sensor_msgs/JointState topics (or one topic), e.g. "
@@ -30,7 +34,8 @@ _LISTS = ("camera_topics", "joint_state_topics")  # YAML lists; a bare topic bec
 def overrides(cfg: dict) -> dict:
     """Node parameters from the non-empty launch arguments."""
     out = {}
-    for arg in ("checkpoint", "camera_topics", "joint_state_topics", "prompt"):
+    for arg in ("checkpoint", "framework", "asset_id", "embodiment", "camera_topics",
+                "joint_state_topics", "prompt"):
         if cfg.get(arg):
             value = cfg[arg]
             if arg in _LISTS:

@@ -20,10 +20,11 @@ class NodeParams:
 
     # What to run.
     model: str = "pi05"  # "pi05" | "pi0" | "groot"
-    framework: str = "torch"
+    framework: str = "torch"  # "torch": model.safetensors; "jax": openpi params/ + assets/
     hardware: str = "auto"  # "auto" | "cpu" | "hopper" | "thor" | "rtx_sm120"
     checkpoint_dir: str = ""  # holds model.safetensors, norm_stats.json, tokenizer.model
     embodiment: str = ""  # groot: embodiment tag; "" = the checkpoint's only embodiment
+    asset_id: str = ""  # framework jax: assets/<asset_id>/norm_stats.json; "" = the only one
     num_views: int = 0  # views fed per predict; 0 = one per camera topic
     horizon: int = 0  # actions per chunk; 0 = the checkpoint preset's default
     num_steps: int = 0  # flow-matching steps; 0 = preset default

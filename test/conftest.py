@@ -24,6 +24,13 @@ def small_pi05_ckpt(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_pi05_openpi_ckpt(tmp_path_factory):
+    """tiny_pi05_ckpt's weights (same seed) as an openpi JAX checkpoint (params/ + assets/)."""
+    return make_checkpoint(tmp_path_factory.mktemp("pi05_tiny_openpi"), "pi05", "tiny", seed=0,
+                           fmt="openpi")
+
+
+@pytest.fixture(scope="session")
 def tiny_pi0_ckpt(tmp_path_factory):
     return make_checkpoint(tmp_path_factory.mktemp("pi0_tiny"), "pi0", "tiny", seed=0)
 

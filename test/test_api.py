@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import flash_rt
+from flash_rt.configs import MODELS
 from flash_rt.hardware import _PIPELINE_MAP, frontend_class, registered, resolve_hardware
 
 STATE = np.linspace(-0.5, 0.5, 8).astype(np.float32)
@@ -26,8 +27,22 @@ def test_registry_is_one_to_one_and_has_cpu_rows():
 
 
 def test_unknown_combination_lists_valid_ones():
-    with pytest.raises(ValueError, match=r"registered combinations: .*'pi05', 'torch', 'cpu'"):
-        frontend_class("pi05", "jax", "cpu")
+    with pytest.raises(ValueError, match=r"registered combinations: .*'pi05', 'jax', 'cpu'.*"
+                                         r"'pi05', 'torch', 'cpu'"):
+        frontend_class("pi05", "onnx", "cpu")
+
+
+def test_jax_rows_mirror_the_torch_rows():
+    """Every (Pi model, hardware) served from safetensors is served from openpi checkpoints
+    too, by its own class wrapping exactly that torch frontend (GR00T has no openpi format)."""
+    torch_rows = {(m, hw) for m, fw, hw in _PIPELINE_MAP if fw == "torch" and m in MODELS}
+    assert {m for m, fw, hw in _PIPELINE_MAP if fw == "jax"} == set(MODELS)
+    assert {(m, hw) for m, fw, hw in _PIPELINE_MAP if fw == "jax"} == torch_rows
+    for model, hw in torch_rows:
+        jax_cls, torch_cls = frontend_class(model, "jax", hw), frontend_class(model, "torch", hw)
+        assert jax_cls.__name__ == torch_cls.__name__.replace("Torch", "Jax")
+        assert jax_cls.__mro__[2] is torch_cls and jax_cls.framework == "jax"
+        assert (jax_cls.model, jax_cls.hardware) == (torch_cls.model, torch_cls.hardware)
 
 
 def test_auto_falls_back_to_cpu_without_gpu():
@@ -46,6 +61,7 @@ def test_auto_needs_the_kernel_module_for_a_gpu_path(monkeypatch, caplog):
     monkeypatch.setattr(kernels, "available", lambda: True)
     assert resolve_hardware("pi05", "torch", "auto") == "hopper"
     assert resolve_hardware("pi0", "torch", "auto") == "hopper"
+    assert resolve_hardware("pi0", "jax", "auto") == "hopper"  # openpi checkpoints too
     assert resolve_hardware("groot", "torch", "auto") == "cpu"  # no GR00T fast path yet
     monkeypatch.setattr(kernels, "available", lambda: False)
     assert resolve_hardware("pi05", "torch", "auto") == "cpu"

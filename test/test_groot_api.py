@@ -82,6 +82,16 @@ def test_pi_models_refuse_an_embodiment(tiny_pi05_ckpt):
         flash_rt.load_model(tiny_pi05_ckpt, model="pi05", hardware="cpu", embodiment="x")
 
 
+def test_groot_refuses_the_openpi_options(tiny_groot_ckpt):
+    """asset_id and framework="jax" are openpi's (Pi0/Pi0.5); GR00T's norm stats come with
+    its embodiment, and it has no openpi checkpoint format."""
+    with pytest.raises(ValueError, match="asset_id picks the norm stats of an openpi "
+                                         "checkpoint.*choose it with embodiment="):
+        flash_rt.load_model(tiny_groot_ckpt, model="groot", hardware="cpu", asset_id="x")
+    with pytest.raises(ValueError, match="no frontend for model='groot' framework='jax'"):
+        flash_rt.load_model(tiny_groot_ckpt, model="groot", framework="jax", hardware="cpu")
+
+
 def test_num_steps_override(tiny_groot_ckpt, frames):
     p = flash_rt.load_model(tiny_groot_ckpt, model="groot", hardware="cpu", num_steps=2)
     assert p.config.num_inference_timesteps == 2

@@ -19,7 +19,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noh
 t0=$(date +%s)
 stage() { echo "=== $1 ($(( $(date +%s) - t0 )) s)"; }
 
-if [[ " $STAGES " == *" build "* ]]; then
+do_build() {
   stage build
   cmake -S csrc -B build/dev -G Ninja -DGPU_ARCH=90a -DPython_EXECUTABLE="$(command -v python3)" \
         -DCMAKE_CUDA_COMPILER="$(command -v nvcc)" >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
@@ -29,29 +29,60 @@ if [[ " $STAGES " == *" build "* ]]; then
   cuobjdump -sass "$so" > "$OUT/sass.txt" 2>/dev/null
   echo "SASS: QGMMA $(grep -c QGMMA "$OUT/sass.txt"), HGMMA $(grep -c HGMMA "$OUT/sass.txt"), UBLKCP $(grep -c UBLKCP "$OUT/sass.txt")"
   gzip -f "$OUT/sass.txt"
-fi
-if [[ " $STAGES " == *" diag "* ]]; then
+}
+do_diag() {
   stage "diag depth 1"
   timeout 150 python3 bench/expert_step.py --configs small:2:50 full:2:50 --depth 1 --iters 50 \
       --out "$OUT/diag_depth1.json"
-  if [[ -n "${DIAG_SWAP:-}" ]]; then
+  if ! python3 -c "import json,sys; r=json.load(open('$OUT/diag_depth1.json'))['results']; sys.exit(0 if all('error' not in x and x['precision']['q']['cosine'] > 0.99 for x in r) else 1)"; then
     stage "diag depth 1, descriptors swapped"
     FLASH_RT_MK_DESC_SWAP=1 timeout 120 python3 bench/expert_step.py --configs small:2:50 --depth 1 --iters 20
   fi
   stage "full depth"
-  timeout 240 python3 bench/expert_step.py --configs full:2:50 full:1:10 full:3:10 --iters 200 \
+  timeout 240 python3 bench/expert_step.py --configs ${FULL_CONFIGS:-full:2:50 full:1:10 full:3:10} --iters ${STEP_ITERS:-200} \
       --out "$OUT/expert_step.json"
-fi
-if [[ " $STAGES " == *" tests "* ]]; then
+}
+do_tests() {
   stage tests
   timeout 240 python3 -m pytest -q -x test/kernels/test_expert_megakernel.py test/kernels/test_attention.py \
       -p no:cacheprovider 2>&1 | tail -25
-fi
-if [[ " $STAGES " == *" ncu "* ]]; then
+}
+do_full() {
+  # the whole pipeline, A/B on one machine: replay with the kernel sequence vs the megakernel
+  if python3 - "$OUT/expert_step.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))["results"]
+ok = all("error" not in x and x["precision"]["xn"]["cosine"] > 0.999 for x in r)
+print("megakernel agrees with the sequence:", ok)
+sys.exit(0 if ok else 1)
+PY
+  then
+    stage "full checkpoint"
+    CK=${FULL_CKPT:-/tmp/pi05_full}
+    [ -f "$CK/model.safetensors" ] || python3 -m flash_rt.tools.make_checkpoint --model pi05 \
+        --preset full --out "$CK" > /dev/null
+    for e in ${EXPERTS:-megakernel sequence}; do
+      stage "pipeline replay, expert=$e"
+      FLASH_RT_EXPERT=$e timeout 240 python3 bench/policy.py --models pi05 --ckpt "$CK" \
+          --views ${VIEWS:-2} --horizon ${HORIZONS:-50} --iters ${ITERS:-100} --baselines '' \
+          --out "$OUT/pi05_$e.json" \
+          | grep -E '^\{"model"' | python3 -c "import json,sys
+for l in sys.stdin:
+    r = json.loads(l); f = r['fp8']
+    print(r['views'], r['horizon'], 'replay p50/p99', round(f['replay_ms']['p50'], 3), round(f['replay_ms']['p99'], 3), 'stages', {k: round(v['p50'], 3) for k, v in f.get('stages_ms', {}).items()})" 2>&1
+    done
+  fi
+}
+do_frontends() {
+  stage "frontend tests (tiny / small presets, every GPU frontend)"
+  timeout 300 python3 -m pytest -q -x test/gpu/test_pi05_frontends.py -p no:cacheprovider 2>&1 | tail -15
+}
+do_ncu() {
   stage ncu
   timeout 200 ncu --set full -k regex:expert_megakernel --launch-skip 2 --launch-count 1 \
       -o "$OUT/megakernel" python3 bench/expert_step.py --configs full:2:50 --iters 3 >/dev/null 2>&1
   ncu --import "$OUT/megakernel.ncu-rep" --page details 2>/dev/null | \
       grep -E "Duration|DRAM Throughput|Memory Throughput|Registers|Achieved Occupancy|Warp Cycles|Stall" | head -30
-fi
+}
+for st in $STAGES; do "do_$st"; done
 stage done

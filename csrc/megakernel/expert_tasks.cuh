@@ -41,6 +41,7 @@ struct ExpertParams {
   int H, W, F, heads, D, cache_rows, rope_rows, splits, depth;
   float eps, attn_scale, theta;
   int desc_swap;          // development: swap the descriptors' LBO / SBO
+  unsigned long long* trace;  // optional (tasks, 3): %globaltimer at wait start, run start, end
 };
 
 // The decoder attention tile: head_dim 256, 64 keys per split, 2 warpgroups, one tile per
@@ -48,6 +49,7 @@ struct ExpertParams {
 using AttnCfg = attn_tiles::V2Cfg<256, 64, 2, 2, false>;
 constexpr int kCombineMaxSplits = 32;
 constexpr int kWorkBytes = AttnCfg::kOneTileSmem;
+constexpr int kNormChunksMax = 4;  // features per thread in a norm task: W <= 4 * 256
 
 __device__ __forceinline__ float bf16r(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
 
@@ -60,15 +62,20 @@ __device__ __forceinline__ float gemm_scale(const ExpertParams& p, int layer, in
 }
 
 // ---------------------------------------------------------------- adaRMS rows
-// One token per consumer warp: x (+= gate * bf16(acc)) rounded to bf16 as stored, then
-// adaRMS with this step's (scale, shift), FP8 with the site's static scale (or bf16).
-// Matches norm.cu's gated_residual_adarms / adarms (sum order aside).
-template <int CH>  // 8-column chunks per lane: W <= CH * 256
-__device__ __forceinline__ void norm_task(const ExpertParams& p, const Task& t, int tid, int TP) {
-  const int warp = tid >> 5, lane = tid & 31;
-  const int tok = t.tile + warp;
-  if (tok >= p.H) return;
-  const int W = p.W, nch = W / 8;
+// kNormTokens tokens x all W features per task, feature-parallel: thread `tid` owns
+// features [tid * FPT, (tid + 1) * FPT) of every token, so all its loads (the split-K
+// accumulator's (feature, 8 tokens) runs, x, the gate / scale / shift columns) are issued
+// before any store and the task costs about one L2 round trip (a token per warp, with
+// stores between dependent loads, measured 19-21 us on the H100). Per-token sums of
+// squares meet in shared memory. Math as norm.cu's gated_residual_adarms / adarms: x +=
+// gate * bf16(acc) rounded to bf16 as stored, then adaRMS with this step's (scale, shift),
+// FP8 with the site's static scale (bf16 for the final norm); sum order aside.
+template <int TP>
+__device__ __forceinline__ void norm_task(const ExpertParams& p, const Task& t, int tid,
+                                          float* red) {
+  constexpr int kMaxFpt = kNormChunksMax;  // W <= kMaxFpt * kConsumers
+  const int W = p.W, fpt = W / kConsumers, f0 = tid * fpt;
+  const int t0 = t.tile, ntok = min(kNormTokens, p.H - t0);
   const int L = t.layer;
   int gate_row = -1, norm_row, site = 0;
   if (t.op == kNormIn) {
@@ -83,47 +90,80 @@ __device__ __forceinline__ void norm_task(const ExpertParams& p, const Task& t, 
     gate_row = 2 * p.depth - 1;
     norm_row = 2 * p.depth;
   }
-  bf16* xrow = p.x + static_cast<size_t>(tok) * W;
-  float v[CH][8];
-  float sum = 0.f;
+  const float* mrow = p.mod + static_cast<size_t>(norm_row) * 3 * W;
+  float v[kNormTokens][kMaxFpt], a[kMaxFpt][kNormTokens], g[kMaxFpt], sc[kMaxFpt], sh[kMaxFpt];
+  // 1. every load
 #pragma unroll
-  for (int k = 0; k < CH; ++k) {
-    const int ch = lane + 32 * k;
-    if (ch >= nch) continue;
-    const int4 raw = __ldcg(reinterpret_cast<const int4*>(xrow + 8 * ch));
-    const Vec8bf16 xv = *reinterpret_cast<const Vec8bf16*>(&raw);
-#pragma unroll
-    for (int i = 0; i < 8; ++i) v[k][i] = __bfloat162float(xv.v[i]);
+  for (int i = 0; i < kMaxFpt; ++i) {
+    if (i >= fpt) break;
+    const int f = f0 + i;
+    sc[i] = mrow[f];
+    sh[i] = mrow[W + f];
+    g[i] = gate_row >= 0 ? p.mod[static_cast<size_t>(gate_row) * 3 * W + 2 * W + f] : 0.f;
     if (gate_row >= 0) {
-      const float* g = p.mod + static_cast<size_t>(gate_row) * 3 * W + 2 * W + 8 * ch;
-      float* a = p.acc + static_cast<size_t>(8 * ch) * TP + tok;
-#pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        const float y = bf16r(__ldcg(a + i * TP));
-        a[i * TP] = 0.f;  // ready for the next split-K accumulation
-        v[k][i] = bf16r(__fadd_rn(v[k][i], __fmul_rn(g[i], y)));
-      }
-      store8(xrow + 8 * ch, v[k]);
+      const float4* src = reinterpret_cast<const float4*>(p.acc + static_cast<size_t>(f) * TP + t0);
+      const float4 lo = __ldcg(src), hi = __ldcg(src + 1);
+      a[i][0] = lo.x; a[i][1] = lo.y; a[i][2] = lo.z; a[i][3] = lo.w;
+      a[i][4] = hi.x; a[i][5] = hi.y; a[i][6] = hi.z; a[i][7] = hi.w;
     }
-#pragma unroll
-    for (int i = 0; i < 8; ++i) sum += v[k][i] * v[k][i];
   }
-  sum = warp_sum(sum);
-  const float rstd = rsqrtf(sum * (1.f / static_cast<float>(W)) + p.eps);
-  const float* m = p.mod + static_cast<size_t>(norm_row) * 3 * W;
+#pragma unroll
+  for (int k = 0; k < kNormTokens; ++k) {
+    if (k >= ntok) break;
+    const bf16* xs = p.x + static_cast<size_t>(t0 + k) * W + f0;
+#pragma unroll
+    for (int i = 0; i < kMaxFpt; ++i) {
+      if (i < fpt) v[k][i] = __bfloat162float(__ldcg(xs + i));
+    }
+  }
+  // 2. residual, per-token partial sums of squares
+  float ss[kNormTokens];
+#pragma unroll
+  for (int k = 0; k < kNormTokens; ++k) {
+    ss[k] = 0.f;
+    if (k >= ntok) continue;
+#pragma unroll
+    for (int i = 0; i < kMaxFpt; ++i) {
+      if (i >= fpt) break;
+      if (gate_row >= 0) v[k][i] = bf16r(__fadd_rn(v[k][i], __fmul_rn(g[i], bf16r(a[i][k]))));
+      ss[k] += v[k][i] * v[k][i];
+    }
+  }
+  const int warp = tid >> 5, lane = tid & 31;
+#pragma unroll
+  for (int k = 0; k < kNormTokens; ++k) {
+    const float w = warp_sum(ss[k]);
+    if (lane == 0) red[warp * kNormTokens + k] = w;
+  }
+  ConsumerSync::sync();
+  // 3. every store
   const float s = t.op == kNormOut ? 1.f : site_scale(p, L, site);
 #pragma unroll
-  for (int k = 0; k < CH; ++k) {
-    const int ch = lane + 32 * k;
-    if (ch >= nch) continue;
-    float o[8];
+  for (int k = 0; k < kNormTokens; ++k) {
+    if (k >= ntok) break;
+    float tot = 0.f;
 #pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      const int c = 8 * ch + i;
-      o[i] = v[k][i] * rstd * (1.f + m[c]) + m[W + c];
+    for (int w = 0; w < kConsumerWarps; ++w) tot += red[w * kNormTokens + k];
+    const float rstd = rsqrtf(tot * (1.f / static_cast<float>(W)) + p.eps);
+    const size_t row = static_cast<size_t>(t0 + k) * W + f0;
+#pragma unroll
+    for (int i = 0; i < kMaxFpt; ++i) {
+      if (i >= fpt) break;
+      const float o = v[k][i] * rstd * (1.f + sc[i]) + sh[i];
+      if (gate_row >= 0) p.x[row + i] = __float2bfloat16_rn(v[k][i]);
+      if (t.op == kNormOut) p.xn[row + i] = __float2bfloat16_rn(o);
+      else p.act_w[row + i] = to_fp8(o, s);
     }
-    if (t.op == kNormOut) store8(p.xn + static_cast<size_t>(tok) * W + 8 * ch, o);
-    else store8(p.act_w + static_cast<size_t>(tok) * W + 8 * ch, o, s);
+  }
+  if (gate_row >= 0) {  // ready for the next split-K accumulation
+    const float4 z = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+    for (int i = 0; i < kMaxFpt; ++i) {
+      if (i >= fpt) break;
+      float4* dst = reinterpret_cast<float4*>(p.acc + static_cast<size_t>(f0 + i) * TP + t0);
+      dst[0] = z;
+      dst[1] = z;
+    }
   }
 }
 
@@ -191,6 +231,30 @@ __device__ __forceinline__ void qkv_epilogue(const ExpertParams& p, const Task& 
   const float s = gemm_scale(p, t.layer, 0);
   const int off = *p.valid_len;
   const size_t layer_rows = static_cast<size_t>(t.layer) * p.cache_rows;
+  const bool rotate = head <= p.heads;  // q heads, then the one k head
+  // every load before the first store (the stores could alias them for the compiler)
+  float2 cs[TP / 8][2];
+  if (rotate) {
+    int pos[TP / 8][2];
+#pragma unroll
+    for (int j = 0; j < TP / 8; ++j) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int tok = 8 * j + 2 * q4 + e;
+        pos[j][e] = tok < p.H ? p.positions[tok] : 0;
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < TP / 8; ++j) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int ps = pos[j][e];
+        cs[j][e] = (ps >= 0 && ps < p.rope_rows)
+                       ? reinterpret_cast<const float2*>(p.rope)[static_cast<size_t>(ps) * half + i]
+                       : rope_angle(static_cast<float>(ps), i, p.D, p.theta);
+      }
+    }
+  }
 #pragma unroll
   for (int j = 0; j < TP / 8; ++j) {
 #pragma unroll
@@ -200,13 +264,9 @@ __device__ __forceinline__ void qkv_epilogue(const ExpertParams& p, const Task& 
       const float x1 = bf16r(d[4 * j + e] * s), x2 = bf16r(d[4 * j + 2 + e] * s);
       float r1 = x1, r2 = x2;
       bf16* dst;
-      if (head <= p.heads) {  // q heads, then the one k head: rotate
-        const int pos = p.positions[tok];
-        const float2 cs = (pos >= 0 && pos < p.rope_rows)
-                              ? reinterpret_cast<const float2*>(p.rope)[static_cast<size_t>(pos) * half + i]
-                              : rope_angle(static_cast<float>(pos), i, p.D, p.theta);
-        r1 = x1 * cs.x - x2 * cs.y;
-        r2 = x2 * cs.x + x1 * cs.y;
+      if (rotate) {
+        r1 = x1 * cs[j][e].x - x2 * cs[j][e].y;
+        r2 = x2 * cs[j][e].x + x1 * cs[j][e].y;
       }
       if (head < p.heads) {
         dst = p.q + static_cast<size_t>(tok) * p.heads * p.D + head * p.D;

@@ -5,6 +5,10 @@ checkpoint keys (no ``model.`` prefix) and its shapes are the expected shapes, s
 layout cannot drift from the model. Key aliases accepted on load:
 - a leading ``model.`` (LeRobot) or none (openpi-converted);
 - the tied ``paligemma.lm_head.weight`` in place of ``embed_tokens.weight``.
+
+Loading reads from a :class:`WeightSource`: the safetensors reader here, or another
+checkpoint format presenting its tensors under the canonical keys (openpi's Orbax params,
+``frontends/jax``), so every frontend builds the same model from either.
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Protocol
 
 import torch
 from torch import nn
@@ -30,16 +34,40 @@ NORM_STATS_FILE = "norm_stats.json"
 TOKENIZER_FILE = "tokenizer.model"
 META_MODEL = "flash_rt.model"
 META_PRESET = "flash_rt.preset"
+# What asset_id means, for the formats that refuse it.
+ASSET_ID_IS_OPENPI = ("asset_id picks the norm stats of an openpi checkpoint (framework='jax', "
+                      "Pi0/Pi0.5)")
 
 LEROBOT_PREFIX = "model."  # LeRobot keys carry it; openpi-converted files do not
-_EMBED_KEY = "paligemma_with_expert.paligemma.model.language_model.embed_tokens.weight"
+# Canonical key prefixes of the towers (the reference module's structure), for the specs
+# that map checkpoint keys onto other layouts.
+VISION_KEYS = "paligemma_with_expert.paligemma.model.vision_tower.vision_model"
+PROJECTOR_KEYS = "paligemma_with_expert.paligemma.model.multi_modal_projector.linear"
+PREFIX_LM_KEYS = "paligemma_with_expert.paligemma.model.language_model"
+EXPERT_KEYS = "paligemma_with_expert.gemma_expert.model"
+_EMBED_KEY = f"{PREFIX_LM_KEYS}.embed_tokens.weight"
 _TIED_LM_HEAD = "paligemma_with_expert.paligemma.lm_head.weight"
 # Present in some exports, never used for inference.
 _UNUSED_KEYS = frozenset({"paligemma_with_expert.gemma_expert.lm_head.weight"})
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that does not match the model layout; the message names the keys."""
+    """A checkpoint that cannot become the model's weights (layout mismatch, unreadable
+    data); the message names the keys, leaves or files."""
+
+
+class WeightSource(Protocol):
+    """Named tensors read one at a time. ``keys()`` is also the cheapest read order."""
+
+    path: Path  # named in error messages
+
+    def keys(self) -> list[str]: ...
+
+    def shape(self, key: str) -> tuple[int, ...]: ...
+
+    def dtype(self, key: str) -> torch.dtype: ...
+
+    def get(self, key: str) -> torch.Tensor: ...
 
 
 def build_empty_reference(cfg: ModelConfig) -> nn.Module:
@@ -69,20 +97,31 @@ class KeyPlan:
 _MAX_LISTED = 20
 
 
-def _listing(kind: str, keys: list[str]) -> str:
-    if not keys:
+def _listing(kind: str, names: list[str], noun: str) -> str:
+    if not names:
         return ""
-    more = " ..." if len(keys) > _MAX_LISTED else ""
-    return f"{kind} keys ({len(keys)}): " + ", ".join(keys[:_MAX_LISTED]) + more
+    more = " ..." if len(names) > _MAX_LISTED else ""
+    return f"{kind} {noun} ({len(names)}): " + ", ".join(names[:_MAX_LISTED]) + more
 
 
-def plan_keys(reader, layout: dict[str, tuple[int, ...]],
+def mismatch_error(where: str, missing: list[str], unexpected: list[str],
+                   other: list[str], noun: str = "keys") -> Optional[CheckpointError]:
+    """One error naming every missing, unexpected and otherwise wrong entry (or None)."""
+    problems = [_listing("missing", missing, noun), _listing("unexpected", unexpected, noun)]
+    problems = [p for p in problems + other if p]
+    if not problems:
+        return None
+    return CheckpointError(f"{where} does not match the layout:\n  " + "\n  ".join(problems))
+
+
+def plan_keys(reader: WeightSource, layout: dict[str, tuple[int, ...]],
               canonical: Callable[[str], str] = canonical_key,
               optional: Optional[dict[str, tuple[int, ...]]] = None) -> KeyPlan:
     """Match file keys to the layout; raise one error naming every problem.
 
     ``canonical`` maps a file key to its layout name (the Pi aliases by default);
     ``optional`` lists keys a file may carry that are never loaded (shape-checked).
+    The plan lists the keys in the reader's order (its cheapest).
     """
     source: dict[str, str] = {}
     unexpected, shape_errors = [], []
@@ -109,12 +148,10 @@ def plan_keys(reader, layout: dict[str, tuple[int, ...]],
             if key.endswith("lm_head.weight"):
                 continue  # embed_tokens and the tied lm_head both present: keep embed_tokens
         source[canon] = key
-    missing = sorted(set(layout) - set(source))
-    problems = [_listing("missing", missing), _listing("unexpected", unexpected)] + shape_errors
-    problems = [p for p in problems if p]
-    if problems:
-        raise CheckpointError(f"{reader.path} does not match the layout:\n  " +
-                              "\n  ".join(problems))
+    error = mismatch_error(str(reader.path), sorted(set(layout) - set(source)), unexpected,
+                           shape_errors)
+    if error:
+        raise error
     return KeyPlan(source=source)
 
 
@@ -141,19 +178,20 @@ def detect_preset(reader: SafetensorsReader, model: str) -> str:
     return "full"  # let the full layout's error message name what is wrong
 
 
-def load_reference_weights(model: nn.Module, reader: SafetensorsReader,
+def load_reference_weights(model: nn.Module, reader: WeightSource,
                            progress: Optional[Callable[[int, int], None]] = None,
                            plan: Optional[KeyPlan] = None) -> nn.Module:
     """Stream tensors from ``reader`` into a meta-initialised reference, casting to FP32.
 
-    Only one source tensor is alive beside the model at any time. ``plan`` (default: the
-    Pi key rules against the model's own layout) says which file key fills which parameter.
+    ``plan`` (default: the Pi key rules against the model's own layout) says which source
+    key fills which parameter. Tensors are read in the reader's order (its cheapest), so
+    only what the reader holds for the next tensors is alive beside the model.
     """
     if plan is None:
         plan = plan_keys(reader, {k: tuple(v.shape) for k, v in model.state_dict().items()})
     start = time.perf_counter()
     total = len(plan.source)
-    for i, (canon, key) in enumerate(sorted(plan.source.items())):
+    for i, (canon, key) in enumerate(plan.source.items()):
         tensor = reader.get(key)
         _assign(model, canon, tensor if tensor.dtype == torch.float32 else tensor.float())
         if progress:
@@ -173,7 +211,7 @@ class CheckpointBundle:
     """A checkpoint directory resolved into its parts and the config it implies."""
 
     directory: Path
-    reader: SafetensorsReader
+    reader: WeightSource
     config: ModelConfig
     norm_stats: Path
     tokenizer: Optional[Path]
@@ -197,11 +235,17 @@ class CheckpointBundle:
 
 
 def open_checkpoint(checkpoint: str | Path, model: str, preset: Optional[str] = None,
-                    tokenizer: Optional[str | Path] = None, **overrides) -> CheckpointBundle:
-    """Locate weights / norm stats / tokenizer and build the config (preset + overrides)."""
-    directory = Path(checkpoint)
-    if not directory.is_dir():
-        raise FileNotFoundError(f"checkpoint directory not found: {directory}")
+                    tokenizer: Optional[str | Path] = None, asset_id: Optional[str] = None,
+                    **overrides) -> CheckpointBundle:
+    """Locate weights / norm stats / tokenizer and build the config (preset + overrides).
+
+    The signature is the Pi family's checkpoint-format contract (``PolicyFrontend.
+    open_bundle``); ``asset_id`` only means something to openpi's format and is refused here.
+    """
+    if asset_id is not None:
+        raise ValueError(f"{ASSET_ID_IS_OPENPI}; a model.safetensors checkpoint has one "
+                         f"{NORM_STATS_FILE}")
+    directory = checkpoint_directory(checkpoint)
     reader = SafetensorsReader(directory / WEIGHTS_FILE)
     preset = preset or detect_preset(reader, model)
     config = load_config(model, preset, **overrides)
@@ -209,11 +253,26 @@ def open_checkpoint(checkpoint: str | Path, model: str, preset: Optional[str] = 
     if not norm_stats.is_file():
         raise FileNotFoundError(f"{norm_stats} not found: the policy needs the dataset's "
                                 "normalisation statistics (openpi norm_stats.json)")
+    return CheckpointBundle(directory, reader, config, norm_stats,
+                            resolve_tokenizer(directory, tokenizer))
+
+
+def checkpoint_directory(checkpoint: str | Path) -> Path:
+    directory = Path(checkpoint)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"checkpoint directory not found: {directory}")
+    return directory
+
+
+def resolve_tokenizer(directory: Path, tokenizer: Optional[str | Path],
+                      name: str = TOKENIZER_FILE) -> Optional[Path]:
+    """The given tokenizer file (which must exist), else ``<directory>/<name>`` if present
+    (``tokenizer.model`` for Pi, GR00T's ``tokenizer.json``), else None (callers then pass
+    token ids)."""
     if tokenizer is not None:
-        tok_path: Optional[Path] = Path(tokenizer)
-        if not tok_path.is_file():
-            raise FileNotFoundError(f"tokenizer not found: {tok_path}")
-    else:
-        candidate = directory / TOKENIZER_FILE
-        tok_path = candidate if candidate.is_file() else None
-    return CheckpointBundle(directory, reader, config, norm_stats, tok_path)
+        path = Path(tokenizer)
+        if not path.is_file():
+            raise FileNotFoundError(f"tokenizer not found: {path}")
+        return path
+    candidate = directory / name
+    return candidate if candidate.is_file() else None

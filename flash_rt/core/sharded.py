@@ -75,7 +75,9 @@ class ShardedSafetensorsReader:
             raise ValueError(f"{index} does not match its shards:\n  " + "\n  ".join(problems))
 
     def keys(self) -> list[str]:
-        return list(self._where)
+        """Shard by shard, each in its file's order: the cheapest read order (a
+        :class:`~flash_rt.core.checkpoint.WeightSource`'s contract)."""
+        return [k for reader in self.shards.values() for k in reader.keys()]
 
     def _reader(self, key: str) -> SafetensorsReader:
         return self.shards[self._where[key]]

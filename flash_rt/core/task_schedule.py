@@ -78,6 +78,10 @@ class Schedule:
     def block_tasks(self, b: int) -> list[tuple[int, Task]]:
         return self._lists[b]
 
+    def row_phases(self) -> np.ndarray:
+        """Phase index of each row of ``tables()["tasks"]`` (for per-phase profiles)."""
+        return np.asarray([idx for lst in self._lists for idx, _ in lst], dtype=np.int64)
+
     def tables(self) -> dict[str, np.ndarray]:
         """The arrays the kernel reads (see csrc/megakernel/task_table.h)."""
         rows, starts, pages, page_starts = [], [0], [], [0]

@@ -4,6 +4,13 @@ A hardware frontend only implements ``_load`` (build its compute path from the c
 and ``_infer`` (one preprocessed observation + noise -> normalised action chunk). Keeping
 the rest here is what makes the cpu reference and every fast path comparable input for
 input and noise for noise.
+
+Opening a checkpoint has one hook, ``_open`` (directory + options -> config, processor and
+the bundle ``_load`` takes). The Pi family's implementation is here; its checkpoint format
+is the class attribute ``open_bundle`` (``model.safetensors``; the ``jax`` frontends swap in
+openpi's Orbax reader). GR00T, another config/processor/checkpoint layout, overrides
+``_open`` whole. Options a family or format has no use for (``embodiment`` for Pi,
+``asset_id`` outside the openpi format) are refused, never ignored.
 """
 from __future__ import annotations
 
@@ -54,7 +61,8 @@ class PolicyFrontend:
                  max_token_len: Optional[int] = None, action_dims: Optional[int] = None,
                  tokenizer: Optional[str | Path] = None, preset: Optional[str] = None,
                  cache_dir: Optional[str | Path] = None, weight_cache: bool = True,
-                 precision: Optional[str] = None, embodiment: Optional[str] = None):
+                 precision: Optional[str] = None, embodiment: Optional[str] = None,
+                 asset_id: Optional[str] = None):
         start = time.perf_counter()
         # options of the quantised GPU paths: caches and precision mode (the FP32 cpu
         # reference has neither, and refuses a precision it cannot honour)
@@ -64,22 +72,28 @@ class PolicyFrontend:
                               "precision": precision}
         bundle = self._open(checkpoint, preset=preset, tokenizer=tokenizer, num_views=num_views,
                             horizon=horizon, num_steps=num_steps, max_token_len=max_token_len,
-                            action_dims=action_dims, embodiment=embodiment)
+                            action_dims=action_dims, embodiment=embodiment, asset_id=asset_id)
         self._latency = LatencyTracker()
         self._seeds = np.random.default_rng()
         self._load(bundle)
         log.info("%s/%s/%s ready (%s preset) in %.1f s", self.model, self.framework,
                  self.hardware, self.config.preset, time.perf_counter() - start)
 
-    def _open(self, checkpoint: str | Path, *, preset, tokenizer, num_views, horizon,
-              num_steps, max_token_len, action_dims, embodiment):
+    # -- hooks ------------------------------------------------------------------------------
+    # The Pi family's checkpoint format: directory -> CheckpointBundle (its WeightSource,
+    # norm stats, tokenizer, config). Signature (checkpoint, model, *, preset, tokenizer,
+    # asset_id, **config overrides); model.safetensors here, openpi's params/ + assets/ in
+    # the jax frontends (frontends/jax/_openpi_checkpoint.py), the compute path unchanged.
+    open_bundle = staticmethod(open_checkpoint)
+
+    def _open(self, checkpoint: str | Path, *, action_dims, embodiment, asset_id,
+              **options):
         """Resolve the checkpoint; set ``config``, ``checkpoint_id`` and ``processor``;
-        return what ``_load`` needs (the Pi family here; GR00T overrides it)."""
+        return what ``_load`` needs. The Pi family here, in whichever format ``open_bundle``
+        reads (``options``: preset, tokenizer and the config overrides); GR00T overrides it."""
         if embodiment is not None:
             raise ValueError(f"embodiment= applies to GR00T checkpoints, not {self.model}")
-        bundle = open_checkpoint(checkpoint, self.model, preset=preset, tokenizer=tokenizer,
-                                 num_views=num_views, horizon=horizon, num_steps=num_steps,
-                                 max_token_len=max_token_len)
+        bundle = self.open_bundle(checkpoint, self.model, asset_id=asset_id, **options)
         self.config: ModelConfig = bundle.config
         self.checkpoint_id = bundle.checkpoint_id
         tok = (Tokenizer(bundle.tokenizer, max_vocab=self.config.prefix.vocab_size)
@@ -88,7 +102,6 @@ class PolicyFrontend:
         self.processor = processor_class(self.model)(self.config, normalizer, tok, action_dims)
         return bundle
 
-    # -- hooks ------------------------------------------------------------------------------
     def _load(self, bundle: CheckpointBundle) -> None:
         raise NotImplementedError
 

@@ -25,6 +25,16 @@ _PIPELINE_MAP: dict[tuple[str, str, str], tuple[str, str]] = {
     ("pi0", "torch", "thor"): ("flash_rt.frontends.torch.pi0_thor", "Pi0TorchFrontendThor"),
     ("pi0", "torch", "rtx_sm120"): ("flash_rt.frontends.torch.pi0_rtx", "Pi0TorchFrontendRtx"),
     ("groot", "torch", "cpu"): ("flash_rt.frontends.torch.groot_cpu", "GrootTorchFrontendCpu"),
+    # openpi JAX checkpoints (Orbax params/ + assets/): the Pi torch rows' compute paths
+    # (GR00T has no openpi format)
+    ("pi05", "jax", "cpu"): ("flash_rt.frontends.jax.pi05_cpu", "Pi05JaxFrontendCpu"),
+    ("pi05", "jax", "hopper"): ("flash_rt.frontends.jax.pi05_hopper", "Pi05JaxFrontendHopper"),
+    ("pi05", "jax", "thor"): ("flash_rt.frontends.jax.pi05_thor", "Pi05JaxFrontendThor"),
+    ("pi05", "jax", "rtx_sm120"): ("flash_rt.frontends.jax.pi05_rtx", "Pi05JaxFrontendRtx"),
+    ("pi0", "jax", "cpu"): ("flash_rt.frontends.jax.pi0_cpu", "Pi0JaxFrontendCpu"),
+    ("pi0", "jax", "hopper"): ("flash_rt.frontends.jax.pi0_hopper", "Pi0JaxFrontendHopper"),
+    ("pi0", "jax", "thor"): ("flash_rt.frontends.jax.pi0_thor", "Pi0JaxFrontendThor"),
+    ("pi0", "jax", "rtx_sm120"): ("flash_rt.frontends.jax.pi0_rtx", "Pi0JaxFrontendRtx"),
 }
 
 

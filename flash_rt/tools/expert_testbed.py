@@ -55,7 +55,9 @@ class ExpertTestbed:
         self.weights = {k: v.to(device) for k, v in random_expert_weights(d, gen).items()}
         self.acts = pp.Activations(d, device)
         self.scales = pp.ScaleTable(pc.scale_sites(d), device)
-        self.stream = torch.cuda.current_stream().cuda_stream if torch.device(device).type == "cuda" else 0
+        # a stream of its own: launches and graph captures (capture_graph) both go there
+        self.torch_stream = torch.cuda.Stream() if torch.device(device).type == "cuda" else None
+        self.stream = self.torch_stream.cuda_stream if self.torch_stream is not None else 0
         self.acts.fill_rope_table(kernels, d, self.stream)
         valid = d.prefix_len - 7 if prefix_len is None else prefix_len
         H = d.horizon
@@ -88,8 +90,10 @@ class ExpertTestbed:
         return {n: self.acts.t[n].clone() for n in STATE}
 
     def restore(self, saved: dict[str, torch.Tensor] | None = None) -> None:
+        self.k_sync()  # the copies (default stream) after the testbed stream's work
         for n, t in (saved or self._saved).items():
             self.acts.t[n].copy_(t)
+        self.k_sync()
 
     def calibrate(self, steps: range | list[int]) -> None:
         """Static scales of the given steps' sites from one calibration-twin run each."""
@@ -106,6 +110,14 @@ class ExpertTestbed:
     def k_sync(self) -> None:
         if self.stream:
             torch.cuda.synchronize()
+
+    def capture_graph(self, launch) -> "torch.cuda.CUDAGraph":
+        """``launch()`` captured on the testbed's stream (where its kernels are enqueued)."""
+        torch.cuda.synchronize()
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g, stream=self.torch_stream):
+            launch()
+        return g
 
     def run_sequence(self, step: int) -> None:
         pc.expert_layers(self.ctx, step)

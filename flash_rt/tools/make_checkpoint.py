@@ -1,12 +1,22 @@
 """Write a random but well-conditioned checkpoint in the real LeRobot/openpi layout.
 
-Nothing can be downloaded in CI, so every test builds its model from this (GR00T: see
-``groot_checkpoint.py``): the weights
-file (streamed: a full-size FP32 Pi0.5 is 13.4 GB and is never held in memory whole),
-``norm_stats.json`` in openpi's layout and a small SentencePiece tokenizer trained on
-the spot. Usage::
+Nothing can be downloaded in CI, so every test builds its model from this: the weights
+(streamed: a full-size FP32 Pi0.5 is 13.4 GB and is never held in memory whole), the
+norm stats in openpi's layout and a small SentencePiece tokenizer trained on the spot.
+Two formats for Pi0.5 / Pi0, holding the same weights for the same seed:
+
+- ``lerobot`` (default): ``model.safetensors`` + ``norm_stats.json``;
+- ``openpi``: openpi's JAX checkpoint, ``params/`` (Orbax OCDBT, openpi's param tree) +
+  ``assets/<asset_id>/norm_stats.json`` (needs the ``[jax]`` extra).
+
+GR00T N1.7 (``--model groot``) has one layout, the release's (sharded safetensors + its
+config / processor files, see ``groot_checkpoint.py``); openpi options are refused for it.
+
+Usage::
 
     python -m flash_rt.tools.make_checkpoint --model pi05 --preset tiny --out /tmp/ckpt
+    python -m flash_rt.tools.make_checkpoint --format openpi --out /tmp/ckpt_openpi
+    python -m flash_rt.tools.make_checkpoint --model groot --preset tiny --out /tmp/groot
 """
 from __future__ import annotations
 
@@ -17,6 +27,7 @@ import sys
 import time
 import zlib
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -34,7 +45,9 @@ log = logging.getLogger("flash_rt.make_checkpoint")
 DEFAULT_STATE_DIMS = 8  # 7-joint arm + gripper
 DEFAULT_ACTION_DIMS = 8
 TINY_TOKENIZER_VOCAB = 512
-
+LEROBOT, OPENPI = "lerobot", "openpi"
+FORMATS = (LEROBOT, OPENPI)
+DEFAULT_ASSET_ID = "synthetic"
 
 
 def init_std_and_mean(key: str, shape: tuple[int, ...]) -> tuple[float, float]:
@@ -68,6 +81,11 @@ def tensor_maker(key: str, shape: tuple[int, ...], seed: int, init=init_std_and_
     return make
 
 
+def random_tensor(key: str, shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """The generator's value of canonical tensor ``key`` (the same in every format)."""
+    return tensor_maker(key, shape, seed)()
+
+
 def write_weights(cfg: ModelConfig, out_file: Path, seed: int, dtype: torch.dtype,
                   lerobot_prefix: bool = True) -> None:
     layout = expected_layout(cfg)
@@ -94,12 +112,51 @@ def make_norm_stats(state_dims: int, action_dims: int, seed: int) -> dict:
     return {"norm_stats": {"state": stats(state_dims), "actions": stats(action_dims)}}
 
 
+def write_openpi_weights(cfg: ModelConfig, out: Path, seed: int, dtype: torch.dtype) -> None:
+    from flash_rt.frontends.jax._openpi_checkpoint import PARAMS_DIR
+    from flash_rt.tools.openpi_writer import write_openpi_params
+
+    bar = ProgressBar("writing weights", 1, unit="leaves")
+    write_openpi_params(cfg, out / PARAMS_DIR, lambda k, shape: random_tensor(k, shape, seed),
+                        dtype, progress=bar.update)
+    bar.close()
+
+
+def norm_stats_path(out: Path, fmt: str, asset_id: str) -> Path:
+    if fmt == LEROBOT:
+        return out / NORM_STATS_FILE
+    from flash_rt.frontends.jax._openpi_checkpoint import ASSETS_DIR
+
+    return out / ASSETS_DIR / asset_id / NORM_STATS_FILE
+
+
+def check_format(model: str, fmt: str, asset_id: Optional[str] = None,
+                 lerobot_prefix: bool = True) -> None:
+    """Refuse a format, or an option of one, that the model's checkpoint cannot have (rather
+    than writing something other than what was asked for)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown checkpoint format {fmt!r}; expected one of {FORMATS}")
+    if model == GROOT and fmt != LEROBOT:
+        raise ValueError(f"the {fmt} format holds Pi0/Pi0.5 weights (openpi's param tree); "
+                         "GR00T checkpoints are written in their released layout only "
+                         "(sharded model-*.safetensors + config/processor files)")
+    layout = "GR00T's released" if model == GROOT else f"the {fmt}"
+    if asset_id is not None and fmt != OPENPI:
+        raise ValueError(f"an asset id names the assets/ folder of an {OPENPI}-format "
+                         f"checkpoint; {layout} layout has none")
+    if not lerobot_prefix and (fmt != LEROBOT or model == GROOT):
+        raise ValueError(f"the key prefix choice (no leading 'model.') applies to Pi "
+                         f"checkpoints in the {LEROBOT} format only, not {layout} layout")
+
+
 def make_checkpoint(out: str | Path, model: str = "pi05", preset: str = "tiny", seed: int = 0,
                     state_dims: int = DEFAULT_STATE_DIMS, action_dims: int = DEFAULT_ACTION_DIMS,
-                    dtype: torch.dtype = torch.float32, lerobot_prefix: bool = True) -> Path:
-    """Write model.safetensors, norm_stats.json and (tiny) tokenizer.model into ``out``
+                    dtype: torch.dtype = torch.float32, lerobot_prefix: bool = True,
+                    fmt: str = LEROBOT, asset_id: Optional[str] = None) -> Path:
+    """Write the weights (``fmt``), the norm stats and (tiny) tokenizer.model into ``out``
     (GR00T: the released sharded layout and its config/processor files, see
-    groot_checkpoint.py)."""
+    groot_checkpoint.py). ``asset_id`` (openpi format only) defaults to "synthetic"."""
+    check_format(model, fmt, asset_id, lerobot_prefix)
     if model == GROOT:
         from flash_rt.tools.groot_checkpoint import make_groot_checkpoint
 
@@ -110,10 +167,14 @@ def make_checkpoint(out: str | Path, model: str = "pi05", preset: str = "tiny", 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    write_weights(cfg, out / WEIGHTS_FILE, seed, dtype, lerobot_prefix)
+    if fmt == LEROBOT:
+        write_weights(cfg, out / WEIGHTS_FILE, seed, dtype, lerobot_prefix)
+    else:
+        write_openpi_weights(cfg, out, seed, dtype)
     log.info("weights written in %.1f s", time.perf_counter() - start)
-    (out / NORM_STATS_FILE).write_text(
-        json.dumps(make_norm_stats(state_dims, action_dims, seed), indent=1))
+    stats = norm_stats_path(out, fmt, asset_id or DEFAULT_ASSET_ID)
+    stats.parent.mkdir(parents=True, exist_ok=True)
+    stats.write_text(json.dumps(make_norm_stats(state_dims, action_dims, seed), indent=1))
     # A stand-in for PaliGemma's tokenizer (which cannot be downloaded here); its ids are a
     # subset of every preset's vocab, so prompts work on tiny and full checkpoints alike.
     from flash_rt.processing.tokenizer import train_tiny_tokenizer
@@ -132,14 +193,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--action-dims", type=int, default=DEFAULT_ACTION_DIMS)
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument("--no-model-prefix", action="store_true",
-                        help="openpi-converted key layout (no leading 'model.')")
+                        help="lerobot format: openpi-converted key layout (no leading 'model.')")
+    parser.add_argument("--format", choices=FORMATS, default=LEROBOT,
+                        help="pi05/pi0: lerobot (model.safetensors + norm_stats.json) or openpi "
+                             "(params/ Orbax + assets/<asset-id>/norm_stats.json); groot has "
+                             "only its released layout")
+    parser.add_argument("--asset-id", default=None,
+                        help=f"openpi format: the assets/ folder of the norm stats (default "
+                             f"{DEFAULT_ASSET_ID})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     if args.preset not in available_presets(args.model):
         parser.error(f"--preset must be one of {available_presets(args.model)}")
+    try:
+        check_format(args.model, args.format, args.asset_id, not args.no_model_prefix)
+    except ValueError as exc:
+        parser.error(str(exc))
     out = make_checkpoint(args.out, args.model, args.preset, args.seed, args.state_dims,
                           args.action_dims, getattr(torch, args.dtype),
-                          lerobot_prefix=not args.no_model_prefix)
+                          lerobot_prefix=not args.no_model_prefix, fmt=args.format,
+                          asset_id=args.asset_id)
     print(out)
     return 0
 

@@ -74,13 +74,14 @@ def test_megakernel_replays_in_a_graph_and_across_steps(fk):
     # counters are left at zero by every launch)
     for step in (0, 1):
         tb.restore()
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            tb.run_megakernel(step)
+        g = tb.capture_graph(lambda: tb.run_megakernel(step))
         for _ in range(2):
             tb.restore()
-            g.replay()
-            assert torch.equal(tb.outputs()["xn"], outs[step]) or cos(tb.outputs()["xn"], outs[step]) > 0.99999
+            tb.acts.t["dec_xn"].fill_(float("nan"))
+            with torch.cuda.stream(tb.torch_stream):
+                g.replay()
+            # the same math; the order of the split-K atomics may differ between launches
+            assert cos(tb.outputs()["xn"], outs[step]) > 0.99999
     assert not torch.equal(outs[0], outs[1])  # the step's tables and scales are used
     assert int(tb.mk.scratch["counters"].abs().sum()) == 0
 

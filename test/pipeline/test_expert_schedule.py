@@ -197,3 +197,42 @@ def test_megakernel_contract_equals_the_kernel_sequence(horizon, views, depth):
                                                   want[k].flatten().double(), 0)
         assert float(c) > 0.999, (k, float(c))
     assert int(tb.mk.scratch["counters"].abs().sum()) == 0
+
+
+def test_engine_expert_choice(monkeypatch):
+    # the pipeline's choice, FLASH_RT_EXPERT's override, a fallback with its reason when the
+    # model cannot use the kernel, and an error when the kernel was asked for explicitly
+    # (Pi0: no schedule for its expert yet, so asking for the kernel names why)
+    from flash_rt.frontends.torch._paligemma_engine import PaliGemmaEngine
+    from flash_rt.models.common import paligemma_pipeline as pp
+    from flash_rt.models.pi0.pipeline_common import NO_MEGAKERNEL
+    from flash_rt.models.pi0.pipeline_hopper import PIPELINE as PI0_HOPPER
+    from flash_rt.models.pi05.pipeline_hopper import PIPELINE
+    small = PaliGemmaDims.from_config(load_config("pi05", "small"), 592)
+    tiny = PaliGemmaDims.from_config(load_config("pi05", "tiny"), 592)
+    pi0 = PaliGemmaDims.from_config(load_config("pi0", "small"), 592)
+    fp8 = {f"ex.{i}.{s}.ws": torch.ones(1) for i in range(2) for s in es.WEIGHT_SITES}
+    choose = PaliGemmaEngine._choose_expert
+    monkeypatch.delenv("FLASH_RT_EXPERT", raising=False)
+    assert PIPELINE.expert == pp.SEQUENCE  # Hopper's default: the kernel sequence
+    assert choose(PIPELINE, small, fp8)[0] == pp.SEQUENCE
+    assert choose(PI0_HOPPER, pi0, fp8)[0] == pp.SEQUENCE
+    mk = dataclasses.replace(PIPELINE, expert=pp.MEGAKERNEL)
+    assert choose(mk, small, fp8)[0] == pp.MEGAKERNEL
+    path, why = choose(mk, tiny, fp8)
+    assert path == pp.SEQUENCE and "head_dim 256" in why
+    path, why = choose(dataclasses.replace(PI0_HOPPER, expert=pp.MEGAKERNEL), pi0, fp8)
+    assert path == pp.SEQUENCE and NO_MEGAKERNEL in why
+    monkeypatch.setenv("FLASH_RT_EXPERT", "megakernel")
+    assert choose(PIPELINE, small, fp8)[0] == pp.MEGAKERNEL
+    with pytest.raises(ValueError, match="head_dim 256"):
+        choose(PIPELINE, tiny, fp8)
+    with pytest.raises(ValueError, match="FP8"):
+        choose(PIPELINE, small, {})
+    with pytest.raises(ValueError, match="FLASH_RT_EXPERT=megakernel: no persistent-kernel"):
+        choose(PI0_HOPPER, pi0, fp8)
+    monkeypatch.setenv("FLASH_RT_EXPERT", "sequence")
+    assert choose(PI0_HOPPER, pi0, fp8)[0] == pp.SEQUENCE
+    monkeypatch.setenv("FLASH_RT_EXPERT", "fast")
+    with pytest.raises(ValueError, match="expected 'sequence' or 'megakernel'"):
+        choose(PIPELINE, small, fp8)

@@ -106,18 +106,23 @@ def test_emulated_fast_path_matches_the_reference(tiny_pi05_ckpt, camera_images,
 
 
 @pytest.mark.parametrize("views", [1, 3])
-@pytest.mark.parametrize("pipeline", [HOPPER, THOR], ids=["hopper", "thor"])
+@pytest.mark.parametrize("pipeline, expert", [(HOPPER, "sequence"), (HOPPER, "megakernel"),
+                                              (THOR, "sequence")],
+                         ids=["hopper", "hopper-megakernel", "thor"])
 def test_emulated_gemma_head_shape_matches_the_reference(small_pi05_ckpt, camera_images, state,
-                                                         monkeypatch, views, pipeline):
+                                                         monkeypatch, views, pipeline, expert):
     # Gemma's head shape (8 heads over one KV head of 256) at tiny widths: the attention
     # outputs (2048 wide) exceed every MLP hidden layer, so the FP8 / calibration scratch
     # must be sized by them too (it was sized by the MLPs and norms only, which the full
     # and tiny presets never exposed)
+    # with FLASH_RT_EXPERT=megakernel the expert's layers run as the persistent kernel (its
+    # contract emulated from its own tables and packed weights), once per denoising step
+    monkeypatch.setenv("FLASH_RT_EXPERT", expert)
     em = Emulated(small_pi05_ckpt, pipeline, monkeypatch)
+    assert em.engine.expert_path == expert
     assert_matches_reference(em, camera_images[:views], state)
-    # Hopper runs the expert's layers as the persistent kernel (its contract emulated)
     mk_steps = em.k.calls.get("expert_megakernel", 0)
-    assert mk_steps == (em.cfg.num_steps if pipeline is HOPPER else 0)
+    assert mk_steps == (em.cfg.num_steps if expert == "megakernel" else 0)
 
 
 @pytest.mark.parametrize("sites", [("decoder",), ("encoder", "decoder")])

@@ -77,6 +77,11 @@ def test_launch_arguments_become_typed_overrides():
                               "camera_topics": ["/front/image_raw", "/wrist/image_raw"]}
     cfg["joint_state_topics"] = "['/joint_states', '/gripper/joint_states']"
     assert overrides(cfg)["joint_state_topics"] == ["/joint_states", "/gripper/joint_states"]
+    cfg.update(framework="jax", asset_id="physical-intelligence/libero")
+    assert {k: overrides(cfg)[k] for k in ("framework", "asset_id")} == {
+        "framework": "jax", "asset_id": "physical-intelligence/libero"}
+    cfg.update(embodiment="libero_sim")
+    assert overrides(cfg)["embodiment"] == "libero_sim"
 
 
 def test_docs_list_every_parameter():

@@ -29,12 +29,11 @@ import torch
 
 import flash_rt
 from flash_rt import kernels
-from flash_rt.core.checkpoint import CheckpointBundle, expected_layout, plan_keys
-from flash_rt.core.progress import ProgressBar
+from flash_rt.core.checkpoint import CheckpointBundle
 from flash_rt.core.weight_cache import CacheKey, WeightCache
-from flash_rt.core.weight_spec import convert
-from flash_rt.frontends.base import PolicyFrontend
 from flash_rt.core.weight_spec import WeightSpec
+from flash_rt.frontends.base import PolicyFrontend
+from flash_rt.frontends.torch._converted_weights import load_converted_weights
 from flash_rt.frontends.torch._paligemma_engine import PaliGemmaEngine
 from flash_rt.frontends.torch._paligemma_spec import DEFAULT_PRECISION
 from flash_rt.frontends.torch._staging import HostOutputs, ImageKey
@@ -97,36 +96,9 @@ class PaliGemmaGpuFrontend(PolicyFrontend):
                         extra=tuple(sorted((k, str(v)) for k, v in extra.items())))
 
     def _load_weights(self, bundle: CheckpointBundle) -> dict[str, torch.Tensor]:
-        cfg = self.config
-        spec = self.weight_spec(cfg, self.precision)
-        layout = expected_layout(cfg)
-        spec.check_layout(layout)
-        plan = plan_keys(bundle.reader, layout)
-        key = self._cache_key(spec.version, num_steps=cfg.num_steps)
-        cached = self._cache.load("weights", key)
-        if cached is not None:
-            log.info("weights from cache %s", self._cache.path("weights", key))
-            return {k: v.to(self.device) for k, v in cached.items()}
-        total_bytes = sum(int(np.prod(bundle.reader.shape(plan.source[k]))) *
-                          bundle.reader.dtype(plan.source[k]).itemsize for k in spec.keys())
-        bar = ProgressBar("converting weights", len(spec.items))
-        read = [0]
-
-        def get(canon: str) -> torch.Tensor:
-            t = bundle.reader.get(plan.source[canon])
-            read[0] += t.numel() * t.element_size()
-            return t.to(self.device).float()
-
-        def progress(done: int, total: int) -> None:
-            bar.update(done, total, detail=f"{read[0] / 2**30:.1f}/{total_bytes / 2**30:.1f} GiB ")
-
-        start = time.perf_counter()
-        weights = convert(spec, get, progress=progress)
-        bar.close()
-        log.info("converted %d checkpoint tensors into %d buffers in %.1f s", len(spec.keys()),
-                 len(weights), time.perf_counter() - start)
-        self._cache.store("weights", key, weights)
-        return weights
+        spec = self.weight_spec(self.config, self.precision)
+        key = self._cache_key(spec.version, num_steps=self.config.num_steps)
+        return load_converted_weights(bundle, spec, self._cache, key, self.device)
 
     # -- running ----------------------------------------------------------------------------
     def _ctx_for(self, key: ImageKey, calibrate: bool = False) -> pp.StageContext:

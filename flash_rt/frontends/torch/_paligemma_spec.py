@@ -18,14 +18,13 @@ from fnmatch import fnmatch
 from typing import Iterable
 
 from flash_rt.configs import ModelConfig
+from flash_rt.core.checkpoint import EXPERT_KEYS as EXPERT
+from flash_rt.core.checkpoint import PREFIX_LM_KEYS as LM
+from flash_rt.core.checkpoint import PROJECTOR_KEYS as PROJECTOR
+from flash_rt.core.checkpoint import VISION_KEYS as VISION
 from flash_rt.core.weight_spec import Copy, LayerBlock, Linear, WeightSpec, flatten_items
 
 PATCH_K_ALIGN = 16  # FP8/bf16 GEMM K alignment
-
-VISION = "paligemma_with_expert.paligemma.model.vision_tower.vision_model"
-PROJECTOR = "paligemma_with_expert.paligemma.model.multi_modal_projector.linear"
-LM = "paligemma_with_expert.paligemma.model.language_model"
-EXPERT = "paligemma_with_expert.gemma_expert.model"
 
 
 def patch_k(cfg: ModelConfig) -> int:

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flash_rt.core.checkpoint import build_empty_reference, load_reference_weights
+from flash_rt.core.checkpoint import (ASSET_ID_IS_OPENPI, build_empty_reference,
+                                      load_reference_weights)
 from flash_rt.core.progress import ProgressBar
 from flash_rt.frontends.torch._reference_cpu import ReferenceCpuFrontend
 from flash_rt.models.groot.checkpoint import GrootBundle, open_groot_checkpoint
@@ -24,12 +25,15 @@ class GrootTorchFrontendCpu(ReferenceCpuFrontend):
     model = "groot"
 
     def _open(self, checkpoint: str | Path, *, preset, tokenizer, num_views, horizon,
-              num_steps, max_token_len, action_dims, embodiment) -> GrootBundle:
+              num_steps, max_token_len, action_dims, embodiment, asset_id) -> GrootBundle:
         """``horizon`` is the number of actions returned (at most the embodiment's chunk);
         the views, state and action groups come from the embodiment's modality config."""
         if max_token_len is not None:
             raise ValueError("GR00T prompts have no fixed token budget: max_token_len does "
                              "not apply")
+        if asset_id is not None:
+            raise ValueError(f"{ASSET_ID_IS_OPENPI}; GR00T normalises with the checkpoint's "
+                             "statistics.json per embodiment: choose it with embodiment=")
         bundle = open_groot_checkpoint(checkpoint, preset=preset, tokenizer=tokenizer,
                                        num_steps=num_steps)
         self.config = bundle.config

@@ -16,7 +16,8 @@ from typing import Any, Optional
 
 from flash_rt.configs.groot import GrootConfig, load_groot_config
 from flash_rt.core.checkpoint import (META_MODEL, META_PRESET, CheckpointError, KeyPlan,
-                                      expected_layout, plan_keys)
+                                      checkpoint_directory, expected_layout, plan_keys,
+                                      resolve_tokenizer)
 from flash_rt.core.sharded import ShardedSafetensorsReader
 from flash_rt.models.groot.reference import unused_keys
 
@@ -88,9 +89,7 @@ def _preset(reader: ShardedSafetensorsReader) -> str:
 def open_groot_checkpoint(checkpoint: str | Path, preset: Optional[str] = None,
                           tokenizer: Optional[str | Path] = None,
                           num_steps: Optional[int] = None) -> GrootBundle:
-    directory = Path(checkpoint)
-    if not directory.is_dir():
-        raise FileNotFoundError(f"checkpoint directory not found: {directory}")
+    directory = checkpoint_directory(checkpoint)
     reader = ShardedSafetensorsReader(directory)
     config_path = directory / CONFIG_FILE
     if not config_path.is_file():
@@ -104,12 +103,6 @@ def open_groot_checkpoint(checkpoint: str | Path, preset: Optional[str] = None,
     kwargs = processor_json.get("processor_kwargs", processor_json)
     cfg = load_groot_config(preset or _preset(reader), config_json=config_json,
                             image_json=kwargs, num_steps=num_steps)
-    if tokenizer is not None:
-        tok: Optional[Path] = Path(tokenizer)
-        if not tok.is_file():
-            raise FileNotFoundError(f"tokenizer not found: {tok}")
-    else:
-        tok = directory / TOKENIZER_FILE if (directory / TOKENIZER_FILE).is_file() else None
     template = directory / CHAT_TEMPLATE_FILE
     try:
         ids = _read_json(processor_file(directory, EMBODIMENT_ID_FILE))
@@ -117,5 +110,6 @@ def open_groot_checkpoint(checkpoint: str | Path, preset: Optional[str] = None,
         ids = {}  # older exports: the processor's built-in mapping applies
     return GrootBundle(directory=directory, reader=reader, config=cfg, processor_kwargs=kwargs,
                        statistics=_read_json(processor_file(directory, STATISTICS_FILE)),
-                       embodiment_ids=ids, tokenizer=tok,
+                       embodiment_ids=ids,
+                       tokenizer=resolve_tokenizer(directory, tokenizer, TOKENIZER_FILE),
                        chat_template=template if template.is_file() else None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from flash_rt.models.pi05.adarms import mod_row
@@ -82,11 +83,33 @@ class ExpertMegakernel:
                        "k_cache": acts["k_cache"], "v_cache": acts["v_cache"],
                        "rope": acts["rope_cs"]}
 
-    def run(self, ctx: Any, step: int) -> None:
+    def run(self, ctx: Any, step: int, trace: torch.Tensor | None = None) -> None:
         """All expert layers of denoising step ``step`` and the final norm: dec_x (the
-        action-in projection's output) -> dec_xn (the action-out projection's input)."""
+        action-in projection's output) -> dec_xn (the action-out projection's input).
+        ``trace``: int64 (tasks, 3) receiving each task's wait / start / end times (ns)."""
         ptrs = dict(self._fixed, ascale=ctx.scale(f"ex.{step}.0.qkv"), mod=mod_row(ctx, step, 0),
                     positions=ctx.inp.action_positions, valid_len=ctx.inp.valid_len,
                     key_mask=ctx.inp.key_mask)
+        if trace is not None:
+            ptrs["trace"] = trace.data_ptr()
         ctx.k.expert_megakernel(ptrs, self.sizes, self.eps, self.attn_scale, self.theta,
                                 ctx.stream)
+
+    def phase_profile(self, trace: torch.Tensor) -> dict[str, dict[str, float]]:
+        """Per kind of phase (norm_in, qkv, ...), averaged over layers, in microseconds:
+        span (first start to last end), mean / max task run time, mean wait."""
+        t = trace.cpu().numpy().astype(np.float64)
+        phase_of = self.schedule.row_phases()
+        acc: dict[str, list[list[float]]] = {}
+        t0 = t[:, 1].min()
+        for idx, ph in enumerate(self.schedule.phases):
+            rows = t[phase_of == idx]
+            kind = ph.name.split(".")[0]
+            acc.setdefault(kind, []).append([
+                (rows[:, 2].max() - rows[:, 1].min()) / 1e3, (rows[:, 2] - rows[:, 1]).mean() / 1e3,
+                (rows[:, 2] - rows[:, 1]).max() / 1e3, (rows[:, 1] - rows[:, 0]).mean() / 1e3,
+                (rows[:, 1].min() - t0) / 1e3])
+        return {k: dict(zip(("span_us", "run_mean_us", "run_max_us", "wait_mean_us"),
+                            np.mean(np.asarray(v)[:, :4], 0).round(3).tolist()),
+                        phases=len(v)) for k, v in acc.items()} | {
+            "total_us": float((t[:, 2].max() - t[:, 0].min()) / 1e3)}

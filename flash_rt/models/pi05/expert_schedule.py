@@ -45,6 +45,7 @@ COMBINE_ITEMS = 256     # (row, 8-column) items per combine task
 MAX_SPLITS = 32         # the kernel's combine holds at most this many splits
 TOKEN_PAD = 16          # tokens are padded to a multiple of this (wgmma N)
 MAX_TOKENS = 64
+MAX_WIDTH = 1024        # a norm task keeps 4 features x 8 tokens per thread in registers
 WORK_BYTES = 101_376    # the kernel's shared work area (csrc/megakernel/expert_tasks.cuh)
 WEIGHT_SITES = ("qkv", "o", "gate_up", "down")  # per-layer order of scales and weights
 
@@ -94,8 +95,8 @@ def unsupported_reason(d: ExpertDims) -> str | None:
         return f"needs head_dim 256 and one KV head (got {d.head_dim}, {d.kv_heads})"
     if d.horizon > MAX_TOKENS:
         return f"needs horizon <= {MAX_TOKENS} (got {d.horizon})"
-    if d.width % 256 or d.width > 2048:
-        return f"needs an expert width that is a multiple of 256, <= 2048 (got {d.width})"
+    if d.width % 256 or d.width > MAX_WIDTH:
+        return f"needs an expert width that is a multiple of 256, <= {MAX_WIDTH} (got {d.width})"
     if d.mlp % 32:
         return f"needs an MLP width that is a multiple of 32 (got {d.mlp})"
     if d.splits > MAX_SPLITS:
