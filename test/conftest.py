@@ -36,6 +36,13 @@ def tiny_pi0_ckpt(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_pi0_openpi_ckpt(tmp_path_factory):
+    """tiny_pi0_ckpt's weights (same seed) as an openpi JAX checkpoint (params/ + assets/)."""
+    return make_checkpoint(tmp_path_factory.mktemp("pi0_tiny_openpi"), "pi0", "tiny", seed=0,
+                           fmt="openpi")
+
+
+@pytest.fixture(scope="session")
 def tiny_groot_ckpt(tmp_path_factory):
     """GR00T N1.7 tiny preset in the released sharded layout, one embodiment (2 cameras,
     arm + gripper state and actions)."""

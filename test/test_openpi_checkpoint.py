@@ -18,11 +18,12 @@ from flash_rt.core.weight_cache import CacheKey, WeightCache
 from flash_rt.frontends.jax._openpi_checkpoint import open_openpi_checkpoint
 from flash_rt.frontends.jax._openpi_spec import build_openpi_spec
 from flash_rt.frontends.torch._converted_weights import load_converted_weights
-from flash_rt.frontends.torch._pi05_spec import build_spec
+from flash_rt.frontends.torch import _pi0_spec, _pi05_spec
 from flash_rt.tools.make_checkpoint import OPENPI, make_checkpoint
 
 STATE = np.linspace(-0.5, 0.5, 8).astype(np.float32)
 GATING = "PaliGemma/llm/layers/mlp/gating_einsum"
+GPU_SPECS = {"pi05": _pi05_spec.build_spec, "pi0": _pi0_spec.build_spec}
 
 
 def _pair(tmp_path_factory, model, dtype=torch.float32):
@@ -216,14 +217,15 @@ def test_bf16_leaves_match_bf16_safetensors(tmp_path_factory, camera_images):
                                   b.predict(camera_images[:1], STATE, prompt="x", seed=2).actions)
 
 
-def test_gpu_weight_spec_buffers_identical_and_cached(pi05_pair, tmp_path):
+@pytest.mark.parametrize("model", ["pi05", "pi0"])
+def test_gpu_weight_spec_buffers_identical_and_cached(request, model, tmp_path):
     """The GPU frontends' conversion (run here on the CPU) gives the same buffers from both
     formats, and an openpi checkpoint's cache entry is keyed on its own content."""
-    lerobot, openpi = pi05_pair
+    lerobot, openpi = request.getfixturevalue(f"{model}_pair")
     cache = WeightCache(tmp_path / "cache")
-    bundles = {"torch": open_checkpoint(lerobot, "pi05"),
-               "jax": open_openpi_checkpoint(openpi, "pi05")}
-    spec = build_spec(bundles["jax"].config)
+    bundles = {"torch": open_checkpoint(lerobot, model),
+               "jax": open_openpi_checkpoint(openpi, model)}
+    spec = GPU_SPECS[model](bundles["jax"].config)
     keys = {fw: CacheKey(b.content_hash(cache.directory), "cpu", "fp8", spec.version, "test")
             for fw, b in bundles.items()}
     assert keys["torch"] != keys["jax"]
@@ -235,7 +237,7 @@ def test_gpu_weight_spec_buffers_identical_and_cached(pi05_pair, tmp_path):
         assert torch.equal(converted["jax"][name].view(torch.uint8).flatten(),
                            t.view(torch.uint8).flatten()), name
     assert cache.path("weights", keys["jax"]).is_file()
-    again = open_openpi_checkpoint(openpi, "pi05")
+    again = open_openpi_checkpoint(openpi, model)
     assert again.content_hash(cache.directory) == keys["jax"].checkpoint_hash
     cached = load_converted_weights(again, spec, cache, keys["jax"], cpu)
     assert all(torch.equal(cached[k], converted["jax"][k]) for k in cached)
