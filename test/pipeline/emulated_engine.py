@@ -6,9 +6,10 @@ from __future__ import annotations
 import torch
 
 from flash_rt import load_model
-from flash_rt.core.checkpoint import expected_layout, open_checkpoint, plan_keys
-from flash_rt.core.weight_spec import convert
+from flash_rt.core.checkpoint import open_checkpoint
+from flash_rt.core.weight_cache import CacheKey, WeightCache
 from flash_rt.frontends.torch import _pi05_spec, _pi0_spec, _staging
+from flash_rt.frontends.torch._converted_weights import load_converted_weights
 from flash_rt.frontends.torch._paligemma_engine import PaliGemmaEngine
 
 from .compare import prefix_kv_cosine, state_kv_cosine
@@ -28,10 +29,11 @@ class Emulated:
         self.ref = load_model(ckpt, model=model, hardware="cpu", **overrides)
         bundle = open_checkpoint(ckpt, model, **overrides)
         cfg = self.cfg = bundle.config
-        layout = expected_layout(cfg)
-        plan = plan_keys(bundle.reader, layout)
-        self.weights = convert(WEIGHT_SPECS[model](cfg, precision),
-                               lambda k: bundle.reader.get(plan.source[k]).float())
+        spec = WEIGHT_SPECS[model](cfg, precision)
+        # the GPU frontends' weight path (cache off: nothing to key on here)
+        self.weights = load_converted_weights(
+            bundle, spec, WeightCache(enabled=False),
+            CacheKey(bundle.checkpoint_id, "cpu", precision, spec.version, "emulated"), "cpu")
         self.k = EmulatedKernels()
         self.engine = PaliGemmaEngine(cfg, self.weights, pipeline, self.k, "cpu", 0)
         # "mapped": Thor's zero-copy staging; "device": Hopper / RTX's copies into twins
