@@ -20,6 +20,7 @@ from torch import nn
 
 from flash_rt.configs import ModelConfig, available_presets, load_config
 from flash_rt.core.content_hash import file_content_hash
+from flash_rt.core.files import regular_file
 from flash_rt.core.safetensors_stream import SafetensorsReader
 from flash_rt.models import reference_class
 
@@ -191,15 +192,12 @@ def open_checkpoint(checkpoint: str | Path, model: str, preset: Optional[str] = 
     reader = SafetensorsReader(directory / WEIGHTS_FILE)
     preset = preset or detect_preset(reader, model)
     config = load_config(model, preset, **overrides)
-    norm_stats = directory / NORM_STATS_FILE
-    if not norm_stats.is_file():
-        raise FileNotFoundError(f"{norm_stats} not found: the policy needs the dataset's "
-                                "normalisation statistics (openpi norm_stats.json)")
+    norm_stats = regular_file(directory / NORM_STATS_FILE, "norm stats (the dataset's "
+                              "normalisation statistics, openpi norm_stats.json)")
     if tokenizer is not None:
-        tok_path: Optional[Path] = Path(tokenizer)
-        if not tok_path.is_file():
-            raise FileNotFoundError(f"tokenizer not found: {tok_path}")
+        tok_path: Optional[Path] = regular_file(tokenizer, "tokenizer")
     else:
         candidate = directory / TOKENIZER_FILE
-        tok_path = candidate if candidate.is_file() else None
+        present = candidate.exists() or candidate.is_symlink()  # absent: token_ids= only
+        tok_path = regular_file(candidate, "tokenizer") if present else None
     return CheckpointBundle(directory, reader, config, norm_stats, tok_path)
