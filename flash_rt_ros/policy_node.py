@@ -35,6 +35,7 @@ from flash_rt_ros.frontend import hardware_name, load_policy, warm_up
 from flash_rt_ros.inputs import (InputClock, joint_sources, malformed_key, write_camera,
                                  write_joint_state)
 from flash_rt_ros.malformed import MalformedFrame, brief
+from flash_rt_ros.memory import start_trimming
 from flash_rt_ros.params import (DEFAULTS, NODE_NAME, PARAM_NAMES, NodeParams,
                                  params_from_dict, transports)
 from flash_rt_ros.startup import fatal_lines, preflight
@@ -129,6 +130,8 @@ class PolicyNode(Node):
         self._job = None
         self._worker = threading.Thread(target=self._work, name="flash_rt_infer", daemon=True)
         self._worker.start()
+        self._trim_stop = threading.Event()
+        start_trimming(self._trim_stop)
         self.get_logger().info(
             f"ready: model={p.model} hardware={self.hardware} cameras={self.num_cams} "
             f"views={self.num_views} joints={len(self.joint_names)} trigger={p.trigger} "
@@ -325,6 +328,7 @@ class PolicyNode(Node):
     def stop(self, timeout_s: float = 1.0) -> bool:
         """Stop the worker; True if it finished within ``timeout_s``."""
         self._stop = True
+        self._trim_stop.set()
         self._wake.set()
         self._worker.join(timeout_s)
         return not self._worker.is_alive()
