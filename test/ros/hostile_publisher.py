@@ -1,22 +1,26 @@
 """Hostile inputs for the node's safety tests (tests only).
 
 Publishes good camera frames and joint states at a steady rate and, on a plan, hostile
-messages after them: malformed or oversized frames, decompression bombs, inputs stamped in
-the future, the past or not at all, bursts, NaN and huge joints, megabyte prompts.
+messages in their place or beside them: malformed or oversized frames, decompression
+bombs, inputs stamped in the future, the past or not at all, bursts, NaN and huge joints,
+megabyte prompts.
 
     python test/ros/hostile_publisher.py PLAN.json
 
 PLAN (JSON): ``cameras`` [{topic, encoding: rgb8|jpeg|png}], ``width``, ``height``,
-``rate`` (Hz), ``duration`` (s, from the moment every topic has a subscriber),
-``joint_topic``, ``joints`` [names], ``prompt_topic``, ``events`` [{t, kind, camera,
-duration, count}] (during [t, t + duration) each publishing step sends ``count``
-messages of ``kind``; a hostile frame replaces the camera's good frame of that step), ``silence`` [{camera, from, to}] (a camera that sends no good
-frames in that window). Prints ``hostile: started at <ns>`` (the node clock at t = 0) and
-``hostile: sent {...}`` (messages per kind) when done.
+``rate`` (Hz), ``duration`` (s of plan time, counted from when every topic has a
+subscriber: step k is at k / rate, paced by the wall clock, so a publisher that falls
+behind sends every step late but skips none), ``joint_topic``, ``joints`` [names],
+``prompt_topic``, ``events`` [{t, kind, camera, duration, count}] (during [t, t + duration)
+each step sends ``count`` messages of ``kind``; a hostile frame replaces the camera's good
+frame of that step), ``silence`` [{camera, from, to}] (no good frames from that camera in
+that window). When done it prints ``hostile: sent {...} last at <ns>``: messages per kind,
+and the node clock when the last hostile message went out.
 """
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import struct
 import sys
@@ -178,6 +182,7 @@ def main(path: str) -> int:
     ppub = node.create_publisher(String, spec["prompt_topic"], qos)
     others = {"joints": jpub, "prompt": ppub}
     sent: Counter = Counter()
+    last_hostile_ns = 0
     silence = spec.get("silence", [])
     period = 1.0 / spec["rate"]
     try:
@@ -188,9 +193,13 @@ def main(path: str) -> int:
             time.sleep(0.1)
         time.sleep(0.5)
         start = time.monotonic()
-        print(f"hostile: started at {node.get_clock().now().nanoseconds}", flush=True)
-        next_t = start
-        while rclpy.ok() and (elapsed := time.monotonic() - start) < spec["duration"]:
+        # The plan runs on step time (step k is at k * period), paced by the wall clock: a
+        # publisher that falls behind sends every step late, never skips an event.
+        for step in itertools.count():
+            elapsed = step * period
+            if elapsed >= spec["duration"] or not rclpy.ok():
+                break
+            time.sleep(max(0.0, start + elapsed - time.monotonic()))
             now = node.get_clock().now().nanoseconds
             active = [ev for ev in spec["events"]
                       if ev["t"] <= elapsed < ev["t"] + ev.get("duration", period)]
@@ -208,13 +217,12 @@ def main(path: str) -> int:
             for ev, what, msg in hostile:
                 (cams[ev.get("camera", 0)] if what == "camera" else others[what]).publish(msg)
                 sent[ev["kind"]] += 1
-            next_t += period
-            time.sleep(max(0.0, next_t - time.monotonic()))
+                last_hostile_ns = now
     except BaseException as exc:
         if not is_normal_stop(exc):
             raise
     finally:
-        print(f"hostile: sent {json.dumps(dict(sent))}", flush=True)
+        print(f"hostile: sent {json.dumps(dict(sent))} last at {last_hostile_ns}", flush=True)
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
