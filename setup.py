@@ -102,7 +102,7 @@ setup(
         ("share/ament_index/resource_index/packages", ["resource/flash_rt_ros"]),
         ("share/flash_rt_ros", ["package.xml"]),
         ("share/flash_rt_ros/launch", sorted(glob("launch/*.launch.py"))),
-        ("share/flash_rt_ros/config", sorted(glob("config/*.yaml"))),
+        ("share/flash_rt_ros/config", sorted(glob("config/*.yaml") + glob("config/*.xml"))),
     ],
     python_requires=">=3.10",
     install_requires=[

@@ -15,10 +15,9 @@ from typing import Callable
 
 import numpy as np
 
-from flash_rt_ros.params import NodeParams
+from flash_rt_ros.params import MAX_SEED, NodeParams
 
 NS = 1_000_000_000
-MAX_SEED = 2**63 - 1
 
 
 def stamp_ns(stamp) -> int:
@@ -130,7 +129,7 @@ class ChunkMaker:
     def seed_for(self, obs) -> int:
         if self.p.seed_mode == "stamp":
             return stamp_seed(self.p.seed, obs.stamp_ns)
-        return self.p.seed + self.sequence
+        return (self.p.seed + self.sequence) % (MAX_SEED + 1)  # stays a valid seed forever
 
     def make(self, obs, prompt: str) -> ChunkRecord:
         """Predict on ``obs`` (its images are views of held slots: valid for this call)."""

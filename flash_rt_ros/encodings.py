@@ -6,20 +6,25 @@ would allocate a new array per frame anyway; here every raw encoding is converte
 straight into the preallocated destination with ``np.copyto`` / ``cv2.cvtColor(dst=)``.
 Every failure raises :class:`MalformedFrame` with a short, stable ``cause`` string that
 the node uses as a counter key and for once-per-cause logging.
+
+Everything is checked before anything is allocated or decoded: a raw frame's encoding,
+size (within ``max_pixels``), step and payload length; a compressed frame's size from its
+PNG/JPEG header (:mod:`flash_rt_ros.image_headers`). OpenCV's own errors (assertion
+texts that name its C++ sources) never leave this module: they become ``MalformedFrame``.
 """
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
+from flash_rt_ros.image_headers import compressed_size
+from flash_rt_ros.malformed import MalformedFrame  # noqa: F401 - re-exported for callers
+from flash_rt_ros.params import DEFAULTS
 
-class MalformedFrame(ValueError):
-    """A frame that cannot be decoded; ``cause`` is a stable counter key."""
-
-    def __init__(self, cause: str, detail: str = ""):
-        super().__init__(f"{cause}: {detail}" if detail else cause)
-        self.cause = cause
+MAX_PIXELS = DEFAULTS["max_image_pixels"]
 
 
 @functools.cache
@@ -55,24 +60,52 @@ RAW_ENCODINGS = tuple(sorted(_RAW))
 COMPRESSED_FORMATS = ("jpeg", "png")
 
 
-def frame_shape(encoding: str, height: int, width: int) -> tuple[int, int, int]:
-    """RGB shape a raw frame decodes to (validates the encoding and the size)."""
-    if encoding.lower() not in _RAW:
-        raise MalformedFrame("unknown_encoding", encoding)
+def _opencv_error(step: str) -> MalformedFrame:
+    """What the log says when OpenCV raises: which step refused the frame. OpenCV's own text
+    (a C++ assertion with source paths) says nothing useful about the input."""
+    return MalformedFrame("undecodable", f"OpenCV could not {step} this frame")
+
+
+def check_size(width: int, height: int, max_pixels: int) -> tuple[int, int, int]:
+    """The RGB slot shape of a ``width`` x ``height`` frame, if it is within ``max_pixels``."""
     if height <= 0 or width <= 0:
         raise MalformedFrame("bad_size", f"{width}x{height}")
+    if width * height > max_pixels:
+        raise MalformedFrame("too_large", f"{width}x{height} = {width * height} pixels, more "
+                                          f"than max_image_pixels {max_pixels}")
     return (height, width, 3)
 
 
-def decode_raw(encoding: str, height: int, width: int, step: int, data, dst: np.ndarray) -> None:
-    """Decode a ``sensor_msgs/Image`` payload into ``dst`` (uint8 HxWx3 RGB, preallocated)."""
-    enc = encoding.lower()
-    spec = _RAW.get(enc)
+@dataclass(frozen=True)
+class RawFrame:
+    """A validated ``sensor_msgs/Image`` payload: a view of the message bytes and the
+    conversion that turns it into RGB (None: a plain copy)."""
+
+    src: np.ndarray
+    conversion: Optional[str]
+    shape: tuple[int, int, int]  # RGB shape
+
+    def into(self, dst: np.ndarray) -> None:
+        """Convert into ``dst`` (the caller checked ``dst.shape == self.shape``)."""
+        if self.conversion is None:
+            np.copyto(dst, self.src)
+            return
+        try:
+            cv2().cvtColor(self.src, getattr(cv2(), self.conversion), dst=dst)
+        except cv2().error:
+            raise _opencv_error(f"convert ({self.conversion})") from None
+
+
+def raw_frame(encoding: str, height: int, width: int, step: int, data,
+              max_pixels: int = MAX_PIXELS) -> RawFrame:
+    """Validate a raw payload completely (nothing allocated, nothing converted yet)."""
+    spec = _RAW.get(encoding.lower())
     if spec is None:
         raise MalformedFrame("unknown_encoding", encoding)
     channels, conversion = spec
-    if dst.shape != (height, width, 3):
-        raise MalformedFrame("size_mismatch", f"got {width}x{height}, slot {dst.shape[1]}x{dst.shape[0]}")
+    shape = check_size(width, height, max_pixels)
+    if channels == 2 and width % 2:  # 4:2:2 packs two pixels per (Y, Y, U, V) group
+        raise MalformedFrame("bad_size", f"{encoding} needs an even width, got {width}")
     row_bytes = width * channels
     if step < row_bytes:
         raise MalformedFrame("bad_step", f"step {step} < {row_bytes}")
@@ -81,14 +114,22 @@ def decode_raw(encoding: str, height: int, width: int, step: int, data, dst: np.
     if buf.size < step * height:
         raise MalformedFrame("truncated", f"{buf.size} bytes < step*height {step * height}")
     rows = buf[: step * height].reshape(height, step)[:, :row_bytes]
-    if channels == 1:
-        src = rows
-    else:
-        src = rows.reshape(height, width, channels)
-    if conversion is None:
-        np.copyto(dst, src)
-    else:
-        cv2().cvtColor(src, getattr(cv2(), conversion), dst=dst)
+    src = rows if channels == 1 else rows.reshape(height, width, channels)
+    return RawFrame(src, conversion, shape)
+
+
+def require_shape(shape: tuple, dst: np.ndarray) -> None:
+    if shape != dst.shape:
+        raise MalformedFrame("size_mismatch", f"got {shape[1]}x{shape[0]}, "
+                                              f"slot {dst.shape[1]}x{dst.shape[0]}")
+
+
+def decode_raw(encoding: str, height: int, width: int, step: int, data, dst: np.ndarray,
+               max_pixels: int = MAX_PIXELS) -> None:
+    """Decode a ``sensor_msgs/Image`` payload into ``dst`` (uint8 HxWx3 RGB, preallocated)."""
+    frame = raw_frame(encoding, height, width, step, data, max_pixels)
+    require_shape(frame.shape, dst)
+    frame.into(dst)
 
 
 def compressed_format(fmt: str) -> str:
@@ -100,8 +141,9 @@ def compressed_format(fmt: str) -> str:
     raise MalformedFrame("unknown_format", fmt)
 
 
-def decode_compressed(fmt: str, data) -> np.ndarray:
-    """Decode a JPEG/PNG payload to an OpenCV BGR array (OpenCV allocates it).
+def decode_compressed(fmt: str, data, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode a JPEG/PNG payload to an OpenCV BGR array (OpenCV allocates it), after its
+    header says it is within ``max_pixels``.
 
     Returned as BGR so the caller's single ``cvtColor(..., dst=slot)`` both converts and
     lands the pixels in the preallocated slot.
@@ -110,15 +152,24 @@ def decode_compressed(fmt: str, data) -> np.ndarray:
     buf = np.frombuffer(data, dtype=np.uint8)
     if buf.size == 0:
         raise MalformedFrame("truncated", "empty payload")
-    img = cv2().imdecode(buf, cv2().IMREAD_COLOR)
+    kind, width, height = compressed_size(buf)
+    shape = check_size(width, height, max_pixels)
+    try:
+        img = cv2().imdecode(buf, cv2().IMREAD_COLOR)
+    except cv2().error:
+        raise _opencv_error(f"decode ({kind})") from None
     if img is None or img.size == 0:
         raise MalformedFrame("undecodable", f"{fmt}, {buf.size} bytes")
+    if img.shape != shape:  # the decoder disagrees with the header it was checked by
+        raise MalformedFrame("undecodable", f"{kind} header says {width}x{height}, decoded "
+                                            f"{img.shape[1]}x{img.shape[0]}")
     return img
 
 
 def bgr_into(src_bgr: np.ndarray, dst: np.ndarray) -> None:
     """Convert a decoded BGR image into the RGB slot, refusing size changes."""
-    if src_bgr.shape != dst.shape:
-        raise MalformedFrame("size_mismatch", f"got {src_bgr.shape[1]}x{src_bgr.shape[0]}, "
-                             f"slot {dst.shape[1]}x{dst.shape[0]}")
-    cv2().cvtColor(src_bgr, cv2().COLOR_BGR2RGB, dst=dst)
+    require_shape(src_bgr.shape, dst)
+    try:
+        cv2().cvtColor(src_bgr, cv2().COLOR_BGR2RGB, dst=dst)
+    except cv2().error:
+        raise _opencv_error("convert (BGR to RGB)") from None

@@ -12,9 +12,24 @@ from flash_rt_ros.encodings import MalformedFrame
 from flash_rt_ros.params import NodeParams
 
 
-def input_stamp(msg, receipt_ns: int | None) -> int:
-    """An input's time: its ``header.stamp``, or ``receipt_ns`` (``stamp_source: receipt``)."""
-    return stamp_ns(msg.header.stamp) if receipt_ns is None else receipt_ns
+class InputClock:
+    """An input's time on arrival: its ``header.stamp`` (refused as ``future_stamp`` when it
+    is more than ``future_stamp_tolerance_s`` ahead of the clock: a skewed or broken driver
+    clock would otherwise make its frame look fresh for as long as the skew lasts), or the
+    clock itself (``stamp_source: receipt``)."""
+
+    def __init__(self, p: NodeParams):
+        self.receipt = p.stamp_source == "receipt"
+        self.max_lead_ns = int(p.future_stamp_tolerance_s * 1e9)
+
+    def stamp(self, msg, now_ns: int) -> int:
+        if self.receipt:
+            return now_ns
+        t = stamp_ns(msg.header.stamp)
+        if t - now_ns > self.max_lead_ns:
+            raise MalformedFrame("future_stamp", f"stamped {(t - now_ns) / 1e9:.3f} s ahead "
+                                 "of the node's clock")
+        return t
 
 
 def write_camera(asm: ObservationAssembler, cam: int, kind: str, msg, stamp: int) -> None:

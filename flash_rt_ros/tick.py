@@ -4,12 +4,17 @@ The live node calls :meth:`Ticker.tick` from its timer (``trigger: timer``) or a
 frame of the last camera (``trigger: camera``); the rosbag tools call it at the same
 times of the bag's clock. Rate limiting, overrun counting, staleness and the
 ``skipped/<reason>`` counters therefore follow one rule in both.
+
+The freshness rule is applied twice: when the observation is taken, and again by
+:meth:`Ticker.publishable` right before the chunk computed from it is published, because
+predict (or a CPU starved by a burst of frames) takes time: a chunk whose stalest input
+has aged past ``max_observation_age_s`` by then is dropped and counted, never published.
 """
 from __future__ import annotations
 
 from typing import Callable, Optional
 
-from flash_rt_ros.assembly import NotReady, Observation, ObservationAssembler
+from flash_rt_ros.assembly import NotReady, Observation, ObservationAssembler, age_problem
 from flash_rt_ros.params import NodeParams
 from flash_rt_ros.stats import Counters
 
@@ -33,6 +38,7 @@ class Ticker:
         self.camera_trigger = p.trigger == "camera"
         self.period_ns = int(1e9 / p.rate_hz)
         self.max_age_ns = int(p.max_observation_age_s * 1e9)
+        self.max_lead_ns = int(p.future_stamp_tolerance_s * 1e9)
         self._on_skip = on_skip
         self._last_tick_ns = 0
 
@@ -48,10 +54,25 @@ class Ticker:
             return None
         self._last_tick_ns = now_ns
         try:
-            return self.asm.snapshot(now_ns, self.max_age_ns)
+            return self.asm.snapshot(now_ns, self.max_age_ns, self.max_lead_ns)
         except NotReady as exc:
             key = f"skipped/{exc.reason}"
             self.counters.inc(key)
+            if exc.source:  # which camera keeps going stale, for the diagnostics
+                self.counters.inc(f"{key}/{exc.source}")
             if self._on_skip is not None:
                 self._on_skip(key, exc)
             return None
+
+    def publishable(self, obs: Observation, now_ns: int) -> str:
+        """"" if a chunk computed from ``obs`` may be published at ``now_ns``; else why not
+        (counted as ``dropped_chunks/<why>``): its stalest input is older than the max age
+        (``stale_input``), or its newest is ahead of the clock (``future_input``: the clock
+        went back during predict)."""
+        why = (age_problem(now_ns, obs.oldest_stamp_ns, self.max_age_ns, self.max_lead_ns)
+               or age_problem(now_ns, obs.stamp_ns, self.max_age_ns, self.max_lead_ns))
+        if not why:
+            return ""
+        key = f"{why}_input"
+        self.counters.inc(f"dropped_chunks/{key}")
+        return key

@@ -24,6 +24,7 @@ from torch import nn
 
 from flash_rt.configs import ModelConfig, available_presets, load_config
 from flash_rt.core.content_hash import file_content_hash
+from flash_rt.core.files import regular_file
 from flash_rt.core.safetensors_stream import SafetensorsReader
 from flash_rt.models import reference_class
 
@@ -249,10 +250,8 @@ def open_checkpoint(checkpoint: str | Path, model: str, preset: Optional[str] = 
     reader = SafetensorsReader(directory / WEIGHTS_FILE)
     preset = preset or detect_preset(reader, model)
     config = load_config(model, preset, **overrides)
-    norm_stats = directory / NORM_STATS_FILE
-    if not norm_stats.is_file():
-        raise FileNotFoundError(f"{norm_stats} not found: the policy needs the dataset's "
-                                "normalisation statistics (openpi norm_stats.json)")
+    norm_stats = regular_file(directory / NORM_STATS_FILE, "norm stats (the dataset's "
+                              "normalisation statistics, openpi norm_stats.json)")
     return CheckpointBundle(directory, reader, config, norm_stats,
                             resolve_tokenizer(directory, tokenizer))
 
@@ -266,13 +265,12 @@ def checkpoint_directory(checkpoint: str | Path) -> Path:
 
 def resolve_tokenizer(directory: Path, tokenizer: Optional[str | Path],
                       name: str = TOKENIZER_FILE) -> Optional[Path]:
-    """The given tokenizer file (which must exist), else ``<directory>/<name>`` if present
-    (``tokenizer.model`` for Pi, GR00T's ``tokenizer.json``), else None (callers then pass
+    """The given tokenizer file (which must be a regular file), else ``<directory>/<name>``
+    if anything is there (``tokenizer.model`` for Pi, GR00T's ``tokenizer.json``; a FIFO,
+    directory or broken link there is an error naming it), else None (callers then pass
     token ids)."""
     if tokenizer is not None:
-        path = Path(tokenizer)
-        if not path.is_file():
-            raise FileNotFoundError(f"tokenizer not found: {path}")
-        return path
+        return regular_file(tokenizer, "tokenizer")
     candidate = directory / name
-    return candidate if candidate.is_file() else None
+    present = candidate.exists() or candidate.is_symlink()
+    return regular_file(candidate, "tokenizer") if present else None

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from flash_rt.core.atomic_io import replacing
+from flash_rt.core.files import regular_file
 
 _DTYPE_NAMES = {
     torch.float64: "F64", torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16",
@@ -112,13 +113,12 @@ class SafetensorsReader:
 
     Tensors are read with plain ``readinto`` into a fresh tensor (no mmap), so the process
     holds exactly the tensors the caller keeps, and the header is validated against the
-    file size up front so a truncated download fails before any weight is used.
+    file up front (the tensors must tile the data section exactly: no gap, no overlap, no
+    trailing bytes) so a truncated or damaged download fails before any weight is used.
     """
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"checkpoint file not found: {self.path}")
+        self.path = regular_file(path, "checkpoint file")
         file_size = self.path.stat().st_size
         with open(self.path, "rb") as fh:
             head = fh.read(8)
@@ -146,6 +146,20 @@ class SafetensorsReader:
                 raise ValueError(f"{self.path}: tensor {key!r} at bytes [{begin}, {end}) does not "
                                  f"fit shape {shape} / file size {file_size} (truncated file?)")
             self._entries[key] = (dtype, shape, begin, end)
+        self._check_tiling(file_size - self.data_start)
+
+    def _check_tiling(self, data_size: int) -> None:
+        """The tensors must cover the data section exactly, as the format requires: a gap,
+        an overlap or bytes after the last tensor mean a damaged or foreign file."""
+        offset = 0
+        for key, (_, _, begin, end) in sorted(self._entries.items(), key=lambda e: e[1][2]):
+            if begin != offset:
+                raise ValueError(f"{self.path}: tensor {key!r} starts at byte {begin}, "
+                                 f"expected {offset} (gap or overlap in the data section)")
+            offset = end
+        if offset != data_size:
+            raise ValueError(f"{self.path}: {data_size - offset} trailing bytes after the last "
+                             "tensor (damaged file, or not safetensors)")
 
     def keys(self) -> list[str]:
         return list(self._entries)
@@ -178,8 +192,8 @@ class SafetensorsReader:
     def iter_file(self, hasher: Any = None) -> Iterator[tuple[str, torch.Tensor]]:
         """Every tensor in file order, in one sequential pass over one open file.
 
-        The tensors must tile the data section exactly (no gaps, overlaps or trailing
-        bytes), else ValueError. ``hasher``, if given, is fed every byte of the file in
+        The reader checked at open that the tensors tile the data section exactly; bytes
+        that appeared after the last tensor since then raise ValueError. ``hasher``, if given, is fed every byte of the file in
         order, header included, so once the last tensor is out it holds the file's hash.
         Each tensor is hashed on a helper thread while the next one is read, and is yielded
         only once hashed.
@@ -188,20 +202,17 @@ class SafetensorsReader:
         update = hasher.update if hasher is not None else (lambda _: None)
         with open(self.path, "rb") as fh, ThreadPoolExecutor(max_workers=1) as pool:
             hashing = pool.submit(update, fh.read(self.data_start))
-            ready, offset = None, 0
+            ready = None
             for key in order:
-                begin, end = self._entries[key][2:]
-                if begin != offset:
-                    raise ValueError(f"{self.path}: tensor {key!r} starts at byte {begin}, "
-                                     f"expected {offset} (gap or overlap in the data section)")
                 tensor, raw = self._read(fh, key)
                 hashing.result()
                 hashing = pool.submit(update, raw)
                 if ready is not None:
                     yield ready
-                ready, offset = (key, tensor), end
+                ready = (key, tensor)
             if fh.read(1):
-                raise ValueError(f"{self.path}: trailing bytes after the last tensor")
+                raise ValueError(f"{self.path}: trailing bytes after the last tensor (the file "
+                                 "grew since it was opened)")
             hashing.result()
             if ready is not None:
                 yield ready

@@ -6,14 +6,19 @@ model works on vectors zero-padded to ``config.action_dim``; the robot sees only
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from flash_rt.core.files import regular_file
+
 if TYPE_CHECKING:  # only for annotations; keeps this module light
     from flash_rt.configs import ModelConfig
+
+log = logging.getLogger(__name__)
 
 EPS = 1e-6  # openpi's denominator guard, in both methods
 QUANTILE = "quantile"
@@ -31,6 +36,7 @@ class FeatureStats:
     std: np.ndarray
     q01: np.ndarray | None = None
     q99: np.ndarray | None = None
+    where: str = field(default="", compare=False)  # file and key, for messages
 
     def __len__(self) -> int:
         return self.mean.shape[0]
@@ -46,7 +52,10 @@ class FeatureStats:
         for key in _REQUIRED + _OPTIONAL:
             if raw.get(key) is None:
                 continue
-            a = np.asarray(raw[key], dtype=np.float64)
+            try:
+                a = np.asarray(raw[key], dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{where}.{key}: expected a list of numbers ({exc})") from None
             if a.ndim != 1 or a.size == 0:
                 raise ValueError(f"{where}.{key}: expected a non-empty list, got shape {a.shape}")
             if not np.all(np.isfinite(a)):
@@ -57,7 +66,18 @@ class FeatureStats:
             raise ValueError(f"{where}: length mismatch between statistics {lengths}")
         if ("q01" in arrays) != ("q99" in arrays):
             raise ValueError(f"{where}: q01 and q99 must come together")
-        return cls(**arrays)
+        if (arrays["std"] < 0).any():
+            raise ValueError(f"{where}.std: negative at dims "
+                             f"{np.flatnonzero(arrays['std'] < 0).tolist()}")
+        if "q01" in arrays and (arrays["q99"] < arrays["q01"]).any():
+            raise ValueError(f"{where}: q99 < q01 at dims "
+                             f"{np.flatnonzero(arrays['q99'] < arrays['q01']).tolist()}")
+        return cls(**arrays, where=where)
+
+    def zero_range_dims(self, method: str) -> list[int]:
+        """Dims whose normalising range is zero for ``method`` (q99 == q01, or std == 0)."""
+        width = self.q99 - self.q01 if method == QUANTILE else self.std
+        return np.flatnonzero(width == 0).tolist()
 
 
 @dataclass(frozen=True)
@@ -70,11 +90,11 @@ class NormStats:
     @classmethod
     def load(cls, path: str | Path) -> "NormStats":
         """Read ``{"norm_stats": {"state": {...}, "actions": {...}}}``."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"norm stats file not found: {path}")
-        with open(path, "r", encoding="utf-8") as fh:
-            raw = json.load(fh)
+        path = regular_file(path, "norm stats file")
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+            raise ValueError(f"{path}: not valid JSON ({exc})") from None
         return cls.from_dict(raw, str(path))
 
     @classmethod
@@ -145,6 +165,13 @@ class Normalizer:
             if len(feat) > self.action_dim:
                 raise ValueError(f"{name} stats have {len(feat)} dims, more than the model's "
                                  f"action_dim {self.action_dim}")
+            if dims := feat.zero_range_dims(self.method):
+                # Accepted (a dataset may hold a joint that never moved), never silently:
+                # the EPS guard makes any deviation there 1e6x larger once normalised.
+                log.warning("%s: %s dims %s have a zero range (%s); a %s that differs there "
+                            "is amplified %.0ex once normalised", feat.where or name, name,
+                            dims, "q01 == q99" if self.method == QUANTILE else "std == 0",
+                            name, 1 / EPS)
 
     @property
     def num_state_dims(self) -> int:

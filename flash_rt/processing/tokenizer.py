@@ -13,6 +13,8 @@ from typing import Sequence
 import numpy as np
 import sentencepiece as spm
 
+from flash_rt.core.files import regular_file
+
 # PaliGemma / Gemma special ids (pi05_model_spec.md: BOS 2, pad 0).
 PAD_ID = 0
 UNK_ID = 1
@@ -26,9 +28,7 @@ class Tokenizer:
     def __init__(self, model_path: str | Path, max_vocab: int | None = None) -> None:
         """``max_vocab`` (the model's ``config.prefix.vocab_size``) rejects a tokenizer whose
         ids could index past the embedding table."""
-        path = Path(model_path)
-        if not path.is_file():
-            raise FileNotFoundError(f"tokenizer model not found: {path}")
+        path = regular_file(model_path, "tokenizer model")
         self._sp = spm.SentencePieceProcessor(model_file=str(path))
         if max_vocab is not None and self.vocab_size > max_vocab:
             raise ValueError(f"tokenizer has {self.vocab_size} ids but the model's vocab is "

@@ -12,8 +12,10 @@ node's :class:`Ticker`:
   at a tick time is not yet seen by that tick.
 - ``trigger: camera``: a tick after each frame of the last camera, at its log time.
 
-``stamp_source: receipt`` stamps an input with its log time (the clock when it arrived).
-A malformed message is counted and dropped (``malformed/<source>/<cause>``) as in the node.
+``stamp_source: receipt`` stamps an input with its log time (the clock when it arrived);
+with ``header`` stamps, one more than ``future_stamp_tolerance_s`` after its log time is
+refused (``future_stamp``), as the node refuses it. A malformed message is counted and
+dropped (``malformed/<source>/<cause>``) as in the node.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from typing import Iterator, Optional
 from flash_rt_ros.assembly import Observation, ObservationAssembler
 from flash_rt_ros.bag.reader import BagMessage, BagReader
 from flash_rt_ros.bag.types import COMPRESSED_IMAGE, IMAGE, JOINT_STATE, STRING
-from flash_rt_ros.inputs import (input_stamp, joint_sources, malformed_key, write_camera,
+from flash_rt_ros.inputs import (InputClock, joint_sources, malformed_key, write_camera,
                                  write_joint_state)
 from flash_rt_ros.params import NodeParams, transports
 from flash_rt_ros.stats import Counters
@@ -64,23 +66,23 @@ class OfflineNode:
     def __init__(self, p: NodeParams):
         self.p = p
         self.num_cams = len(p.camera_topics)
-        self.asm = ObservationAssembler(self.num_cams, p.joint_names, p.state_source)
+        self.asm = ObservationAssembler.for_params(p)
         self.counters = Counters()
         self.ticker = Ticker(self.asm, p, self.counters)
         self._cams = {t: (i, k) for i, (t, k) in enumerate(zip(p.camera_topics, transports(p)))}
         self._joints = dict(zip(p.joint_state_topics, joint_sources(p)))
-        self._receipt = p.stamp_source == "receipt"
+        self._clock = InputClock(p)
 
     def _feed(self, m: BagMessage, msg) -> bool:
         """Write one message; True when it is a frame of the last camera."""
-        now = m.log_time_ns if self._receipt else None
         cam = self._cams.get(m.topic)
         source = f"camera{cam[0]}" if cam else self._joints[m.topic]
         try:
+            stamp = self._clock.stamp(msg, m.log_time_ns)  # the log time: the clock on arrival
             if cam:
-                write_camera(self.asm, cam[0], cam[1], msg, input_stamp(msg, now))
+                write_camera(self.asm, cam[0], cam[1], msg, stamp)
             else:
-                write_joint_state(self.asm, msg, input_stamp(msg, now))
+                write_joint_state(self.asm, msg, stamp)
         except Exception as exc:  # noqa: BLE001 - a bad message is dropped, as in the node
             self.counters.inc(malformed_key(source, exc))
             return False

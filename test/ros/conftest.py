@@ -1,13 +1,15 @@
 """Process and DDS helpers for the ROS tests.
 
-Every test gets its own ROS_DOMAIN_ID (a per-run base plus a counter) and discovery
-limited to localhost, so parallel CI runs and earlier tests cannot cross-talk. Child
+Every test gets its own ROS_DOMAIN_ID, held exclusively on this host for the test's
+duration (a lock file per id), and discovery limited to localhost, so earlier tests and
+other test runs on the same machine cannot cross-talk. Child
 processes start in their own session and are stopped with SIGINT to the process group
 (then SIGKILL as a last resort, which the test reports as a failure).
 """
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import itertools
 import os
 import signal
@@ -21,7 +23,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 _DOMAINS = itertools.count()
-_BASE = 10 + os.getpid() % 60  # 10..69, +counter stays below 101
+_DOMAIN_IDS = range(10, 200)  # Fast DDS derives ports from the id; they stay valid to 232
 
 
 def ros_child_env(domain: int, **extra) -> dict:
@@ -84,8 +86,22 @@ class Procs:
 
 
 @pytest.fixture
-def domain() -> int:
-    return _BASE + next(_DOMAINS)
+def domain():
+    """A ROS_DOMAIN_ID no other test on this host holds meanwhile (an exclusive, non-blocking
+    flock on /tmp/flash_rt_ros_domain_<id>.lock, released when the test ends)."""
+    start = os.getpid() * 7 + next(_DOMAINS)
+    for k in range(len(_DOMAIN_IDS)):
+        d = _DOMAIN_IDS[(start + k) % len(_DOMAIN_IDS)]
+        lock = open(f"/tmp/flash_rt_ros_domain_{d}.lock", "w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        with lock:
+            yield d
+        return
+    raise RuntimeError(f"every ROS_DOMAIN_ID in {_DOMAIN_IDS} is held by another test")
 
 
 @pytest.fixture

@@ -183,3 +183,104 @@ def test_state_source_none_feeds_zeros():
     asm.write_raw(0, 10 * S, "rgb8", H, W, W * 3, img(1))
     obs = asm.snapshot(10 * S, S)
     np.testing.assert_array_equal(obs.state, np.zeros(3, np.float32))
+
+
+# ------------------------------------------------------------ sizing, freshness, ranges
+from flash_rt_ros.assembly import RESIZE_AFTER_FRAMES  # noqa: E402
+
+
+def good(asm, k, cam=0):
+    asm.write_raw(cam, 20 * S + k, "rgb8", H, W, W * 3, img(k % 200))
+
+
+@pytest.mark.parametrize("first", [
+    lambda a: a.write_raw(0, 20 * S, "rgb8", H, W, W * 3, img(9)[:50]),  # truncated
+    lambda a: a.write_raw(0, 20 * S, "yuv422", H, W + 1, (W + 1) * 2, b"\0" * 9999),  # odd
+    lambda a: a.write_raw(0, 20 * S, "rgb8", 9999, 9999, 9999 * 3, b""),  # too many pixels
+    lambda a: a.write_raw(0, 20 * S, "32FC1", H, W, W * 4, b"\0" * (W * 4 * H)),
+], ids=["truncated", "odd_width_yuv422", "too_large", "unknown_encoding"])
+def test_malformed_first_frame_allocates_nothing(first):
+    asm = ObservationAssembler(1, NAMES, state_source="none", max_pixels=H * W * 4)
+    with pytest.raises(MalformedFrame):
+        first(asm)
+    good(asm, 1)  # the first good frame is used at once
+    assert asm.snapshot(20 * S + 1, S).images[0].shape == (H, W, 3)
+
+
+def test_odd_sized_first_frame_is_followed_by_the_real_size():
+    """A valid first frame of another size (641x479) fixes nothing for good: after
+    RESIZE_AFTER_FRAMES frames of the camera's real size the slots follow it."""
+    asm = ObservationAssembler(1, NAMES, state_source="none")
+    asm.write_raw(0, 20 * S, "rgb8", H + 1, W + 1, (W + 1) * 3, b"\0" * ((W + 1) * 3 * (H + 1)))
+    for k in range(1, RESIZE_AFTER_FRAMES):
+        with pytest.raises(MalformedFrame, match="size_mismatch"):
+            good(asm, k)
+    good(asm, RESIZE_AFTER_FRAMES)
+    obs = asm.snapshot(20 * S + RESIZE_AFTER_FRAMES, S)
+    assert obs.images[0].shape == (H, W, 3) and int(obs.images[0][0, 0, 0]) == RESIZE_AFTER_FRAMES
+
+
+def test_stray_sizes_never_reallocate_and_held_slot_survives_a_resize():
+    asm = ObservationAssembler(1, NAMES, state_source="none")
+    good(asm, 1)
+    held = asm.snapshot(20 * S + 1, S)
+    ptrs = {id(s) for s in asm._cams[0].slots}
+    odd = (H + 1, W + 1, (W + 1) * 3, b"\0" * ((W + 1) * 3 * (H + 1)))
+    for k in range(2, 8):  # a stray size alternating with the real one
+        if k % 2:
+            good(asm, k)
+        else:
+            with pytest.raises(MalformedFrame, match="size_mismatch"):
+                asm.write_raw(0, 20 * S + k, "rgb8", *odd)
+    assert {id(s) for s in asm._cams[0].slots} == ptrs, "a stray size reallocated the slots"
+    for k in range(RESIZE_AFTER_FRAMES - 1):  # a real change, while a snapshot is held
+        with pytest.raises(MalformedFrame, match="size_mismatch"):
+            asm.write_raw(0, 20 * S + 8 + k, "rgb8", *odd)
+    asm.write_raw(0, 20 * S + 19, "rgb8", *odd)  # the last of them: the camera follows
+    assert int(held.images[0][0, 0, 0]) == 1, "the held frame changed under the reader"
+    asm.release(held)
+    assert asm.snapshot(20 * S + 20, S).images[0].shape == (H + 1, W + 1, 3)
+
+
+def test_future_stamps_refused_at_the_tick():
+    asm = filled(t=10 * S)
+    lead = S // 20
+    with pytest.raises(NotReady) as err:  # the clock went back by more than the tolerance
+        asm.snapshot(10 * S - lead - 1, S, max_lead_ns=lead)
+    assert err.value.reason == "future_camera" and err.value.source == "camera0"
+    asm.snapshot(10 * S - lead, S, max_lead_ns=lead)  # within the tolerance
+
+
+def test_future_joint_stamp_refused_at_the_tick():
+    asm = cams_only(t=10 * S)
+    asm.write_joint_state(10 * S, NAMES, np.zeros(3))
+    asm.write_joint_state(12 * S, ["b"], np.zeros(1))
+    with pytest.raises(NotReady) as err:
+        asm.snapshot(10 * S, S, max_lead_ns=S // 20)
+    assert err.value.reason == "future_state" and "joint b" in str(err.value)
+
+
+@pytest.mark.parametrize("value", [1e30, -1e30, 1e6 + 1])
+def test_joint_values_beyond_the_bound_block(value):
+    asm = filled()
+    asm.write_joint_state(10 * S, ["c"], np.array([value]))
+    with pytest.raises(NotReady) as err:
+        asm.snapshot(10 * S, S)
+    assert err.value.reason == "state_out_of_range" and "c=" in str(err.value)
+
+
+def test_joint_bound_is_configurable():
+    asm = ObservationAssembler(1, NAMES, max_abs_joint=3.5)
+    asm.write_raw(0, 10 * S, "rgb8", H, W, W * 3, img(1))
+    asm.write_joint_state(10 * S, NAMES, np.array([1.0, -3.5, 3.0]))
+    asm.release(asm.snapshot(10 * S, S))
+    asm.write_joint_state(10 * S, ["a"], np.array([3.6]))
+    with pytest.raises(NotReady, match="state_out_of_range: a=3.6"):
+        asm.snapshot(10 * S, S)
+
+
+def test_oldest_stamp_is_the_stalest_input():
+    asm = cams_only(t=10 * S)
+    asm.write_joint_state(9 * S, NAMES, np.zeros(3))
+    obs = asm.snapshot(10 * S, 2 * S)
+    assert obs.oldest_stamp_ns == 9 * S and obs.stamp_ns == 10 * S

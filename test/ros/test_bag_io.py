@@ -144,9 +144,9 @@ def test_params_file_reader_types_and_refusals(tmp_path):
         load_params_file(pf, {"rate": 2.0})
     with pytest.raises(ValueError, match="joint_state_topic is now joint_state_topics"):
         load_params_file(pf, {"joint_state_topic": "/js"})
-    with pytest.raises(ValueError, match="seed_mode must be one of"):
+    with pytest.raises(ValueError, match="seed_mode: must be one of"):
         load_params_file(pf, {"seed_mode": "random"})
-    with pytest.raises(ValueError, match="should be a int"):
+    with pytest.raises(ValueError, match="seed: expected an integer"):
         load_params_file(pf, {"seed": "zero"})
 
 

@@ -90,6 +90,15 @@ def test_docs_list_every_parameter():
     assert not missing, f"docs/ros.md does not document: {missing}"
 
 
+def test_docs_state_every_parameter_bound():
+    from flash_rt_ros.params import BOUNDS
+
+    text = (REPO / "docs" / "ros.md").read_text()
+    for name, b in BOUNDS.items():
+        lo, hi = (str(x) if isinstance(x, int) else f"{x:g}" for x in (b.lo, b.hi))
+        assert f"| `{name}` | {lo} to {hi}" in text, f"docs/ros.md: bounds of {name}"
+
+
 @pytest.mark.parametrize("manifest,build_type", [("package.xml", "ament_python"),
                                                  ("msg/package.xml", "ament_cmake")])
 def test_manifests_are_format_3(manifest, build_type):

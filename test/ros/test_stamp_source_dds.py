@@ -48,4 +48,4 @@ def test_unknown_stamp_source_refused_at_start(procs, tmp_path, value):
     node = procs.start("node", [FAKE_NODE] + node_args(pf))
     assert node.wait(30) == 1
     log = procs.log(node)
-    assert "stamp_source must be one of" in log and "Traceback" not in log, log
+    assert "fatal: stamp_source: must be one of" in log and "Traceback" not in log, log

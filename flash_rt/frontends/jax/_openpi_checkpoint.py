@@ -20,6 +20,7 @@ from flash_rt.configs import load_config
 from flash_rt.core.checkpoint import (
     NORM_STATS_FILE, CheckpointBundle, checkpoint_directory, resolve_tokenizer,
 )
+from flash_rt.core.files import regular_file
 from flash_rt.core.content_hash import directory_content_hash, directory_fingerprint
 from flash_rt.frontends.jax._openpi_weights import OpenpiParams, OpenpiWeights
 
@@ -42,9 +43,9 @@ def find_norm_stats(directory: Path, asset_id: Optional[str]) -> Path:
                                     "statistics (openpi saves them with the checkpoint)")
         asset_id = found[0]
     path = assets / asset_id / NORM_STATS_FILE
-    if not path.is_file():
+    if not (path.exists() or path.is_symlink()):
         raise FileNotFoundError(f"{path} not found; assets with norm stats: {found or 'none'}")
-    return path
+    return regular_file(path, "norm stats")  # a FIFO, directory or broken link: named
 
 
 class OpenpiBundle(CheckpointBundle):
