@@ -258,6 +258,66 @@ def test_signal_shutdown_within_2s_even_mid_inference(procs, tmp_path, sig):
     assert not leaked, f"shared-memory segments left behind: {sorted(leaked)}"
 
 
+def _assert_clean_exit(procs, node, took):
+    log = procs.log(node)
+    assert took < 2.0, f"node took {took:.2f} s to exit:\n{log}"
+    assert node.returncode == 0, log
+    for bad in ("Traceback", "KeyboardInterrupt", "terminate called", "fatal"):
+        assert bad not in log, log
+
+
+@pytest.mark.parametrize("delay_s", [5.0, 0.0], ids=["mid_inference", "idle"])
+def test_ctrl_c_under_launch_two_sigints_exit_cleanly(procs, tmp_path, delay_s):
+    """Ctrl-C in a terminal running ros2 launch: the node gets SIGINT from the terminal and
+    another forwarded by launch a few ms later. The second used to land in the clean-up
+    (joining the worker) as a KeyboardInterrupt traceback, or skip rclpy's shutdown and
+    abort at exit."""
+    pub, node = _busy_fake_node(procs, tmp_path, rate_hz=5.0, cam_rate=10, delay_s=delay_s)
+    time.sleep(2.5)  # with delay_s 5: a predict is running by now
+    t0 = time.monotonic()
+    os.killpg(node.pid, signal.SIGINT)
+    time.sleep(0.005)
+    os.killpg(node.pid, signal.SIGINT)
+    try:
+        node.wait(5)
+    finally:
+        took = time.monotonic() - t0
+    _assert_clean_exit(procs, node, took)
+
+
+def test_sigint_then_sigterm_exit_cleanly(procs, tmp_path):
+    """launch escalates to SIGTERM when a node is still there after SIGINT."""
+    pub, node = _busy_fake_node(procs, tmp_path, rate_hz=5.0, cam_rate=10, delay_s=5.0)
+    time.sleep(2.5)
+    t0 = time.monotonic()
+    os.killpg(node.pid, signal.SIGINT)
+    time.sleep(0.05)
+    os.killpg(node.pid, signal.SIGTERM)
+    try:
+        node.wait(5)
+    finally:
+        took = time.monotonic() - t0
+    _assert_clean_exit(procs, node, took)
+
+
+def test_signal_during_model_load_exits_cleanly(procs, tmp_path):
+    """A stop while the model loads (seconds to minutes on a GPU) does not wait for it."""
+    pf = write_params(tmp_path / "p.yaml")
+    node = procs.start("node", [FAKE_NODE] + node_args(pf), FAKE_LOAD_S=30.0)
+    end = time.monotonic() + START_TIMEOUT
+    while "[fake] loading" not in procs.log(node) and time.monotonic() < end:
+        time.sleep(0.1)
+    t0 = time.monotonic()
+    os.killpg(node.pid, signal.SIGINT)
+    time.sleep(0.005)
+    os.killpg(node.pid, signal.SIGINT)
+    try:
+        node.wait(5)
+    finally:
+        took = time.monotonic() - t0
+    _assert_clean_exit(procs, node, took)
+
+
 def test_chunk_finished_during_shutdown_is_not_an_inference_error(procs, tmp_path):
     # a predict that ends after SIGINT has shut the context down has nowhere to publish:
     # the node drops it quietly instead of logging "inference failed" (and failing to log
