@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from flash_rt_ros.malformed import brief
@@ -307,14 +307,30 @@ def read_params_file(path) -> dict:
     return values
 
 
+def with_resolved_topics(p: NodeParams, resolve) -> NodeParams:
+    """``p`` with its input topics as ``resolve`` (the node's ``resolve_topic_name``: its
+    namespace and remappings applied) names them: what the node subscribes to and what its
+    chunks record. The params files use relative names (``cam0/image_raw``), so a robot's
+    namespace moves all of its topics at once."""
+    return replace(p, camera_topics=tuple(resolve(t) for t in p.camera_topics),
+                   joint_state_topics=tuple(resolve(t) for t in p.joint_state_topics))
+
+
+def in_root_namespace(topic: str) -> str:
+    """How a node in the root namespace names ``topic`` (a relative name gets a leading
+    ``/``); the rosbag tools read recordings with this."""
+    return topic if topic.startswith("/") else "/" + topic
+
+
 def load_params_file(path, overrides: dict | None = None) -> NodeParams:
-    """The node's parameters from a ROS params file (plus ``overrides``), validated."""
+    """The node's parameters from a ROS params file (plus ``overrides``), validated, with
+    the input topics named as a node in the root namespace would resolve them."""
     values = read_params_file(path)
     if not values:
         raise InvalidParams([("--params-file", f"{path}: no ros__parameters for {NODE_NAME} "
                                                "(or /**)")])
     values.update(overrides or {})
     try:
-        return params_from_dict(values)
+        return with_resolved_topics(params_from_dict(values), in_root_namespace)
     except InvalidParams as exc:
         raise InvalidParams([(n, f"{why} (in {path})") for n, why in exc.errors]) from None

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flash_rt_ros.params import DEFAULTS, NODE_NAME, PARAM_NAMES
+from flash_rt_ros.params import DEFAULTS, PARAM_NAMES
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCHES = sorted((REPO / "launch").glob("*.launch.py"))
@@ -33,8 +33,11 @@ def test_launch_names_an_existing_params_file(launch):
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
 def test_params_file_keys_are_declared_with_matching_types(config):
     doc = yaml.safe_load(config.read_text())
-    assert list(doc) == [NODE_NAME]
-    params = doc[NODE_NAME]["ros__parameters"]
+    # "/**": the file applies under any namespace. Keyed "flash_rt_policy:" it matched only
+    # /flash_rt_policy, and with namespace:=arm the node ignored it all and exited with
+    # "fatal: joint_names: is required".
+    assert list(doc) == ["/**"], f"{config.name}: key the parameters '/**:', not {list(doc)}"
+    params = doc["/**"]["ros__parameters"]
     unknown = set(params) - set(PARAM_NAMES)
     assert not unknown, f"{config.name}: keys the node does not declare: {sorted(unknown)}"
     for key, value in params.items():
@@ -43,6 +46,9 @@ def test_params_file_keys_are_declared_with_matching_types(config):
         assert isinstance(value, want), f"{config.name}: {key}={value!r} is not {want}"
         if isinstance(default, tuple):
             assert value and all(isinstance(v, str) for v in value), key
+    for topic in params.get("camera_topics", []) + params.get("joint_state_topics", []):
+        assert not topic.startswith("/"), (
+            f"{config.name}: {topic} is absolute; a relative name follows the namespace")
 
 
 def test_launch_helper_overrides_only_declared_params():
