@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from fake_policy import fake_actions  # noqa: E402
 from helpers import (actions_of, assert_publishing_stops, node_args,  # noqa: E402
                      regenerate_images, write_params)
+from flash_rt_ros.messages import stamp_ns  # noqa: E402
 
 FAKE_NODE = "test/ros/run_fake_node.py"
 PUB = ["-m", "flash_rt_ros.synthetic"]
@@ -51,6 +52,15 @@ def test_chunks_reproduce_exactly_from_recorded_inputs(procs, listener, tmp_path
                                          key=lambda t: (t.sec, t.nanosec))
     traj = listener.trajs[0][1]
     assert len(traj.points) == chunk.horizon and list(traj.joint_names) == list(chunk.joint_names)
+    # trajectory_stamp "observation": stamped with its chunk's observation time, point t due
+    # (t + 1) control periods after it, so the controller skips what inference took
+    first = _chunks(listener)[0]
+    assert traj.header.stamp == first.header.stamp
+    period = stamp_ns(first.control_period)
+    assert [stamp_ns(pt.time_from_start) for pt in traj.points] == [
+        (t + 1) * period for t in range(first.horizon)]
+    np.testing.assert_allclose([pt.positions for pt in traj.points], actions_of(first),
+                               rtol=0, atol=1e-6)  # blend_steps 0: the chunk itself
     assert node.poll() is None
 
 
