@@ -50,7 +50,7 @@ from flash_rt_ros.inputs import (InputClock, joint_sources, malformed_key, write
 from flash_rt_ros.malformed import MalformedFrame, brief
 from flash_rt_ros.memory import start_trimming
 from flash_rt_ros.params import (DEFAULTS, NODE_NAME, PARAM_NAMES, NodeParams,
-                                 params_from_dict, transports)
+                                 params_from_dict, transports, with_resolved_topics)
 from flash_rt_ros.startup import fatal_lines, preflight
 from flash_rt.core.latency import LatencyTracker
 from flash_rt_ros.shutdown import STOP_SIGNALS, StopSignals, busy_threads, is_normal_stop
@@ -218,7 +218,7 @@ class PolicyNodeLogic:
             values[name] = self.declare_parameter(name, declared, _ANY_TYPE).value
         overrides = getattr(self, "_parameter_overrides", {}) or {}
         values.update({n: v.value for n, v in overrides.items() if not self.has_parameter(n)})
-        return params_from_dict(values)
+        return with_resolved_topics(params_from_dict(values), self.resolve_topic_name)
 
     def _prompt_error(self, prompt) -> str:
         if not isinstance(prompt, str):
