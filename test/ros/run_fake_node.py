@@ -51,8 +51,8 @@ if __name__ == "__main__":
     if "FAKE_STOP_RACE_S" in os.environ:
         from rclpy.executors import MultiThreadedExecutor
         MultiThreadedExecutor.spin = spin_into_shutdown
-    node_class = None
+    kwargs = {}
     if os.environ.get("FAKE_MANAGED"):
-        from flash_rt_ros.managed_node import ManagedPolicyNode as node_class
-    kwargs = {"node_class": node_class} if node_class else {}
+        from flash_rt_ros.managed_node import node_class
+        kwargs["node_class"] = node_class(sys.argv)  # --autostart as the real executable
     sys.exit(main(policy_factory=factory, **kwargs))

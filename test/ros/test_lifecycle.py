@@ -122,3 +122,21 @@ def test_failed_configure_stays_unconfigured(procs, listener, tmp_path):
     assert lc.state() == "unconfigured" and node.poll() is None
     log = procs.log(node)
     assert "configure failed:" in log and "/nonexistent" in log and "Traceback" not in log, log
+
+
+def test_autostart_configures_and_activates(procs, listener, tmp_path):
+    """What the launch files start with managed:=true (autostart:=true by default)."""
+    pf = write_params(tmp_path / "p.yaml", rate_hz=5.0)
+    procs.start("pub", PUB)
+    procs.start("node", [FAKE_NODE, "--autostart"] + node_args(pf), FAKE_MANAGED=1)
+    listener.wait_for(lambda l: len(l.chunks) >= 2, 30, "chunks without any transition call")
+    assert Lifecycle(listener.node).state() == "active"
+
+
+def test_autostart_configure_failure_is_fatal(procs, tmp_path):
+    pf = write_params(tmp_path / "p.yaml")
+    node = procs.start("node", ["-m", "flash_rt_ros.managed_node", "--autostart"] + node_args(
+        pf, "-p", "checkpoint_dir:=/nonexistent", "-p", "hardware:=cpu"))
+    assert node.wait(60) == 1
+    log = procs.log(node)
+    assert "fatal:" in log and "/nonexistent" in log and "Traceback" not in log, log
