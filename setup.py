@@ -121,6 +121,7 @@ setup(
     entry_points={"console_scripts": [
         "flash-rt-make-checkpoint = flash_rt.tools.make_checkpoint:main",
         "flash_rt_policy_node = flash_rt_ros.policy_node:main",
+        "flash_rt_policy_managed_node = flash_rt_ros.managed_node:main",
         "flash_rt_synthetic_publisher = flash_rt_ros.synthetic:main",
         "flash-rt-ros-demo = flash_rt_ros.demo:main",
         "flash_rt_bag = flash_rt_ros.bag.__main__:main",

@@ -4,10 +4,13 @@ Runs the synthetic publisher (N cameras, WxH, rgb8) and the policy node as separ
 processes over real DDS, collects chunks, and reports p50/p99 of
   overhead      = node_latency_ms - inference_latency_ms   (measured by the node at publish)
   delivered     = (receipt here - header.stamp) - inference_latency_ms  (adds chunk delivery)
+  stamp_to_chunk = receipt here - header.stamp   (camera stamp to chunk, inference included)
 for each (camera rate, trigger) combination. header.stamp is the newest input stamp.
+``--encoding jpeg`` publishes CompressedImage (the node decodes JPEG) instead of raw rgb8.
 
     python bench/node_overhead.py --hardware cpu            # tiny checkpoint generated
-    python bench/node_overhead.py --checkpoint DIR --hardware hopper --chunks 200
+    python bench/node_overhead.py --checkpoint DIR --hardware hopper --params pi05_hopper.yaml \
+        --rates 30 --encoding jpeg --chunks 200
     python bench/node_overhead.py --checkpoint GROOT_DIR --params groot_cpu.yaml --cameras 2 \
         --rates 0.2 --triggers timer --chunks 3 --skip 0 --timeout 900   # full-size GR00T
 """
@@ -34,9 +37,10 @@ def run_case(args, ckpt, fps: float, trigger: str, domain: int) -> dict:
 
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     started = time.monotonic()
-    kids = [start(publisher_cmd(args.cameras, args.width, args.height, fps), env=env,
-                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-            start(node_cmd(find_config(args.params), ckpt, camera_topics(args.cameras),
+    kids = [start(publisher_cmd(args.cameras, args.width, args.height, fps, args.encoding),
+                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+            start(node_cmd(find_config(args.params), ckpt,
+                           camera_topics(args.cameras, args.encoding),
                            hardware=args.hardware, trigger=trigger, rate_hz=float(fps),
                            max_observation_age_s=2.0) + ["--log-level", "warn"], env=env)]
     ctx = rclpy.Context()
@@ -51,7 +55,8 @@ def run_case(args, ckpt, fps: float, trigger: str, domain: int) -> dict:
         first.append(first[0] if first else time.monotonic() - started)
         stamp = m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec
         rows.append((m.node_latency_ms - m.inference_latency_ms,
-                     (recv_ns - stamp) / 1e6 - m.inference_latency_ms, m.inference_latency_ms))
+                     (recv_ns - stamp) / 1e6 - m.inference_latency_ms, m.inference_latency_ms,
+                     (recv_ns - stamp) / 1e6))
 
     node.create_subscription(ActionChunk, "/flash_rt_policy/action_chunk", on_chunk, 50)
     from rclpy.executors import SingleThreadedExecutor
@@ -68,12 +73,13 @@ def run_case(args, ckpt, fps: float, trigger: str, domain: int) -> dict:
         ex.shutdown()
         node.destroy_node()
         rclpy.try_shutdown(context=ctx)
-    data = np.array(rows[args.skip:]) if len(rows) > args.skip else np.zeros((0, 3))
+    data = np.array(rows[args.skip:]) if len(rows) > args.skip else np.zeros((0, 4))
     pct = (lambda c: [round(float(v), 3) for v in np.percentile(data[:, c], [50, 99])]
            if len(data) else [None, None])
-    return {"camera_hz": fps, "trigger": trigger, "chunks": int(len(data)),
+    return {"camera_hz": fps, "trigger": trigger, "encoding": args.encoding,
+            "chunks": int(len(data)),
             "overhead_ms_p50_p99": pct(0), "delivered_overhead_ms_p50_p99": pct(1),
-            "inference_ms_p50_p99": pct(2),
+            "inference_ms_p50_p99": pct(2), "stamp_to_chunk_ms_p50_p99": pct(3),
             "first_chunk_s": round(first[0], 1) if first else None,
             "node_peak_rss_gib": node_rss_gib}
 
@@ -98,6 +104,8 @@ def main() -> int:
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=480)
     ap.add_argument("--rates", type=float, nargs="*", default=[10.0, 30.0])
+    ap.add_argument("--encoding", default="rgb8", choices=["rgb8", "jpeg"],
+                    help="camera frames: raw rgb8 Image or JPEG CompressedImage")
     ap.add_argument("--triggers", nargs="*", default=["camera", "timer"])
     ap.add_argument("--chunks", type=int, default=30)
     ap.add_argument("--skip", type=int, default=3, help="first chunks ignored (warm-up)")
@@ -116,6 +124,7 @@ def main() -> int:
                 print(json.dumps(case), flush=True)
                 cases.append(case)
     report = {"hardware": args.hardware, "params": args.params, "cameras": args.cameras,
+              "encoding": args.encoding,
               "size": f"{args.width}x{args.height}", "cases": cases}
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1))

@@ -131,12 +131,19 @@ class ChunkMaker:
             return stamp_seed(self.p.seed, obs.stamp_ns)
         return (self.p.seed + self.sequence) % (MAX_SEED + 1)  # stays a valid seed forever
 
+    def inputs(self, obs, prompt: str) -> dict:
+        """The ``predict`` keyword arguments for ``obs``: views padded with None, the seed
+        of the next chunk (the images are views of held slots: valid until released)."""
+        images = list(obs.images) + [None] * (self.num_views - len(obs.images))
+        return {"images": images, "state": obs.state, "prompt": prompt,
+                "seed": self.seed_for(obs)}
+
     def make(self, obs, prompt: str) -> ChunkRecord:
         """Predict on ``obs`` (its images are views of held slots: valid for this call)."""
-        seed = self.seed_for(obs)
-        images = list(obs.images) + [None] * (self.num_views - len(obs.images))
+        inputs = self.inputs(obs, prompt)
+        seed = inputs["seed"]
         t0 = time.perf_counter()
-        result = self.policy.predict(images=images, state=obs.state, prompt=prompt, seed=seed)
+        result = self.policy.predict(**inputs)
         wall_ms = (time.perf_counter() - t0) * 1e3
         actions = result.actions
         if actions.ndim != 2 or actions.shape[1] != len(self.p.joint_names):

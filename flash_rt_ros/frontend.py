@@ -7,6 +7,9 @@ the cpu reference and the GPU frontends, and lets tests inject a stand-in.
 """
 from __future__ import annotations
 
+import gc
+import sys
+
 import numpy as np
 
 from flash_rt_ros.params import NodeParams
@@ -33,8 +36,19 @@ def warm_up(policy, num_views: int, state_dims: int, prompt: str, seed: int) -> 
     """One predict on blank inputs before the first tick.
 
     The first calls into a freshly loaded model are much slower (allocator, kernel
-    selection); paying that at start-up keeps the first real chunk within budget.
+    selection); paying that at start-up keeps the first real chunk within budget. Only for
+    a policy that cannot calibrate on this call (``calibration.may_warm_up``): an FP8 fast
+    path without scales would take them from these blank frames.
     """
     blank = np.zeros((224, 224, 3), dtype=np.uint8)
     policy.predict(images=[blank] * num_views, state=np.zeros(state_dims, dtype=np.float32),
                    prompt=prompt, seed=seed)
+
+
+def release_memory() -> None:
+    """Return what a dropped policy held: Python objects now, and the CUDA caching
+    allocator's blocks (the GPU memory another process could use) when CUDA was used."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()

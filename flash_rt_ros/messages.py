@@ -10,6 +10,7 @@ from std_msgs.msg import Header
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from flash_rt_ros.chunks import NS, ChunkRecord, MessageTypes, stamp_ns, to_message
+from flash_rt_ros.execution import Trajectory
 from flash_rt_ros_msgs.msg import ActionChunk
 
 __all__ = ["NS", "stamp_ns", "to_time", "to_duration", "floats", "action_chunk",
@@ -40,24 +41,21 @@ def action_chunk(rec: ChunkRecord) -> ActionChunk:
     return to_message(rec, RCLPY_TYPES)
 
 
-def joint_trajectory(actions: np.ndarray, joint_names, control_period_ns: int,
-                     frame_id: str) -> JointTrajectory:
-    """Actions as joint position targets for ros2_control's joint_trajectory_controller.
-
-    header.stamp stays zero ("start on receipt"); point t is due (t + 1) control periods
-    later, so the first target is one period ahead rather than an instant jump.
-    """
-    traj = JointTrajectory()
-    traj.header.frame_id = frame_id
-    traj.joint_names = list(joint_names)
+def joint_trajectory(traj: Trajectory, joint_names, frame_id: str) -> JointTrajectory:
+    """A planned trajectory (``execution.py``: stamp, point times, blended positions) as
+    ros2_control's joint_trajectory_controller takes it."""
+    msg = JointTrajectory()
+    msg.header.stamp = to_time(traj.stamp_ns)
+    msg.header.frame_id = frame_id
+    msg.joint_names = list(joint_names)
     pts = []
-    for t in range(actions.shape[0]):
+    for t in range(traj.positions.shape[0]):
         pt = JointTrajectoryPoint()
-        pt.positions = actions[t].astype(np.float64).tolist()
-        pt.time_from_start = to_duration((t + 1) * control_period_ns)
+        pt.positions = traj.positions[t].tolist()
+        pt.time_from_start = to_duration(int(traj.times_ns[t]))
         pts.append(pt)
-    traj.points = pts
-    return traj
+    msg.points = pts
+    return msg
 
 
 def diagnostics(now_ns: int, name: str, hardware_id: str, level: int, message: str,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from flash_rt_ros.malformed import brief
@@ -51,6 +51,8 @@ class NodeParams:
     max_observation_age_s: float = 0.5  # older inputs block the tick and drop the chunk
     future_stamp_tolerance_s: float = 0.05  # inputs stamped further ahead are refused
     control_period_s: float = 0.02  # time between consecutive actions of a chunk
+    # FP8 fast paths: real observations their activation scales are calibrated on
+    calibration_frames: int = 5
     # Limits on what a message may make the node do (memory, time, log size).
     max_image_pixels: int = 3840 * 2160  # per frame, checked from the header before decoding
     max_abs_joint_value: float = 1.0e6  # |state value| above this blocks publishing
@@ -59,6 +61,8 @@ class NodeParams:
     frame_id: str = "base_link"
     action_chunk_topic: str = "~/action_chunk"
     trajectory_topic: str = "~/joint_trajectory"  # "" disables the JointTrajectory output
+    trajectory_stamp: str = "observation"  # header.stamp: "observation" time | "receipt" (0)
+    blend_steps: int = 0  # cross-fade from the previous trajectory over this many points
     prompt_topic: str = "~/prompt"  # std_msgs/String; "" disables
     diagnostics_topic: str = "/diagnostics"
     diagnostics_period_s: float = 1.0
@@ -75,6 +79,7 @@ STAMP_SOURCES = ("header", "receipt")
 SEED_MODES = ("sequence", "stamp")
 TRIGGERS = ("timer", "camera")
 QOS_PROFILES = ("sensor_data", "reliable")
+TRAJECTORY_STAMPS = ("observation", "receipt")
 MAX_SEED = 2**63 - 1  # the largest int64 ROS parameter; seeds wrap modulo MAX_SEED + 1
 
 
@@ -100,6 +105,8 @@ BOUNDS = {
     "max_observation_age_s": Bound(0.001, 60.0, "s"),
     "future_stamp_tolerance_s": Bound(0.0, 1.0, "s"),
     "control_period_s": Bound(0.0001, 10.0, "s"),
+    "calibration_frames": Bound(1, 1000, "observations"),
+    "blend_steps": Bound(1, 1000, "points", zero_means="no blending"),
     "max_image_pixels": Bound(1, 7680 * 4320, "pixels"),
     "max_abs_joint_value": Bound(1e-3, 1e9),
     "max_prompt_chars": Bound(1, 100_000, "characters"),
@@ -159,7 +166,7 @@ def validation_errors(p: NodeParams) -> list[tuple[str, str]]:
     errors = [(n, why) for n in BOUNDS if (why := _bound_error(n, getattr(p, n)))]
     for name, choices in (("state_source", STATE_SOURCES), ("stamp_source", STAMP_SOURCES),
                           ("seed_mode", SEED_MODES), ("trigger", TRIGGERS),
-                          ("qos", QOS_PROFILES)):
+                          ("qos", QOS_PROFILES), ("trajectory_stamp", TRAJECTORY_STAMPS)):
         if why := _choice_error(getattr(p, name), choices):
             errors.append((name, why))
     if not p.camera_topics or not all(p.camera_topics):
@@ -300,14 +307,30 @@ def read_params_file(path) -> dict:
     return values
 
 
+def with_resolved_topics(p: NodeParams, resolve) -> NodeParams:
+    """``p`` with its input topics as ``resolve`` (the node's ``resolve_topic_name``: its
+    namespace and remappings applied) names them: what the node subscribes to and what its
+    chunks record. The params files use relative names (``cam0/image_raw``), so a robot's
+    namespace moves all of its topics at once."""
+    return replace(p, camera_topics=tuple(resolve(t) for t in p.camera_topics),
+                   joint_state_topics=tuple(resolve(t) for t in p.joint_state_topics))
+
+
+def in_root_namespace(topic: str) -> str:
+    """How a node in the root namespace names ``topic`` (a relative name gets a leading
+    ``/``); the rosbag tools read recordings with this."""
+    return topic if topic.startswith("/") else "/" + topic
+
+
 def load_params_file(path, overrides: dict | None = None) -> NodeParams:
-    """The node's parameters from a ROS params file (plus ``overrides``), validated."""
+    """The node's parameters from a ROS params file (plus ``overrides``), validated, with
+    the input topics named as a node in the root namespace would resolve them."""
     values = read_params_file(path)
     if not values:
         raise InvalidParams([("--params-file", f"{path}: no ros__parameters for {NODE_NAME} "
                                                "(or /**)")])
     values.update(overrides or {})
     try:
-        return params_from_dict(values)
+        return with_resolved_topics(params_from_dict(values), in_root_namespace)
     except InvalidParams as exc:
         raise InvalidParams([(n, f"{why} (in {path})") for n, why in exc.errors]) from None

@@ -5,7 +5,13 @@ camera and one for all joint-state topics, so inputs decode in parallel but each
 a single writer) and a cheap tick; inference runs on a dedicated worker thread. A tick
 that finds the worker still busy is skipped and counted as an overrun rather than queued,
 so a chunk is always computed from the newest observation and the subscriptions never
-wait for the model.
+wait for the model (``worker.py``).
+
+The plain node configures (loads the model, subscribes) and activates itself at start-up;
+the managed one (``managed_node.py``) does the same steps on lifecycle transitions. The FP8
+fast paths calibrate on the first real observations (``calibration.py``), and each chunk
+is published as an ``ActionChunk`` and a stamped, optionally blended ``JointTrajectory``
+(``execution.py``).
 
 Run: ``python -m flash_rt_ros.policy_node --ros-args --params-file config/pi05_cpu.yaml``
 """
@@ -15,6 +21,7 @@ import copy
 import os
 import sys
 import threading
+import time
 
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
@@ -22,27 +29,34 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.publisher import Publisher
+from rclpy.subscription import Subscription
+from rclpy.timer import Timer
 from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
+from std_srvs.srv import Trigger
 from diagnostic_msgs.msg import DiagnosticArray
 from trajectory_msgs.msg import JointTrajectory
 
 from flash_rt_ros import messages
 from flash_rt_ros.assembly import NotReady, ObservationAssembler
+from flash_rt_ros.calibration import CAPTURING, COLLECTING, Calibration, may_warm_up
 from flash_rt_ros.chunks import ChunkMaker
-from flash_rt_ros.frontend import hardware_name, load_policy, warm_up
+from flash_rt_ros.execution import TrajectoryPlanner
+from flash_rt_ros.frontend import hardware_name, load_policy, release_memory, warm_up
 from flash_rt_ros.inputs import (InputClock, joint_sources, malformed_key, write_camera,
                                  write_joint_state)
 from flash_rt_ros.malformed import MalformedFrame, brief
 from flash_rt_ros.memory import start_trimming
 from flash_rt_ros.params import (DEFAULTS, NODE_NAME, PARAM_NAMES, NodeParams,
-                                 params_from_dict, transports)
+                                 params_from_dict, transports, with_resolved_topics)
 from flash_rt_ros.startup import fatal_lines, preflight
 from flash_rt.core.latency import LatencyTracker
-from flash_rt_ros.shutdown import STOP_SIGNALS, is_normal_stop
+from flash_rt_ros.shutdown import STOP_SIGNALS, StopSignals, busy_threads, is_normal_stop
 from flash_rt_ros.stats import Counters, OncePerCause, RateMeter
 from flash_rt_ros.tick import Ticker, timer_period_s
+from flash_rt_ros.worker import InferenceWorker
 from flash_rt_ros_msgs.msg import ActionChunk
 
 RUNTIME_PARAMS = {"prompt"}  # every other parameter is fixed at start-up
@@ -54,12 +68,20 @@ DIAG_WINDOW = 1000  # latency samples behind the diagnostics' p50/p99
 _ANY_TYPE = ParameterDescriptor(dynamic_typing=True)
 
 
-class PolicyNode(Node):
-    """Assembles observations, runs the policy on a worker thread, publishes chunks."""
+class PolicyNodeLogic:
+    """What the plain node (:class:`PolicyNode`) and the managed one
+    (``managed_node.ManagedPolicyNode``) share, mixed into an rclpy ``Node``.
 
-    def __init__(self, policy_factory=load_policy, **kwargs):
-        super().__init__(NODE_NAME, **kwargs)
+    Phases: :meth:`_setup` at construction (parameters, diagnostics, the recalibrate
+    service: nothing heavy), :meth:`_configure` (load the model, warm up where that cannot
+    calibrate, subscriptions, publishers, the tick, the worker), :meth:`_activate` /
+    :meth:`_deactivate` (publish chunks or hold), :meth:`_cleanup` (release all of it, the
+    model and its GPU memory included). The plain node runs the first three at start-up.
+    """
+
+    def _setup(self, policy_factory) -> None:
         self.p = p = self._read_params()
+        self._policy_factory = policy_factory
         self.num_cams = len(p.camera_topics)
         self.num_views = p.num_views or self.num_cams
         self.joint_names = list(p.joint_names)
@@ -73,22 +95,47 @@ class PolicyNode(Node):
         self._prev_chunks = 0
         self._prompt = p.prompt
         self._input_clock = InputClock(p)
+        self._active = False
+        self.policy = self.calibration = self.asm = self.worker = None
+        self.hardware, self.checkpoint_id = p.hardware, ""
+        self._entities: list = []  # subscriptions, publishers, timers of the configured node
+        self.chunk_pub = self.traj_pub = None
+        self.add_on_set_parameters_callback(self._on_set_params)
 
-        self.policy = policy_factory(p, self.num_views, len(self.joint_names))
+        out_qos = self._out_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                                             history=HistoryPolicy.KEEP_LAST)
+        # Diagnostics and the recalibrate service exist in every state: a held node says why.
+        self.diag_pub = self.create_publisher(DiagnosticArray, p.diagnostics_topic, out_qos)
+        self._control = MutuallyExclusiveCallbackGroup()
+        self.create_timer(p.diagnostics_period_s, self._publish_diagnostics,
+                          callback_group=self._control)
+        self.create_service(Trigger, "~/recalibrate", self._on_recalibrate,
+                            callback_group=MutuallyExclusiveCallbackGroup())
+
+    def _configure(self) -> None:
+        """Load the model and start taking inputs (chunks are published once active)."""
+        p = self.p
+        self.policy = self._policy_factory(p, self.num_views, len(self.joint_names))
         self.hardware = hardware_name(self.policy, p.hardware)
         self.checkpoint_id = str(getattr(self.policy, "checkpoint_id", "") or "")
-        warm_up(self.policy, self.num_views, len(self.joint_names), p.prompt, p.seed)
+        self.calibration = Calibration(self.policy, p.calibration_frames)
+        if may_warm_up(self.policy):
+            warm_up(self.policy, self.num_views, len(self.joint_names), p.prompt, p.seed)
+        else:
+            self.get_logger().info(
+                f"no warm-up on blank frames: the FP8 scales are calibrated on the first "
+                f"{p.calibration_frames} real observations (nothing is published before)")
         self.asm = ObservationAssembler.for_params(p)
         self.ticker = Ticker(self.asm, p, self.counters, on_skip=self._log_skip)
         self.maker = ChunkMaker(self.policy, p, self.num_views, self.hardware,
                                 self.checkpoint_id)
+        self.planner = TrajectoryPlanner(p.trajectory_stamp, p.blend_steps)
 
-        out_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
-                             history=HistoryPolicy.KEEP_LAST)
+        out_qos = self._out_qos
         self.chunk_pub = self.create_publisher(ActionChunk, p.action_chunk_topic, out_qos)
         self.traj_pub = (self.create_publisher(JointTrajectory, p.trajectory_topic, out_qos)
                          if p.trajectory_topic else None)
-        self.diag_pub = self.create_publisher(DiagnosticArray, p.diagnostics_topic, out_qos)
+        ents = [self.chunk_pub] + ([self.traj_pub] if self.traj_pub else [])
 
         in_qos = qos_profile_sensor_data if p.qos == "sensor_data" else out_qos
         cam_qos = in_qos
@@ -99,37 +146,26 @@ class PolicyNode(Node):
             # and "reliable" keeps it for every input: each message is handled, in order.
             cam_qos = copy.copy(in_qos)
             cam_qos.depth = SENSOR_CAMERA_DEPTH
-        self._subs = []
         for i, (topic, kind) in enumerate(zip(p.camera_topics, transports(p))):
             msg_type = CompressedImage if kind == "compressed" else Image
-            self._subs.append(self.create_subscription(
+            ents.append(self.create_subscription(
                 msg_type, topic, self._camera_cb(i, kind), cam_qos,
                 callback_group=MutuallyExclusiveCallbackGroup()))
         if p.state_source != "none":
             joints_group = MutuallyExclusiveCallbackGroup()  # one writer for the state vector
             for topic, source in zip(p.joint_state_topics, joint_sources(p)):
-                self._subs.append(self.create_subscription(
+                ents.append(self.create_subscription(
                     JointState, topic, self._joint_state_cb(source), in_qos,
                     callback_group=joints_group))
         if p.prompt_topic:
-            self._subs.append(self.create_subscription(
+            ents.append(self.create_subscription(
                 String, p.prompt_topic, self._on_prompt, out_qos,
                 callback_group=MutuallyExclusiveCallbackGroup()))
-        self.add_on_set_parameters_callback(self._on_set_params)
-
-        control = MutuallyExclusiveCallbackGroup()
         if p.trigger == "timer":
-            self.create_timer(timer_period_s(p.rate_hz), self._tick, callback_group=control)
-        self.create_timer(p.diagnostics_period_s, self._publish_diagnostics,
-                          callback_group=control)
-
-        self._idle = threading.Event()
-        self._idle.set()
-        self._wake = threading.Event()
-        self._stop = False
-        self._job = None
-        self._worker = threading.Thread(target=self._work, name="flash_rt_infer", daemon=True)
-        self._worker.start()
+            ents.append(self.create_timer(timer_period_s(p.rate_hz), self._tick,
+                                          callback_group=self._control))
+        self._entities = ents
+        self.worker = InferenceWorker(self._infer_and_publish, self._release)
         self._trim_stop = threading.Event()
         start_trimming(self._trim_stop)
         self.get_logger().info(
@@ -137,7 +173,37 @@ class PolicyNode(Node):
             f"views={self.num_views} joints={len(self.joint_names)} trigger={p.trigger} "
             f"rate={p.rate_hz} Hz max_age={p.max_observation_age_s} s "
             f"stamps={p.stamp_source} seeds={p.seed_mode} "
+            f"calibration={self.calibration.state} ({self.calibration.source}) "
             f"checkpoint={self.checkpoint_id or '-'}")
+
+    def _activate(self) -> None:
+        self.planner.forget()  # the arm may have moved while held: no blend across that
+        self._active = True
+        self.get_logger().info("active: publishing chunks")
+
+    def _deactivate(self) -> None:
+        self._active = False
+        self.get_logger().info("inactive: holding, no chunks are published")
+
+    def _cleanup(self) -> None:
+        """Undo :meth:`_configure`: stop the worker, drop inputs and outputs, release the
+        model (and the GPU memory it held)."""
+        self._active = False
+        if self.worker is not None:
+            self.worker.stop()
+            self._trim_stop.set()
+        for ent in self._entities:
+            if isinstance(ent, Subscription):
+                self.destroy_subscription(ent)
+            elif isinstance(ent, Publisher):
+                self.destroy_publisher(ent)
+            elif isinstance(ent, Timer):
+                self.destroy_timer(ent)
+        self._entities = []
+        self.chunk_pub = self.traj_pub = None
+        self.worker = self.asm = self.ticker = self.maker = self.planner = None
+        self.policy = self.calibration = None
+        release_memory()
 
     # ------------------------------------------------------------ parameters
     def _read_params(self) -> NodeParams:
@@ -152,7 +218,7 @@ class PolicyNode(Node):
             values[name] = self.declare_parameter(name, declared, _ANY_TYPE).value
         overrides = getattr(self, "_parameter_overrides", {}) or {}
         values.update({n: v.value for n, v in overrides.items() if not self.has_parameter(n)})
-        return params_from_dict(values)
+        return with_resolved_topics(params_from_dict(values), self.resolve_topic_name)
 
     def _prompt_error(self, prompt) -> str:
         if not isinstance(prompt, str):
@@ -227,54 +293,76 @@ class PolicyNode(Node):
 
     # ------------------------------------------------------------ inference
     def _tick(self) -> None:
-        obs = self.ticker.tick(self.get_clock().now().nanoseconds, busy=not self._idle.is_set())
+        worker = self.worker
+        if worker is None or not (self._active or self._preparing()):
+            return  # held: no observation is taken (calibration and capture excepted)
+        obs = self.ticker.tick(self.get_clock().now().nanoseconds, busy=worker.busy)
         if obs is None:
             return
-        self._job = (obs, self._prompt)
-        self._idle.clear()
-        self._wake.set()
+        worker.submit((obs, self._prompt))
+
+    def _preparing(self) -> bool:
+        """Calibration or graph capture still wants observations (in any state)."""
+        cal = self.calibration
+        return cal is not None and cal.state in (COLLECTING, CAPTURING)
 
     def _log_skip(self, key: str, exc: NotReady) -> None:
         if self._log_gate.should_log(key):
             self.get_logger().warning(f"no chunk: {exc}")
 
-    def _work(self) -> None:
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            if self._stop:
-                return
-            obs, prompt = self._job
-            self._job = None
-            try:
-                self._infer_and_publish(obs, prompt)
-            except Exception as exc:  # noqa: BLE001 - log, count, keep serving
-                if self._stop or is_normal_stop(exc, self.context):
-                    # SIGINT shut the context down while this chunk was computed: it has
-                    # nowhere to go, and that is a normal stop, not an inference failure
-                    return
-                key = f"errors/inference_{type(exc).__name__}"
-                self.counters.inc(key)
-                if self._log_gate.should_log(key):
-                    self.get_logger().error(f"inference failed: {exc!r}")
-            finally:
-                self.asm.release(obs)
-                self._idle.set()
+    def _release(self, job) -> None:
+        asm = self.asm  # None once cleaned up: the slots went with it
+        if asm is not None:
+            asm.release(job[0])
 
-    def _infer_and_publish(self, obs, prompt: str) -> None:
+    def _infer_and_publish(self, job) -> None:
+        try:
+            self._serve(*job)
+        except Exception as exc:  # noqa: BLE001 - log, count, keep serving
+            if self.worker.stopping or is_normal_stop(exc, self.context):
+                # SIGINT shut the context down while this chunk was computed: it has
+                # nowhere to go, and that is a normal stop, not an inference failure
+                return
+            key = f"errors/inference_{type(exc).__name__}"
+            self.counters.inc(key)
+            if self._log_gate.should_log(key):
+                self.get_logger().error(f"inference failed: {exc!r}")
+
+    def _serve(self, obs, prompt: str) -> None:
+        """One observation: calibration, capture, or a published chunk."""
+        cal = self.calibration
+        cal.start_requested()
+        if cal.collecting:
+            had_scales = cal.has_scales  # recalibrating: chunks go on with the old scales
+            if cal.add(self.maker.inputs(obs, prompt), obs.stamp_ns):
+                report = cal.run()
+                self.get_logger().info(
+                    f"calibrated the FP8 scales on {self.p.calibration_frames} observations "
+                    f"(newest stamp {cal.newest_stamp_ns} ns): {report}")
+            if not had_scales:
+                return  # nothing is published from, or before, the first calibration
+        elif cal.state == CAPTURING:
+            self.policy.predict(**self.maker.inputs(obs, prompt))  # not published: late
+            cal.captured()
+            return
+        if not self._active:
+            return
         rec = self.maker.make(obs, prompt)
-        msg = messages.action_chunk(rec)
-        traj = (None if self.traj_pub is None else messages.joint_trajectory(
-            rec.actions, self.joint_names, rec.control_period_ns, self.p.frame_id))
         now = self.get_clock().now().nanoseconds  # the freshness rule once more, last thing
         if why := self.ticker.publishable(obs, now):
             self._log_drop(why, (now - obs.oldest_stamp_ns) / 1e6)
             return
+        if not self._active:  # deactivated during predict
+            self.counters.inc("dropped_chunks/inactive")
+            return
+        msg = messages.action_chunk(rec)
         node_ms = (now - obs.stamp_ns) / 1e6
         msg.node_latency_ms = node_ms
         self.chunk_pub.publish(msg)
-        if traj is not None:
-            self.traj_pub.publish(traj)
+        if self.traj_pub is not None:
+            traj = self.planner.plan(rec.actions, rec.control_period_ns, obs.stamp_ns, now)
+            self.traj_pub.publish(messages.joint_trajectory(traj, self.joint_names,
+                                                            self.p.frame_id))
         self.counters.inc("chunks")
         self.chunk_rate.tick()
         self.infer_ms.add(rec.inference_latency_ms)
@@ -288,12 +376,34 @@ class PolicyNode(Node):
                 f"chunk dropped, not published ({why}): its stalest input was {age_ms:.0f} ms "
                 f"old at publication (max_observation_age_s {self.p.max_observation_age_s})")
 
+    def _on_recalibrate(self, request, response):
+        cal = self.calibration
+        if cal is None:
+            response.success, response.message = False, "not configured: no model loaded"
+        else:
+            response.success, response.message = cal.request()
+        self.get_logger().info(f"recalibrate requested: {response.message}")
+        return response
+
     # ------------------------------------------------------------ diagnostics
+    def _held(self) -> str:
+        """Why no chunk can be published now, by design ("" when serving)."""
+        if self.policy is None:
+            return "unconfigured: no model loaded"
+        if not self._active:
+            return "inactive: holding, no chunks are published"
+        cal = self.calibration
+        if not cal.has_scales:
+            return f"calibrating: {cal.values()['calibration_frames']} observations"
+        return ""
+
     def _publish_diagnostics(self) -> None:
         c = self.counters.snapshot()
         infer, overhead = self.infer_ms.stats(), self.overhead_ms.stats()
         age = self.chunk_age_ms.stats()
-        values = {"chunk_rate_hz": self.chunk_rate.rate(), "target_rate_hz": self.p.rate_hz,
+        values = {"state": "active" if self._active else
+                  ("inactive" if self.policy is not None else "unconfigured"),
+                  "chunk_rate_hz": self.chunk_rate.rate(), "target_rate_hz": self.p.rate_hz,
                   "inference_ms_p50": infer["p50"], "inference_ms_p99": infer["p99"],
                   "node_overhead_ms_p50": overhead["p50"],
                   "node_overhead_ms_p99": overhead["p99"],
@@ -302,19 +412,26 @@ class PolicyNode(Node):
                   "max_observation_age_ms": self.p.max_observation_age_s * 1e3,
                   "chunks": c.get("chunks", 0), "ticks": c.get("ticks", 0),
                   "overruns": c.get("overruns", 0), "prompt": brief(self._prompt),
-                  "stamp_source": self.p.stamp_source}
+                  "stamp_source": self.p.stamp_source,
+                  "trajectory_stamp": self.p.trajectory_stamp,
+                  "blend_steps": self.p.blend_steps}
+        if self.calibration is not None:
+            values.update(self.calibration.values())
         bad = {k: v for k, v in c.items()
                if k.startswith(("skipped/", "malformed/", "errors/", "dropped_chunks/"))}
         values.update(sorted(bad.items()))
-        for i in range(self.num_cams):
-            values[f"frames/camera{i}"] = self.asm.frames_written[i]
-            values[f"dropped/camera{i}"] = max(0, self.asm.frames_written[i]
-                                              - self.asm.frames_used[i])
+        if self.asm is not None:
+            for i in range(self.num_cams):
+                values[f"frames/camera{i}"] = self.asm.frames_written[i]
+                values[f"dropped/camera{i}"] = max(0, self.asm.frames_written[i]
+                                                  - self.asm.frames_used[i])
         new_bad = sum(v - self._prev_bad.get(k, 0) for k, v in bad.items())
         self._prev_bad = bad
         recent_chunks = c.get("chunks", 0) - self._prev_chunks
         self._prev_chunks = c.get("chunks", 0)
-        if recent_chunks == 0:
+        if held := self._held():
+            level, text = messages.LEVEL_WARN, held
+        elif recent_chunks == 0:
             level, text = messages.LEVEL_ERROR, "no chunk published in the last period"
         elif new_bad:
             level, text = messages.LEVEL_WARN, f"{new_bad} inputs refused in the last period"
@@ -327,27 +444,39 @@ class PolicyNode(Node):
     # ------------------------------------------------------------ shutdown
     def stop(self, timeout_s: float = 1.0) -> bool:
         """Stop the worker; True if it finished within ``timeout_s``."""
-        self._stop = True
+        self._active = False
+        if self.worker is None:
+            return True
         self._trim_stop.set()
-        self._wake.set()
-        self._worker.join(timeout_s)
-        return not self._worker.is_alive()
+        return self.worker.stop(timeout_s)
 
 
-def main(args=None, policy_factory=load_policy) -> int:
-    """Spin the node until SIGINT/SIGTERM; exit within about a second of the signal. A
-    configuration error ends it at start-up with status 1 and ``fatal: <param>: <why>``
-    lines (never a traceback)."""
-    node = None
+class PolicyNode(PolicyNodeLogic, Node):
+    """The plain node: configured and active from start-up until the process stops."""
+
+    def __init__(self, policy_factory=load_policy, **kwargs):
+        Node.__init__(self, NODE_NAME, **kwargs)
+        self._setup(policy_factory)
+        self._configure()
+        self._activate()
+
+
+def main(args=None, policy_factory=load_policy, node_class=PolicyNode) -> int:
+    """Spin the node until SIGINT/SIGTERM; exit 0 within about a second of the signal,
+    however many signals arrive. A configuration error ends it at start-up with status 1
+    and ``fatal: <param>: <why>`` lines (never a traceback)."""
+    signals = StopSignals().install()
+    node = executor = None
     code = 0
     started = False  # after rclpy.init, an error may be the stop signal arriving mid-call
     try:
         preflight(sys.argv if args is None else args)
         rclpy.init(args=args)
         started = True
-        node = PolicyNode(policy_factory=policy_factory)
+        node = node_class(policy_factory=policy_factory)
         executor = MultiThreadedExecutor(num_threads=max(2, node.num_cams + 2))
         executor.add_node(node)
+        signals.serving()
         executor.spin()
     except STOP_SIGNALS:
         pass
@@ -357,17 +486,31 @@ def main(args=None, policy_factory=load_policy) -> int:
                 print(f"[{NODE_NAME}] fatal: {line}", file=sys.stderr, flush=True)
             code = 1
     finally:
+        signals.serving()  # a signal during the clean-up must not interrupt it
         clean = True
         if node is not None:
             clean = node.stop()
             node.destroy_node()
+        if executor is not None:
+            executor.shutdown(timeout_sec=0.5, wait_for_threads=False)
         rclpy.try_shutdown()
-    if not clean:
-        # A predict() still running cannot be interrupted; exit without waiting for it.
+        signals.ignore()
+    if not clean or _still_busy():
+        # A predict() or a model load still running cannot be interrupted; exit without
+        # waiting for it.
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
     return code
+
+
+def _still_busy(grace_s: float = 0.5) -> bool:
+    """Non-daemon threads still running after ``grace_s`` (idle executor threads end at
+    once after the executor's shutdown; one inside a model call does not)."""
+    end = time.monotonic() + grace_s
+    while busy_threads() and time.monotonic() < end:
+        time.sleep(0.02)
+    return bool(busy_threads())
 
 
 if __name__ == "__main__":

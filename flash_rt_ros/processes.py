@@ -26,14 +26,16 @@ def make_tiny_checkpoint(out_dir: str) -> str:
     return out_dir
 
 
-def camera_topics(n: int) -> list[str]:
-    """The synthetic publisher's topics for ``n`` cameras."""
-    return [f"/cam{i}/image_raw" for i in range(n)]
+def camera_topics(n: int, encoding: str = "rgb8") -> list[str]:
+    """The synthetic publisher's topics for ``n`` cameras (``/compressed`` for jpeg/png)."""
+    suffix = "/compressed" if encoding in ("jpeg", "png") else ""
+    return [f"/cam{i}/image_raw{suffix}" for i in range(n)]
 
 
-def publisher_cmd(cameras: int, width: int, height: int, rate: float) -> list[str]:
+def publisher_cmd(cameras: int, width: int, height: int, rate: float,
+                  encoding: str = "rgb8") -> list[str]:
     return ["-m", "flash_rt_ros.synthetic", "--cameras", str(cameras), "--width", str(width),
-            "--height", str(height), "--rate", str(rate)]
+            "--height", str(height), "--rate", str(rate), "--encodings", encoding]
 
 
 def node_cmd(params_file: Path, checkpoint: str, topics: list[str], **params) -> list[str]:

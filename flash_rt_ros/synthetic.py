@@ -78,18 +78,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cameras", type=int, default=2)
     ap.add_argument("--topics", nargs="*", default=None,
-                    help="camera topics (default /cam{i}/image_raw, /compressed for jpeg/png)")
+                    help="camera topics (default cam{i}/image_raw, /compressed for jpeg/png; "
+                         "relative names follow the namespace: --ros-args -r __ns:=/arm1)")
     ap.add_argument("--encodings", nargs="*", default=["rgb8"],
                     help="per camera (the last one repeats): rgb8 bgr8 mono8 yuv422 "
                          "yuv422_yuy2 jpeg png")
     ap.add_argument("--width", type=int, default=320)
     ap.add_argument("--height", type=int, default=240)
     ap.add_argument("--rate", type=float, default=10.0, help="frames per second per camera")
-    ap.add_argument("--joint-topic", default="/joint_states")
+    ap.add_argument("--joint-topic", default="joint_states")
     ap.add_argument("--joints", nargs="*", default=DEFAULT_JOINTS)
     ap.add_argument("--gripper-joints", type=int, default=0,
                     help="publish the last N joints as their own JointState (a gripper driver)")
-    ap.add_argument("--gripper-topic", default="/gripper/joint_states",
+    ap.add_argument("--gripper-topic", default="gripper/joint_states",
                     help="topic of the gripper JointState (may equal --joint-topic)")
     ap.add_argument("--stop-gripper-after", type=float, default=0.0,
                     help="the gripper JointState goes silent after this many seconds")
@@ -123,7 +124,7 @@ def main(argv=None) -> int:
     args = parse_args(rclpy.utilities.remove_ros_args(argv or sys.argv)[1:])
     encs = [args.encodings[min(i, len(args.encodings) - 1)] for i in range(args.cameras)]
     topics = args.topics or [
-        f"/cam{i}/image_raw" + ("/compressed" if e in ("jpeg", "png") else "")
+        f"cam{i}/image_raw" + ("/compressed" if e in ("jpeg", "png") else "")
         for i, e in enumerate(encs)]
     rclpy.init(args=argv)
     node = rclpy.create_node("flash_rt_synthetic_publisher")

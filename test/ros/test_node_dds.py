@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import re
 import time
@@ -19,6 +20,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from fake_policy import fake_actions  # noqa: E402
 from helpers import (actions_of, assert_publishing_stops, node_args,  # noqa: E402
                      regenerate_images, write_params)
+from flash_rt_ros.messages import stamp_ns  # noqa: E402
 
 FAKE_NODE = "test/ros/run_fake_node.py"
 PUB = ["-m", "flash_rt_ros.synthetic"]
@@ -51,6 +53,15 @@ def test_chunks_reproduce_exactly_from_recorded_inputs(procs, listener, tmp_path
                                          key=lambda t: (t.sec, t.nanosec))
     traj = listener.trajs[0][1]
     assert len(traj.points) == chunk.horizon and list(traj.joint_names) == list(chunk.joint_names)
+    # trajectory_stamp "observation": stamped with its chunk's observation time, point t due
+    # (t + 1) control periods after it, so the controller skips what inference took
+    first = _chunks(listener)[0]
+    assert traj.header.stamp == first.header.stamp
+    period = stamp_ns(first.control_period)
+    assert [stamp_ns(pt.time_from_start) for pt in traj.points] == [
+        (t + 1) * period for t in range(first.horizon)]
+    np.testing.assert_allclose([pt.positions for pt in traj.points], actions_of(first),
+                               rtol=0, atol=1e-6)  # blend_steps 0: the chunk itself
     assert node.poll() is None
 
 
@@ -256,6 +267,59 @@ def test_signal_shutdown_within_2s_even_mid_inference(procs, tmp_path, sig):
     time.sleep(0.5)
     leaked = _shm() - before - _in_use_shm()
     assert not leaked, f"shared-memory segments left behind: {sorted(leaked)}"
+
+
+def _signal_twice(node, second=signal.SIGINT, gap_s=0.005) -> float:
+    """SIGINT, then ``second`` ``gap_s`` later, to the node's group; seconds until it
+    exited (at most 5)."""
+    t0 = time.monotonic()
+    os.killpg(node.pid, signal.SIGINT)
+    time.sleep(gap_s)
+    os.killpg(node.pid, second)
+    try:
+        node.wait(5)
+    except subprocess.TimeoutExpired:
+        pass
+    return time.monotonic() - t0
+
+
+def _assert_clean_exit(procs, node, took):
+    if node.poll() is None:
+        os.killpg(node.pid, signal.SIGKILL)
+        node.wait(5)
+    log = procs.log(node)
+    assert took < 2.0, f"node took {took:.2f} s to exit:\n{log}"
+    assert node.returncode == 0, log
+    for bad in ("Traceback", "KeyboardInterrupt", "terminate called", "fatal"):
+        assert bad not in log, log
+
+
+@pytest.mark.parametrize("delay_s", [5.0, 0.0], ids=["mid_inference", "idle"])
+def test_ctrl_c_under_launch_two_sigints_exit_cleanly(procs, tmp_path, delay_s):
+    """Ctrl-C in a terminal running ros2 launch: the node gets SIGINT from the terminal and
+    another forwarded by launch a few ms later. The second used to land in the clean-up
+    (joining the worker) as a KeyboardInterrupt traceback, or skip rclpy's shutdown and
+    abort at exit."""
+    pub, node = _busy_fake_node(procs, tmp_path, rate_hz=5.0, cam_rate=10, delay_s=delay_s)
+    time.sleep(2.5)  # with delay_s 5: a predict is running by now
+    _assert_clean_exit(procs, node, _signal_twice(node))
+
+
+def test_sigint_then_sigterm_exit_cleanly(procs, tmp_path):
+    """launch escalates to SIGTERM when a node is still there after SIGINT."""
+    pub, node = _busy_fake_node(procs, tmp_path, rate_hz=5.0, cam_rate=10, delay_s=5.0)
+    time.sleep(2.5)
+    _assert_clean_exit(procs, node, _signal_twice(node, signal.SIGTERM, gap_s=0.05))
+
+
+def test_signal_during_model_load_exits_cleanly(procs, tmp_path):
+    """A stop while the model loads (seconds to minutes on a GPU) does not wait for it."""
+    pf = write_params(tmp_path / "p.yaml")
+    node = procs.start("node", [FAKE_NODE] + node_args(pf), FAKE_LOAD_S=30.0)
+    end = time.monotonic() + START_TIMEOUT
+    while "[fake] loading" not in procs.log(node) and time.monotonic() < end:
+        time.sleep(0.1)
+    _assert_clean_exit(procs, node, _signal_twice(node))
 
 
 def test_chunk_finished_during_shutdown_is_not_an_inference_error(procs, tmp_path):

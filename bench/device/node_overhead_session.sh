@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# One device call: node overhead and camera-stamp-to-chunk latency of the ROS node on the
+# hopper fast path (H100/H200), 3 cameras 640x480 at 30 Hz, raw rgb8 and JPEG.
+#   prepared here: bash bench/device/ros_cp312.sh      (ROS wheels for the device's 3.12)
+#   on the device: bash bench/device/node_overhead_session.sh [stage ...]
+#   stages: ros kernels ckpt raw jpeg   (default: all, in that order; ~8 min budget)
+# Everything lands in $OUT (log.txt, node_overhead_raw.json, node_overhead_jpeg.json).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/log.txt") 2>&1
+export PYTHONUNBUFFERED=1
+STAGES=${*:-ros kernels ckpt raw jpeg}
+CARRY=carry/ros-cp312
+ROSVENV=/tmp/rosvenv
+CKPT=${FULL_CKPT:-/tmp/pi05_full}
+CHUNKS=${CHUNKS:-200}
+t0=$(date +%s)
+stage() { echo "=== $1 ($(( $(date +%s) - t0 )) s)"; }
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+
+do_ros() {
+  stage "ROS 2 venv over the image's python (torch stays visible)"
+  python3 -m venv --system-site-packages "$ROSVENV" || exit 1
+  "$ROSVENV/bin/python" -m pip install -q --no-index --no-deps --no-cache-dir "$CARRY"/wheels/*.whl || exit 1
+  tar -xzf "$CARRY/flash_rt_ros_msgs.tgz" -C "$ROSVENV" || exit 1
+}
+ros_env() {
+  # shellcheck disable=SC1091
+  source scripts/ros_env.sh "$ROSVENV"
+  python -c "import rclpy, std_srvs, lifecycle_msgs, torch; from flash_rt_ros_msgs.msg import ActionChunk; print('ROS ok, torch', torch.__version__)" || exit 1
+}
+do_kernels() {
+  stage "flash_rt_kernels for sm_90a"
+  cmake -S csrc -B build/dev -G Ninja -DGPU_ARCH=90a -DPython_EXECUTABLE="$(command -v python3)" \
+        -DCMAKE_CUDA_COMPILER="$(command -v nvcc)" -DFLASH_RT_OUTPUT_DIR="$PWD/flash_rt" \
+        >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
+  cmake --build build/dev -j 16 2>&1 | grep -E "error|FAILED" | head -20
+  python3 -c "from flash_rt import kernels; print('kernels', kernels.load().built_archs())" || exit 1
+}
+do_ckpt() {
+  stage "full-size Pi0.5 checkpoint (random weights: timing only)"
+  [ -f "$CKPT/model.safetensors" ] || python3 -m flash_rt.tools.make_checkpoint --model pi05 \
+      --preset full --out "$CKPT" > /dev/null || exit 1
+}
+case_run() {  # $1 = rgb8 | jpeg
+  stage "node_overhead, hopper, 3 x 640x480 $1 at 30 Hz"
+  ros_env
+  timeout 280 python bench/node_overhead.py --checkpoint "$CKPT" --hardware hopper \
+      --params pi05_hopper.yaml --cameras 3 --width 640 --height 480 --rates 30 \
+      --triggers camera --encoding "$1" --chunks "$CHUNKS" --skip 10 --timeout 240 \
+      --out "$OUT/node_overhead_$2.json"
+}
+do_raw() { case_run rgb8 raw; }
+do_jpeg() { case_run jpeg jpeg; }
+for st in $STAGES; do "do_$st"; done
+stage done
