@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import platform
 import time
 
@@ -24,7 +23,6 @@ import torch
 import flash_rt
 from flash_rt import kernels
 from flash_rt.configs import load_config
-from flash_rt.models.pi05 import pipeline_common as pc
 from flash_rt.tools.expert_testbed import ExpertTestbed
 
 
@@ -72,13 +70,8 @@ def compare(tb: ExpertTestbed, step: int) -> tuple[dict, dict]:
     tb.acts.t["dec_xn"].fill_(float("nan"))
     tb.run_megakernel(step)
     got = tb.outputs()
-    os.environ["FLASH_RT_DECODER_ATTN"] = "flash"
-    try:
-        flash = dataclasses.replace(tb.ctx, attn=type(tb.ctx.attn)(tb.ctx.attn.spec, tb.k, "cuda"))
-    finally:
-        del os.environ["FLASH_RT_DECODER_ATTN"]
     tb.restore()
-    pc.expert_layers(flash, step)
+    tb.run_sequence_flash_attention(step)
     alt = tb.outputs()
     return agreement(got, want), agreement(alt, want)
 

@@ -1,8 +1,10 @@
 """The ROS 2 policy node: camera frames + joint states in, action chunks out.
 
-Threads: the executor runs the subscriptions (one mutually exclusive callback group per
-camera and one for all joint-state topics, so inputs decode in parallel but each input has
-a single writer) and a cheap tick; inference runs on a dedicated worker thread. A tick
+Threads: a single-threaded executor runs the subscriptions (one mutually exclusive callback
+group per camera and one for all joint-state topics: one writer per input under any
+executor) and a cheap tick; inference runs on a dedicated worker thread. rclpy's
+multi-threaded executor busy-polls while a group is held and starves that thread of the
+GIL (docs/ros.md, *Threads*). A tick
 that finds the worker still busy is skipped and counted as an overrun rather than queued,
 so a chunk is always computed from the newest observation and the subscriptions never
 wait for the model (``worker.py``).
@@ -26,7 +28,7 @@ import time
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.publisher import Publisher
@@ -474,7 +476,7 @@ def main(args=None, policy_factory=load_policy, node_class=PolicyNode) -> int:
         rclpy.init(args=args)
         started = True
         node = node_class(policy_factory=policy_factory)
-        executor = MultiThreadedExecutor(num_threads=max(2, node.num_cams + 2))
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         signals.serving()
         executor.spin()
@@ -492,7 +494,7 @@ def main(args=None, policy_factory=load_policy, node_class=PolicyNode) -> int:
             clean = node.stop()
             node.destroy_node()
         if executor is not None:
-            executor.shutdown(timeout_sec=0.5, wait_for_threads=False)
+            executor.shutdown(timeout_sec=0.5)
         rclpy.try_shutdown()
         signals.ignore()
     if not clean or _still_busy():

@@ -6,8 +6,15 @@ the newest observation and the subscriptions never wait for the model.
 """
 from __future__ import annotations
 
+import os
 import threading
 from typing import Callable
+
+# Diagnosis only: a file name here makes the thread profile its jobs (cProfile, wall time,
+# GIL waits included) and rewrite the file with the cumulative top functions every
+# PROFILE_EVERY jobs, so the profile survives however the node is stopped.
+PROFILE_ENV = "FLASH_RT_ROS_PROFILE"
+PROFILE_EVERY = 10
 
 
 class InferenceWorker:
@@ -38,6 +45,24 @@ class InferenceWorker:
         self._wake.set()
 
     def _loop(self) -> None:
+        path = os.environ.get(PROFILE_ENV)
+        if not path:
+            return self._serve_jobs(self._run)
+        import cProfile
+        import pstats
+
+        prof, jobs = cProfile.Profile(), [0]
+
+        def profiled(job):
+            prof.runcall(self._run, job)
+            jobs[0] += 1
+            if jobs[0] % PROFILE_EVERY == 0:
+                with open(path, "w") as f:
+                    f.write(f"{jobs[0]} jobs\n")
+                    pstats.Stats(prof, stream=f).sort_stats("cumulative").print_stats(45)
+        return self._serve_jobs(profiled)
+
+    def _serve_jobs(self, run: Callable) -> None:
         while True:
             self._wake.wait()
             self._wake.clear()
@@ -45,7 +70,7 @@ class InferenceWorker:
                 return
             job, self._job = self._job, None
             try:
-                self._run(job)
+                run(job)
             finally:
                 self._finish(job)
                 self._idle.set()

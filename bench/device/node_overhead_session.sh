@@ -24,6 +24,10 @@ do_ros() {
   stage "ROS 2 venv over the image's python (torch stays visible)"
   python3 -m venv --system-site-packages "$ROSVENV" || exit 1
   "$ROSVENV/bin/python" -m pip install -q --no-index --no-deps --no-cache-dir "$CARRY"/wheels/*.whl || exit 1
+  # The image's python may itself be a venv (then --system-site-packages reaches only its
+  # base): a .pth makes every site directory of the image's python visible (torch, yaml).
+  python3 -c "import site; print('\n'.join(site.getsitepackages()))" \
+      > "$("$ROSVENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_image_site.pth"
   tar -xzf "$CARRY/flash_rt_ros_msgs.tgz" -C "$ROSVENV" || exit 1
 }
 ros_env() {

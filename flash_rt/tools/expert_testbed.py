@@ -10,6 +10,8 @@ on identical inputs.
 """
 from __future__ import annotations
 
+import dataclasses
+import os
 from typing import Any
 
 import torch
@@ -121,6 +123,17 @@ class ExpertTestbed:
 
     def run_sequence(self, step: int) -> None:
         pc.expert_layers(self.ctx, step)
+
+    def run_sequence_flash_attention(self, step: int) -> None:
+        """The sequence with the flash decoder attention instead of the GEMM one: a second
+        correct rounding of the same step, whose drift from :meth:`run_sequence` over the
+        layers is the noise floor any other implementation is judged against."""
+        os.environ["FLASH_RT_DECODER_ATTN"] = "flash"
+        try:
+            attn = type(self.ctx.attn)(self.ctx.attn.spec, self.k, "cuda")
+        finally:
+            del os.environ["FLASH_RT_DECODER_ATTN"]
+        pc.expert_layers(dataclasses.replace(self.ctx, attn=attn), step)
 
     def run_megakernel(self, step: int) -> None:
         self.mk.run(self.ctx, step)

@@ -38,7 +38,8 @@ CONFIGS = {
 }
 
 
-def compare(tb: ExpertTestbed, step: int) -> dict[str, float]:
+def compare(tb: ExpertTestbed, step: int) -> tuple[dict[str, float], dict[str, float]]:
+    """(megakernel vs sequence, sequence with the flash decoder attention vs sequence) cosines."""
     tb.restore()
     tb.run_sequence(step)
     want = tb.outputs()
@@ -47,8 +48,20 @@ def compare(tb: ExpertTestbed, step: int) -> dict[str, float]:
         tb.acts.t[name].fill_(float("nan"))
     tb.run_megakernel(step)
     got = tb.outputs()
-    return {k: cos(got[k], want[k]) for k in want} | {
-        f"{k}_maxabs": float((got[k] - want[k]).abs().max()) for k in want}
+    tb.restore()
+    tb.run_sequence_flash_attention(step)
+    alt = tb.outputs()
+    return ({k: cos(got[k], want[k]) for k in want},
+            {k: cos(alt[k], want[k]) for k in want})
+
+
+# FP8 re-quantisation at every layer turns any rounding difference into a drift that grows
+# with depth (random weights: ~4e-3 of cosine after 18 layers for two correct sequences).
+# The kernel may drift at most DRIFT_FACTOR times as far as the sequence's own flash-vs-GEMM
+# attention pair, plus DRIFT_FLOOR (one layer's rounding); a wrong index or a missed
+# dependency corrupts whole rows or tiles, far beyond that.
+DRIFT_FACTOR = 4.0
+DRIFT_FLOOR = 1e-4
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -56,10 +69,11 @@ def test_megakernel_matches_the_kernel_sequence(fk, name):
     tb = ExpertTestbed(CONFIGS[name], fk)
     step = 3
     tb.calibrate([step])
-    r = compare(tb, step)
+    got, floor = compare(tb, step)
     for key in ("xn", "x", "q", "k_rows", "v_rows"):
-        assert r[key] > 0.9999, (key, r)
-    assert all(v == v for v in r.values()), r  # no NaN left by the poison
+        allowed = DRIFT_FACTOR * (1.0 - floor[key]) + DRIFT_FLOOR
+        assert 1.0 - got[key] <= allowed, (key, got, floor)
+    assert all(v == v for v in got.values()), got  # no NaN left by the poison
 
 
 def test_megakernel_replays_in_a_graph_and_across_steps(fk):

@@ -49,8 +49,8 @@ def spin_into_shutdown(executor) -> None:
 
 if __name__ == "__main__":
     if "FAKE_STOP_RACE_S" in os.environ:
-        from rclpy.executors import MultiThreadedExecutor
-        MultiThreadedExecutor.spin = spin_into_shutdown
+        from rclpy.executors import SingleThreadedExecutor  # the node's executor
+        SingleThreadedExecutor.spin = spin_into_shutdown
     kwargs = {}
     if os.environ.get("FAKE_MANAGED"):
         from flash_rt_ros.managed_node import node_class

@@ -24,8 +24,8 @@ def test_pi0_params_files_differ_from_pi05_only_in_the_model(hw):
     """One structure for both models, so a change to the params layout applies to both."""
     pi05, pi0 = (yaml.safe_load((REPO / "config" / f"{m}_{hw}.yaml").read_text())
                  for m in ("pi05", "pi0"))
-    assert pi0[NODE_NAME]["ros__parameters"].pop("model") == "pi0"
-    assert pi05[NODE_NAME]["ros__parameters"].pop("model") == "pi05"
+    assert pi0["/**"]["ros__parameters"].pop("model") == "pi0"
+    assert pi05["/**"]["ros__parameters"].pop("model") == "pi05"
     assert pi0 == pi05
 
 
