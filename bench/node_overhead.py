@@ -6,6 +6,14 @@ processes over real DDS, collects chunks, and reports p50/p99 of
   delivered     = (receipt here - header.stamp) - inference_latency_ms  (adds chunk delivery)
   stamp_to_chunk = receipt here - header.stamp   (camera stamp to chunk, inference included)
 for each (camera rate, trigger) combination. header.stamp is the newest input stamp.
+The node's own diagnostics split the overhead (their last report, over every chunk of the
+run, warm-up included): ``own_overhead`` = observation in hand (the triggering frame's
+arrival, or the timer tick) to publication minus predict, the node's own work;
+``input_delay`` = newest stamp to that arrival (driver and DDS transport).
+``--stamps each`` (default) has the publisher stamp every message when it builds it, as a
+driver that publishes each camera as soon as it has it, so stamp-to-receipt is transport
+only; ``--stamps set`` stamps the whole set once before building it, which adds the
+publisher's own time for the later cameras (~3 ms per 640x480 rgb8 frame in Python).
 ``--encoding jpeg`` publishes CompressedImage (the node decodes JPEG) instead of raw rgb8.
 
     python bench/node_overhead.py --hardware cpu            # tiny checkpoint generated
@@ -33,11 +41,13 @@ from flash_rt_ros.processes import (camera_topics, find_config, make_tiny_checkp
 
 def run_case(args, ckpt, fps: float, trigger: str, domain: int) -> dict:
     import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
     from flash_rt_ros_msgs.msg import ActionChunk
 
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     started = time.monotonic()
-    kids = [start(publisher_cmd(args.cameras, args.width, args.height, fps, args.encoding),
+    kids = [start(publisher_cmd(args.cameras, args.width, args.height, fps, args.encoding,
+                                stamp_each=args.stamps == "each"),
                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
             start(node_cmd(find_config(args.params), ckpt,
                            camera_topics(args.cameras, args.encoding),
@@ -59,6 +69,14 @@ def run_case(args, ckpt, fps: float, trigger: str, domain: int) -> dict:
                      (recv_ns - stamp) / 1e6))
 
     node.create_subscription(ActionChunk, "/flash_rt_policy/action_chunk", on_chunk, 50)
+    diag = {}
+
+    def on_diagnostics(m):
+        for st in m.status:
+            if "flash_rt_policy" in st.name:
+                diag.update({kv.key: kv.value for kv in st.values})
+
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
     from rclpy.executors import SingleThreadedExecutor
     ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(node)
@@ -77,11 +95,25 @@ def run_case(args, ckpt, fps: float, trigger: str, domain: int) -> dict:
     pct = (lambda c: [round(float(v), 3) for v in np.percentile(data[:, c], [50, 99])]
            if len(data) else [None, None])
     return {"camera_hz": fps, "trigger": trigger, "encoding": args.encoding,
+            "stamps": args.stamps,
             "chunks": int(len(data)),
             "overhead_ms_p50_p99": pct(0), "delivered_overhead_ms_p50_p99": pct(1),
             "inference_ms_p50_p99": pct(2), "stamp_to_chunk_ms_p50_p99": pct(3),
+            "node_own_overhead_ms_p50_p99": diag_pair(diag, "own_overhead_ms"),
+            "node_input_delay_ms_p50_p99": diag_pair(diag, "input_delay_ms"),
             "first_chunk_s": round(first[0], 1) if first else None,
             "node_peak_rss_gib": node_rss_gib}
+
+
+def diag_pair(diag: dict, name: str) -> list:
+    """[p50, p99] of ``name`` from the node's last diagnostics (None where absent)."""
+    out = []
+    for q in ("p50", "p99"):
+        try:
+            out.append(round(float(diag[f"{name}_{q}"]), 3))
+        except (KeyError, ValueError):
+            out.append(None)
+    return out
 
 
 def peak_rss_gib(pid: int):
@@ -106,6 +138,8 @@ def main() -> int:
     ap.add_argument("--rates", type=float, nargs="*", default=[10.0, 30.0])
     ap.add_argument("--encoding", default="rgb8", choices=["rgb8", "jpeg"],
                     help="camera frames: raw rgb8 Image or JPEG CompressedImage")
+    ap.add_argument("--stamps", default="each", choices=["each", "set"],
+                    help="publisher stamps each message as it is built, or the set once")
     ap.add_argument("--triggers", nargs="*", default=["camera", "timer"])
     ap.add_argument("--chunks", type=int, default=30)
     ap.add_argument("--skip", type=int, default=3, help="first chunks ignored (warm-up)")

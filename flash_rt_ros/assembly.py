@@ -106,6 +106,9 @@ class Observation:
     state: np.ndarray  # float32 copy (tiny), safe to keep
     state_stamp_ns: int  # oldest stamp among the configured joints (0 for state_source none)
     stamp_ns: int  # newest input stamp: the observation time
+    # node clock when the node had it: the triggering frame's arrival (trigger: camera) or
+    # the timer tick; set by the node (0 elsewhere)
+    received_ns: int = 0
     _held: list = field(default_factory=list, repr=False)
 
     @property

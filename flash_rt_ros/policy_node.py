@@ -89,7 +89,10 @@ class PolicyNodeLogic:
         self.joint_names = list(p.joint_names)
         self.counters = Counters()
         self.infer_ms = LatencyTracker(DIAG_WINDOW)
-        self.overhead_ms = LatencyTracker(DIAG_WINDOW)
+        self.overhead_ms = LatencyTracker(DIAG_WINDOW)  # newest input stamp -> publication
+        # the node's own part: observation in hand (triggering frame / tick) -> publication
+        self.own_overhead_ms = LatencyTracker(DIAG_WINDOW)
+        self.input_delay_ms = LatencyTracker(DIAG_WINDOW)  # newest stamp -> in hand (transport)
         self.chunk_age_ms = LatencyTracker(DIAG_WINDOW)  # stalest input's age at publication
         self.chunk_rate = RateMeter()
         self._log_gate = OncePerCause()
@@ -260,13 +263,14 @@ class PolicyNodeLogic:
         """A subscription callback: ``write(msg)`` into the assembler; a bad message is
         counted and logged (never raised: it must not stop the node); then maybe tick."""
         def callback(msg) -> None:
+            received_ns = self.get_clock().now().nanoseconds if trigger else 0
             try:
                 write(msg)
             except Exception as exc:  # noqa: BLE001 - a bad message must never stop the node
                 self._malformed(source, exc)
                 return
             if trigger:
-                self._tick()
+                self._tick(received_ns)
 
         return callback
 
@@ -294,13 +298,17 @@ class PolicyNodeLogic:
                                       "logged at most every 10 s")
 
     # ------------------------------------------------------------ inference
-    def _tick(self) -> None:
+    def _tick(self, received_ns: int = 0) -> None:
+        """Take an observation now; ``received_ns``: when the triggering frame arrived
+        (camera trigger), else the tick itself is when the node had the observation."""
         worker = self.worker
         if worker is None or not (self._active or self._preparing()):
             return  # held: no observation is taken (calibration and capture excepted)
-        obs = self.ticker.tick(self.get_clock().now().nanoseconds, busy=worker.busy)
+        now = self.get_clock().now().nanoseconds
+        obs = self.ticker.tick(now, busy=worker.busy)
         if obs is None:
             return
+        obs.received_ns = received_ns or now
         worker.submit((obs, self._prompt))
 
     def _preparing(self) -> bool:
@@ -369,6 +377,8 @@ class PolicyNodeLogic:
         self.chunk_rate.tick()
         self.infer_ms.add(rec.inference_latency_ms)
         self.overhead_ms.add(node_ms - rec.inference_latency_ms)
+        self.own_overhead_ms.add((now - obs.received_ns) / 1e6 - rec.inference_latency_ms)
+        self.input_delay_ms.add((obs.received_ns - obs.stamp_ns) / 1e6)
         self.chunk_age_ms.add((now - obs.oldest_stamp_ns) / 1e6)
 
     def _log_drop(self, why: str, age_ms: float) -> None:
@@ -409,6 +419,8 @@ class PolicyNodeLogic:
                   "inference_ms_p50": infer["p50"], "inference_ms_p99": infer["p99"],
                   "node_overhead_ms_p50": overhead["p50"],
                   "node_overhead_ms_p99": overhead["p99"],
+                  **_pcts("own_overhead_ms", self.own_overhead_ms),
+                  **_pcts("input_delay_ms", self.input_delay_ms),
                   "chunk_age_ms_p50": age["p50"], "chunk_age_ms_p99": age["p99"],
                   "chunk_age_ms_max": age["max"],
                   "max_observation_age_ms": self.p.max_observation_age_s * 1e3,
@@ -504,6 +516,11 @@ def main(args=None, policy_factory=load_policy, node_class=PolicyNode) -> int:
         sys.stderr.flush()
         os._exit(code)
     return code
+
+
+def _pcts(name: str, tracker: LatencyTracker) -> dict:
+    stats = tracker.stats()
+    return {f"{name}_p50": stats["p50"], f"{name}_p99": stats["p99"]}
 
 
 def _still_busy(grace_s: float = 0.5) -> bool:

@@ -33,9 +33,10 @@ def camera_topics(n: int, encoding: str = "rgb8") -> list[str]:
 
 
 def publisher_cmd(cameras: int, width: int, height: int, rate: float,
-                  encoding: str = "rgb8") -> list[str]:
+                  encoding: str = "rgb8", stamp_each: bool = False) -> list[str]:
     return ["-m", "flash_rt_ros.synthetic", "--cameras", str(cameras), "--width", str(width),
-            "--height", str(height), "--rate", str(rate), "--encodings", encoding]
+            "--height", str(height), "--rate", str(rate), "--encodings", encoding,
+            *(["--stamp-each"] if stamp_each else [])]
 
 
 def node_cmd(params_file: Path, checkpoint: str, topics: list[str], **params) -> list[str]:

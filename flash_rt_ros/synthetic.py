@@ -98,6 +98,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="joint names the policy does not use, appended to the arm message")
     ap.add_argument("--no-stamps", action="store_true",
                     help="leave header.stamp zero on every message (an unstamped driver)")
+    ap.add_argument("--stamp-each", action="store_true",
+                    help="stamp each message when it is built, as a driver that publishes "
+                         "each camera as soon as it has it (default: one stamp per set)")
     ap.add_argument("--duration", type=float, default=0.0, help="seconds; 0 = until Ctrl-C")
     ap.add_argument("--reliable", action="store_true", help="reliable QoS (default best effort)")
     ap.add_argument("--stop-camera", type=int, default=-1, help="camera index that goes silent")
@@ -149,6 +152,9 @@ def main(argv=None) -> int:
         for i, (enc, pub) in enumerate(zip(encs, pubs)):
             if i == args.stop_camera and elapsed >= args.stop_after:
                 continue
+            if args.stamp_each and not args.no_stamps:
+                now_ns = node.get_clock().now().nanoseconds
+                stamp = to_time(now_ns)
             fmt, data, step = encode(frame(i, now_ns, args.height, args.width), enc)
             if enc in ("jpeg", "png"):
                 msg = CompressedImage(format=fmt, data=data)
@@ -160,6 +166,9 @@ def main(argv=None) -> int:
             if i == 0 and args.malformed and count[0] % args.malformed_every == 0:
                 _corrupt(msg, args.malformed)
             pub.publish(msg)
+        if args.stamp_each and not args.no_stamps:
+            now_ns = node.get_clock().now().nanoseconds
+            stamp = to_time(now_ns)
         values = joints(now_ns, len(args.joints))
         if args.nan_joints_after and elapsed >= args.nan_joints_after:
             values[0] = float("nan")

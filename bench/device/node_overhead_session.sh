@@ -14,7 +14,8 @@ export PYTHONUNBUFFERED=1
 STAGES=${*:-ros kernels ckpt raw jpeg}
 CARRY=carry/ros-cp312
 ROSVENV=/tmp/rosvenv
-CKPT=${FULL_CKPT:-/tmp/pi05_full}
+PRESET=${PRESET:-full}  # make_checkpoint preset (small: a short run when device time is short)
+CKPT=${FULL_CKPT:-/tmp/pi05_$PRESET}
 CHUNKS=${CHUNKS:-200}
 t0=$(date +%s)
 stage() { echo "=== $1 ($(( $(date +%s) - t0 )) s)"; }
@@ -44,9 +45,9 @@ do_kernels() {
   python3 -c "from flash_rt import kernels; print('kernels', kernels.load().built_archs())" || exit 1
 }
 do_ckpt() {
-  stage "full-size Pi0.5 checkpoint (random weights: timing only)"
+  stage "$PRESET Pi0.5 checkpoint (random weights: timing only)"
   [ -f "$CKPT/model.safetensors" ] || python3 -m flash_rt.tools.make_checkpoint --model pi05 \
-      --preset full --out "$CKPT" > /dev/null || exit 1
+      --preset "$PRESET" --out "$CKPT" > /dev/null || exit 1
 }
 case_run() {  # $1 = rgb8 | jpeg
   stage "node_overhead, hopper, 3 x 640x480 $1 at 30 Hz"

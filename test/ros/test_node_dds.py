@@ -89,6 +89,26 @@ def test_subscriptions_keep_running_during_slow_inference(procs, listener, tmp_p
     assert all(m.node_latency_ms < 2000 + 1000 + 1500 for _, m in listener.chunks)
 
 
+def test_diagnostics_split_the_overhead_into_the_nodes_own_and_the_input_delay(
+        procs, listener, tmp_path):
+    """own_overhead (triggering frame in hand -> publication, minus predict) is the node's
+    work; input_delay (newest stamp -> in hand) is the driver's and DDS's; per chunk they
+    add up to node_overhead. A node that lost the arrival time would report ~now."""
+    pf = write_params(tmp_path / "p.yaml", rate_hz=10.0, trigger="camera")
+    procs.start("pub", PUB + ["--cameras", "2", "--rate", "10", "--width", "32",
+                              "--height", "24", "--stamp-each"])
+    procs.start("node", [FAKE_NODE] + node_args(pf), FAKE_DELAY_S=0.05)
+    listener.wait_for(lambda l: len(l.chunks) >= 8, START_TIMEOUT, "8 chunks")
+    time.sleep(0.7)  # a diagnostics period (0.5 s) after them
+    d = {k: float(v) for k, v in listener.latest_diag().items()
+         if k.endswith(("overhead_ms_p50", "delay_ms_p50"))}
+    own, delay, total = (d["own_overhead_ms_p50"], d["input_delay_ms_p50"],
+                         d["node_overhead_ms_p50"])
+    assert 0.0 <= own <= total + 0.5 and own < 200.0, d
+    assert 0.0 <= delay <= total + 0.5, d
+    assert abs(own + delay - total) < max(5.0, 0.5 * total), d
+
+
 BAD = [  # publisher --malformed kind, extra publisher args, params, expected counter
     ("truncated", [], {}, "malformed/camera0/truncated"),
     ("encoding", [], {}, "malformed/camera0/unknown_encoding"),
