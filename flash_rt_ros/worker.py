@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import traceback
 from typing import Callable
 
 # Diagnosis only: a file name here makes the thread profile its jobs (cProfile, wall time,
@@ -71,6 +72,8 @@ class InferenceWorker:
             job, self._job = self._job, None
             try:
                 run(job)
+            except Exception:  # noqa: BLE001 - the thread must outlive any one job
+                traceback.print_exc()  # the node's run() logs its own; this is the backstop
             finally:
                 self._finish(job)
                 self._idle.set()
