@@ -35,7 +35,14 @@ for a in $ARCHS; do
   cmake -S csrc -B "$b" "${GEN[@]}" -DGPU_ARCH="$a" -DPython_EXECUTABLE="$PYBIN" \
         -DCMAKE_CUDA_COMPILER="$NVCC" -DFLASH_RT_OUTPUT_DIR="$PWD/$b/out" >"$b.configure.log" 2>&1 ||
     { cat "$b.configure.log"; exit 1; }
-  cmake --build "$b" -j "$(nproc)"
+  cmake --build "$b" -j "$(nproc)" 2>&1 | tee "$b.build.log"
+  # ptxas reports wgmma it had to serialise (C75xx "Potential Performance Loss"): on
+  # sm_90a that silently costs the persistent expert kernel its MMA overlap. Fail on it.
+  if grep -q "Potential Performance Loss" "$b.build.log"; then
+    grep "Potential Performance Loss" "$b.build.log" | cut -c1-240 >&2
+    echo "build_kernels: ptxas serialised wgmma for sm_$a (see above)" >&2
+    exit 1
+  fi
   echo "build_kernels: sm_$a built in $(( $(date +%s) - start )) s"
   dirs+=("$PWD/$b/out")
 done

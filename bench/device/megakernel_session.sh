@@ -23,7 +23,7 @@ do_build() {
   stage build
   cmake -S csrc -B build/dev -G Ninja -DGPU_ARCH=90a -DPython_EXECUTABLE="$(command -v python3)" \
         -DCMAKE_CUDA_COMPILER="$(command -v nvcc)" >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
-  cmake --build build/dev -j 16 2>&1 | grep -E "error|warning|spill|FAILED" | head -40
+  cmake --build build/dev -j 16 2>&1 | grep -E "error|warning|spill|FAILED|Performance Loss" | head -40
   python3 -c "from flash_rt import kernels; print('module', kernels.load().built_archs())" || exit 1
   so=$(ls flash_rt/flash_rt_kernels*.so)
   cuobjdump -sass "$so" > "$OUT/sass.txt" 2>/dev/null

@@ -123,6 +123,15 @@ __device__ __forceinline__ void wgmma_fence() {
 #endif
 }
 
+// Pins the accumulator registers' definitions on this side of the MMA sequence (an empty
+// asm that "writes" them): without it ptxas may move the zeroing moves in between the
+// wgmma and then serialises the whole sequence (C7515).
+template <int N>
+__device__ __forceinline__ void wgmma_fence_operands(float (&d)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
 __device__ __forceinline__ void wgmma_commit() {
 #if FLASH_RT_MK_SM90
   asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");

@@ -198,24 +198,35 @@ __device__ __forceinline__ void mma_tile(const ExpertParams& p, const Task& t,
   constexpr uint32_t kA_lbo = kTileRows * 16, kA_sbo = 128;
   constexpr uint32_t kB_lbo = TP * 16, kB_sbo = 128;
   const bool swap = p.desc_swap != 0;
+  // Every page of the task has landed before the first MMA: no wait (a spin loop, i.e. a
+  // branch) between two wgmma, which made ptxas serialise them (C7520). A task holds at
+  // most kWeightSlots pages, streamed ahead while the previous task ran.
+  const int pages = (t.klen + kPageK - 1) / kPageK;
+  for (int pg = 0; pg < pages; ++pg) ring.wait_page(first_page + pg);
 #pragma unroll
   for (int i = 0; i < TP / 2; ++i) d[i] = 0.f;
+  wgmma_fence_operands(d);
   wgmma_fence();
-  int kdone = 0;
-  for (int pg = 0; kdone < t.klen; ++pg) {
-    const unsigned char* w = ring.wait_page(first_page + pg);
-    const int kp = min(kPageK, t.klen - kdone);
-    for (int ks = 0; ks < kp / 32; ++ks) {
-      const unsigned char* a = w + ks * 2 * kA_lbo;
-      const unsigned char* b = work + (kdone / 16 + 2 * ks) * kB_lbo;
-      const uint64_t da = swap ? make_desc(a, kA_sbo, kA_lbo) : make_desc(a, kA_lbo, kA_sbo);
-      const uint64_t db = swap ? make_desc(b, kB_sbo, kB_lbo) : make_desc(b, kB_lbo, kB_sbo);
-      Wgmma<TP>::run(d, da, db, kdone > 0 || ks > 0);
-    }
-    kdone += kp;
+  constexpr int kStepsPerPage = kPageK / 32;
+  const int steps = t.klen / 32;
+  for (int kk = 0; kk < steps; ++kk) {
+    const unsigned char* a = ring.page(first_page + kk / kStepsPerPage) +
+                             (kk % kStepsPerPage) * 2 * kA_lbo;
+    const unsigned char* b = work + 2 * kk * kB_lbo;
+    const uint64_t da = swap ? make_desc(a, kA_sbo, kA_lbo) : make_desc(a, kA_lbo, kA_sbo);
+    const uint64_t db = swap ? make_desc(b, kB_sbo, kB_lbo) : make_desc(b, kB_lbo, kB_sbo);
+    Wgmma<TP>::run(d, da, db, kk > 0);
   }
   wgmma_commit();
   wgmma_wait_all();
+  wgmma_fence_operands(d);
+}
+
+// A position past the table (never, for the expert's own rows: the table has cache_rows
+// rows): one out-of-line copy of the fp32 formula instead of TP / 4 inlined ones, which
+// were a quarter of the kernel's SASS (powf + sincosf).
+__device__ __noinline__ float2 rope_angle_outside_table(int pos, int i, int D, float theta) {
+  return rope_angle(static_cast<float>(pos), i, D, theta);
 }
 
 // QKV epilogue: bf16 output (as the GEMM stores it), RoPE for q and k from the table,
@@ -251,7 +262,7 @@ __device__ __forceinline__ void qkv_epilogue(const ExpertParams& p, const Task& 
         const int ps = pos[j][e];
         cs[j][e] = (ps >= 0 && ps < p.rope_rows)
                        ? reinterpret_cast<const float2*>(p.rope)[static_cast<size_t>(ps) * half + i]
-                       : rope_angle(static_cast<float>(ps), i, p.D, p.theta);
+                       : rope_angle_outside_table(ps, i, p.D, p.theta);
       }
     }
   }

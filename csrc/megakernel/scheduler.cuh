@@ -106,6 +106,10 @@ struct WeightRing {
     mbar_wait(full + slot, static_cast<uint32_t>((n / kWeightSlots) & 1));
     return base + slot * kPageBytes;
   }
+
+  __device__ __forceinline__ const unsigned char* page(int n) const {
+    return base + (n % kWeightSlots) * kPageBytes;
+  }
 };
 
 // Thread 0: issue this block's next pages into every free slot (non-blocking).

@@ -56,6 +56,7 @@ def test_op_codes_fields_and_sizes_match_the_kernel_header():
     assert tuple(fields) == TASK_FIELDS
     assert header_const("kTileRows") == es.TILE_ROWS
     assert header_const("kPageK") == es.PAGE_K
+    assert header_const("kWeightSlots") == es.WEIGHT_SLOTS
     tasks_cuh = (ROOT / "csrc/megakernel/expert_tasks.cuh").read_text()
     assert f"kCombineMaxSplits = {es.MAX_SPLITS};" in tasks_cuh
     # the work area = one attention tile (64 query rows + one 64-key K and V tile, rows
@@ -81,6 +82,8 @@ def test_full_schedule_completes_and_its_pages_match_its_tasks(blocks, views, ho
         gemm = tasks[np.isin(tasks[:, 0], [es.QKV, es.O_PROJ, es.GATE_UP, es.DOWN])]
         assert len(pages) == sum(-(-k // es.PAGE_K) for k in gemm[:, 4])
         assert (pages[:, 1] <= es.TILE_ROWS * es.PAGE_K).all() and (pages[:, 1] % 16 == 0).all()
+        # every page of a task is waited for before its first MMA: they must fit the ring
+        assert (-(-gemm[:, 4] // es.PAGE_K) <= es.WEIGHT_SLOTS).all()
         assert (pages[:, 0] >= 0).all() and (pages.sum(1) <= total).all()
         # each block runs its phases in order (what makes in-order execution deadlock-free)
         assert (np.diff(tasks[:, 7]) >= 0).all()

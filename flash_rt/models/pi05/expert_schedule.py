@@ -37,6 +37,8 @@ OP_NAMES = ("norm_in", "qkv", "attn", "combine", "o", "norm_mid", "gate_up", "do
 
 TILE_ROWS = 64          # output features per GEMM tile (wgmma M)
 PAGE_K = 512            # input features per weight page (32 KiB of FP8)
+WEIGHT_SLOTS = 3        # pages in the kernel's shared-memory ring: a task waits for all of
+                        # its pages before its first MMA, so it may hold no more than this
 CHUNK = 16              # bytes of K per core-matrix row
 NORM_TOKENS = 8         # tokens per norm task (one per consumer warp)
 ATTN_ROWS = 64          # packed (token, head) rows per attention task
@@ -101,6 +103,8 @@ def unsupported_reason(d: ExpertDims) -> str | None:
         return f"needs an MLP width that is a multiple of 32 (got {d.mlp})"
     if d.splits > MAX_SPLITS:
         return f"needs cache rows <= {MAX_SPLITS * ATTN_KEYS} (got {d.cache_rows})"
+    if -(-d.max_klen // PAGE_K) > WEIGHT_SLOTS:
+        return f"a GEMM task of {d.max_klen} input features needs more than {WEIGHT_SLOTS} pages"
     if d.tpad * d.max_klen > WORK_BYTES:
         return f"activation tile {d.tpad} x {d.max_klen} exceeds the work area"
     return None
