@@ -64,9 +64,9 @@ __device__ __forceinline__ float gemm_scale(const ExpertParams& p, int layer, in
 // ---------------------------------------------------------------- adaRMS rows
 // kNormTokens tokens x all W features per task, feature-parallel: thread `tid` owns
 // features [tid * FPT, (tid + 1) * FPT) of every token, so all its loads (the split-K
-// accumulator's (feature, 8 tokens) runs, x, the gate / scale / shift columns) are issued
-// before any store and the task costs about one L2 round trip (a token per warp, with
-// stores between dependent loads, measured 19-21 us on the H100). Per-token sums of
+// accumulator's (feature, kNormTokens tokens) runs, x, the gate / scale / shift columns)
+// are issued before any store. (Run 2 measured this form at ~20 us per task on the H100,
+// no better than a token per warp; ptxas spilled its arrays at 8 tokens.) Per-token sums of
 // squares meet in shared memory. Math as norm.cu's gated_residual_adarms / adarms: x +=
 // gate * bf16(acc) rounded to bf16 as stored, then adaRMS with this step's (scale, shift),
 // FP8 with the site's static scale (bf16 for the final norm); sum order aside.
@@ -102,9 +102,11 @@ __device__ __forceinline__ void norm_task(const ExpertParams& p, const Task& t, 
     g[i] = gate_row >= 0 ? p.mod[static_cast<size_t>(gate_row) * 3 * W + 2 * W + f] : 0.f;
     if (gate_row >= 0) {
       const float4* src = reinterpret_cast<const float4*>(p.acc + static_cast<size_t>(f) * TP + t0);
-      const float4 lo = __ldcg(src), hi = __ldcg(src + 1);
-      a[i][0] = lo.x; a[i][1] = lo.y; a[i][2] = lo.z; a[i][3] = lo.w;
-      a[i][4] = hi.x; a[i][5] = hi.y; a[i][6] = hi.z; a[i][7] = hi.w;
+#pragma unroll
+      for (int q = 0; q < kNormTokens / 4; ++q) {
+        const float4 v4 = __ldcg(src + q);
+        a[i][4 * q] = v4.x; a[i][4 * q + 1] = v4.y; a[i][4 * q + 2] = v4.z; a[i][4 * q + 3] = v4.w;
+      }
     }
   }
 #pragma unroll
@@ -161,8 +163,8 @@ __device__ __forceinline__ void norm_task(const ExpertParams& p, const Task& t, 
     for (int i = 0; i < kMaxFpt; ++i) {
       if (i >= fpt) break;
       float4* dst = reinterpret_cast<float4*>(p.acc + static_cast<size_t>(f0 + i) * TP + t0);
-      dst[0] = z;
-      dst[1] = z;
+#pragma unroll
+      for (int q = 0; q < kNormTokens / 4; ++q) dst[q] = z;
     }
   }
 }

@@ -57,6 +57,7 @@ def test_op_codes_fields_and_sizes_match_the_kernel_header():
     assert header_const("kTileRows") == es.TILE_ROWS
     assert header_const("kPageK") == es.PAGE_K
     assert header_const("kWeightSlots") == es.WEIGHT_SLOTS
+    assert header_const("kNormTokens") == es.NORM_TOKENS
     tasks_cuh = (ROOT / "csrc/megakernel/expert_tasks.cuh").read_text()
     assert f"kCombineMaxSplits = {es.MAX_SPLITS};" in tasks_cuh
     # the work area = one attention tile (64 query rows + one 64-key K and V tile, rows

@@ -40,7 +40,7 @@ PAGE_K = 512            # input features per weight page (32 KiB of FP8)
 WEIGHT_SLOTS = 3        # pages in the kernel's shared-memory ring: a task waits for all of
                         # its pages before its first MMA, so it may hold no more than this
 CHUNK = 16              # bytes of K per core-matrix row
-NORM_TOKENS = 8         # tokens per norm task (one per consumer warp)
+NORM_TOKENS = 4         # tokens per norm task (csrc/megakernel/task_table.h kNormTokens)
 ATTN_ROWS = 64          # packed (token, head) rows per attention task
 ATTN_KEYS = 64          # keys per split
 COMBINE_ITEMS = 256     # (row, 8-column) items per combine task
