@@ -127,7 +127,8 @@ class Listener:
         self.node = rclpy.create_node("test_listener", context=self.ctx)
         self.chunks, self.diags, self.trajs = [], [], []
         self.lock = threading.RLock()
-        self.node.create_subscription(ActionChunk, chunk_topic, self._add(self.chunks), 50)
+        self.chunk_sub = self.node.create_subscription(ActionChunk, chunk_topic,
+                                                       self._add(self.chunks), 50)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._add(self.diags), 50)
         self.node.create_subscription(JointTrajectory, "/flash_rt_policy/joint_trajectory",
                                       self._add(self.trajs), 50)
@@ -160,6 +161,13 @@ class Listener:
                 return r
             time.sleep(0.1)
         raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+    def wait_matched(self, timeout: float) -> None:
+        """Until the node's chunk publisher is matched: chunks published before that are
+        lost to this listener (reliable, volatile), which a test counting from the first
+        chunk must rule out."""
+        self.wait_for(lambda l: l.chunk_sub.get_publisher_count() >= 1, timeout,
+                      "the chunk publisher to match")
 
     def latest_diag(self) -> dict:
         with self.lock:

@@ -41,8 +41,9 @@ def _log_when(procs, node, pattern, timeout=20.0):
 
 def test_first_observations_calibrate_before_anything_is_published(procs, listener, tmp_path):
     pf = write_params(tmp_path / "p.yaml", rate_hz=5.0, calibration_frames=3)
-    procs.start("pub", PUB)
     node = procs.start("node", [FAKE_NODE] + node_args(pf), FAKE_CALIBRATION="needed")
+    listener.wait_matched(START_TIMEOUT)  # no chunk can exist before the cameras start
+    procs.start("pub", PUB)
     listener.wait_for(lambda l: len(l.chunks) >= 3, START_TIMEOUT, "3 chunks")
     log = procs.log(node)
     assert "calibrated on its own inputs" not in log, "a predict calibrated (warm-up?)"
