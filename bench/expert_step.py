@@ -63,16 +63,7 @@ def agreement(got: dict, want: dict) -> dict:
 def compare(tb: ExpertTestbed, step: int) -> tuple[dict, dict]:
     """(megakernel vs sequence, sequence with the flash decoder attention vs the GEMM one:
     how far two correct roundings of the same step drift apart over the layers)."""
-    tb.restore()
-    tb.run_sequence(step)
-    want = tb.outputs()
-    tb.restore()
-    tb.acts.t["dec_xn"].fill_(float("nan"))
-    tb.run_megakernel(step)
-    got = tb.outputs()
-    tb.restore()
-    tb.run_sequence_flash_attention(step)
-    alt = tb.outputs()
+    want, got, alt = tb.outputs_three_ways(step)
     return agreement(got, want), agreement(alt, want)
 
 

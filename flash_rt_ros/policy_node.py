@@ -411,14 +411,12 @@ class PolicyNodeLogic:
 
     def _publish_diagnostics(self) -> None:
         c = self.counters.snapshot()
-        infer, overhead = self.infer_ms.stats(), self.overhead_ms.stats()
         age = self.chunk_age_ms.stats()
         values = {"state": "active" if self._active else
                   ("inactive" if self.policy is not None else "unconfigured"),
                   "chunk_rate_hz": self.chunk_rate.rate(), "target_rate_hz": self.p.rate_hz,
-                  "inference_ms_p50": infer["p50"], "inference_ms_p99": infer["p99"],
-                  "node_overhead_ms_p50": overhead["p50"],
-                  "node_overhead_ms_p99": overhead["p99"],
+                  **_pcts("inference_ms", self.infer_ms),
+                  **_pcts("node_overhead_ms", self.overhead_ms),
                   **_pcts("own_overhead_ms", self.own_overhead_ms),
                   **_pcts("input_delay_ms", self.input_delay_ms),
                   "chunk_age_ms_p50": age["p50"], "chunk_age_ms_p99": age["p99"],
@@ -519,6 +517,7 @@ def main(args=None, policy_factory=load_policy, node_class=PolicyNode) -> int:
 
 
 def _pcts(name: str, tracker: LatencyTracker) -> dict:
+    """``{name}_p50`` and ``{name}_p99`` of a latency window, as the diagnostics show them."""
     stats = tracker.stats()
     return {f"{name}_p50": stats["p50"], f"{name}_p99": stats["p99"]}
 

@@ -145,16 +145,20 @@ def main(argv=None) -> int:
 
     count = [0]
 
+    def clock_and_stamp():  # -> (node clock ns, header stamp: zero with --no-stamps)
+        now_ns = node.get_clock().now().nanoseconds
+        return now_ns, to_time(0 if args.no_stamps else now_ns)
+
+    restamp = args.stamp_each and not args.no_stamps  # a fresh stamp for every message
+
     def publish_once() -> None:
         elapsed = time.monotonic() - start
-        now_ns = node.get_clock().now().nanoseconds
-        stamp = to_time(0 if args.no_stamps else now_ns)
+        now_ns, stamp = clock_and_stamp()
         for i, (enc, pub) in enumerate(zip(encs, pubs)):
             if i == args.stop_camera and elapsed >= args.stop_after:
                 continue
-            if args.stamp_each and not args.no_stamps:
-                now_ns = node.get_clock().now().nanoseconds
-                stamp = to_time(now_ns)
+            if restamp:
+                now_ns, stamp = clock_and_stamp()
             fmt, data, step = encode(frame(i, now_ns, args.height, args.width), enc)
             if enc in ("jpeg", "png"):
                 msg = CompressedImage(format=fmt, data=data)
@@ -166,9 +170,8 @@ def main(argv=None) -> int:
             if i == 0 and args.malformed and count[0] % args.malformed_every == 0:
                 _corrupt(msg, args.malformed)
             pub.publish(msg)
-        if args.stamp_each and not args.no_stamps:
-            now_ns = node.get_clock().now().nanoseconds
-            stamp = to_time(now_ns)
+        if restamp:
+            now_ns, stamp = clock_and_stamp()
         values = joints(now_ns, len(args.joints))
         if args.nan_joints_after and elapsed >= args.nan_joints_after:
             values[0] = float("nan")

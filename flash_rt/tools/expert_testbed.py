@@ -138,6 +138,22 @@ class ExpertTestbed:
     def run_megakernel(self, step: int) -> None:
         self.mk.run(self.ctx, step)
 
+    def outputs_three_ways(self, step: int) -> tuple[dict, dict, dict]:
+        """(sequence, megakernel, sequence with flash attention) outputs of ``step``, each
+        from the saved state; the kernel's own outputs are poisoned first (it must write
+        them)."""
+        self.restore()
+        self.run_sequence(step)
+        want = self.outputs()
+        self.restore()
+        for name in ("dec_xn", "dec_q"):
+            self.acts.t[name].fill_(float("nan"))
+        self.run_megakernel(step)
+        got = self.outputs()
+        self.restore()
+        self.run_sequence_flash_attention(step)
+        return want, got, self.outputs()
+
     def outputs(self) -> dict[str, torch.Tensor]:
         """What a step produces: dec_xn, dec_x, the last layer's q, every layer's K/V rows
         of the action tokens."""

@@ -40,17 +40,7 @@ CONFIGS = {
 
 def compare(tb: ExpertTestbed, step: int) -> tuple[dict[str, float], dict[str, float]]:
     """(megakernel vs sequence, sequence with the flash decoder attention vs sequence) cosines."""
-    tb.restore()
-    tb.run_sequence(step)
-    want = tb.outputs()
-    tb.restore()
-    for name in ("dec_xn", "dec_q"):  # poisoned: the kernel must write them
-        tb.acts.t[name].fill_(float("nan"))
-    tb.run_megakernel(step)
-    got = tb.outputs()
-    tb.restore()
-    tb.run_sequence_flash_attention(step)
-    alt = tb.outputs()
+    want, got, alt = tb.outputs_three_ways(step)
     return ({k: cos(got[k], want[k]) for k in want},
             {k: cos(alt[k], want[k]) for k in want})
 
