@@ -24,6 +24,9 @@ struct Params {
   const float* o_scale;
   bool o8_via_bf16;      // FP8 output quantised from the bf16-rounded value (as a bf16
                          // attention output followed by a quantise kernel would be)
+  int o8_chunk_rows;     // 0: FP8 output row-major (o_row, o_batch); R > 0: chunk-major for
+                         // one batch of R rows, byte (t, col) at (col / 16) R 16 + t 16 + col % 16
+                         // (the persistent kernel's activation layout; combine only)
   int Lq, Lk, H, Hkv, G, D;
   long long q_row, k_row, v_row, o_row, q_batch, k_batch, v_batch, o_batch;
   float scale;
@@ -484,7 +487,10 @@ __device__ __forceinline__ void attn_combine_item(const Params& p, long long ite
     }
   }
   const float inv = wsum > 0.f ? 1.f / wsum : 0.f;
-  const long long off = b * p.o_batch + t * p.o_row + (long long)h * p.D + 8 * c;
+  const long long col = (long long)h * p.D + 8 * c;  // 8 columns: one 16-byte chunk's half
+  const long long off = p.o8_chunk_rows > 0
+                            ? (col >> 4) * p.o8_chunk_rows * 16 + t * 16 + (col & 15)
+                            : b * p.o_batch + t * p.o_row + col;
 #pragma unroll
   for (int i = 0; i < 8; i += 2) store_out_pair(p, off + i, acc[i] * inv, acc[i + 1] * inv, sc);
 }

@@ -27,7 +27,7 @@ namespace {
 using namespace mk;
 
 constexpr int kRingBytes = kWeightSlots * kPageBytes;
-constexpr int kBarrierBytes = kWeightSlots * 8;
+constexpr int kBarrierBytes = (kWeightSlots + 1) * 8;  // the ring's, the activation tile's
 constexpr int kSmemBytes = kRingBytes + kWorkBytes + kBarrierBytes;
 
 template <int TP>
@@ -36,10 +36,12 @@ __global__ void __launch_bounds__(kThreads, 1) expert_megakernel_kernel(const __
   unsigned char* work = smem + kRingBytes;
   uint64_t* bars = reinterpret_cast<uint64_t*>(work + kWorkBytes);
   const WeightRing ring{smem, bars};
+  uint64_t* act_bar = bars + kWeightSlots;
   const int tid = threadIdx.x, block = blockIdx.x;
   PageCursor pages;
   if (tid == 0) {
     for (int i = 0; i < kWeightSlots; ++i) mbar_init(ring.full + i, 1);
+    mbar_init(act_bar, 1);
     mbar_init_fence();
     refill_pages(p.sched, block, ring, pages.issued, 0);  // the first pages stream at once
   }
@@ -57,9 +59,9 @@ __global__ void __launch_bounds__(kThreads, 1) expert_megakernel_kernel(const __
       case kQkv:
       case kOProj:
       case kGateUp:
-      case kDown: gemm_task<TP>(p, t, work, ring, pages, tid); break;
+      case kDown: gemm_task<TP>(p, t, work, act_bar, ring, pages, tid); break;
       case kAttn: attention_task(p, t, work, tid); break;
-      case kCombine: combine_task(p, t, tid); break;
+      case kCombine: combine_task<TP>(p, t, tid); break;
       default: __trap();
     }
     signal_done(p.sched, t, tid);

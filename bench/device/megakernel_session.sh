@@ -78,11 +78,34 @@ do_frontends() {
   timeout 300 python3 -m pytest -q -x test/gpu/test_pi05_frontends.py -p no:cacheprovider 2>&1 | tail -15
 }
 do_ncu() {
+  # where the warps stall, per SASS instruction (sampled): the raw metrics and the source
+  # page (SASS with line info) come back as text next to the report itself
   stage ncu
-  timeout 200 ncu --set full -k regex:expert_megakernel --launch-skip 2 --launch-count 1 \
-      -o "$OUT/megakernel" python3 bench/expert_step.py --configs full:2:50 --iters 3 >/dev/null 2>&1
-  ncu --import "$OUT/megakernel.ncu-rep" --page details 2>/dev/null | \
-      grep -E "Duration|DRAM Throughput|Memory Throughput|Registers|Achieved Occupancy|Warp Cycles|Stall" | head -30
+  local rep="$OUT/megakernel"
+  timeout 300 ncu --section SpeedOfLight --section WarpStateStats --section SourceCounters \
+      --section InstructionStats --section SchedulerStats --section MemoryWorkloadAnalysis \
+      -k regex:expert_megakernel --launch-skip 1 --launch-count 1 -f -o "$rep" \
+      python3 bench/expert_step.py --configs ${NCU_CONFIG:-full:2:50} --iters 3 > "$OUT/ncu_run.log" 2>&1
+  tail -3 "$OUT/ncu_run.log"
+  ncu --import "$rep.ncu-rep" --page details > "$OUT/ncu_details.txt" 2>&1
+  grep -E "Duration|Throughput|Registers|Warp Cycles|Issued|Stall|No Instruction|Active Warps" "$OUT/ncu_details.txt" | head -40
+  ncu --import "$rep.ncu-rep" --page raw --csv > "$OUT/ncu_raw.csv" 2>&1
+  python3 - "$OUT/ncu_raw.csv" <<'PY'
+import csv, sys
+rows = list(csv.reader(open(sys.argv[1])))
+if len(rows) >= 3:
+    names, vals = rows[0], rows[2]
+    st = sorted(((float(v.replace(",", "")), n) for n, v in zip(names, vals)
+                 if "pcsamp_warps_issue_stalled" in n and v.replace(",", "").replace(".", "").isdigit()),
+                reverse=True)
+    tot = sum(v for v, _ in st) or 1.0
+    for v, n in st[:14]:
+        print(f"{100 * v / tot:5.1f} %  {n}")
+PY
+  ncu --import "$rep.ncu-rep" --page source --csv --print-source sass > "$OUT/ncu_source.csv" 2>&1 \
+    || ncu --import "$rep.ncu-rep" --page source --csv > "$OUT/ncu_source.csv" 2>&1
+  head -c 600 "$OUT/ncu_source.csv"; echo
+  gzip -f "$OUT/ncu_source.csv" "$OUT/ncu_raw.csv"
 }
 for st in $STAGES; do "do_$st"; done
 stage done

@@ -106,6 +106,17 @@ __device__ __forceinline__ void fence_proxy_async_smem() {
 #endif
 }
 
+// Orders generic-proxy global-memory accesses before later async-proxy (bulk copy) accesses
+// of this thread: the producer of an activation tile runs it after its stores, the consumer
+// after its acquire and before the bulk copy that reads the tile.
+__device__ __forceinline__ void fence_proxy_async_global() {
+#if FLASH_RT_MK_SM90
+  asm volatile("fence.proxy.async.global;\n" ::: "memory");
+#else
+  __trap();
+#endif
+}
+
 // ---------------------------------------------------------------- wgmma
 // Shared-memory matrix descriptor, no swizzle (PTX ISA "Matrix Descriptor Format"):
 // bits 0-13 address >> 4, 16-29 LBO >> 4, 32-45 SBO >> 4, 62-63 swizzle mode (0: none).

@@ -5,6 +5,11 @@
 // weight rows of a tile are wgmma's M, the (padded) tokens its N, so one accumulator
 // fragment holds 64 output features x TP tokens.
 //
+// FP8 activations (act_w, act_attn, act_mlp: TP rows x K features) are stored chunk-major,
+// byte (row, col) at act_offset: (col / 16) TP 16 + row 16 + col % 16, which is the wgmma
+// core-matrix layout of the B operand, so a GEMM task's K slice [k0, k0 + klen) is one
+// contiguous run of TP klen bytes that a single bulk copy brings into shared memory.
+//
 // Accumulator fragment (m64nNk32, f32): thread t of the warpgroup (warp w, lane l) holds
 // rows r0 = 16 w + l / 4 and r0 + 8, columns 8 j + 2 (l % 4) + {0, 1}, in d[4 j + {0, 1}]
 // (row r0) and d[4 j + {2, 3}] (row r0 + 8). The weight packing puts what an epilogue
@@ -25,9 +30,9 @@ struct ExpertParams {
   const float* mod;       // (2 depth + 1, 3 W) this step's adaRMS rows [scale | shift | gate]
   bf16* x;                // (H, W) residual stream, updated in place
   bf16* xn;               // (H, W) final adaRMS output (the action-out projection's input)
-  fp8* act_w;             // (TP, W) FP8 input of QKV and gate/up
-  fp8* act_attn;          // (TP, heads D) FP8 attention output (O's input)
-  fp8* act_mlp;           // (TP, F) FP8 GeGLU output (down's input)
+  fp8* act_w;             // (TP, W) FP8 input of QKV and gate/up, chunk-major (act_offset)
+  fp8* act_attn;          // (TP, heads D) FP8 attention output (O's input), chunk-major
+  fp8* act_mlp;           // (TP, F) FP8 GeGLU output (down's input), chunk-major
   float* acc;             // (W, TP) split-K accumulator of O and down, zero between uses
   bf16* q;                // (H, heads D) post-RoPE queries
   bf16* k_cache;          // (depth, cache_rows, D)
@@ -52,6 +57,12 @@ constexpr int kWorkBytes = AttnCfg::kOneTileSmem;
 constexpr int kNormChunksMax = 4;  // features per thread in a norm task: W <= 4 * 256
 
 __device__ __forceinline__ float bf16r(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
+
+// Byte offset of (row, col) in a chunk-major FP8 activation of TP rows (see the top).
+template <int TP>
+__device__ __forceinline__ size_t act_offset(int row, int col) {
+  return static_cast<size_t>(col >> 4) * (TP * 16) + row * 16 + (col & 15);
+}
 
 __device__ __forceinline__ float site_scale(const ExpertParams& p, int layer, int site) {
   return p.ascale[(layer * kSitesPerLayer + site) * kScaleStride];
@@ -101,11 +112,16 @@ __device__ __forceinline__ void norm_task(const ExpertParams& p, const Task& t, 
     sh[i] = mrow[W + f];
     g[i] = gate_row >= 0 ? p.mod[static_cast<size_t>(gate_row) * 3 * W + 2 * W + f] : 0.f;
     if (gate_row >= 0) {
-      const float4* src = reinterpret_cast<const float4*>(p.acc + static_cast<size_t>(f) * TP + t0);
+      const float* src = p.acc + static_cast<size_t>(f) * TP + t0;
+      if constexpr (kNormTokens % 4 == 0) {
 #pragma unroll
-      for (int q = 0; q < kNormTokens / 4; ++q) {
-        const float4 v4 = __ldcg(src + q);
-        a[i][4 * q] = v4.x; a[i][4 * q + 1] = v4.y; a[i][4 * q + 2] = v4.z; a[i][4 * q + 3] = v4.w;
+        for (int q = 0; q < kNormTokens / 4; ++q) {
+          const float4 v4 = __ldcg(reinterpret_cast<const float4*>(src) + q);
+          a[i][4 * q] = v4.x; a[i][4 * q + 1] = v4.y; a[i][4 * q + 2] = v4.z; a[i][4 * q + 3] = v4.w;
+        }
+      } else {
+#pragma unroll
+        for (int k = 0; k < kNormTokens; ++k) a[i][k] = __ldcg(src + k);
       }
     }
   }
@@ -154,48 +170,49 @@ __device__ __forceinline__ void norm_task(const ExpertParams& p, const Task& t, 
       const float o = v[k][i] * rstd * (1.f + sc[i]) + sh[i];
       if (gate_row >= 0) p.x[row + i] = __float2bfloat16_rn(v[k][i]);
       if (t.op == kNormOut) p.xn[row + i] = __float2bfloat16_rn(o);
-      else p.act_w[row + i] = to_fp8(o, s);
+      else p.act_w[act_offset<TP>(t0 + k, f0 + i)] = to_fp8(o, s);
     }
   }
+  if (t.op != kNormOut) fence_proxy_async_global();  // act_w is read by bulk copies
   if (gate_row >= 0) {  // ready for the next split-K accumulation
-    const float4 z = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
     for (int i = 0; i < kMaxFpt; ++i) {
       if (i >= fpt) break;
-      float4* dst = reinterpret_cast<float4*>(p.acc + static_cast<size_t>(f0 + i) * TP + t0);
+      float* dst = p.acc + static_cast<size_t>(f0 + i) * TP + t0;
+      if constexpr (kNormTokens % 4 == 0) {
 #pragma unroll
-      for (int q = 0; q < kNormTokens / 4; ++q) dst[q] = z;
+        for (int q = 0; q < kNormTokens / 4; ++q)
+          reinterpret_cast<float4*>(dst)[q] = make_float4(0.f, 0.f, 0.f, 0.f);
+      } else {
+#pragma unroll
+        for (int k = 0; k < kNormTokens; ++k) dst[k] = 0.f;
+      }
     }
   }
 }
 
 // ---------------------------------------------------------------- GEMM tiles
-// Input rows [0, TP) x features [k0, k0 + klen) of the task's FP8 activation into shared
-// memory in the core-matrix layout (chunk c of row r at c * TP * 16 + r * 16).
+// The task's activation slice, rows [0, TP) x features [k0, k0 + klen): one bulk copy of the
+// chunk-major tile (already the wgmma B layout), issued by thread 0 after its acquire; the
+// MMA warpgroup waits on `bar` (load number `n` of this block: parity n & 1). Replaces a
+// 16-byte cp.async per thread and chunk (run 3: ~3-4 us of every GEMM task on the H100).
 template <int TP>
 __device__ __forceinline__ void load_activation(const ExpertParams& p, const Task& t,
-                                                unsigned char* work, int tid) {
-  const fp8* src;
-  int stride;
-  if (t.op == kOProj) { src = p.act_attn; stride = p.heads * p.D; }
-  else if (t.op == kDown) { src = p.act_mlp; stride = p.F; }
-  else { src = p.act_w; stride = p.W; }
-  const int chunks = t.klen / 16;
-  for (int i = tid; i < TP * chunks; i += kConsumers) {
-    const int r = i / chunks, c = i % chunks;
-    attn_tiles::cp_async16(work + c * (TP * 16) + r * 16, src + static_cast<size_t>(r) * stride + t.k0 + c * 16,
-                           true);
-  }
-  attn_tiles::cp_async_commit();
-  attn_tiles::cp_async_wait<0>();
-  fence_proxy_async_smem();  // the next reader is wgmma (async proxy)
-  ConsumerSync::sync();
+                                                unsigned char* work, uint64_t* bar, int tid) {
+  if (tid != 0) return;
+  const fp8* src = t.op == kOProj ? p.act_attn : t.op == kDown ? p.act_mlp : p.act_w;
+  fence_proxy_async_global();  // the producers' generic stores, acquired, before the copy
+  fence_proxy_async_smem();    // and the block's own generic use of `work` (previous tasks)
+  const uint32_t bytes = static_cast<uint32_t>(TP * t.klen);
+  mbar_arrive_expect_tx(bar, bytes);
+  bulk_g2s(work, src + static_cast<size_t>(t.k0) * TP, bytes, bar);
 }
 
 // Warpgroup 0: D (64 x TP) = W tile (pages from the ring) x act^T; then releases the pages.
 template <int TP>
 __device__ __forceinline__ void mma_tile(const ExpertParams& p, const Task& t,
-                                         const unsigned char* work, const WeightRing& ring,
+                                         const unsigned char* work, uint64_t* act_bar,
+                                         int act_parity, const WeightRing& ring,
                                          int first_page, int tid, float (&d)[TP / 2]) {
   constexpr uint32_t kA_lbo = kTileRows * 16, kA_sbo = 128;
   constexpr uint32_t kB_lbo = TP * 16, kB_sbo = 128;
@@ -205,6 +222,7 @@ __device__ __forceinline__ void mma_tile(const ExpertParams& p, const Task& t,
   // most kWeightSlots pages, streamed ahead while the previous task ran.
   const int pages = (t.klen + kPageK - 1) / kPageK;
   for (int pg = 0; pg < pages; ++pg) ring.wait_page(first_page + pg);
+  mbar_wait(act_bar, static_cast<uint32_t>(act_parity));
 #pragma unroll
   for (int i = 0; i < TP / 2; ++i) d[i] = 0.f;
   wgmma_fence_operands(d);
@@ -331,24 +349,28 @@ __device__ __forceinline__ void geglu_epilogue(const ExpertParams& p, const Task
       const int tok = 8 * j + 2 * q4 + e;
       if (tok >= p.H) continue;
       const float g = bf16r(d[4 * j + e] * s), u = bf16r(d[4 * j + 2 + e] * s);
-      p.act_mlp[static_cast<size_t>(tok) * p.F + f] = sat_fp8(gelu_tanh(g) * u * inv_s);
+      p.act_mlp[act_offset<TP>(tok, f)] = sat_fp8(gelu_tanh(g) * u * inv_s);
     }
   }
+  fence_proxy_async_global();  // act_mlp is read by bulk copies
 }
 
-// The block's cursors into its weight pages: issued (thread 0 only) and consumed.
+// The block's cursors: weight pages issued (thread 0 only) and consumed, and activation
+// tiles loaded (the parity of the activation barrier's next phase).
 struct PageCursor {
   int issued = 0;
   int consumed = 0;
+  int act_loads = 0;
 };
 
 template <int TP>
 __device__ __forceinline__ void gemm_task(const ExpertParams& p, const Task& t,
-                                          unsigned char* work, const WeightRing& ring,
-                                          PageCursor& pc, int tid) {
-  load_activation<TP>(p, t, work, tid);
+                                          unsigned char* work, uint64_t* act_bar,
+                                          const WeightRing& ring, PageCursor& pc, int tid) {
+  load_activation<TP>(p, t, work, act_bar, tid);
   float d[TP / 2];
-  if (tid < 128) mma_tile<TP>(p, t, work, ring, pc.consumed, tid, d);
+  if (tid < 128) mma_tile<TP>(p, t, work, act_bar, pc.act_loads & 1, ring, pc.consumed, tid, d);
+  ++pc.act_loads;
   pc.consumed += (t.klen + kPageK - 1) / kPageK;
   ConsumerSync::sync();  // warpgroup 0's MMAs are complete: the pages and `work` are free
   if (tid == 0) refill_pages(p.sched, blockIdx.x, ring, pc.issued, pc.consumed);
@@ -388,12 +410,20 @@ __device__ __forceinline__ void attention_task(const ExpertParams& p, const Task
                                                                0, 0, t.k0, tid);
 }
 
+template <int TP>
 __device__ __forceinline__ void combine_task(const ExpertParams& p, const Task& t, int tid) {
   attn_tiles::Params a = attention_params(p, t.layer);
   a.o8 = p.act_attn;
+  a.o8_chunk_rows = TP;
   a.o8_via_bf16 = true;  // the sequence quantises the bf16 attention output
   a.o_scale = p.ascale + (t.layer * kSitesPerLayer + 1) * kScaleStride;
-  attn_tiles::attn_combine_item<kCombineMaxSplits>(a, static_cast<long long>(t.tile) * kCombineItems + tid);
+  // The split count is a template bound of the combine (its loads are unrolled to it and
+  // clamped): the smallest instance that holds this launch's splits, not always 32.
+  const long long item = static_cast<long long>(t.tile) * kCombineItems + tid;
+  if (p.splits <= 8) attn_tiles::attn_combine_item<8>(a, item);
+  else if (p.splits <= 16) attn_tiles::attn_combine_item<16>(a, item);
+  else attn_tiles::attn_combine_item<kCombineMaxSplits>(a, item);
+  fence_proxy_async_global();  // act_attn is read by bulk copies
 }
 
 }  // namespace mk

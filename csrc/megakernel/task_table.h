@@ -51,10 +51,11 @@ constexpr int kConsumers = kConsumerWarps * 32;
 // No producer warp: a 9th warp makes the register file round up to 12 warps (168
 // registers a thread, and the attention tile spills); thread 0 issues the copies instead.
 constexpr int kThreads = kConsumers;
-// Tokens per norm task (a multiple of 4: the split-K accumulator is read as float4). 4, not
-// 8: twice the tasks per norm phase (13 instead of 7 for 50 tokens) and about a third of
-// the register spills (ptxas: TP=64 508 -> 136 bytes stored).
-constexpr int kNormTokens = 4;
+// Tokens per norm task. 1: a norm phase is latency-bound (run 3 on the H100: ~11 us a task
+// at 4 tokens, its arrays spilled), so as many tasks as tokens, each with the fewest loads
+// in flight before its one reduction. (Any count works: multiples of 4 read the split-K
+// accumulator as float4.)
+constexpr int kNormTokens = 1;
 constexpr int kCombineItems = kConsumers;    // a combine task: one item per consumer thread
 // Weight dequantisation scales per layer, and activation-scale sites per layer, in the
 // pipeline's scale-table order: qkv, o, gate_up, down.

@@ -29,6 +29,27 @@ def bf16r(x: torch.Tensor) -> torch.Tensor:
     return x.to(BF16).float()
 
 
+class ChunkMajor:
+    """A (tpad, K) FP8 activation stored chunk-major, as the kernel keeps it (expert_tasks.cuh
+    ``act_offset``: byte (row, col) at (col // 16) * tpad * 16 + row * 16 + col % 16),
+    indexed as logical rows."""
+
+    def __init__(self, ptr: int, tp: int, k: int):
+        self.tp, self.k = tp, k
+        self.cells = view(ptr, (k // 16, tp, 16), FP8).permute(1, 0, 2)  # (tp, k/16, 16)
+
+    def rows(self) -> torch.Tensor:
+        return self.cells.reshape(self.tp, self.k)  # a copy (the view is not row-major)
+
+    def __getitem__(self, idx) -> torch.Tensor:
+        return self.rows()[idx]
+
+    def __setitem__(self, idx, value) -> None:
+        full = self.rows()
+        full[idx] = value
+        self.cells.copy_(full.view(self.tp, self.k // 16, 16))
+
+
 class _State:
     def __init__(self, p: dict, z: dict, eps: float, attn_scale: float):
         self.p, self.z, self.eps, self.attn_scale = p, z, eps, attn_scale
@@ -36,9 +57,9 @@ class _State:
         tp, depth, rows, splits = z["tpad"], z["depth"], z["cache_rows"], z["splits"]
         self.x = view(p["x"], (H, W), BF16)
         self.xn = view(p["xn"], (H, W), BF16)
-        self.act_w = view(p["act_w"], (tp, W), FP8)
-        self.act_attn = view(p["act_attn"], (tp, heads * D), FP8)
-        self.act_mlp = view(p["act_mlp"], (tp, F), FP8)
+        self.act_w = ChunkMajor(p["act_w"], tp, W)
+        self.act_attn = ChunkMajor(p["act_attn"], tp, heads * D)
+        self.act_mlp = ChunkMajor(p["act_mlp"], tp, F)
         self.acc = view(p["acc"], (W, tp), F32)
         self.q = view(p["q"], (H, heads * D), BF16)
         self.kc = view(p["k_cache"], (depth, rows, D), BF16)

@@ -360,6 +360,7 @@ def run_camera_load(procs, listener, ckpt, duration_s: float) -> dict:
         "skipped_and_dropped": {k: v for k, v in delta.items()
                                 if k.startswith(("skipped/", "dropped_chunks/")) and v},
         "rss_mb": rss_figures(rss),
+        "rss_mb_every_5s": [[round(t, 1), round(mb, 1)] for t, mb in rss],
     }
     print("camera load figures:", json.dumps(figures), flush=True)
     assert_never_stale(listener, max_age_s, DEFAULTS["future_stamp_tolerance_s"])

@@ -6,15 +6,19 @@ phase), then the final norm. The op list mirrors ``pipeline_common.expert_layers
 =========  =================================================================  ==========
 phase      what a task does                                                    tasks
 =========  =================================================================  ==========
-norm_in    x (+= gate * acc) -> adaRMS -> FP8 act_w, 8 tokens                  ceil(H/8)
+norm_in    x (+= gate * acc) -> adaRMS -> FP8 act_w, NORM_TOKENS tokens        H/NORM_TOKENS
 qkv        64 output features of QKV (RoPE pairs in one tile), all K           (Hq+2) D/64
 attn       64 packed (token, head) rows x one 64-key split                     rows/64 x S
 combine    256 (row, 8-column) items of the split-K merge -> FP8 act_attn      rows D/2048
 o          64 features x one head's 256 inputs, red.add into acc               W/64 x Hq
-norm_mid   x += gate * acc -> adaRMS -> FP8 act_w                              ceil(H/8)
+norm_mid   x += gate * acc -> adaRMS -> FP8 act_w                              H/NORM_TOKENS
 gate_up    32 MLP columns (their gate and up rows interleaved) + GeGLU         F/32
 down       64 features x a 512-wide K slice, red.add into acc                  W/64 x F/512
 =========  =================================================================  ==========
+
+FP8 activations between the phases are chunk-major (byte (row, col) at
+``(col // 16) * tpad * 16 + row * 16 + col % 16``, the wgmma B layout), so every GEMM task
+loads its K slice with one bulk copy.
 
 Weights are packed at load into the order the blocks read them: each GEMM task's tile
 (64 rows x its K range) is one contiguous block in the wgmma core-matrix layout (K chunk
@@ -40,14 +44,14 @@ PAGE_K = 512            # input features per weight page (32 KiB of FP8)
 WEIGHT_SLOTS = 3        # pages in the kernel's shared-memory ring: a task waits for all of
                         # its pages before its first MMA, so it may hold no more than this
 CHUNK = 16              # bytes of K per core-matrix row
-NORM_TOKENS = 4         # tokens per norm task (csrc/megakernel/task_table.h kNormTokens)
+NORM_TOKENS = 1         # tokens per norm task (csrc/megakernel/task_table.h kNormTokens)
 ATTN_ROWS = 64          # packed (token, head) rows per attention task
 ATTN_KEYS = 64          # keys per split
 COMBINE_ITEMS = 256     # (row, 8-column) items per combine task
 MAX_SPLITS = 32         # the kernel's combine holds at most this many splits
 TOKEN_PAD = 16          # tokens are padded to a multiple of this (wgmma N)
 MAX_TOKENS = 64
-MAX_WIDTH = 1024        # a norm task keeps 4 features x 8 tokens per thread in registers
+MAX_WIDTH = 1024        # a norm task keeps 4 features per token and thread in registers
 WORK_BYTES = 101_376    # the kernel's shared work area (csrc/megakernel/expert_tasks.cuh)
 WEIGHT_SITES = ("qkv", "o", "gate_up", "down")  # per-layer order of scales and weights
 
