@@ -32,6 +32,8 @@ struct Params {
   float scale;
   float scale_log2;  // scale * log2(e): v2 kernel works in the log2 domain
   const int* kv_len; int kv_len_add;
+  int kv_len_value = -1; // >= 0: the valid length itself (batch 1), read by the caller once
+                         // instead of kv_len[0] by every tile (the persistent kernel)
   const unsigned char* key_mask;
   int splits;
   float* ws_o;     // (splits, batch, H, Lq, D) fp32, split-K only
@@ -62,7 +64,8 @@ struct KeySpan {
   const unsigned char* mask;
   __device__ __forceinline__ KeySpan(const Params& p, int b, int kvh, int split) {
     kv_len = p.Lk;
-    if (p.kv_len) kv_len = min(max(p.kv_len[b] + p.kv_len_add, 0), p.Lk);
+    if (p.kv_len_value >= 0) kv_len = min(max(p.kv_len_value + p.kv_len_add, 0), p.Lk);
+    else if (p.kv_len) kv_len = min(max(p.kv_len[b] + p.kv_len_add, 0), p.Lk);
     const int n_blocks = (kv_len + BN - 1) / BN;
     const int per_split = (n_blocks + p.splits - 1) / p.splits;
     blk_lo = split * per_split;
@@ -183,6 +186,42 @@ __device__ __forceinline__ void mask_scale_max(float (&s)[NT][4], float (&mx)[2]
   }
 }
 
+// The key-mask bytes of one warp's logits tile (the keys mask_scale_max visits), loaded
+// before the tile's K/V wait so their latency overlaps it; 1 where there is no mask or the
+// key is past kv_hi (mask_scale_max_pre sets those to -inf anyway).
+template <int NT>
+__device__ __forceinline__ void load_mask_bytes(unsigned char (&mk)[NT][2], int jb, int tig,
+                                                int kv_hi, const unsigned char* mask) {
+#pragma unroll
+  for (int n = 0; n < NT; ++n) {
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+      const int j = jb + n * 8 + 2 * tig + c;
+      mk[n][c] = (mask && j < kv_hi) ? mask[j] : static_cast<unsigned char>(1);
+    }
+  }
+}
+
+// mask_scale_max with the mask bytes already in registers (load_mask_bytes).
+template <int NT>
+__device__ __forceinline__ void mask_scale_max_pre(float (&s)[NT][4], float (&mx)[2], int jb,
+                                                   int tig, float scale, int kv_hi,
+                                                   const unsigned char (&mk)[NT][2]) {
+  mx[0] = mx[1] = -INFINITY;
+#pragma unroll
+  for (int n = 0; n < NT; ++n) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int j = jb + n * 8 + 2 * tig + (e & 1);
+      float x = s[n][e] * scale;
+      if (j >= kv_hi) x = -INFINITY;
+      else if (mk[n][e & 1] == 0) x = kMaskValue;
+      s[n][e] = x;
+      mx[e >> 1] = fmaxf(mx[e >> 1], x);
+    }
+  }
+}
+
 // O *= alpha per accumulator row (online-softmax rescale).
 template <int NI>
 __device__ __forceinline__ void rescale_rows(float (&o)[NI][4], const float (&alpha)[2]) {
@@ -235,8 +274,11 @@ struct BlockSync {
 // One v2 tile: packed query rows [m0, m0 + 64) of (batch b, kv head kvh) against key split
 // `split`; thread `tid` of the C::kThreads that run it, `smem_raw` its C::kSmem bytes.
 // When every split holds at most one BN-key tile, only stage 0 of the K/V ring is touched
-// (kOneTileSmem bytes suffice).
-template <int DP, int BN, int WG, int STAGES, bool QREG, typename Sync>
+// (kOneTileSmem bytes suffice). PREFETCH_MASK: load each tile's key-mask bytes before waiting
+// for its K/V instead of inside the score loop (the persistent kernel, one tile per task,
+// where that load was a round trip of its own; the kernel sequence keeps the old order
+// until an A/B measures it there).
+template <int DP, int BN, int WG, int STAGES, bool QREG, typename Sync, bool PREFETCH_MASK = false>
 __device__ __forceinline__ void attn_v2_tile(const Params& p, unsigned char* smem_raw, int m0,
                                              int b, int kvh, int split, int tid) {
   using C = V2Cfg<DP, BN, WG, STAGES, QREG>;
@@ -308,6 +350,9 @@ __device__ __forceinline__ void attn_v2_tile(const Params& p, unsigned char* sme
 
   int it = 0;
   for (int blk = blk_lo; blk < blk_hi; ++blk, ++it) {
+    const int jb = blk * BN + kg * BNW;
+    unsigned char mk[PREFETCH_MASK ? BNW / 8 : 1][2];
+    if constexpr (PREFETCH_MASK) load_mask_bytes(mk, jb, tig, kv_hi, mask);  // lands with the tile
     cp_async_wait<STAGES - 2>();
     Sync::sync();  // tile `it` visible to all; everyone is done with tile it-1's buffer
     {
@@ -339,9 +384,9 @@ __device__ __forceinline__ void attn_v2_tile(const Params& p, unsigned char* sme
       }
     }
 
-    const int jb = blk * BN + kg * BNW;
     float mx[2];
-    mask_scale_max(s, mx, jb, tig, p.scale_log2, kv_hi, mask);
+    if constexpr (PREFETCH_MASK) mask_scale_max_pre(s, mx, jb, tig, p.scale_log2, kv_hi, mk);
+    else mask_scale_max(s, mx, jb, tig, p.scale_log2, kv_hi, mask);
     float alpha[2], m_use[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {

@@ -38,12 +38,13 @@ __global__ void __launch_bounds__(kThreads, 1) expert_megakernel_kernel(const __
   const WeightRing ring{smem, bars};
   uint64_t* act_bar = bars + kWeightSlots;
   const int tid = threadIdx.x, block = blockIdx.x;
-  PageCursor pages;
+  BlockState state;
+  state.valid_len = *p.valid_len;
   if (tid == 0) {
     for (int i = 0; i < kWeightSlots; ++i) mbar_init(ring.full + i, 1);
     mbar_init(act_bar, 1);
     mbar_init_fence();
-    refill_pages(p.sched, block, ring, pages.issued, 0);  // the first pages stream at once
+    refill_pages(p.sched, block, ring, state.issued, 0);  // the first pages stream at once
   }
   __syncthreads();
   const int t0 = p.sched.task_start[block], t1 = p.sched.task_start[block + 1];
@@ -59,8 +60,8 @@ __global__ void __launch_bounds__(kThreads, 1) expert_megakernel_kernel(const __
       case kQkv:
       case kOProj:
       case kGateUp:
-      case kDown: gemm_task<TP>(p, t, work, act_bar, ring, pages, tid); break;
-      case kAttn: attention_task(p, t, work, tid); break;
+      case kDown: gemm_task<TP>(p, t, work, act_bar, ring, state, tid); break;
+      case kAttn: attention_task(p, t, work, state.valid_len, tid); break;
       case kCombine: combine_task<TP>(p, t, tid); break;
       default: __trap();
     }

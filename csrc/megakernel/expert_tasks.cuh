@@ -252,7 +252,7 @@ __device__ __noinline__ float2 rope_angle_outside_table(int pos, int i, int D, f
 // QKV epilogue: bf16 output (as the GEMM stores it), RoPE for q and k from the table,
 // q -> q buffer, k / v -> cache rows valid_len + t (rope.cu's math).
 template <int TP>
-__device__ __forceinline__ void qkv_epilogue(const ExpertParams& p, const Task& t, int tid,
+__device__ __forceinline__ void qkv_epilogue(const ExpertParams& p, const Task& t, int off, int tid,
                                              const float (&d)[TP / 2]) {
   const int w = tid >> 5, l = tid & 31, q4 = l & 3;
   const int tiles_per_head = p.D / kTileRows;
@@ -260,7 +260,6 @@ __device__ __forceinline__ void qkv_epilogue(const ExpertParams& p, const Task& 
   const int i = (t.tile % tiles_per_head) * (kTileRows / 2) + 8 * w + (l >> 2);  // pair index
   const int half = p.D / 2;
   const float s = gemm_scale(p, t.layer, 0);
-  const int off = *p.valid_len;
   const size_t layer_rows = static_cast<size_t>(t.layer) * p.cache_rows;
   const bool rotate = head <= p.heads;  // q heads, then the one k head
   // every load before the first store (the stores could alias them for the compiler)
@@ -355,18 +354,21 @@ __device__ __forceinline__ void geglu_epilogue(const ExpertParams& p, const Task
   fence_proxy_async_global();  // act_mlp is read by bulk copies
 }
 
-// The block's cursors: weight pages issued (thread 0 only) and consumed, and activation
-// tiles loaded (the parity of the activation barrier's next phase).
-struct PageCursor {
+// Per-block state of the launch: weight pages issued (thread 0 only) and consumed,
+// activation tiles loaded (the parity of the activation barrier's next phase), and the
+// prefix length, read once at the start (it is an input of the launch, constant in it)
+// instead of by every QKV and attention task ahead of its first dependent load.
+struct BlockState {
   int issued = 0;
   int consumed = 0;
   int act_loads = 0;
+  int valid_len = 0;
 };
 
 template <int TP>
 __device__ __forceinline__ void gemm_task(const ExpertParams& p, const Task& t,
                                           unsigned char* work, uint64_t* act_bar,
-                                          const WeightRing& ring, PageCursor& pc, int tid) {
+                                          const WeightRing& ring, BlockState& pc, int tid) {
   load_activation<TP>(p, t, work, act_bar, tid);
   float d[TP / 2];
   if (tid < 128) mma_tile<TP>(p, t, work, act_bar, pc.act_loads & 1, ring, pc.consumed, tid, d);
@@ -375,14 +377,15 @@ __device__ __forceinline__ void gemm_task(const ExpertParams& p, const Task& t,
   ConsumerSync::sync();  // warpgroup 0's MMAs are complete: the pages and `work` are free
   if (tid == 0) refill_pages(p.sched, blockIdx.x, ring, pc.issued, pc.consumed);
   if (tid < 128) {
-    if (t.op == kQkv) qkv_epilogue<TP>(p, t, tid, d);
+    if (t.op == kQkv) qkv_epilogue<TP>(p, t, pc.valid_len, tid, d);
     else if (t.op == kGateUp) geglu_epilogue<TP>(p, t, tid, d);
     else splitk_epilogue<TP>(p, t, tid, d);
   }
 }
 
 // ---------------------------------------------------------------- attention
-__device__ __forceinline__ attn_tiles::Params attention_params(const ExpertParams& p, int layer) {
+__device__ __forceinline__ attn_tiles::Params attention_params(const ExpertParams& p, int layer,
+                                                               int valid_len) {
   attn_tiles::Params a{};
   const size_t layer_off = static_cast<size_t>(layer) * p.cache_rows * p.D;
   a.q = p.q;
@@ -394,6 +397,7 @@ __device__ __forceinline__ attn_tiles::Params attention_params(const ExpertParam
   a.scale = p.attn_scale;
   a.scale_log2 = p.attn_scale * attn_tiles::kLog2e;
   a.kv_len = p.valid_len;
+  a.kv_len_value = valid_len;
   a.kv_len_add = p.H;
   a.key_mask = p.key_mask;
   a.splits = p.splits;
@@ -404,15 +408,15 @@ __device__ __forceinline__ attn_tiles::Params attention_params(const ExpertParam
 }
 
 __device__ __forceinline__ void attention_task(const ExpertParams& p, const Task& t,
-                                               unsigned char* work, int tid) {
-  const attn_tiles::Params a = attention_params(p, t.layer);
-  attn_tiles::attn_v2_tile<256, 64, 2, 2, false, ConsumerSync>(a, work, t.tile * attn_tiles::kBlockM,
+                                               unsigned char* work, int valid_len, int tid) {
+  const attn_tiles::Params a = attention_params(p, t.layer, valid_len);
+  attn_tiles::attn_v2_tile<256, 64, 2, 2, false, ConsumerSync, true>(a, work, t.tile * attn_tiles::kBlockM,
                                                                0, 0, t.k0, tid);
 }
 
 template <int TP>
 __device__ __forceinline__ void combine_task(const ExpertParams& p, const Task& t, int tid) {
-  attn_tiles::Params a = attention_params(p, t.layer);
+  attn_tiles::Params a = attention_params(p, t.layer, -1);  // (the combine reads no length)
   a.o8 = p.act_attn;
   a.o8_chunk_rows = TP;
   a.o8_via_bf16 = true;  // the sequence quantises the bf16 attention output
