@@ -165,12 +165,12 @@ __device__ __forceinline__ unsigned lds32(const bf16* p) {
 }
 
 // Scales one warp's logits tile (NT n8 fragments, first key jb), sets keys past kv_hi to
-// -inf and masked keys to the finite mask constant, and returns the per-row maxima in mx.
-// Shared by both kernels (legacy: natural-log scale, v2: scale * log2 e).
-template <int NT>
-__device__ __forceinline__ void mask_scale_max(float (&s)[NT][4], float (&mx)[2], int jb, int tig,
-                                               float scale, int kv_hi,
-                                               const unsigned char* mask) {
+// -inf and masked keys (masked(n, c, j): fragment n, column c of the pair, key j) to the
+// finite mask constant, and returns the per-row maxima in mx.
+template <int NT, typename Masked>
+__device__ __forceinline__ void mask_scale_max_by(float (&s)[NT][4], float (&mx)[2], int jb,
+                                                  int tig, float scale, int kv_hi,
+                                                  Masked masked) {
   mx[0] = mx[1] = -INFINITY;
 #pragma unroll
   for (int n = 0; n < NT; ++n) {
@@ -179,11 +179,21 @@ __device__ __forceinline__ void mask_scale_max(float (&s)[NT][4], float (&mx)[2]
       const int j = jb + n * 8 + 2 * tig + (e & 1);
       float x = s[n][e] * scale;
       if (j >= kv_hi) x = -INFINITY;                  // not a key of this range
-      else if (mask && mask[j] == 0) x = kMaskValue;  // masked: finite constant
+      else if (masked(n, e & 1, j)) x = kMaskValue;   // masked: finite constant
       s[n][e] = x;
       mx[e >> 1] = fmaxf(mx[e >> 1], x);
     }
   }
+}
+
+// The mask read from global memory as each key is scaled. Shared by both kernels (legacy:
+// natural-log scale, v2: scale * log2 e).
+template <int NT>
+__device__ __forceinline__ void mask_scale_max(float (&s)[NT][4], float (&mx)[2], int jb, int tig,
+                                               float scale, int kv_hi,
+                                               const unsigned char* mask) {
+  mask_scale_max_by(s, mx, jb, tig, scale, kv_hi,
+                    [&](int, int, int j) { return mask && mask[j] == 0; });
 }
 
 // The key-mask bytes of one warp's logits tile (the keys mask_scale_max visits), loaded
@@ -207,19 +217,8 @@ template <int NT>
 __device__ __forceinline__ void mask_scale_max_pre(float (&s)[NT][4], float (&mx)[2], int jb,
                                                    int tig, float scale, int kv_hi,
                                                    const unsigned char (&mk)[NT][2]) {
-  mx[0] = mx[1] = -INFINITY;
-#pragma unroll
-  for (int n = 0; n < NT; ++n) {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int j = jb + n * 8 + 2 * tig + (e & 1);
-      float x = s[n][e] * scale;
-      if (j >= kv_hi) x = -INFINITY;
-      else if (mk[n][e & 1] == 0) x = kMaskValue;
-      s[n][e] = x;
-      mx[e >> 1] = fmaxf(mx[e >> 1], x);
-    }
-  }
+  mask_scale_max_by(s, mx, jb, tig, scale, kv_hi,
+                    [&](int n, int c, int) { return mk[n][c] == 0; });
 }
 
 // O *= alpha per accumulator row (online-softmax rescale).
