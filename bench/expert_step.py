@@ -91,7 +91,7 @@ def run_config(spec: str, fk, iters: int, hbm_tbps: float, depth: int | None) ->
     res["sequence_us"] = replay_us(tb, lambda: tb.run_sequence(step), iters)
     tb.restore()
     res["megakernel_us"] = replay_us(tb, lambda: tb.run_megakernel(step), iters)
-    trace = torch.zeros(res["tasks"], 3, dtype=torch.int64, device="cuda")
+    trace = tb.mk.new_trace()
     tb.restore()
     tb.mk.run(tb.ctx, step, trace=trace)
     torch.cuda.synchronize()

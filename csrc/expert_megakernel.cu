@@ -53,23 +53,29 @@ __global__ void __launch_bounds__(kThreads, 1) expert_megakernel_kernel(const __
     const unsigned long long t_wait = p.trace ? global_ns() : 0ull;
     wait_for(p.sched, t, tid);
     const unsigned long long t_run = p.trace ? global_ns() : 0ull;
+    TaskMarks marks{t_run, t_run};
     switch (t.op) {
       case kNormIn:
       case kNormMid:
-      case kNormOut: norm_task<TP>(p, t, tid, reinterpret_cast<float*>(work)); break;
+      case kNormOut: norm_task<TP>(p, t, tid, reinterpret_cast<float*>(work), marks); break;
       case kQkv:
       case kOProj:
       case kGateUp:
-      case kDown: gemm_task<TP>(p, t, work, act_bar, ring, state, tid); break;
+      case kDown: gemm_task<TP>(p, t, work, act_bar, ring, state, marks, tid); break;
       case kAttn: attention_task(p, t, work, state.valid_len, tid); break;
       case kCombine: combine_task<TP>(p, t, tid); break;
       default: __trap();
     }
+    const unsigned long long t_body = p.trace ? global_ns() : 0ull;
     signal_done(p.sched, t, tid);
     if (p.trace && tid == 0) {
-      p.trace[3 * i] = t_wait;
-      p.trace[3 * i + 1] = t_run;
-      p.trace[3 * i + 2] = global_ns();
+      unsigned long long* row = p.trace + static_cast<size_t>(kTraceStamps) * i;
+      row[0] = t_wait;
+      row[1] = t_run;
+      row[2] = marks.inputs;
+      row[3] = marks.math;
+      row[4] = t_body;
+      row[5] = global_ns();
     }
   }
   finish_launch(p.sched, tid);

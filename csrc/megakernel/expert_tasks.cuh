@@ -46,7 +46,7 @@ struct ExpertParams {
   int H, W, F, heads, D, cache_rows, rope_rows, splits, depth;
   float eps, attn_scale, theta;
   int desc_swap;          // development: swap the descriptors' LBO / SBO
-  unsigned long long* trace;  // optional (tasks, 3): %globaltimer at wait start, run start, end
+  unsigned long long* trace;  // optional (tasks, kTraceStamps): see task_table.h
 };
 
 // The decoder attention tile: head_dim 256, 64 keys per split, 2 warpgroups, one tile per
@@ -57,6 +57,18 @@ constexpr int kWorkBytes = AttnCfg::kOneTileSmem;
 constexpr int kNormChunksMax = 4;  // features per thread in a norm task: W <= 4 * 256
 
 __device__ __forceinline__ float bf16r(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
+
+// The two inner trace stamps of a task (inputs in, math done), taken by thread 0 when the
+// launch traces; a task that sets neither leaves both at its run start.
+struct TaskMarks {
+  unsigned long long inputs = 0, math = 0;
+  __device__ __forceinline__ void inputs_in(const ExpertParams& p, int tid) {
+    if (p.trace && tid == 0) inputs = global_ns();
+  }
+  __device__ __forceinline__ void math_done(const ExpertParams& p, int tid) {
+    if (p.trace && tid == 0) math = global_ns();
+  }
+};
 
 // Byte offset of (row, col) in a chunk-major FP8 activation of TP rows (see the top).
 template <int TP>
@@ -83,7 +95,7 @@ __device__ __forceinline__ float gemm_scale(const ExpertParams& p, int layer, in
 // FP8 with the site's static scale (bf16 for the final norm); sum order aside.
 template <int TP>
 __device__ __forceinline__ void norm_task(const ExpertParams& p, const Task& t, int tid,
-                                          float* red) {
+                                          float* red, TaskMarks& marks) {
   constexpr int kMaxFpt = kNormChunksMax;  // W <= kMaxFpt * kConsumers
   const int W = p.W, fpt = W / kConsumers, f0 = tid * fpt;
   const int t0 = t.tile, ntok = min(kNormTokens, p.H - t0);
@@ -147,6 +159,7 @@ __device__ __forceinline__ void norm_task(const ExpertParams& p, const Task& t, 
       ss[k] += v[k][i] * v[k][i];
     }
   }
+  marks.inputs_in(p, tid);
   const int warp = tid >> 5, lane = tid & 31;
 #pragma unroll
   for (int k = 0; k < kNormTokens; ++k) {
@@ -154,6 +167,7 @@ __device__ __forceinline__ void norm_task(const ExpertParams& p, const Task& t, 
     if (lane == 0) red[warp * kNormTokens + k] = w;
   }
   ConsumerSync::sync();
+  marks.math_done(p, tid);
   // 3. every store
   const float s = t.op == kNormOut ? 1.f : site_scale(p, L, site);
 #pragma unroll
@@ -213,7 +227,8 @@ template <int TP>
 __device__ __forceinline__ void mma_tile(const ExpertParams& p, const Task& t,
                                          const unsigned char* work, uint64_t* act_bar,
                                          int act_parity, const WeightRing& ring,
-                                         int first_page, int tid, float (&d)[TP / 2]) {
+                                         int first_page, int tid, float (&d)[TP / 2],
+                                         TaskMarks& marks) {
   constexpr uint32_t kA_lbo = kTileRows * 16, kA_sbo = 128;
   constexpr uint32_t kB_lbo = TP * 16, kB_sbo = 128;
   const bool swap = p.desc_swap != 0;
@@ -223,6 +238,7 @@ __device__ __forceinline__ void mma_tile(const ExpertParams& p, const Task& t,
   const int pages = (t.klen + kPageK - 1) / kPageK;
   for (int pg = 0; pg < pages; ++pg) ring.wait_page(first_page + pg);
   mbar_wait(act_bar, static_cast<uint32_t>(act_parity));
+  marks.inputs_in(p, tid);
 #pragma unroll
   for (int i = 0; i < TP / 2; ++i) d[i] = 0.f;
   wgmma_fence_operands(d);
@@ -240,6 +256,7 @@ __device__ __forceinline__ void mma_tile(const ExpertParams& p, const Task& t,
   wgmma_commit();
   wgmma_wait_all();
   wgmma_fence_operands(d);
+  marks.math_done(p, tid);
 }
 
 // A position past the table (never, for the expert's own rows: the table has cache_rows
@@ -368,10 +385,12 @@ struct BlockState {
 template <int TP>
 __device__ __forceinline__ void gemm_task(const ExpertParams& p, const Task& t,
                                           unsigned char* work, uint64_t* act_bar,
-                                          const WeightRing& ring, BlockState& pc, int tid) {
+                                          const WeightRing& ring, BlockState& pc,
+                                          TaskMarks& marks, int tid) {
   load_activation<TP>(p, t, work, act_bar, tid);
   float d[TP / 2];
-  if (tid < 128) mma_tile<TP>(p, t, work, act_bar, pc.act_loads & 1, ring, pc.consumed, tid, d);
+  if (tid < 128)
+    mma_tile<TP>(p, t, work, act_bar, pc.act_loads & 1, ring, pc.consumed, tid, d, marks);
   ++pc.act_loads;
   pc.consumed += (t.klen + kPageK - 1) / kPageK;
   ConsumerSync::sync();  // warpgroup 0's MMAs are complete: the pages and `work` are free

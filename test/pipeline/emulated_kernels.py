@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from flash_rt.models.common.functional import MASK_VALUE, apply_rope, rope_angles, rotate_half
+from flash_rt.models.pi05.expert_schedule import TRACE_STAMPS
 from flash_rt.processing.image import resize_with_pad, resized_shape, to_model_range
 
 FP8, BF16, F32, I32, U8 = (torch.float8_e4m3fn, torch.bfloat16, torch.float32, torch.int32,
@@ -324,7 +325,8 @@ class EmulatedKernels:
         from .emulated_expert import run
         run(ptrs, sizes, eps, attn_scale, seed=self.calls.get("expert_megakernel", 0))
         if "trace" in ptrs:  # emulated tasks take no time: a flat profile
-            view(ptrs["trace"], (int(view(ptrs["task_start"], (sizes["blocks"] + 1,), I32)[-1]), 3),
+            view(ptrs["trace"], (int(view(ptrs["task_start"], (sizes["blocks"] + 1,), I32)[-1]),
+                                 TRACE_STAMPS),
                  torch.int64).zero_()
 
     def expert_megakernel_smem_bytes(self):

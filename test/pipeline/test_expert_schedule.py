@@ -58,6 +58,7 @@ def test_op_codes_fields_and_sizes_match_the_kernel_header():
     assert header_const("kPageK") == es.PAGE_K
     assert header_const("kWeightSlots") == es.WEIGHT_SLOTS
     assert header_const("kNormTokens") == es.NORM_TOKENS
+    assert header_const("kTraceStamps") == es.TRACE_STAMPS
     tasks_cuh = (ROOT / "csrc/megakernel/expert_tasks.cuh").read_text()
     assert f"kCombineMaxSplits = {es.MAX_SPLITS};" in tasks_cuh
     # the work area = one attention tile (64 query rows + one 64-key K and V tile, rows
@@ -109,6 +110,29 @@ def test_schedule_is_race_free(preset, horizon):
     d = dims(preset, depth=2, num_views=1, horizon=horizon)
     sched = es.build_schedule(d, 16)
     assert find_races(sched, es.task_accesses(d)) == []
+
+
+def test_phase_profile_splits_each_task_run_into_its_stamps():
+    """A synthetic trace with known stamps: every phase reports them back (us)."""
+    from flash_rt.models.pi05.expert_megakernel import ExpertMegakernel
+    d = dims("small", depth=2, num_views=1, horizon=10)
+    holder = type("Holder", (), {"schedule": es.build_schedule(d, 16)})()
+    n = len(holder.schedule.row_phases())
+    # per task, ns after its wait start: run +1000, inputs +3000, math +3500, body +6000,
+    # signalled +7000; tasks of phase p start at p * 10 us
+    offsets = np.array([0, 1000, 3000, 3500, 6000, 7000], dtype=np.int64)
+    start = holder.schedule.row_phases() * 10_000
+    trace = torch.as_tensor(start[:, None] + offsets[None, :])
+    assert trace.shape == (n, es.TRACE_STAMPS)
+    prof = ExpertMegakernel.phase_profile(holder, trace)
+    for kind in ("norm_in", "qkv", "attn", "down", "norm_out"):
+        p = prof[kind]
+        assert p["wait_mean_us"] == 1.0 and p["run_mean_us"] == 6.0 == p["run_max_us"]
+        assert (p["inputs_us"], p["math_us"], p["epilogue_us"], p["signal_us"]) == \
+            (2.0, 0.5, 2.5, 1.0)
+        assert p["span_us"] == 6.0
+    assert prof["qkv"]["phases"] == 2 and prof["norm_out"]["phases"] == 1
+    assert prof["total_us"] == (start.max() + 7000) / 1e3
 
 
 def test_race_check_finds_two_phases_merged_into_one():

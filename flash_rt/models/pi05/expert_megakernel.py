@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from flash_rt.models.pi05.adarms import mod_row
-from flash_rt.models.pi05.expert_schedule import (ExpertDims, WEIGHT_SITES, build_schedule,
-                                                  kernel_sizes, pack_plan, pack_tile_major,
-                                                  unsupported_reason)
+from flash_rt.models.pi05.expert_schedule import (TRACE_STAMPS, ExpertDims, WEIGHT_SITES,
+                                                  build_schedule, kernel_sizes, pack_plan,
+                                                  pack_tile_major, unsupported_reason)
 
 # Blocks of the schedule when the kernels are emulated on the CPU (tests): few enough that
 # every block runs many tasks and its weight ring wraps.
@@ -86,7 +86,8 @@ class ExpertMegakernel:
     def run(self, ctx: Any, step: int, trace: torch.Tensor | None = None) -> None:
         """All expert layers of denoising step ``step`` and the final norm: dec_x (the
         action-in projection's output) -> dec_xn (the action-out projection's input).
-        ``trace``: int64 (tasks, 3) receiving each task's wait / start / end times (ns)."""
+        ``trace``: int64 (tasks, TRACE_STAMPS) receiving each task's times (ns): wait start,
+        run start, inputs in, math done, body end, signalled (csrc/megakernel/task_table.h)."""
         ptrs = dict(self._fixed, ascale=ctx.scale(f"ex.{step}.0.qkv"), mod=mod_row(ctx, step, 0),
                     positions=ctx.inp.action_positions, valid_len=ctx.inp.valid_len,
                     key_mask=ctx.inp.key_mask)
@@ -95,21 +96,32 @@ class ExpertMegakernel:
         ctx.k.expert_megakernel(ptrs, self.sizes, self.eps, self.attn_scale, self.theta,
                                 ctx.stream)
 
+    def new_trace(self) -> torch.Tensor:
+        """A zeroed trace buffer for :meth:`run` (int64, tasks x TRACE_STAMPS)."""
+        return torch.zeros(len(self.schedule.row_phases()), TRACE_STAMPS, dtype=torch.int64,
+                           device="cuda")
+
     def phase_profile(self, trace: torch.Tensor) -> dict[str, dict[str, float]]:
         """Per kind of phase (norm_in, qkv, ...), averaged over layers, in microseconds:
-        span (first start to last end), mean / max task run time, mean wait."""
+        span (first start to last signal), mean / max task run time (start to signal), mean
+        wait, and the mean run split into inputs (activation / weights landed, or a norm's
+        loads), math (MMAs, or a norm's reduction), epilogue (the rest of the body) and
+        signal (barrier, fence, release). Attention and combine tasks set no inner stamps:
+        their whole body counts as epilogue."""
         t = trace.cpu().numpy().astype(np.float64)
+        WAIT, RUN, INPUTS, MATH, BODY, END = range(TRACE_STAMPS)
         phase_of = self.schedule.row_phases()
         acc: dict[str, list[list[float]]] = {}
-        t0 = t[:, 1].min()
         for idx, ph in enumerate(self.schedule.phases):
-            rows = t[phase_of == idx]
-            kind = ph.name.split(".")[0]
-            acc.setdefault(kind, []).append([
-                (rows[:, 2].max() - rows[:, 1].min()) / 1e3, (rows[:, 2] - rows[:, 1]).mean() / 1e3,
-                (rows[:, 2] - rows[:, 1]).max() / 1e3, (rows[:, 1] - rows[:, 0]).mean() / 1e3,
-                (rows[:, 1].min() - t0) / 1e3])
-        return {k: dict(zip(("span_us", "run_mean_us", "run_max_us", "wait_mean_us"),
-                            np.mean(np.asarray(v)[:, :4], 0).round(3).tolist()),
+            r = t[phase_of == idx]
+            run = r[:, END] - r[:, RUN]
+            acc.setdefault(ph.name.split(".")[0], []).append([
+                r[:, END].max() - r[:, RUN].min(), run.mean(), run.max(),
+                (r[:, RUN] - r[:, WAIT]).mean(), (r[:, INPUTS] - r[:, RUN]).mean(),
+                (r[:, MATH] - r[:, INPUTS]).mean(), (r[:, BODY] - r[:, MATH]).mean(),
+                (r[:, END] - r[:, BODY]).mean()])
+        names = ("span_us", "run_mean_us", "run_max_us", "wait_mean_us", "inputs_us",
+                 "math_us", "epilogue_us", "signal_us")
+        return {k: dict(zip(names, (np.mean(np.asarray(v), 0) / 1e3).round(3).tolist()),
                         phases=len(v)) for k, v in acc.items()} | {
-            "total_us": float((t[:, 2].max() - t[:, 0].min()) / 1e3)}
+            "total_us": float((t[:, END].max() - t[:, WAIT].min()) / 1e3)}

@@ -54,6 +54,8 @@ MAX_TOKENS = 64
 MAX_WIDTH = 1024        # a norm task keeps 4 features per token and thread in registers
 WORK_BYTES = 101_376    # the kernel's shared work area (csrc/megakernel/expert_tasks.cuh)
 WEIGHT_SITES = ("qkv", "o", "gate_up", "down")  # per-layer order of scales and weights
+TRACE_STAMPS = 6        # per task in a traced launch: wait start, run start, inputs in, math
+                        # done, body end, signalled (csrc/megakernel/task_table.h)
 
 
 @dataclass(frozen=True)
