@@ -19,17 +19,11 @@
 # every row, so a bench cut short keeps what finished; a repeat `bench` call reuses FA4's
 # compiled kernels. Without carried wheels the torch backends and ours still run; missing
 # packages are reported as skipped rows.
-set -uo pipefail
-cd "$(dirname "$0")/../.."
-OUT=${OUT:-/tmp/out}
+# shellcheck source=bench/device/session_common.sh
+source "$(dirname "$0")/session_common.sh"
 SITE=${SITE:-/tmp/site}
 STASH=${STASH:-/tmp/attn_stash}
-mkdir -p "$OUT"
-exec > >(tee -a "$OUT/log.txt") 2>&1
-export PYTHONUNBUFFERED=1
 STAGES=${*:-install build bench}
-t0=$(date +%s)
-stage() { echo "=== $1 ($(( $(date +%s) - t0 )) s)"; }
 has() { [[ " $STAGES " == *" $1 "* ]]; }
 
 # Pinned candidates (PyPI, cp312 x86_64; read 2026-12-06). flash-attn-4 needs the CuTe DSL
@@ -115,11 +109,7 @@ cudnn_lib=$(python3 -c "import nvidia.cudnn, os; print(os.path.join(list(nvidia.
 
 if has build; then
   stage build
-  cmake -S csrc -B build/dev -G Ninja -DGPU_ARCH=90a -DPython_EXECUTABLE="$(command -v python3)" \
-        -DCMAKE_CUDA_COMPILER="$(command -v nvcc)" >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
-  cmake --build build/dev -j 16 2>&1 | grep -E "error|FAILED" | head -40
-  python3 -c "from flash_rt import kernels; print('module', kernels.load().built_archs())" \
-      || echo "kernel module not built: 'ours' rows will be skipped"
+  build_kernels || echo "kernel module not built: 'ours' rows will be skipped"
 fi
 
 if has bench; then

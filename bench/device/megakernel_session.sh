@@ -5,26 +5,16 @@
 # SASS instruction mix. Everything lands in $OUT (log.txt, *.json).
 #   bash bench/device/megakernel_session.sh [stage ...]   stages: build diag tests ncu full
 # Wheels the device lacks travel in carry/ (pybind11).
-set -uo pipefail
-cd "$(dirname "$0")/../.."
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
-LOG="$OUT/log.txt"
-exec > >(tee -a "$LOG") 2>&1
-export PYTHONUNBUFFERED=1
+# shellcheck source=bench/device/session_common.sh
+source "$(dirname "$0")/session_common.sh"
 STAGES=${*:-build diag tests}
 python3 -m pip install -q --no-index --no-deps --target /tmp/site carry/*.whl 2>&1 | tail -1
 export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader
-t0=$(date +%s)
-stage() { echo "=== $1 ($(( $(date +%s) - t0 )) s)"; }
 
 do_build() {
   stage build
-  cmake -S csrc -B build/dev -G Ninja -DGPU_ARCH=90a -DPython_EXECUTABLE="$(command -v python3)" \
-        -DCMAKE_CUDA_COMPILER="$(command -v nvcc)" >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
-  cmake --build build/dev -j 16 2>&1 | grep -E "error|warning|spill|FAILED|Performance Loss" | head -40
-  python3 -c "from flash_rt import kernels; print('module', kernels.load().built_archs())" || exit 1
+  build_kernels || exit 1
   so=$(ls flash_rt/flash_rt_kernels*.so)
   cuobjdump -sass "$so" > "$OUT/sass.txt" 2>/dev/null
   echo "SASS: QGMMA $(grep -c QGMMA "$OUT/sass.txt"), HGMMA $(grep -c HGMMA "$OUT/sass.txt"), UBLKCP $(grep -c UBLKCP "$OUT/sass.txt")"

@@ -5,20 +5,14 @@
 #   on the device: bash bench/device/node_overhead_session.sh [stage ...]
 #   stages: ros kernels ckpt raw jpeg   (default: all, in that order; ~8 min budget)
 # Everything lands in $OUT (log.txt, node_overhead_raw.json, node_overhead_jpeg.json).
-set -uo pipefail
-cd "$(dirname "$0")/../.."
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
-exec > >(tee -a "$OUT/log.txt") 2>&1
-export PYTHONUNBUFFERED=1
+# shellcheck source=bench/device/session_common.sh
+source "$(dirname "$0")/session_common.sh"
 STAGES=${*:-ros kernels ckpt raw jpeg}
 CARRY=carry/ros-cp312
 ROSVENV=/tmp/rosvenv
 PRESET=${PRESET:-full}  # make_checkpoint preset (small: a short run when device time is short)
 CKPT=${FULL_CKPT:-/tmp/pi05_$PRESET}
 CHUNKS=${CHUNKS:-200}
-t0=$(date +%s)
-stage() { echo "=== $1 ($(( $(date +%s) - t0 )) s)"; }
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 
 do_ros() {
@@ -38,11 +32,7 @@ ros_env() {
 }
 do_kernels() {
   stage "flash_rt_kernels for sm_90a"
-  cmake -S csrc -B build/dev -G Ninja -DGPU_ARCH=90a -DPython_EXECUTABLE="$(command -v python3)" \
-        -DCMAKE_CUDA_COMPILER="$(command -v nvcc)" -DFLASH_RT_OUTPUT_DIR="$PWD/flash_rt" \
-        >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
-  cmake --build build/dev -j 16 2>&1 | grep -E "error|FAILED" | head -20
-  python3 -c "from flash_rt import kernels; print('kernels', kernels.load().built_archs())" || exit 1
+  build_kernels || exit 1
 }
 do_ckpt() {
   stage "$PRESET Pi0.5 checkpoint (random weights: timing only)"

@@ -13,29 +13,20 @@
 #         bench     replay / predict / per-stage p50-p99, Pi0.5 and Pi0 in one run:
 #                   2 views h50, then 1 and 3 views h10
 # Wheels the device lacks travel in carry/ (pybind11).
-set -uo pipefail
-cd "$(dirname "$0")/../.."
-OUT=${OUT:-/tmp/out}
+# shellcheck source=bench/device/session_common.sh
+source "$(dirname "$0")/session_common.sh"
 CKPTS=${CKPTS:-/tmp/ckpt}
-mkdir -p "$OUT"
-exec > >(tee -a "$OUT/log.txt") 2>&1
-export PYTHONUNBUFFERED=1
 STAGES=${*:-build kernels frontends}
 if compgen -G "carry/*.whl" >/dev/null; then
   python3 -m pip install -q --no-index --no-deps --target /tmp/site carry/*.whl 2>&1 | tail -1
 fi
 export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-t0=$(date +%s)
-stage() { echo "=== $1 ($(( $(date +%s) - t0 )) s)"; }
 has() { [[ " $STAGES " == *" $1 "* ]]; }
 
 if has build; then
   stage build
-  cmake -S csrc -B build/dev -G Ninja -DGPU_ARCH=90a -DPython_EXECUTABLE="$(command -v python3)" \
-        -DCMAKE_CUDA_COMPILER="$(command -v nvcc)" >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
-  cmake --build build/dev -j 16 2>&1 | grep -E "error|FAILED" | head -40
-  python3 -c "from flash_rt import kernels; print('module', kernels.load().built_archs())" || exit 1
+  build_kernels || exit 1
 fi
 if has kernels; then
   stage kernels
