@@ -1,8 +1,9 @@
 # Sourced by every bench/device/*_session.sh (one device call each): the repository root as
 # the working directory, $OUT (what comes back) with the whole output appended to
 # $OUT/log.txt, unbuffered Python, `stage NAME` headers with the seconds since the start,
-# and `build_kernels`, flash_rt_kernels for sm_90a (CMake + Ninja, reused on a warm
-# machine), printing the compiler's errors, warnings, spills and performance notes.
+# and `build_kernels [CUDA_FLAGS]`, flash_rt_kernels for sm_90a (CMake + Ninja, reused on a
+# warm machine; extra nvcc flags such as -DNAME=0 rebuild it as a variant for an A/B),
+# printing the compiler's errors, warnings, spills and performance notes.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 OUT=${OUT:-/tmp/out}
@@ -14,7 +15,7 @@ stage() { echo "=== $1 ($(( $(date +%s) - t0 )) s)"; }
 
 build_kernels() {
   cmake -S csrc -B build/dev -G Ninja -DGPU_ARCH=90a -DPython_EXECUTABLE="$(command -v python3)" \
-        -DCMAKE_CUDA_COMPILER="$(command -v nvcc)" >"$OUT/cmake.log" 2>&1 \
+        -DCMAKE_CUDA_COMPILER="$(command -v nvcc)" -DCMAKE_CUDA_FLAGS="${1:-}" >"$OUT/cmake.log" 2>&1 \
     || { tail -30 "$OUT/cmake.log"; return 1; }
   cmake --build build/dev -j 16 2>&1 | grep -E "error|warning|spill|FAILED|Performance Loss" | head -40
   python3 -c "from flash_rt import kernels; print('module', kernels.load().built_archs())"

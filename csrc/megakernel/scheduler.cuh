@@ -69,10 +69,19 @@ __device__ __forceinline__ void wait_for(const Schedule& s, const Task& t, int t
   ConsumerSync::sync();
 }
 
+// FLASH_RT_MK_SIGNAL_FENCE=0 drops the fence.sc (__threadfence) before the release add:
+// red.release is itself a release (fence.acq_rel + red), and the barrier before it orders
+// the block's writes before thread 0's release (PTX memory model: barriers synchronize), so
+// the extra fence may only cost time on every task. Default on (the cooperative-groups grid
+// sync pattern) until the device A/B (megakernel_session.sh fence_ab) has measured both.
+#ifndef FLASH_RT_MK_SIGNAL_FENCE
+#define FLASH_RT_MK_SIGNAL_FENCE 1
+#endif
+
 __device__ __forceinline__ void signal_done(const Schedule& s, const Task& t, int tid) {
   ConsumerSync::sync();
   if (tid == 0) {
-    __threadfence();
+    if (FLASH_RT_MK_SIGNAL_FENCE) __threadfence();
     red_release_add(s.counters + t.signal_ctr, 1u);
   }
 }
