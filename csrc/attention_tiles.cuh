@@ -277,9 +277,18 @@ struct BlockSync {
 // for its K/V instead of inside the score loop (the persistent kernel, one tile per task,
 // where that load was a round trip of its own; the kernel sequence keeps the old order
 // until an A/B measures it there).
-template <int DP, int BN, int WG, int STAGES, bool QREG, typename Sync, bool PREFETCH_MASK = false>
+// Hooks: inputs_in() once the first tile's Q/K/V have landed, math_done() before the
+// output is stored (the persistent kernel's per-task trace; NoHooks elsewhere).
+struct NoHooks {
+  __device__ __forceinline__ void inputs_in() const {}
+  __device__ __forceinline__ void math_done() const {}
+};
+
+template <int DP, int BN, int WG, int STAGES, bool QREG, typename Sync, bool PREFETCH_MASK = false,
+          typename Hooks = NoHooks>
 __device__ __forceinline__ void attn_v2_tile(const Params& p, unsigned char* smem_raw, int m0,
-                                             int b, int kvh, int split, int tid) {
+                                             int b, int kvh, int split, int tid,
+                                             Hooks hooks = Hooks{}) {
   using C = V2Cfg<DP, BN, WG, STAGES, QREG>;
   constexpr int NT = C::kThreads;
   constexpr int SD = C::SD;
@@ -354,6 +363,7 @@ __device__ __forceinline__ void attn_v2_tile(const Params& p, unsigned char* sme
     if constexpr (PREFETCH_MASK) load_mask_bytes(mk, jb, tig, kv_hi, mask);  // lands with the tile
     cp_async_wait<STAGES - 2>();
     Sync::sync();  // tile `it` visible to all; everyone is done with tile it-1's buffer
+    if (it == 0) hooks.inputs_in();
     {
       const int nb = blk + STAGES - 1;
       if (nb < blk_hi) load_tile(nb, (it + STAGES - 1) % STAGES);
@@ -475,6 +485,7 @@ __device__ __forceinline__ void attn_v2_tile(const Params& p, unsigned char* sme
   }
 
   const int qr = rw * 16 + gid;
+  hooks.math_done();
   // m_run is in the log2 domain here; the combine kernel works in natural-log units.
   store_rows<DP>(p, o, l_run, m0, qr, rows, kvh, b, split, tig,
                  [&](int r) { return (m_run[r] + log2f(l_run[r])) * 0.6931471805599453f; });

@@ -62,7 +62,7 @@ __global__ void __launch_bounds__(kThreads, 1) expert_megakernel_kernel(const __
       case kOProj:
       case kGateUp:
       case kDown: gemm_task<TP>(p, t, work, act_bar, ring, state, marks, tid); break;
-      case kAttn: attention_task(p, t, work, state.valid_len, tid); break;
+      case kAttn: attention_task(p, t, work, state.valid_len, marks, tid); break;
       case kCombine: combine_task<TP>(p, t, tid); break;
       default: __trap();
     }

@@ -426,11 +426,21 @@ __device__ __forceinline__ attn_tiles::Params attention_params(const ExpertParam
   return a;
 }
 
+// The attention tile's trace hooks: the task's inputs-in and math-done stamps.
+struct AttentionMarks {
+  const ExpertParams& p;
+  TaskMarks& marks;
+  int tid;
+  __device__ __forceinline__ void inputs_in() const { marks.inputs_in(p, tid); }
+  __device__ __forceinline__ void math_done() const { marks.math_done(p, tid); }
+};
+
 __device__ __forceinline__ void attention_task(const ExpertParams& p, const Task& t,
-                                               unsigned char* work, int valid_len, int tid) {
+                                               unsigned char* work, int valid_len,
+                                               TaskMarks& marks, int tid) {
   const attn_tiles::Params a = attention_params(p, t.layer, valid_len);
-  attn_tiles::attn_v2_tile<256, 64, 2, 2, false, ConsumerSync, true>(a, work, t.tile * attn_tiles::kBlockM,
-                                                               0, 0, t.k0, tid);
+  attn_tiles::attn_v2_tile<256, 64, 2, 2, false, ConsumerSync, true, AttentionMarks>(
+      a, work, t.tile * attn_tiles::kBlockM, 0, 0, t.k0, tid, AttentionMarks{p, marks, tid});
 }
 
 template <int TP>

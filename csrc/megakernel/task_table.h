@@ -59,8 +59,9 @@ constexpr int kNormTokens = 1;
 constexpr int kCombineItems = kConsumers;    // a combine task: one item per consumer thread
 // Trace stamps per task (%globaltimer, ns; only when the launch is given a trace buffer):
 // wait start, run start, inputs in (GEMM: activation tile and weight pages landed; norm:
-// loads done and summed; others: = run start), math done (GEMM: MMAs complete; norm: the
-// block's reduction done; others: = run start), body end, signalled.
+// loads done and summed; attention: Q, K and V landed; combine: = run start), math done
+// (GEMM: MMAs complete; norm: the block's reduction done; attention: before the partials
+// are stored; combine: = run start), body end, signalled.
 constexpr int kTraceStamps = 6;
 // Weight dequantisation scales per layer, and activation-scale sites per layer, in the
 // pipeline's scale-table order: qkv, o, gate_up, down.

@@ -106,8 +106,9 @@ class ExpertMegakernel:
         span (first start to last signal), mean / max task run time (start to signal), mean
         wait, and the mean run split into inputs (activation / weights landed, or a norm's
         loads), math (MMAs, or a norm's reduction), epilogue (the rest of the body) and
-        signal (barrier, fence, release). Attention and combine tasks set no inner stamps:
-        their whole body counts as epilogue."""
+        signal (barrier, fence, release). Attention: inputs = Q / K / V landed, math = the
+        scores, softmax and PV, epilogue = storing the partials. Combine tasks set no inner
+        stamps: their whole body counts as epilogue."""
         t = trace.cpu().numpy().astype(np.float64)
         WAIT, RUN, INPUTS, MATH, BODY, END = range(TRACE_STAMPS)
         phase_of = self.schedule.row_phases()
