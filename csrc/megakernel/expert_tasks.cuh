@@ -88,8 +88,8 @@ __device__ __forceinline__ float gemm_scale(const ExpertParams& p, int layer, in
 // kNormTokens tokens x all W features per task, feature-parallel: thread `tid` owns
 // features [tid * FPT, (tid + 1) * FPT) of every token, so all its loads (the split-K
 // accumulator's (feature, kNormTokens tokens) runs, x, the gate / scale / shift columns)
-// are issued before any store. (Run 2 measured this form at ~20 us per task on the H100,
-// no better than a token per warp; ptxas spilled its arrays at 8 tokens.) Per-token sums of
+// are issued before any store. (H100: ~20 us per task at 8 tokens in run 2, spilled; ~7 us
+// at one token per task and TP = 64, ~4.5 us at TP = 16 in run 6.) Per-token sums of
 // squares meet in shared memory. Math as norm.cu's gated_residual_adarms / adarms: x +=
 // gate * bf16(acc) rounded to bf16 as stored, then adaRMS with this step's (scale, shift),
 // FP8 with the site's static scale (bf16 for the final norm); sum order aside.
