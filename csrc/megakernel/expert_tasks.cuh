@@ -125,16 +125,8 @@ __device__ __forceinline__ void norm_task(const ExpertParams& p, const Task& t, 
     g[i] = gate_row >= 0 ? p.mod[static_cast<size_t>(gate_row) * 3 * W + 2 * W + f] : 0.f;
     if (gate_row >= 0) {
       const float* src = p.acc + static_cast<size_t>(f) * TP + t0;
-      if constexpr (kNormTokens % 4 == 0) {
 #pragma unroll
-        for (int q = 0; q < kNormTokens / 4; ++q) {
-          const float4 v4 = __ldcg(reinterpret_cast<const float4*>(src) + q);
-          a[i][4 * q] = v4.x; a[i][4 * q + 1] = v4.y; a[i][4 * q + 2] = v4.z; a[i][4 * q + 3] = v4.w;
-        }
-      } else {
-#pragma unroll
-        for (int k = 0; k < kNormTokens; ++k) a[i][k] = __ldcg(src + k);
-      }
+      for (int k = 0; k < kNormTokens; ++k) a[i][k] = __ldcg(src + k);
     }
   }
 #pragma unroll
@@ -193,14 +185,8 @@ __device__ __forceinline__ void norm_task(const ExpertParams& p, const Task& t, 
     for (int i = 0; i < kMaxFpt; ++i) {
       if (i >= fpt) break;
       float* dst = p.acc + static_cast<size_t>(f0 + i) * TP + t0;
-      if constexpr (kNormTokens % 4 == 0) {
 #pragma unroll
-        for (int q = 0; q < kNormTokens / 4; ++q)
-          reinterpret_cast<float4*>(dst)[q] = make_float4(0.f, 0.f, 0.f, 0.f);
-      } else {
-#pragma unroll
-        for (int k = 0; k < kNormTokens; ++k) dst[k] = 0.f;
-      }
+      for (int k = 0; k < kNormTokens; ++k) dst[k] = 0.f;
     }
   }
 }
@@ -222,6 +208,9 @@ __device__ __forceinline__ void load_activation(const ExpertParams& p, const Tas
   bulk_g2s(work, src + static_cast<size_t>(t.k0) * TP, bytes, bar);
 }
 
+// Weight pages a GEMM task consumes (its K range in pages of kPageK).
+__device__ __forceinline__ int task_pages(const Task& t) { return (t.klen + kPageK - 1) / kPageK; }
+
 // Warpgroup 0: D (64 x TP) = W tile (pages from the ring) x act^T; then releases the pages.
 template <int TP>
 __device__ __forceinline__ void mma_tile(const ExpertParams& p, const Task& t,
@@ -235,8 +224,7 @@ __device__ __forceinline__ void mma_tile(const ExpertParams& p, const Task& t,
   // Every page of the task has landed before the first MMA: no wait (a spin loop, i.e. a
   // branch) between two wgmma, which made ptxas serialise them (C7520). A task holds at
   // most kWeightSlots pages, streamed ahead while the previous task ran.
-  const int pages = (t.klen + kPageK - 1) / kPageK;
-  for (int pg = 0; pg < pages; ++pg) ring.wait_page(first_page + pg);
+  for (int pg = 0; pg < task_pages(t); ++pg) ring.wait_page(first_page + pg);
   mbar_wait(act_bar, static_cast<uint32_t>(act_parity));
   marks.inputs_in(p, tid);
 #pragma unroll
@@ -385,18 +373,18 @@ struct BlockState {
 template <int TP>
 __device__ __forceinline__ void gemm_task(const ExpertParams& p, const Task& t,
                                           unsigned char* work, uint64_t* act_bar,
-                                          const WeightRing& ring, BlockState& pc,
+                                          const WeightRing& ring, BlockState& state,
                                           TaskMarks& marks, int tid) {
   load_activation<TP>(p, t, work, act_bar, tid);
   float d[TP / 2];
   if (tid < 128)
-    mma_tile<TP>(p, t, work, act_bar, pc.act_loads & 1, ring, pc.consumed, tid, d, marks);
-  ++pc.act_loads;
-  pc.consumed += (t.klen + kPageK - 1) / kPageK;
+    mma_tile<TP>(p, t, work, act_bar, state.act_loads & 1, ring, state.consumed, tid, d, marks);
+  ++state.act_loads;
+  state.consumed += task_pages(t);
   ConsumerSync::sync();  // warpgroup 0's MMAs are complete: the pages and `work` are free
-  if (tid == 0) refill_pages(p.sched, blockIdx.x, ring, pc.issued, pc.consumed);
+  if (tid == 0) refill_pages(p.sched, blockIdx.x, ring, state.issued, state.consumed);
   if (tid < 128) {
-    if (t.op == kQkv) qkv_epilogue<TP>(p, t, pc.valid_len, tid, d);
+    if (t.op == kQkv) qkv_epilogue<TP>(p, t, state.valid_len, tid, d);
     else if (t.op == kGateUp) geglu_epilogue<TP>(p, t, tid, d);
     else splitk_epilogue<TP>(p, t, tid, d);
   }

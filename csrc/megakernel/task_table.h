@@ -53,8 +53,7 @@ constexpr int kConsumers = kConsumerWarps * 32;
 constexpr int kThreads = kConsumers;
 // Tokens per norm task. 1: a norm phase is latency-bound (run 3 on the H100: ~11 us a task
 // at 4 tokens, its arrays spilled), so as many tasks as tokens, each with the fewest loads
-// in flight before its one reduction. (Any count works: multiples of 4 read the split-K
-// accumulator as float4.)
+// in flight before its one reduction. (Any count works.)
 constexpr int kNormTokens = 1;
 constexpr int kCombineItems = kConsumers;    // a combine task: one item per consumer thread
 // Trace stamps per task (%globaltimer, ns; only when the launch is given a trace buffer):
