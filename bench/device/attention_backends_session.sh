@@ -24,7 +24,6 @@ source "$(dirname "$0")/session_common.sh"
 SITE=${SITE:-/tmp/site}
 STASH=${STASH:-/tmp/attn_stash}
 STAGES=${*:-install build bench}
-has() { [[ " $STAGES " == *" $1 "* ]]; }
 
 # Pinned candidates (PyPI, cp312 x86_64; read 2026-12-06). flash-attn-4 needs the CuTe DSL
 # (nvidia-cutlass-dsl + libs), apache-tvm-ffi, torch-c-dlpack-ext and quack-kernels; einops,
@@ -114,7 +113,7 @@ fi
 
 if has bench; then
   stage bench
-  nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader
+  gpu_info
   python3 -m pip list 2>/dev/null | grep -iE "^(torch|flash|nvidia-cud|nvidia-cutlass|quack|apache-tvm)"
   # FA4 keeps its compiled kernels here, so a second bench call on the warm machine skips the JIT
   export FLASH_ATTENTION_CUTE_DSL_CACHE_ENABLED=1 FLASH_ATTENTION_CUTE_DSL_CACHE_DIR=/tmp/fa4_cache

@@ -8,9 +8,8 @@
 # shellcheck source=bench/device/session_common.sh
 source "$(dirname "$0")/session_common.sh"
 STAGES=${*:-build diag tests}
-python3 -m pip install -q --no-index --no-deps --target /tmp/site carry/*.whl 2>&1 | tail -1
-export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader
+use_carried_wheels
+gpu_info
 
 do_build() {
   stage build

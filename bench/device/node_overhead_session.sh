@@ -13,7 +13,7 @@ ROSVENV=/tmp/rosvenv
 PRESET=${PRESET:-full}  # make_checkpoint preset (small: a short run when device time is short)
 CKPT=${FULL_CKPT:-/tmp/pi05_$PRESET}
 CHUNKS=${CHUNKS:-200}
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+gpu_info
 
 do_ros() {
   stage "ROS 2 venv over the image's python (torch stays visible)"

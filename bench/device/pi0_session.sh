@@ -17,12 +17,8 @@
 source "$(dirname "$0")/session_common.sh"
 CKPTS=${CKPTS:-/tmp/ckpt}
 STAGES=${*:-build kernels frontends}
-if compgen -G "carry/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --target /tmp/site carry/*.whl 2>&1 | tail -1
-fi
-export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-has() { [[ " $STAGES " == *" $1 "* ]]; }
+use_carried_wheels
+gpu_info
 
 if has build; then
   stage build

@@ -3,7 +3,9 @@
 # $OUT/log.txt, unbuffered Python, `stage NAME` headers with the seconds since the start,
 # and `build_kernels [CUDA_FLAGS]`, flash_rt_kernels for sm_90a (CMake + Ninja, reused on a
 # warm machine; extra nvcc flags such as -DNAME=0 rebuild it as a variant for an A/B),
-# printing the compiler's errors, warnings, spills and performance notes.
+# printing the compiler's errors, warnings, spills and performance notes. Also `has STAGE`
+# (is it in the script's $STAGES), `gpu_info` (the card, driver and clocks, for the log)
+# and `use_carried_wheels` (carry/*.whl, e.g. pybind11, into /tmp/site on PYTHONPATH).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 OUT=${OUT:-/tmp/out}
@@ -12,6 +14,15 @@ exec > >(tee -a "$OUT/log.txt") 2>&1
 export PYTHONUNBUFFERED=1
 t0=$(date +%s)
 stage() { echo "=== $1 ($(( $(date +%s) - t0 )) s)"; }
+has() { [[ " $STAGES " == *" $1 "* ]]; }
+gpu_info() { nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader; }
+
+use_carried_wheels() {
+  if compgen -G "carry/*.whl" >/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site carry/*.whl 2>&1 | tail -1
+  fi
+  export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+}
 
 build_kernels() {
   cmake -S csrc -B build/dev -G Ninja -DGPU_ARCH=90a -DPython_EXECUTABLE="$(command -v python3)" \
