@@ -2,24 +2,20 @@
 runs until told to stop (the resident-size effect itself is measured by the soak)."""
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import threading
 
 import pytest
 
 from flash_rt_ros import memory
 
-GLIBC = ctypes.util.find_library("c") is not None and hasattr(
-    ctypes.CDLL(ctypes.util.find_library("c")), "mallopt")
 
-
-@pytest.mark.skipif(not GLIBC, reason="needs glibc's mallopt")
+@pytest.mark.skipif(memory._libc_function("mallopt") is None, reason="needs glibc's mallopt")
 def test_thresholds_are_accepted():
     assert memory.fix_malloc_thresholds() is True
 
 
-@pytest.mark.skipif(not GLIBC, reason="needs glibc's malloc_trim")
+@pytest.mark.skipif(memory._libc_function("malloc_trim") is None,
+                    reason="needs glibc's malloc_trim")
 def test_trim_thread_stops_with_its_event():
     before = set(threading.enumerate())
     stop = threading.Event()
