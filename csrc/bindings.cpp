@@ -409,14 +409,17 @@ PYBIND11_MODULE(flash_rt_kernels, m) {
         "before the first launch, left zero by every launch), wpack (packed FP8 weights),\n"
         "wscale (depth*4 weight scales), ascale (scale-table slot of this step's layer-0 qkv\n"
         "site), mod (this step's adaRMS table), x (H, W) bf16 in/out, xn (H, W) bf16 out,\n"
-        "act_w / act_attn / act_mlp (FP8 scratch), acc (W, tpad) fp32 zeros, q (H, heads*D),\n"
+        "act_w / act_attn / act_mlp (FP8 scratch), part (8, tpad, W) fp32 split-K partials,\n"
+        "q (H, heads*D),\n"
         "k_cache / v_cache (depth, cache_rows, D), rope (table), positions, valid_len,\n"
-        "key_mask, part_o / part_lse (attention partials), optionally trace ((tasks, 3) int64:\n"
-        "%globaltimer ns at each task's wait, start and end, for profiling). sizes: blocks, tpad, counters, H,\n"
-        "W, F, heads, kv_heads, head_dim, cache_rows, rope_rows, splits, depth, max_klen.\n"
+        "key_mask, part_o / part_lse (attention partials), optionally trace ((tasks, 6) int64:\n"
+        "%globaltimer ns per task, csrc/megakernel/task_table.h kTraceStamps). sizes: blocks,\n"
+        "tpad, counters, H, W, F, heads, kv_heads, head_dim, cache_rows, rope_rows, splits,\n"
+        "depth, o_splits, down_splits, max_klen, table_bytes (the largest block's task and page\n"
+        "rows).\n"
         "See flash_rt/models/pi05/expert_megakernel.py, which builds both.");
   m.def("expert_megakernel_smem_bytes", &expert_megakernel_smem_bytes,
-        "Dynamic shared memory per block of expert_megakernel.");
+        "Dynamic shared memory per block of expert_megakernel, before the block's tables.");
 
   m.def("built_archs", [] {
     std::vector<std::string> v;

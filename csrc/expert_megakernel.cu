@@ -27,41 +27,49 @@ namespace {
 using namespace mk;
 
 constexpr int kRingBytes = kWeightSlots * kPageBytes;
-constexpr int kBarrierBytes = (kWeightSlots + 1) * 8;  // the ring's, the activation tile's
-constexpr int kSmemBytes = kRingBytes + kWorkBytes + kBarrierBytes;
+// mbarriers: the ring's, the activation tile's, the tables' (padded to 16-byte rows)
+constexpr int kBarrierBytes = ((kWeightSlots + 2) * 8 + 15) / 16 * 16;
+constexpr int kSmemBytes = kRingBytes + kWorkBytes + kBarrierBytes;  // + the block's tables
+static_assert(kSmemBytes % 16 == 0, "the tables after the barriers are 16-byte rows");
 
 template <int TP>
 __global__ void __launch_bounds__(kThreads, 1) expert_megakernel_kernel(const __grid_constant__ ExpertParams p) {
   extern __shared__ __align__(128) unsigned char smem[];
   unsigned char* work = smem + kRingBytes;
   uint64_t* bars = reinterpret_cast<uint64_t*>(work + kWorkBytes);
-  const WeightRing ring{smem, bars};
+  const WeightRing ring{smem, bars, l2_evict_first_policy()};
   uint64_t* act_bar = bars + kWeightSlots;
+  uint64_t* table_bar = act_bar + 1;
   const int tid = threadIdx.x, block = blockIdx.x;
   BlockState state;
   state.valid_len = *p.valid_len;
   if (tid == 0) {
     for (int i = 0; i < kWeightSlots; ++i) mbar_init(ring.full + i, 1);
     mbar_init(act_bar, 1);
+    mbar_init(table_bar, 1);
     mbar_init_fence();
-    refill_pages(p.sched, block, ring, state.issued, 0);  // the first pages stream at once
   }
   __syncthreads();
-  const int t0 = p.sched.task_start[block], t1 = p.sched.task_start[block + 1];
-  for (int i = t0; i < t1; ++i) {
-    const Task t = p.sched.tasks[i];
+  state.tables = block_tables(p.sched, block, smem + kSmemBytes, table_bar, tid);
+  if (tid == 0) refill_pages(state.tables, p.sched.wpack, ring, state.issued, 0);
+  for (int i = 0; i < state.tables.n_tasks; ++i) {
+    const Task t = state.tables.tasks[i];
     const unsigned long long t_wait = p.trace ? global_ns() : 0ull;
+    Prefetched<TP> pre;
+    prefetch_inputs<TP>(p, t, tid, pre);
     wait_for(p.sched, t, tid);
     const unsigned long long t_run = p.trace ? global_ns() : 0ull;
     TaskMarks marks{t_run, t_run};
     switch (t.op) {
       case kNormIn:
       case kNormMid:
-      case kNormOut: norm_task<TP>(p, t, tid, reinterpret_cast<float*>(work), marks); break;
+      case kNormOut:
+        norm_task<TP>(p, t, tid, reinterpret_cast<float*>(work), pre.norm, marks);
+        break;
       case kQkv:
       case kOProj:
       case kGateUp:
-      case kDown: gemm_task<TP>(p, t, work, act_bar, ring, state, marks, tid); break;
+      case kDown: gemm_task<TP>(p, t, work, act_bar, ring, state, pre.rope, marks, tid); break;
       case kAttn: attention_task(p, t, work, state.valid_len, marks, tid); break;
       case kCombine: combine_task<TP>(p, t, tid); break;
       default: __trap();
@@ -69,7 +77,8 @@ __global__ void __launch_bounds__(kThreads, 1) expert_megakernel_kernel(const __
     const unsigned long long t_body = p.trace ? global_ns() : 0ull;
     signal_done(p.sched, t, tid);
     if (p.trace && tid == 0) {
-      unsigned long long* row = p.trace + static_cast<size_t>(kTraceStamps) * i;
+      unsigned long long* row =
+          p.trace + static_cast<size_t>(kTraceStamps) * (state.tables.first_task + i);
       row[0] = t_wait;
       row[1] = t_run;
       row[2] = marks.inputs;
@@ -81,12 +90,21 @@ __global__ void __launch_bounds__(kThreads, 1) expert_megakernel_kernel(const __
   finish_launch(p.sched, tid);
 }
 
+// The shared memory a launch may use: the device's opt-in maximum per block.
+int max_block_smem() {
+  int dev = 0, bytes = 0;
+  check_cuda(cudaGetDevice(&dev), "expert_megakernel: cudaGetDevice");
+  check_cuda(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev),
+             "expert_megakernel: shared memory per block");
+  return bytes;
+}
+
 template <int TP>
-void launch_tp(const ExpertParams& p, int blocks, cudaStream_t s) {
+void launch_tp(const ExpertParams& p, int blocks, int smem_limit, int smem, cudaStream_t s) {
   static bool attr_set = false;  // host-side, once: safe before and inside capture
   if (!attr_set) {
     check_cuda(cudaFuncSetAttribute(expert_megakernel_kernel<TP>,
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes),
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, smem_limit),
                "expert_megakernel: cudaFuncSetAttribute");
     int per_sm = 0;
     check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, expert_megakernel_kernel<TP>,
@@ -95,7 +113,7 @@ void launch_tp(const ExpertParams& p, int blocks, cudaStream_t s) {
     check(per_sm >= 1, "expert_megakernel", "the kernel does not fit on one SM");
     attr_set = true;
   }
-  expert_megakernel_kernel<TP><<<blocks, kThreads, kSmemBytes, s>>>(p);
+  expert_megakernel_kernel<TP><<<blocks, kThreads, smem, s>>>(p);
 }
 
 // Looks a key up in the binding's dicts, with an error naming it when absent.
@@ -151,7 +169,7 @@ void expert_megakernel(const std::map<std::string, ptr_t>& ptrs,
   p.act_w = as_ptr<fp8>(P("act_w", 16));
   p.act_attn = as_ptr<fp8>(P("act_attn", 16));
   p.act_mlp = as_ptr<fp8>(P("act_mlp", 16));
-  p.acc = as_ptr<float>(P("acc", 16));
+  p.part = as_ptr<float>(P("part", 16));
   p.q = as_ptr<bf16>(P("q", 16));
   p.k_cache = as_ptr<bf16>(P("k_cache", 16));
   p.v_cache = as_ptr<bf16>(P("v_cache", 16));
@@ -173,7 +191,9 @@ void expert_megakernel(const std::map<std::string, ptr_t>& ptrs,
   p.rope_rows = static_cast<int>(S("rope_rows"));
   p.splits = static_cast<int>(S("splits"));
   p.depth = static_cast<int>(S("depth"));
-  const i64 kv_heads = S("kv_heads"), max_klen = S("max_klen");
+  p.o_splits = static_cast<int>(S("o_splits"));
+  p.down_splits = static_cast<int>(S("down_splits"));
+  const i64 kv_heads = S("kv_heads"), max_klen = S("max_klen"), table_bytes = S("table_bytes");
   p.eps = eps;
   p.attn_scale = attn_scale;
   p.theta = theta;
@@ -195,6 +215,9 @@ void expert_megakernel(const std::map<std::string, ptr_t>& ptrs,
   check(max_klen % 32 == 0 && tp * max_klen <= kWorkBytes, w,
         "max_klen must be a multiple of 32 with tpad * max_klen <= " + std::to_string(kWorkBytes));
   check(p.depth >= 1 && p.sched.n_counters >= 1, w, "depth and counters must be >= 1");
+  check(p.o_splits >= 1 && p.o_splits <= kMaxSplitK && p.down_splits >= 1 &&
+            p.down_splits <= kMaxSplitK, w,
+        "o_splits and down_splits must be in [1, " + std::to_string(kMaxSplitK) + "]");
   int dev = 0, sms = 0;
   check_cuda(cudaGetDevice(&dev), "expert_megakernel: cudaGetDevice");
   check_cuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev),
@@ -202,13 +225,22 @@ void expert_megakernel(const std::map<std::string, ptr_t>& ptrs,
   // All blocks must be resident at once (they wait on each other): one per SM at most.
   check(blocks >= 1 && blocks <= sms, w,
         "blocks (" + std::to_string(blocks) + ") must be in [1, SMs = " + std::to_string(sms) + "]");
+  check(table_bytes >= 0 && table_bytes % 16 == 0, w,
+        "table_bytes must be a multiple of 16 (the largest block's tasks and pages)");
   check_device_arch();
+  // Every block's tables go to shared memory (block_tables), after the ring and work area.
+  const int smem_limit = max_block_smem(), smem = kSmemBytes + static_cast<int>(table_bytes);
+  check(smem <= smem_limit, w,
+        "the largest block's schedule tables (" + std::to_string(table_bytes) +
+            " bytes) do not fit in shared memory beside the kernel's " +
+            std::to_string(kSmemBytes) + " (limit " + std::to_string(smem_limit) +
+            "): use more blocks");
   cudaStream_t s = as_stream(stream);
   const int nb = static_cast<int>(blocks);
-  if (tp == 16) launch_tp<16>(p, nb, s);
-  else if (tp == 32) launch_tp<32>(p, nb, s);
-  else if (tp == 48) launch_tp<48>(p, nb, s);
-  else launch_tp<64>(p, nb, s);
+  if (tp == 16) launch_tp<16>(p, nb, smem_limit, smem, s);
+  else if (tp == 32) launch_tp<32>(p, nb, smem_limit, smem, s);
+  else if (tp == 48) launch_tp<48>(p, nb, smem_limit, smem, s);
+  else launch_tp<64>(p, nb, smem_limit, smem, s);
   check_launch(w);
 }
 

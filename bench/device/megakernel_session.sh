@@ -3,7 +3,8 @@
 # kernel against the sequence (bench/expert_step.py prints every output's agreement and
 # both step times), run its kernel tests and the attention regression tests, and save the
 # SASS instruction mix. Everything lands in $OUT (log.txt, *.json).
-#   bash bench/device/megakernel_session.sh [stage ...]   stages: build diag tests ncu full fence_ab
+#   bash bench/device/megakernel_session.sh [stage ...]   stages: build diag tests ncu full ab
+#   (ab: AB_FLAGS=-DNAME=0 ... ab, a build-switch A/B against this call's default build)
 # Wheels the device lacks travel in carry/ (pybind11).
 # shellcheck source=bench/device/session_common.sh
 source "$(dirname "$0")/session_common.sh"
@@ -31,16 +32,17 @@ do_diag() {
   timeout 240 python3 bench/expert_step.py --configs ${FULL_CONFIGS:-full:2:50 full:1:10 full:3:10} --iters ${STEP_ITERS:-200} \
       --out "$OUT/expert_step.json"
 }
-do_fence_ab() {
-  # the persistent kernel without the fence.sc before each task's release add, then the
-  # default again (scheduler.cuh FLASH_RT_MK_SIGNAL_FENCE): its step and its tests, against
-  # the default build's numbers of this same call (run `build diag` first)
-  stage "fence A/B: build without the signal fence"
-  build_kernels -DFLASH_RT_MK_SIGNAL_FENCE=0 || exit 1
+do_ab() {
+  # the persistent kernel built with AB_FLAGS (a build switch of csrc/megakernel, e.g.
+  # -DFLASH_RT_MK_WEIGHT_EVICT_FIRST=0), its step and its tests, against the default
+  # build's numbers of this same call (run `build diag` first); then the default again
+  local flags=${AB_FLAGS:?set AB_FLAGS, e.g. -DFLASH_RT_MK_WEIGHT_EVICT_FIRST=0}
+  stage "A/B: build with $flags"
+  build_kernels "$flags" || exit 1
   timeout 200 python3 bench/expert_step.py --configs ${FULL_CONFIGS:-full:2:50 full:1:10} \
-      --iters ${STEP_ITERS:-200} --out "$OUT/expert_step_nofence.json"
+      --iters ${STEP_ITERS:-200} --out "$OUT/expert_step_ab.json"
   timeout 120 python3 -m pytest -q -x test/kernels/test_expert_megakernel.py -p no:cacheprovider 2>&1 | tail -3
-  stage "fence A/B: default build again"
+  stage "A/B: default build again"
   build_kernels || exit 1
 }
 do_tests() {

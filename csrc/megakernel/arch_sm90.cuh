@@ -96,6 +96,32 @@ __device__ __forceinline__ void bulk_g2s(void* dst, const void* src, uint32_t by
 #endif
 }
 
+// An L2 eviction policy whose lines are evicted first: for data read once per launch (the
+// weight stream, 17 MB a layer), so that it recycles its own lines instead of evicting what
+// later tasks load on their critical path (K/V cache, adaRMS rows, activations, partials).
+__device__ __forceinline__ uint64_t l2_evict_first_policy() {
+  uint64_t policy = 0;
+#if FLASH_RT_MK_SM90
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
+#else
+  __trap();
+#endif
+  return policy;
+}
+
+// bulk_g2s with an L2 cache policy (l2_evict_first_policy) on the global reads.
+__device__ __forceinline__ void bulk_g2s_hinted(void* dst, const void* src, uint32_t bytes,
+                                                uint64_t* bar, uint64_t policy) {
+#if FLASH_RT_MK_SM90
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint "
+      "[%0], [%1], %2, [%3], %4;\n"
+      ::"r"(smem_addr(dst)), "l"(src), "r"(bytes), "r"(smem_addr(bar)), "l"(policy) : "memory");
+#else
+  __trap();
+#endif
+}
+
 // Orders this thread's generic-proxy shared-memory writes before later async-proxy reads
 // (wgmma operands written by ordinary stores or cp.async).
 __device__ __forceinline__ void fence_proxy_async_smem() {

@@ -33,7 +33,8 @@ struct ExpertParams {
   fp8* act_w;             // (TP, W) FP8 input of QKV and gate/up, chunk-major (act_offset)
   fp8* act_attn;          // (TP, heads D) FP8 attention output (O's input), chunk-major
   fp8* act_mlp;           // (TP, F) FP8 GeGLU output (down's input), chunk-major
-  float* acc;             // (W, TP) split-K accumulator of O and down, zero between uses
+  float* part;            // (kMaxSplitK, TP, W) O's / down's split-K partial products,
+                          // one slice per K split (plain stores; the next norm sums them)
   bf16* q;                // (H, heads D) post-RoPE queries
   bf16* k_cache;          // (depth, cache_rows, D)
   bf16* v_cache;
@@ -44,6 +45,7 @@ struct ExpertParams {
   float* part_o;          // split-K attention partials (attention_workspace_bytes layout)
   float* part_lse;
   int H, W, F, heads, D, cache_rows, rope_rows, splits, depth;
+  int o_splits, down_splits;  // K splits of O (one per head) and of down: partials to sum
   float eps, attn_scale, theta;
   int desc_swap;          // development: swap the descriptors' LBO / SBO
   unsigned long long* trace;  // optional (tasks, kTraceStamps): see task_table.h
@@ -85,48 +87,85 @@ __device__ __forceinline__ float gemm_scale(const ExpertParams& p, int layer, in
 }
 
 // ---------------------------------------------------------------- adaRMS rows
+// Which adaRMS rows a norm task uses: the gate of the residual it adds (-1: none, layer 0's
+// norm_in), its norm's (scale, shift), and the FP8 scale site of its output.
+struct NormSites {
+  int gate_row, norm_row, site;
+};
+
+__device__ __forceinline__ NormSites norm_sites(const ExpertParams& p, const Task& t) {
+  const int L = t.layer;
+  if (t.op == kNormIn) return {L > 0 ? 2 * L - 1 : -1, 2 * L, 0};  // the layer's QKV input
+  if (t.op == kNormMid) return {2 * L, 2 * L + 1, 2};                // the gate/up input
+  return {2 * p.depth - 1, 2 * p.depth, 0};                          // kNormOut (bf16 out)
+}
+
+// This step's adaRMS values for the thread's features: launch inputs (never written in the
+// launch), so the kernel loads them before the task's wait and their round trip overlaps
+// it (run 7 on the H100: 3 of a norm task's 6.5 us were its loads, after the wait).
+struct NormRows {
+  float sc[kNormChunksMax], sh[kNormChunksMax], g[kNormChunksMax];
+};
+
+__device__ __forceinline__ NormRows norm_rows(const ExpertParams& p, const Task& t, int tid) {
+  const NormSites ns = norm_sites(p, t);
+  const int W = p.W, fpt = W / kConsumers, f0 = tid * fpt;
+  const float* mrow = p.mod + static_cast<size_t>(ns.norm_row) * 3 * W;
+  NormRows m;
+#pragma unroll
+  for (int i = 0; i < kNormChunksMax; ++i) {
+    if (i >= fpt) break;
+    const int f = f0 + i;
+    m.sc[i] = mrow[f];
+    m.sh[i] = mrow[W + f];
+    m.g[i] = ns.gate_row >= 0 ? p.mod[static_cast<size_t>(ns.gate_row) * 3 * W + 2 * W + f] : 0.f;
+  }
+  return m;
+}
+
 // kNormTokens tokens x all W features per task, feature-parallel: thread `tid` owns
-// features [tid * FPT, (tid + 1) * FPT) of every token, so all its loads (the split-K
-// accumulator's (feature, kNormTokens tokens) runs, x, the gate / scale / shift columns)
-// are issued before any store. (H100: ~20 us per task at 8 tokens in run 2, spilled; ~7 us
+// features [tid * FPT, (tid + 1) * FPT) of every token, so all its loads (the previous
+// GEMM's split-K partials of its features, x) are issued before any store; the adaRMS rows
+// come prefetched (norm_rows). (H100: ~20 us per task at 8 tokens in run 2, spilled; ~7 us
 // at one token per task and TP = 64, ~4.5 us at TP = 16 in run 6.) Per-token sums of
 // squares meet in shared memory. Math as norm.cu's gated_residual_adarms / adarms: x +=
-// gate * bf16(acc) rounded to bf16 as stored, then adaRMS with this step's (scale, shift),
-// FP8 with the site's static scale (bf16 for the final norm); sum order aside.
+// gate * bf16(sum of the partials) rounded to bf16 as stored, then adaRMS with this step's
+// (scale, shift), FP8 with the site's static scale (bf16 for the final norm); sum order
+// aside (here: K splits in order, so the step is deterministic).
 template <int TP>
 __device__ __forceinline__ void norm_task(const ExpertParams& p, const Task& t, int tid,
-                                          float* red, TaskMarks& marks) {
+                                          float* red, const NormRows& m, TaskMarks& marks) {
   constexpr int kMaxFpt = kNormChunksMax;  // W <= kMaxFpt * kConsumers
   const int W = p.W, fpt = W / kConsumers, f0 = tid * fpt;
   const int t0 = t.tile, ntok = min(kNormTokens, p.H - t0);
-  const int L = t.layer;
-  int gate_row = -1, norm_row, site = 0;
-  if (t.op == kNormIn) {
-    norm_row = 2 * L;
-    gate_row = L > 0 ? 2 * L - 1 : -1;
-    site = 0;  // the layer's QKV input
-  } else if (t.op == kNormMid) {
-    gate_row = 2 * L;
-    norm_row = 2 * L + 1;
-    site = 2;  // gate/up input
-  } else {     // kNormOut
-    gate_row = 2 * p.depth - 1;
-    norm_row = 2 * p.depth;
-  }
-  const float* mrow = p.mod + static_cast<size_t>(norm_row) * 3 * W;
-  float v[kNormTokens][kMaxFpt], a[kMaxFpt][kNormTokens], g[kMaxFpt], sc[kMaxFpt], sh[kMaxFpt];
-  // 1. every load
+  const NormSites ns = norm_sites(p, t);
+  const int gate_row = ns.gate_row;
+  float v[kNormTokens][kMaxFpt], a[kMaxFpt][kNormTokens];
+  // 1. every load the previous phase feeds: the partials of all its K splits, then x
+  if (gate_row >= 0) {
+    const int n_parts = t.op == kNormMid ? p.o_splits : p.down_splits;
+    // predicated, not a loop that breaks at n_parts: the array then stays in registers
+    // (a break made it a local-memory array, 60 spill instructions)
+    float pv[kMaxSplitK][kNormTokens][kMaxFpt];
 #pragma unroll
-  for (int i = 0; i < kMaxFpt; ++i) {
-    if (i >= fpt) break;
-    const int f = f0 + i;
-    sc[i] = mrow[f];
-    sh[i] = mrow[W + f];
-    g[i] = gate_row >= 0 ? p.mod[static_cast<size_t>(gate_row) * 3 * W + 2 * W + f] : 0.f;
-    if (gate_row >= 0) {
-      const float* src = p.acc + static_cast<size_t>(f) * TP + t0;
+    for (int ks = 0; ks < kMaxSplitK; ++ks) {
 #pragma unroll
-      for (int k = 0; k < kNormTokens; ++k) a[i][k] = __ldcg(src + k);
+      for (int k = 0; k < kNormTokens; ++k) {
+        const float* src = p.part + (static_cast<size_t>(ks) * TP + t0 + k) * W + f0;
+#pragma unroll
+        for (int i = 0; i < kMaxFpt; ++i)
+          pv[ks][k][i] = ks < n_parts && i < fpt ? __ldcg(src + i) : 0.f;
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < kMaxFpt; ++i) {
+#pragma unroll
+      for (int k = 0; k < kNormTokens; ++k) {
+        float sum = 0.f;
+#pragma unroll
+        for (int ks = 0; ks < kMaxSplitK; ++ks) sum += pv[ks][k][i];  // + 0.f past n_parts: exact
+        a[i][k] = sum;
+      }
     }
   }
 #pragma unroll
@@ -147,7 +186,7 @@ __device__ __forceinline__ void norm_task(const ExpertParams& p, const Task& t, 
 #pragma unroll
     for (int i = 0; i < kMaxFpt; ++i) {
       if (i >= fpt) break;
-      if (gate_row >= 0) v[k][i] = bf16r(__fadd_rn(v[k][i], __fmul_rn(g[i], bf16r(a[i][k]))));
+      if (gate_row >= 0) v[k][i] = bf16r(__fadd_rn(v[k][i], __fmul_rn(m.g[i], bf16r(a[i][k]))));
       ss[k] += v[k][i] * v[k][i];
     }
   }
@@ -161,7 +200,7 @@ __device__ __forceinline__ void norm_task(const ExpertParams& p, const Task& t, 
   ConsumerSync::sync();
   marks.math_done(p, tid);
   // 3. every store
-  const float s = t.op == kNormOut ? 1.f : site_scale(p, L, site);
+  const float s = t.op == kNormOut ? 1.f : site_scale(p, t.layer, ns.site);
 #pragma unroll
   for (int k = 0; k < kNormTokens; ++k) {
     if (k >= ntok) break;
@@ -173,22 +212,13 @@ __device__ __forceinline__ void norm_task(const ExpertParams& p, const Task& t, 
 #pragma unroll
     for (int i = 0; i < kMaxFpt; ++i) {
       if (i >= fpt) break;
-      const float o = v[k][i] * rstd * (1.f + sc[i]) + sh[i];
+      const float o = v[k][i] * rstd * (1.f + m.sc[i]) + m.sh[i];
       if (gate_row >= 0) p.x[row + i] = __float2bfloat16_rn(v[k][i]);
       if (t.op == kNormOut) p.xn[row + i] = __float2bfloat16_rn(o);
       else p.act_w[act_offset<TP>(t0 + k, f0 + i)] = to_fp8(o, s);
     }
   }
   if (t.op != kNormOut) fence_proxy_async_global();  // act_w is read by bulk copies
-  if (gate_row >= 0) {  // ready for the next split-K accumulation
-#pragma unroll
-    for (int i = 0; i < kMaxFpt; ++i) {
-      if (i >= fpt) break;
-      float* dst = p.acc + static_cast<size_t>(f0 + i) * TP + t0;
-#pragma unroll
-      for (int k = 0; k < kNormTokens; ++k) dst[k] = 0.f;
-    }
-  }
 }
 
 // ---------------------------------------------------------------- GEMM tiles
@@ -254,42 +284,66 @@ __device__ __noinline__ float2 rope_angle_outside_table(int pos, int i, int D, f
   return rope_angle(static_cast<float>(pos), i, D, theta);
 }
 
-// QKV epilogue: bf16 output (as the GEMM stores it), RoPE for q and k from the table,
-// q -> q buffer, k / v -> cache rows valid_len + t (rope.cu's math).
-template <int TP>
-__device__ __forceinline__ void qkv_epilogue(const ExpertParams& p, const Task& t, int off, int tid,
-                                             const float (&d)[TP / 2]) {
-  const int w = tid >> 5, l = tid & 31, q4 = l & 3;
+// A QKV tile's RoPE pair index for this thread (rows r0 / r0 + 8 of its fragment), and
+// whether the tile is rotated (q heads, then the one k head; v is not).
+struct RopePair {
+  int i;
+  bool rotate;
+};
+
+__device__ __forceinline__ RopePair rope_pair(const ExpertParams& p, const Task& t, int tid) {
+  const int w = tid >> 5, l = tid & 31;
   const int tiles_per_head = p.D / kTileRows;
-  const int head = t.tile / tiles_per_head;
-  const int i = (t.tile % tiles_per_head) * (kTileRows / 2) + 8 * w + (l >> 2);  // pair index
-  const int half = p.D / 2;
-  const float s = gemm_scale(p, t.layer, 0);
-  const size_t layer_rows = static_cast<size_t>(t.layer) * p.cache_rows;
-  const bool rotate = head <= p.heads;  // q heads, then the one k head
-  // every load before the first store (the stores could alias them for the compiler)
+  return {(t.tile % tiles_per_head) * (kTileRows / 2) + 8 * w + (l >> 2),
+          t.tile / tiles_per_head <= p.heads};
+}
+
+// The (cos, sin) of the thread's pair for its tokens 8 j + 2 (l % 4) + e: launch inputs
+// (positions and the table), loaded before the task's wait like the norm's rows.
+template <int TP>
+struct RopeCs {
   float2 cs[TP / 8][2];
-  if (rotate) {
-    int pos[TP / 8][2];
+};
+
+template <int TP>
+__device__ __forceinline__ RopeCs<TP> rope_cs(const ExpertParams& p, const Task& t, int tid) {
+  RopeCs<TP> r{};
+  const RopePair rp = rope_pair(p, t, tid);
+  if (!rp.rotate) return r;
+  const int q4 = tid & 3, half = p.D / 2;
+  int pos[TP / 8][2];
 #pragma unroll
-    for (int j = 0; j < TP / 8; ++j) {
+  for (int j = 0; j < TP / 8; ++j) {
 #pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int tok = 8 * j + 2 * q4 + e;
-        pos[j][e] = tok < p.H ? p.positions[tok] : 0;
-      }
-    }
-#pragma unroll
-    for (int j = 0; j < TP / 8; ++j) {
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int ps = pos[j][e];
-        cs[j][e] = (ps >= 0 && ps < p.rope_rows)
-                       ? reinterpret_cast<const float2*>(p.rope)[static_cast<size_t>(ps) * half + i]
-                       : rope_angle_outside_table(ps, i, p.D, p.theta);
-      }
+    for (int e = 0; e < 2; ++e) {
+      const int tok = 8 * j + 2 * q4 + e;
+      pos[j][e] = tok < p.H ? p.positions[tok] : 0;
     }
   }
+#pragma unroll
+  for (int j = 0; j < TP / 8; ++j) {
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int ps = pos[j][e];
+      r.cs[j][e] = (ps >= 0 && ps < p.rope_rows)
+                       ? reinterpret_cast<const float2*>(p.rope)[static_cast<size_t>(ps) * half + rp.i]
+                       : rope_angle_outside_table(ps, rp.i, p.D, p.theta);
+    }
+  }
+  return r;
+}
+
+// QKV epilogue: bf16 output (as the GEMM stores it), RoPE for q and k with the task's
+// prefetched (cos, sin), q -> q buffer, k / v -> cache rows valid_len + t (rope.cu's math).
+template <int TP>
+__device__ __forceinline__ void qkv_epilogue(const ExpertParams& p, const Task& t, int off, int tid,
+                                             const float (&d)[TP / 2], const RopeCs<TP>& rc) {
+  const int q4 = tid & 3;
+  const int head = t.tile / (p.D / kTileRows);
+  const RopePair rp = rope_pair(p, t, tid);
+  const int i = rp.i, half = p.D / 2;
+  const float s = gemm_scale(p, t.layer, 0);
+  const size_t layer_rows = static_cast<size_t>(t.layer) * p.cache_rows;
 #pragma unroll
   for (int j = 0; j < TP / 8; ++j) {
 #pragma unroll
@@ -299,9 +353,9 @@ __device__ __forceinline__ void qkv_epilogue(const ExpertParams& p, const Task& 
       const float x1 = bf16r(d[4 * j + e] * s), x2 = bf16r(d[4 * j + 2 + e] * s);
       float r1 = x1, r2 = x2;
       bf16* dst;
-      if (rotate) {
-        r1 = x1 * cs[j][e].x - x2 * cs[j][e].y;
-        r2 = x2 * cs[j][e].x + x1 * cs[j][e].y;
+      if (rp.rotate) {
+        r1 = x1 * rc.cs[j][e].x - x2 * rc.cs[j][e].y;
+        r2 = x2 * rc.cs[j][e].x + x1 * rc.cs[j][e].y;
       }
       if (head < p.heads) {
         dst = p.q + static_cast<size_t>(tok) * p.heads * p.D + head * p.D;
@@ -316,23 +370,27 @@ __device__ __forceinline__ void qkv_epilogue(const ExpertParams& p, const Task& 
   }
 }
 
-// O / down epilogue: the scaled partial product of this K slice added into acc (W, TP).
+// O / down epilogue: the scaled partial product of this K slice, stored as slice
+// k0 / klen of `part` (TP, W) for the tokens < H. Plain stores: red.add into one
+// accumulator took 2.4-2.7 us of a 4.5 us task at TP = 64 (run 8, H100; 8 tasks adding into
+// each address), and the norm that sums the slices reads as many sectors as it did.
 template <int TP>
 __device__ __forceinline__ void splitk_epilogue(const ExpertParams& p, const Task& t, int tid,
                                                 const float (&d)[TP / 2]) {
   const int w = tid >> 5, l = tid & 31, q4 = l & 3;
   const float s = gemm_scale(p, t.layer, t.op == kOProj ? 1 : 3);
+  float* slice = p.part + static_cast<size_t>(t.k0 / t.klen) * TP * p.W;
 #pragma unroll
   for (int j = 0; j < TP / 8; ++j) {
-    const int tok = 8 * j + 2 * q4;
-    if (tok >= p.H) continue;
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int f = t.tile * kTileRows + 16 * w + (l >> 2) + 8 * h;
-      float* a = p.acc + static_cast<size_t>(f) * TP + tok;
-      const float v0 = d[4 * j + 2 * h] * s, v1 = d[4 * j + 2 * h + 1] * s;
-      if (tok + 1 < p.H) atomicAdd(reinterpret_cast<float2*>(a), make_float2(v0, v1));
-      else atomicAdd(a, v0);
+    for (int e = 0; e < 2; ++e) {
+      const int tok = 8 * j + 2 * q4 + e;
+      if (tok >= p.H) continue;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int f = t.tile * kTileRows + 16 * w + (l >> 2) + 8 * h;
+        __stcg(slice + static_cast<size_t>(tok) * p.W + f, d[4 * j + 2 * h + e] * s);
+      }
     }
   }
 }
@@ -359,22 +417,42 @@ __device__ __forceinline__ void geglu_epilogue(const ExpertParams& p, const Task
   fence_proxy_async_global();  // act_mlp is read by bulk copies
 }
 
-// Per-block state of the launch: weight pages issued (thread 0 only) and consumed,
-// activation tiles loaded (the parity of the activation barrier's next phase), and the
-// prefix length, read once at the start (it is an input of the launch, constant in it)
-// instead of by every QKV and attention task ahead of its first dependent load.
+// Per-block state of the launch: its tables (block_tables), weight pages issued (thread 0
+// only) and consumed, activation tiles loaded (the parity of the activation barrier's next
+// phase), and the prefix length, read once at the start (it is an input of the launch,
+// constant in it) instead of by every QKV and attention task ahead of its first dependent
+// load.
 struct BlockState {
+  BlockTables tables;
   int issued = 0;
   int consumed = 0;
   int act_loads = 0;
   int valid_len = 0;
 };
 
+// A task's launch inputs, loaded before its wait (norm_rows, rope_cs).
+template <int TP>
+struct Prefetched {
+  NormRows norm;
+  RopeCs<TP> rope;
+};
+
+__device__ __forceinline__ bool is_norm(int op) {
+  return op == kNormIn || op == kNormMid || op == kNormOut;
+}
+
+template <int TP>
+__device__ __forceinline__ void prefetch_inputs(const ExpertParams& p, const Task& t, int tid,
+                                                Prefetched<TP>& pre) {
+  if (is_norm(t.op)) pre.norm = norm_rows(p, t, tid);
+  else if (t.op == kQkv && tid < 128) pre.rope = rope_cs<TP>(p, t, tid);  // the epilogue threads
+}
+
 template <int TP>
 __device__ __forceinline__ void gemm_task(const ExpertParams& p, const Task& t,
                                           unsigned char* work, uint64_t* act_bar,
                                           const WeightRing& ring, BlockState& state,
-                                          TaskMarks& marks, int tid) {
+                                          const RopeCs<TP>& rope, TaskMarks& marks, int tid) {
   load_activation<TP>(p, t, work, act_bar, tid);
   float d[TP / 2];
   if (tid < 128)
@@ -382,9 +460,9 @@ __device__ __forceinline__ void gemm_task(const ExpertParams& p, const Task& t,
   ++state.act_loads;
   state.consumed += task_pages(t);
   ConsumerSync::sync();  // warpgroup 0's MMAs are complete: the pages and `work` are free
-  if (tid == 0) refill_pages(p.sched, blockIdx.x, ring, state.issued, state.consumed);
+  if (tid == 0) refill_pages(state.tables, p.sched.wpack, ring, state.issued, state.consumed);
   if (tid < 128) {
-    if (t.op == kQkv) qkv_epilogue<TP>(p, t, state.valid_len, tid, d);
+    if (t.op == kQkv) qkv_epilogue<TP>(p, t, state.valid_len, tid, d, rope);
     else if (t.op == kGateUp) geglu_epilogue<TP>(p, t, tid, d);
     else splitk_epilogue<TP>(p, t, tid, d);
   }

@@ -28,6 +28,37 @@ struct Schedule {
   int n_counters;
 };
 
+// One block's rows of the schedule: its tasks and its weight pages (offset, bytes).
+struct BlockTables {
+  const Task* tasks;
+  const long long* pages;
+  int n_tasks, n_pages;
+  int first_task;  // index of tasks[0] in the whole schedule (the trace's row)
+};
+
+// The block's tables, brought into shared memory `dst` by two bulk copies that thread 0
+// issues on `bar` (a fresh mbarrier; every thread waits). A task's row and a refill's page
+// entries were global loads on every task's path, and after a launch's 300 MB weight stream
+// has gone through L2 they come from HBM. The host sizes the launch's shared memory for
+// the largest block's tables (and refuses schedules whose tables do not fit). Always in
+// shared memory: a pointer that may be global or shared made ptxas serialise the wgmma
+// sequence (C7520).
+__device__ __forceinline__ BlockTables block_tables(const Schedule& s, int block,
+                                                    unsigned char* dst, uint64_t* bar, int tid) {
+  const int t0 = s.task_start[block], p0 = s.page_start[block];
+  const int n_tasks = s.task_start[block + 1] - t0, n_pages = s.page_start[block + 1] - p0;
+  const uint32_t task_bytes = n_tasks * static_cast<uint32_t>(sizeof(Task));
+  const uint32_t page_bytes = n_pages * static_cast<uint32_t>(2 * sizeof(long long));
+  if (tid == 0) {
+    mbar_arrive_expect_tx(bar, task_bytes + page_bytes);
+    if (task_bytes) bulk_g2s(dst, s.tasks + t0, task_bytes, bar);
+    if (page_bytes) bulk_g2s(dst + task_bytes, s.pages + 2 * p0, page_bytes, bar);
+  }
+  mbar_wait(bar, 0);
+  return {reinterpret_cast<const Task*>(dst), reinterpret_cast<const long long*>(dst + task_bytes),
+          n_tasks, n_pages, t0};
+}
+
 // The block's barrier (named barrier 1; every thread of the block is a consumer).
 struct ConsumerSync {
   __device__ __forceinline__ static void sync() {
@@ -69,13 +100,14 @@ __device__ __forceinline__ void wait_for(const Schedule& s, const Task& t, int t
   ConsumerSync::sync();
 }
 
-// FLASH_RT_MK_SIGNAL_FENCE=0 drops the fence.sc (__threadfence) before the release add:
-// red.release is itself a release (fence.acq_rel + red), and the barrier before it orders
-// the block's writes before thread 0's release (PTX memory model: barriers synchronize), so
-// the extra fence may only cost time on every task. Default on (the cooperative-groups grid
-// sync pattern) until the device A/B (megakernel_session.sh fence_ab) has measured both.
+// FLASH_RT_MK_SIGNAL_FENCE=1 adds a fence.sc (__threadfence) before the release add, as
+// the cooperative-groups grid sync does. Not needed: red.release is itself a release
+// (fence.acq_rel + red), and the barrier before it orders the block's writes before thread
+// 0's release (PTX memory model: barriers synchronize). Off by default since the A/B on the
+// H100 (run 7, docs/performance.md): 1026 vs 1082 us a step without / with it (2 views h50),
+// 695 vs 743 (1 view h10), the kernel tests passing in both builds.
 #ifndef FLASH_RT_MK_SIGNAL_FENCE
-#define FLASH_RT_MK_SIGNAL_FENCE 1
+#define FLASH_RT_MK_SIGNAL_FENCE 0
 #endif
 
 __device__ __forceinline__ void signal_done(const Schedule& s, const Task& t, int tid) {
@@ -109,6 +141,7 @@ __device__ __forceinline__ void finish_launch(const Schedule& s, int tid) {
 struct WeightRing {
   unsigned char* base;
   uint64_t* full;
+  uint64_t policy;  // L2 policy of the page copies (l2_evict_first_policy; thread 0's)
 
   __device__ __forceinline__ const unsigned char* wait_page(int n) const {
     const int slot = n % kWeightSlots;
@@ -121,16 +154,25 @@ struct WeightRing {
   }
 };
 
+// FLASH_RT_MK_WEIGHT_EVICT_FIRST=0 streams the weight pages with the default L2 policy
+// (the A/B of the hint: AB_FLAGS=-DFLASH_RT_MK_WEIGHT_EVICT_FIRST=0 megakernel_session.sh ab).
+#ifndef FLASH_RT_MK_WEIGHT_EVICT_FIRST
+#define FLASH_RT_MK_WEIGHT_EVICT_FIRST 1
+#endif
+
 // Thread 0: issue this block's next pages into every free slot (non-blocking).
-__device__ __forceinline__ void refill_pages(const Schedule& s, int block, const WeightRing& ring,
-                                             int& issued, int consumed) {
-  const int p0 = s.page_start[block], n_pages = s.page_start[block + 1] - p0;
-  for (; issued < n_pages && issued - consumed < kWeightSlots; ++issued) {
+__device__ __forceinline__ void refill_pages(const BlockTables& bt, const unsigned char* wpack,
+                                             const WeightRing& ring, int& issued, int consumed) {
+  for (; issued < bt.n_pages && issued - consumed < kWeightSlots; ++issued) {
     const int slot = issued % kWeightSlots;
-    const long long off = s.pages[2 * (p0 + issued)];
-    const uint32_t bytes = static_cast<uint32_t>(s.pages[2 * (p0 + issued) + 1]);
+    const long long off = bt.pages[2 * issued];
+    const uint32_t bytes = static_cast<uint32_t>(bt.pages[2 * issued + 1]);
     mbar_arrive_expect_tx(ring.full + slot, bytes);
-    bulk_g2s(ring.base + slot * kPageBytes, s.wpack + off, bytes, ring.full + slot);
+    if (FLASH_RT_MK_WEIGHT_EVICT_FIRST)
+      bulk_g2s_hinted(ring.base + slot * kPageBytes, wpack + off, bytes, ring.full + slot,
+                      ring.policy);
+    else
+      bulk_g2s(ring.base + slot * kPageBytes, wpack + off, bytes, ring.full + slot);
   }
 }
 

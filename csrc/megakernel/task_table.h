@@ -20,11 +20,11 @@ enum Op : int32_t {
   kQkv = 1,       // act_w @ Wqkv: RoPE, q -> q buffer, k/v -> cache rows valid_len + t
   kAttn = 2,      // one 64-row x one key-split tile of the decoder attention (partials)
   kCombine = 3,   // split-K combine of 256 (row, 8-column) items -> FP8 act_attn
-  kOProj = 4,     // act_attn[:, k0:k0+klen] @ Wo tile -> red.add into acc
-  kNormMid = 5,   // x += gate * acc -> adaRMS -> FP8 act_w (the gate/up input)
+  kOProj = 4,     // act_attn[:, k0:k0+klen] @ Wo tile -> partial k0 / klen of part
+  kNormMid = 5,   // x += gate * (sum of O's partials) -> adaRMS -> FP8 act_w (gate/up input)
   kGateUp = 6,    // act_w @ Wgu tile (gate/up rows interleaved) -> GeGLU -> FP8 act_mlp
-  kDown = 7,      // act_mlp[:, k0:k0+klen] @ Wdown tile -> red.add into acc
-  kNormOut = 8,   // x += gate * acc -> adaRMS -> bf16 xn (the action-out input)
+  kDown = 7,      // act_mlp[:, k0:k0+klen] @ Wdown tile -> partial k0 / klen of part
+  kNormOut = 8,   // x += gate * (sum of down's partials) -> adaRMS -> bf16 xn (action-out in)
   kNumOps = 9,
 };
 
@@ -56,6 +56,8 @@ constexpr int kThreads = kConsumers;
 // in flight before its one reduction. (Any count works.)
 constexpr int kNormTokens = 1;
 constexpr int kCombineItems = kConsumers;    // a combine task: one item per consumer thread
+// K splits of O / down whose partial products a norm sums (each its own slice of `part`).
+constexpr int kMaxSplitK = 8;
 // Trace stamps per task (%globaltimer, ns; only when the launch is given a trace buffer):
 // wait start, run start, inputs in (GEMM: activation tile and weight pages landed; norm:
 // loads done and summed; attention: Q, K and V landed; combine: = run start), math done

@@ -102,3 +102,6 @@ def test_megakernel_refuses_bad_sizes(fk):
         fk.expert_megakernel(ptrs, dict(tb.mk.sizes, tpad=24), 1e-6, 0.0625, 1e4, tb.stream)
     with pytest.raises(ValueError, match="blocks"):
         fk.expert_megakernel(ptrs, dict(tb.mk.sizes, blocks=100000), 1e-6, 0.0625, 1e4, tb.stream)
+    with pytest.raises(ValueError, match="schedule tables"):
+        fk.expert_megakernel(ptrs, dict(tb.mk.sizes, table_bytes=1 << 20), 1e-6, 0.0625, 1e4,
+                             tb.stream)

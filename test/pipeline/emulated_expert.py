@@ -16,9 +16,9 @@ import torch
 
 from flash_rt.models.common.functional import MASK_VALUE
 from flash_rt.models.pi05.expert_schedule import (ATTN, ATTN_KEYS, ATTN_ROWS, COMBINE,
-                                                  COMBINE_ITEMS, DOWN, GATE_UP, NORM_IN,
-                                                  NORM_MID, NORM_OUT, NORM_TOKENS, O_PROJ, QKV,
-                                                  TILE_ROWS)
+                                                  COMBINE_ITEMS, DOWN, GATE_UP, MAX_SPLIT_K,
+                                                  NORM_IN, NORM_MID, NORM_OUT, NORM_TOKENS,
+                                                  O_PROJ, QKV, TILE_ROWS)
 
 from .emulated_kernels import BF16, F32, FP8, I32, U8, gelu, q8, scalar, view
 
@@ -60,7 +60,7 @@ class _State:
         self.act_w = ChunkMajor(p["act_w"], tp, W)
         self.act_attn = ChunkMajor(p["act_attn"], tp, heads * D)
         self.act_mlp = ChunkMajor(p["act_mlp"], tp, F)
-        self.acc = view(p["acc"], (W, tp), F32)
+        self.part = view(p["part"], (MAX_SPLIT_K, tp, W), F32)  # O's / down's K-split partials
         self.q = view(p["q"], (H, heads * D), BF16)
         self.kc = view(p["k_cache"], (depth, rows, D), BF16)
         self.vc = view(p["v_cache"], (depth, rows, D), BF16)
@@ -105,8 +105,8 @@ def _norm(st: _State, t) -> None:
     for tok in range(t.tile, min(z["H"], t.tile + NORM_TOKENS)):
         v = st.x[tok].float()
         if gate_row >= 0:
-            y = bf16r(st.acc[:, tok].clone())
-            st.acc[:, tok] = 0
+            n = z["o_splits"] if t.op == NORM_MID else z["down_splits"]
+            y = bf16r(st.part[:n, tok].sum(0))
             v = bf16r(v + st.mod[gate_row, 2 * W:] * y)
             st.x[tok] = v.to(BF16)
         rstd = torch.rsqrt((v * v).sum() / W + st.eps)
@@ -153,7 +153,8 @@ def _gemm(st: _State, t, pages) -> None:
         st.act_mlp[:H, cols] = (o.T * inv).clamp(-448, 448).to(FP8)
     else:
         site = 1 if t.op == O_PROJ else 3
-        st.acc[t.tile * TILE_ROWS:(t.tile + 1) * TILE_ROWS, :H] += d[:, :H] * st.gemm_scale(t.layer, site)
+        st.part[t.k0 // t.klen, :H, t.tile * TILE_ROWS:(t.tile + 1) * TILE_ROWS] = \
+            (d[:, :H] * st.gemm_scale(t.layer, site)).T
 
 
 def _attention(st: _State, t) -> None:

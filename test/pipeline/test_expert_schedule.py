@@ -44,6 +44,25 @@ def header_const(name: str) -> int:
     return int(m.group(1))
 
 
+# sm_90's opt-in shared memory per block, and the kernel's own use before the tables: the
+# weight ring, the work area and the padded mbarriers (csrc/expert_megakernel.cu kSmemBytes).
+SM90_SMEM_PER_BLOCK = 232_448
+KERNEL_SMEM = es.WEIGHT_SLOTS * es.TILE_ROWS * es.PAGE_K + es.WORK_BYTES + 48
+
+
+@pytest.mark.parametrize("views,horizon", [(1, 10), (2, 50), (3, 10), (3, 50)])
+@pytest.mark.parametrize("blocks", [132, 114])  # H100 SXM / PCIe
+def test_each_blocks_tables_fit_in_shared_memory(views, horizon, blocks):
+    """The kernel copies every block's task and page rows into shared memory at launch
+    (scheduler.cuh block_tables) and refuses a launch whose largest block's do not fit."""
+    sched = es.build_schedule(dims(num_views=views, horizon=horizon), blocks)
+    need = es.block_table_bytes(sched)
+    t = sched.tables()
+    b = int(np.argmax(np.diff(t["task_start"])))
+    assert need >= 32 * int(np.diff(t["task_start"])[b]) > 0
+    assert need % 16 == 0 and KERNEL_SMEM + need <= SM90_SMEM_PER_BLOCK
+
+
 def test_op_codes_fields_and_sizes_match_the_kernel_header():
     ops = re.findall(r"^\s*k([A-Za-z]+) = ([0-9]+),", HEADER, re.M)
     codes = {name: int(v) for name, v in ops if name != "NumOps"}
@@ -59,6 +78,7 @@ def test_op_codes_fields_and_sizes_match_the_kernel_header():
     assert header_const("kWeightSlots") == es.WEIGHT_SLOTS
     assert header_const("kNormTokens") == es.NORM_TOKENS
     assert header_const("kTraceStamps") == es.TRACE_STAMPS
+    assert header_const("kMaxSplitK") == es.MAX_SPLIT_K
     tasks_cuh = (ROOT / "csrc/megakernel/expert_tasks.cuh").read_text()
     assert f"kCombineMaxSplits = {es.MAX_SPLITS};" in tasks_cuh
     # the work area = one attention tile (64 query rows + one 64-key K and V tile, rows
@@ -242,10 +262,17 @@ def test_engine_expert_choice(monkeypatch):
     fp8 = {f"ex.{i}.{s}.ws": torch.ones(1) for i in range(2) for s in es.WEIGHT_SITES}
     choose = PaliGemmaEngine._choose_expert
     monkeypatch.delenv("FLASH_RT_EXPERT", raising=False)
-    assert PIPELINE.expert == pp.SEQUENCE  # Hopper's default: the kernel sequence
-    assert choose(PIPELINE, small, fp8)[0] == pp.SEQUENCE
+    # Hopper's default: the persistent kernel up to horizon 16, the sequence above
+    assert PIPELINE.expert == pp.MEGAKERNEL and PIPELINE.megakernel_max_horizon == 16
+    small_h10 = PaliGemmaDims.from_config(load_config("pi05", "small", horizon=10), 592)
+    small_h16 = PaliGemmaDims.from_config(load_config("pi05", "small", horizon=16), 592)
+    assert small.horizon == 50
+    assert choose(PIPELINE, small_h10, fp8)[0] == pp.MEGAKERNEL
+    assert choose(PIPELINE, small_h16, fp8)[0] == pp.MEGAKERNEL
+    path, why = choose(PIPELINE, small, fp8)
+    assert path == pp.SEQUENCE and "horizon 50" in why
     assert choose(PI0_HOPPER, pi0, fp8)[0] == pp.SEQUENCE
-    mk = dataclasses.replace(PIPELINE, expert=pp.MEGAKERNEL)
+    mk = dataclasses.replace(PIPELINE, megakernel_max_horizon=None)
     assert choose(mk, small, fp8)[0] == pp.MEGAKERNEL
     path, why = choose(mk, tiny, fp8)
     assert path == pp.SEQUENCE and "head_dim 256" in why

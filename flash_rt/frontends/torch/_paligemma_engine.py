@@ -50,9 +50,9 @@ class PaliGemmaEngine:
     @staticmethod
     def _choose_expert(pipeline: pp.HardwarePipeline, d: pp.PaliGemmaDims,
                        weights: dict[str, torch.Tensor]) -> tuple[str, str]:
-        """(path, why): the pipeline's choice unless FLASH_RT_EXPERT overrides it; a
-        megakernel the model cannot use falls back to the sequence (an explicit request
-        for it is an error)."""
+        """(path, why): the pipeline's choice (by horizon, see megakernel_max_horizon) unless
+        FLASH_RT_EXPERT overrides it; a megakernel the model cannot use falls back to the
+        sequence (an explicit request for it is an error)."""
         requested = os.environ.get(pp.EXPERT_ENV)
         choice = requested or pipeline.expert
         if choice not in (pp.SEQUENCE, pp.MEGAKERNEL):
@@ -60,6 +60,10 @@ class PaliGemmaEngine:
                              f"{pp.MEGAKERNEL!r}")
         if choice == pp.SEQUENCE:
             return pp.SEQUENCE, f"{pp.EXPERT_ENV}" if requested else "the pipeline's choice"
+        limit = pipeline.megakernel_max_horizon
+        if not requested and limit is not None and d.horizon > limit:
+            return pp.SEQUENCE, (f"the pipeline's choice for horizon {d.horizon} (the megakernel "
+                                 f"only up to {limit}, where it measured faster)")
         reason = pipeline.model.megakernel_unsupported(d, weights)
         if reason is None:
             return pp.MEGAKERNEL, "the pipeline's choice" if not requested else pp.EXPERT_ENV

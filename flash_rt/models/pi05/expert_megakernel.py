@@ -3,8 +3,8 @@
 Built once at load (from the converted weights and the engine's buffers): the schedule's
 tables, the expert's FP8 weights re-packed into the blocks' reading order (the original
 Linears stay: the calibration twin and the sequence fallback use them), the per-layer
-weight scales, and the kernel's scratch (FP8 GEMM inputs, split-K accumulator, attention
-partials, counters). :meth:`run` is graph-safe: it only launches.
+weight scales, and the kernel's scratch (FP8 GEMM inputs, O's / down's split-K partials,
+attention partials, counters). :meth:`run` is graph-safe: it only launches.
 """
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ import numpy as np
 import torch
 
 from flash_rt.models.pi05.adarms import mod_row
-from flash_rt.models.pi05.expert_schedule import (TRACE_STAMPS, ExpertDims, WEIGHT_SITES,
-                                                  build_schedule, kernel_sizes, pack_plan,
-                                                  pack_tile_major, unsupported_reason)
+from flash_rt.models.pi05.expert_schedule import (MAX_SPLIT_K, TRACE_STAMPS, WEIGHT_SITES,
+                                                  ExpertDims, build_schedule, kernel_sizes,
+                                                  pack_plan, pack_tile_major,
+                                                  unsupported_reason)
 
 # Blocks of the schedule when the kernels are emulated on the CPU (tests): few enough that
 # every block runs many tasks and its weight ring wraps.
@@ -69,7 +70,7 @@ class ExpertMegakernel:
             "act_w": z(tp, ed.width, dtype=torch.float8_e4m3fn),
             "act_attn": z(tp, ed.q_dim, dtype=torch.float8_e4m3fn),
             "act_mlp": z(tp, ed.mlp, dtype=torch.float8_e4m3fn),
-            "acc": z(ed.width, tp, dtype=torch.float32),
+            "part": z(MAX_SPLIT_K, tp, ed.width, dtype=torch.float32),
             "part_o": z(ed.splits * ed.attn_rows * ed.head_dim, dtype=torch.float32),
             "part_lse": z(ed.splits * ed.attn_rows, dtype=torch.float32),
             "counters": z(self.schedule.counters + 1, dtype=torch.int32),

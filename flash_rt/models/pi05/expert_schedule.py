@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from flash_rt.core.task_schedule import (ACCUMULATE, MODIFY, READ, WRITE, Schedule, Task)
+from flash_rt.core.task_schedule import MODIFY, READ, WRITE, Schedule, Task
 
 # Op codes: csrc/megakernel/task_table.h (test_expert_schedule checks they agree).
 NORM_IN, QKV, ATTN, COMBINE, O_PROJ, NORM_MID, GATE_UP, DOWN, NORM_OUT = range(9)
@@ -49,6 +49,7 @@ ATTN_ROWS = 64          # packed (token, head) rows per attention task
 ATTN_KEYS = 64          # keys per split
 COMBINE_ITEMS = 256     # (row, 8-column) items per combine task
 MAX_SPLITS = 32         # the kernel's combine holds at most this many splits
+MAX_SPLIT_K = 8         # K splits of O / down a norm sums (task_table.h kMaxSplitK)
 TOKEN_PAD = 16          # tokens are padded to a multiple of this (wgmma N)
 MAX_TOKENS = 64
 MAX_WIDTH = 1024        # a norm task keeps 4 features per token and thread in registers
@@ -92,6 +93,15 @@ class ExpertDims:
         return next(k for k in (PAGE_K, 256, 128, 64, 32) if self.mlp % k == 0)
 
     @property
+    def down_splits(self) -> int:
+        return self.mlp // self.down_klen
+
+    @property
+    def o_splits(self) -> int:
+        """O's K splits: one per head (head_dim inputs each)."""
+        return self.heads
+
+    @property
     def max_klen(self) -> int:
         """The widest activation slice a GEMM task stages in shared memory."""
         return max(self.width, self.head_dim, self.down_klen)
@@ -107,6 +117,9 @@ def unsupported_reason(d: ExpertDims) -> str | None:
         return f"needs an expert width that is a multiple of 256, <= {MAX_WIDTH} (got {d.width})"
     if d.mlp % 32:
         return f"needs an MLP width that is a multiple of 32 (got {d.mlp})"
+    if max(d.o_splits, d.down_splits) > MAX_SPLIT_K:
+        return (f"needs at most {MAX_SPLIT_K} K splits of O and down (got {d.o_splits} heads, "
+                f"{d.down_splits} down slices)")
     if d.splits > MAX_SPLITS:
         return f"needs cache rows <= {MAX_SPLITS * ATTN_KEYS} (got {d.cache_rows})"
     if -(-d.max_klen // PAGE_K) > WEIGHT_SLOTS:
@@ -160,7 +173,7 @@ def _gemm_layout(d: ExpertDims) -> dict[str, tuple[np.ndarray, int, int]]:
         "qkv": (qkv_row_order(d), 1, W),
         "o": (np.arange(W), d.heads, d.head_dim),
         "gate_up": (gate_up_row_order(d), 1, W),
-        "down": (np.arange(W), F // d.down_klen, d.down_klen),
+        "down": (np.arange(W), d.down_splits, d.down_klen),
     }
 
 
@@ -241,8 +254,9 @@ def task_accesses(d: ExpertDims):
     H, W, F, D, heads = d.horizon, d.width, d.mlp, d.head_dim, d.heads
     toks = range(H)
 
-    def acc_cells(f0: int, f1: int):
-        return [(f, t) for f in range(f0, f1) for t in toks]
+    def splitk_cells(ks: range, f0: int, f1: int, rows=toks):
+        """Cells (K split, token, feature) of the O / down partial products."""
+        return [(k, r, f) for k in ks for r in rows for f in range(f0, f1)]
 
     def norm_cells(t0: int, cols: int):
         return [(t, c) for t in range(t0, min(H, t0 + NORM_TOKENS)) for c in range(cols)]
@@ -252,7 +266,8 @@ def task_accesses(d: ExpertDims):
         if t.op in (NORM_IN, NORM_MID, NORM_OUT):
             rows = range(t.tile, min(H, t.tile + NORM_TOKENS))
             if not (t.op == NORM_IN and L == 0):
-                yield "acc", [(f, r) for f in range(W) for r in rows], MODIFY
+                n = d.o_splits if t.op == NORM_MID else d.down_splits
+                yield "splitk", splitk_cells(range(n), 0, W, rows), READ
             yield "x", norm_cells(t.tile, 1), MODIFY
             yield ("xn" if t.op == NORM_OUT else "act_w"), norm_cells(t.tile, 1), WRITE
         elif t.op == QKV:
@@ -280,14 +295,25 @@ def task_accesses(d: ExpertDims):
                                for i in items if i // (D // 8) < d.attn_rows], WRITE
         elif t.op == O_PROJ:
             yield "act_attn", [(r, c) for r in toks for c in range(t.k0, t.k0 + t.klen, 8)], READ
-            yield "acc", acc_cells(t.tile * TILE_ROWS, (t.tile + 1) * TILE_ROWS), ACCUMULATE
+            yield "splitk", splitk_cells(range(t.k0 // t.klen, t.k0 // t.klen + 1),
+                                         t.tile * TILE_ROWS, (t.tile + 1) * TILE_ROWS), WRITE
         elif t.op == GATE_UP:
             yield "act_w", [(r, 0) for r in toks], READ
             yield "act_mlp", [(r, t.tile * 32 + c) for r in toks for c in range(32)], WRITE
         elif t.op == DOWN:
             yield "act_mlp", [(r, c) for r in toks for c in range(t.k0, t.k0 + t.klen)], READ
-            yield "acc", acc_cells(t.tile * TILE_ROWS, (t.tile + 1) * TILE_ROWS), ACCUMULATE
+            yield "splitk", splitk_cells(range(t.k0 // t.klen, t.k0 // t.klen + 1),
+                                         t.tile * TILE_ROWS, (t.tile + 1) * TILE_ROWS), WRITE
     return fn
+
+
+def block_table_bytes(sched: Schedule) -> int:
+    """Bytes of the largest block's own tables (its task rows and page entries), which the
+    kernel copies into shared memory when they fit (scheduler.cuh block_tables)."""
+    t = sched.tables()
+    tasks, pages = np.diff(t["task_start"]), np.diff(t["page_start"])
+    return int((tasks * t["tasks"].itemsize * t["tasks"].shape[1]
+                + pages * t["pages"].itemsize * t["pages"].shape[1]).max())
 
 
 def kernel_sizes(d: ExpertDims, sched: Schedule, rope_rows: int) -> dict[str, int]:
@@ -295,4 +321,6 @@ def kernel_sizes(d: ExpertDims, sched: Schedule, rope_rows: int) -> dict[str, in
     return {"blocks": sched.blocks, "tpad": d.tpad, "counters": sched.counters, "H": d.horizon,
             "W": d.width, "F": d.mlp, "heads": d.heads, "kv_heads": d.kv_heads,
             "head_dim": d.head_dim, "cache_rows": d.cache_rows, "splits": d.splits,
-            "depth": d.depth, "max_klen": d.max_klen, "rope_rows": rope_rows}
+            "depth": d.depth, "o_splits": d.o_splits, "down_splits": d.down_splits,
+            "max_klen": d.max_klen, "rope_rows": rope_rows,
+            "table_bytes": block_table_bytes(sched)}

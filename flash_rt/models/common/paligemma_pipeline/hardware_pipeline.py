@@ -42,3 +42,6 @@ class HardwarePipeline:
     attention_backend: type
     tuning: Tuning
     expert: str = SEQUENCE
+    # With expert=MEGAKERNEL: the largest horizon it is chosen for (None: any); larger ones
+    # take the sequence, where that was measured faster (FLASH_RT_EXPERT still overrides).
+    megakernel_max_horizon: Optional[int] = None
