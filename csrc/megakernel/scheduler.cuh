@@ -72,6 +72,16 @@ __device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
   return v;
 }
 
+__device__ __forceinline__ unsigned ld_relaxed(const unsigned* p) {
+  unsigned v;
+  asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
+__device__ __forceinline__ void fence_acq_rel() {
+  asm volatile("fence.acq_rel.gpu;\n" ::: "memory");
+}
+
 __device__ __forceinline__ void red_release_add(unsigned* p, unsigned v) {
   asm volatile("red.release.gpu.global.add.u32 [%0], %1;\n" ::"l"(p), "r"(v) : "memory");
 }
@@ -86,16 +96,50 @@ __device__ __forceinline__ unsigned long long global_ns() {
 // traps after this long instead of hanging the GPU: the launch then fails with an error.
 constexpr unsigned long long kWaitLimitNs = 5ull * 1000 * 1000 * 1000;
 
+// FLASH_RT_MK_STAGGERED_POLLS=1 (a build switch for an A/B, `AB_FLAGS=... ab`): thread 0
+// keeps kPollSlots relaxed polls of the counter in flight, issued ~kPollGapNs apart, and
+// fences (acq_rel) after the one that sees the target. One acquire poll at a time sees a
+// release on average one L2 round trip after it lands (half waiting for the next poll to
+// arrive, half for its way back); staggered polls arrive every gap instead. Off until
+// measured (compiled and CPU-checked only so far).
+#ifndef FLASH_RT_MK_STAGGERED_POLLS
+#define FLASH_RT_MK_STAGGERED_POLLS 0
+#endif
+constexpr int kPollSlots = 4;
+constexpr unsigned kPollGapNs = 128;
+
+__device__ __forceinline__ void spin_until(const unsigned* c, unsigned target) {
+  const unsigned long long t0 = global_ns();
+  if (!FLASH_RT_MK_STAGGERED_POLLS) {
+    while (ld_acquire(c) < target) {
+      if (global_ns() - t0 > kWaitLimitNs) __trap();
+    }
+    return;
+  }
+  unsigned v[kPollSlots];
+#pragma unroll
+  for (int i = 0; i < kPollSlots; ++i) {
+    v[i] = ld_relaxed(c);
+    if (i + 1 < kPollSlots) __nanosleep(kPollGapNs);
+  }
+  for (;;) {
+#pragma unroll
+    for (int i = 0; i < kPollSlots; ++i) {  // each slot is checked when it returns, then reissued
+      if (v[i] >= target) {
+        fence_acq_rel();  // the relaxed poll that saw the release, made an acquire
+        return;
+      }
+      v[i] = ld_relaxed(c);
+    }
+    if (global_ns() - t0 > kWaitLimitNs) __trap();
+  }
+}
+
 __device__ __forceinline__ void wait_for(const Schedule& s, const Task& t, int tid) {
   if (tid == 0 && t.wait_ctr >= 0) {
     const unsigned* c = s.counters + t.wait_ctr;
     const unsigned target = static_cast<unsigned>(t.wait_target);
-    if (ld_acquire(c) < target) {
-      const unsigned long long t0 = global_ns();
-      while (ld_acquire(c) < target) {
-        if (global_ns() - t0 > kWaitLimitNs) __trap();
-      }
-    }
+    if (ld_acquire(c) < target) spin_until(c, target);
   }
   ConsumerSync::sync();
 }

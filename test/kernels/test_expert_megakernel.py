@@ -66,6 +66,18 @@ def test_megakernel_matches_the_kernel_sequence(fk, name):
     assert all(v == v for v in got.values()), got  # no NaN left by the poison
 
 
+def test_megakernel_with_longer_split_k_tasks_keeps_the_result(fk, monkeypatch):
+    # FLASH_RT_MK_SPLITK_SCALE=2 (two heads per O task, two pages per down task, half the
+    # partial slices for each norm) changes only how K is split: the same drift bound
+    monkeypatch.setenv("FLASH_RT_MK_SPLITK_SCALE", "2")
+    tb = ExpertTestbed(CONFIGS["full_depth2_h10"], fk)
+    assert (tb.mk.dims.o_splits, tb.mk.dims.down_splits) == (4, 4)
+    tb.calibrate([3])
+    got, floor = compare(tb, 3)
+    for key in ("xn", "x", "q", "k_rows", "v_rows"):
+        assert 1.0 - got[key] <= DRIFT_FACTOR * (1.0 - floor[key]) + DRIFT_FLOOR, (key, got)
+
+
 def test_megakernel_replays_in_a_graph_and_across_steps(fk):
     tb = ExpertTestbed(CONFIGS["full_depth2_h10"], fk)
     tb.calibrate([0, 1])

@@ -206,6 +206,18 @@ def test_row_orders_pair_the_epilogue_operands():
     assert (g[r[lo]] < d.mlp).all() and (g[r[lo] + 8] - g[r[lo]] == d.mlp).all()
 
 
+def test_splitk_scale_sets_the_k_per_o_and_down_task():
+    d = dims("full")
+    assert (d.o_klen, d.o_splits, d.down_klen, d.down_splits) == (256, 8, 512, 8)
+    d2 = dataclasses.replace(d, splitk_scale=2)
+    assert (d2.o_klen, d2.o_splits, d2.down_klen, d2.down_splits) == (512, 4, 1024, 4)
+    assert es.unsupported_reason(d2) is None
+    assert "divide the heads" in es.unsupported_reason(dataclasses.replace(d, splitk_scale=3))
+    sched = es.build_schedule(d2, 132)
+    o = [t for t in sched.phases[4].tasks]
+    assert sched.phases[4].name == "o.0" and {t.klen for t in o} == {512} and len(o) == 16 * 4
+
+
 def test_unsupported_models_are_named():
     tiny = dims("tiny")
     assert "head_dim 256" in es.unsupported_reason(tiny)
@@ -219,8 +231,10 @@ def test_unsupported_models_are_named():
     assert "FP8" in megakernel_unsupported(d, {})
 
 
-@pytest.mark.parametrize("horizon, views, depth", [(50, 2, 2), (10, 1, 3)])
-def test_megakernel_contract_equals_the_kernel_sequence(horizon, views, depth):
+@pytest.mark.parametrize("horizon, views, depth, splitk_scale",
+                         [(50, 2, 2, 1), (10, 1, 3, 1), (10, 1, 2, 2)])
+def test_megakernel_contract_equals_the_kernel_sequence(monkeypatch, horizon, views, depth,
+                                                        splitk_scale):
     # the kernel's contract, interpreted from its own tables and packed weights, against
     # the kernel sequence (both emulated on the CPU): the same step from the same state.
     # Not bit-identical: the split-K attention sums in another order, and a rounding
@@ -231,7 +245,9 @@ def test_megakernel_contract_equals_the_kernel_sequence(horizon, views, depth):
     cfg = load_config("pi05", "small", num_views=views, horizon=horizon)
     cfg = dataclasses.replace(cfg, prefix=dataclasses.replace(cfg.prefix, depth=depth),
                               expert=dataclasses.replace(cfg.expert, depth=depth))
+    monkeypatch.setenv("FLASH_RT_MK_SPLITK_SCALE", str(splitk_scale))  # K per O / down task
     tb = ExpertTestbed(cfg, EmulatedKernels(), "cpu", blocks=7)
+    assert tb.mk.dims.o_splits == tb.mk.dims.heads // splitk_scale
     tb.calibrate([4])
     tb.restore()
     tb.run_sequence(4)

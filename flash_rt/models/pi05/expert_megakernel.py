@@ -8,6 +8,7 @@ attention partials, counters). :meth:`run` is graph-safe: it only launches.
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -24,11 +25,16 @@ from flash_rt.models.pi05.expert_schedule import (MAX_SPLIT_K, TRACE_STAMPS, WEI
 EMULATED_BLOCKS = 16
 
 
+# Development knob: K per O / down task in multiples of the default (ExpertDims.splitk_scale).
+SPLITK_SCALE_ENV = "FLASH_RT_MK_SPLITK_SCALE"
+
+
 def expert_dims(d: Any) -> ExpertDims:
     """ExpertDims from the pipeline's PaliGemmaDims."""
     return ExpertDims(horizon=d.horizon, width=d.ex_width, mlp=d.ex_mlp, heads=d.heads,
                       kv_heads=d.kv_heads, head_dim=d.head_dim, depth=d.depth,
-                      cache_rows=d.cache_rows)
+                      cache_rows=d.cache_rows,
+                      splitk_scale=int(os.environ.get(SPLITK_SCALE_ENV, "1")))
 
 
 def megakernel_unsupported(d: Any, weights: dict[str, torch.Tensor]) -> str | None:

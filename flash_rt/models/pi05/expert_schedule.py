@@ -71,6 +71,11 @@ class ExpertDims:
     head_dim: int
     depth: int
     cache_rows: int
+    # K per O / down task in multiples of the default (one head; one page of the MLP, or the
+    # largest multiple up to this that divides it): fewer, longer split-K tasks and fewer
+    # partial slices for the next norm to sum
+    # (FLASH_RT_MK_SPLITK_SCALE, an A/B knob read by expert_megakernel.expert_dims).
+    splitk_scale: int = 1
 
     @property
     def tpad(self) -> int:
@@ -90,21 +95,26 @@ class ExpertDims:
 
     @property
     def down_klen(self) -> int:
-        return next(k for k in (PAGE_K, 256, 128, 64, 32) if self.mlp % k == 0)
+        base = next(k for k in (PAGE_K, 256, 128, 64, 32) if self.mlp % k == 0)
+        return next(base * s for s in range(self.splitk_scale, 0, -1) if self.mlp % (base * s) == 0)
 
     @property
     def down_splits(self) -> int:
         return self.mlp // self.down_klen
 
     @property
+    def o_klen(self) -> int:
+        """O's K per task: splitk_scale heads of head_dim inputs."""
+        return self.head_dim * self.splitk_scale
+
+    @property
     def o_splits(self) -> int:
-        """O's K splits: one per head (head_dim inputs each)."""
-        return self.heads
+        return self.q_dim // self.o_klen
 
     @property
     def max_klen(self) -> int:
         """The widest activation slice a GEMM task stages in shared memory."""
-        return max(self.width, self.head_dim, self.down_klen)
+        return max(self.width, self.o_klen, self.down_klen)
 
 
 def unsupported_reason(d: ExpertDims) -> str | None:
@@ -117,6 +127,8 @@ def unsupported_reason(d: ExpertDims) -> str | None:
         return f"needs an expert width that is a multiple of 256, <= {MAX_WIDTH} (got {d.width})"
     if d.mlp % 32:
         return f"needs an MLP width that is a multiple of 32 (got {d.mlp})"
+    if d.splitk_scale < 1 or d.heads % d.splitk_scale:
+        return f"splitk_scale {d.splitk_scale} must divide the heads ({d.heads})"
     if max(d.o_splits, d.down_splits) > MAX_SPLIT_K:
         return (f"needs at most {MAX_SPLIT_K} K splits of O and down (got {d.o_splits} heads, "
                 f"{d.down_splits} down slices)")
@@ -171,7 +183,7 @@ def _gemm_layout(d: ExpertDims) -> dict[str, tuple[np.ndarray, int, int]]:
     W, F = d.width, d.mlp
     return {
         "qkv": (qkv_row_order(d), 1, W),
-        "o": (np.arange(W), d.heads, d.head_dim),
+        "o": (np.arange(W), d.o_splits, d.o_klen),
         "gate_up": (gate_up_row_order(d), 1, W),
         "down": (np.arange(W), d.down_splits, d.down_klen),
     }
