@@ -491,13 +491,15 @@ __device__ __forceinline__ void attn_v2_tile(const Params& p, unsigned char* sme
                  [&](int r) { return (m_run[r] + log2f(l_run[r])) * 0.6931471805599453f; });
 }
 
-// Split-K merge. One thread per (output row, 8 columns): every split's lse and, 8 splits at
-// a time, their partial columns are loaded before any is used, so a row costs a memory
-// round trip per 8 splits instead of one per split. Weights exp(lse_s - max lse); empty
+// Split-K merge. One thread per (output row, 8 columns): every split's lse and, BATCH
+// splits at a time (default 8), their partial columns are loaded before any is used, so a
+// row costs a memory round trip per BATCH splits instead of one per split (the persistent
+// kernel, whose combine is a phase of its own on the critical path, can take all 16 at
+// once: FLASH_RT_MK_COMBINE_BATCH). Weights exp(lse_s - max lse); empty
 // splits carry lse = -inf and zero partials. Writes bf16 or FP8 (store_out_pair).
 // Item `item` = (output row, 8-column chunk); partials are read through L2 (__ldcg): the
 // persistent kernel re-reads the same workspace every layer, written by other blocks.
-template <int MAXS>
+template <int MAXS, int BATCH = (MAXS < 8 ? MAXS : 8)>
 __device__ __forceinline__ void attn_combine_item(const Params& p, long long item) {
   const int chunks = p.D / 8;
   const long long total = (long long)p.batch * p.H * p.Lq;
@@ -519,7 +521,8 @@ __device__ __forceinline__ void attn_combine_item(const Params& p, long long ite
   for (int s = 0; s < MAXS; ++s) mx = fmaxf(mx, s <= last ? lse[s] : -INFINITY);
   float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
   float wsum = 0.f;
-  constexpr int kBatch = MAXS < 8 ? MAXS : 8;
+  constexpr int kBatch = BATCH;
+  static_assert(BATCH >= 1 && BATCH <= MAXS && MAXS % BATCH == 0, "BATCH divides MAXS");
 #pragma unroll
   for (int s0 = 0; s0 < MAXS; s0 += kBatch) {
     if (s0 > last) break;  // uniform over the grid

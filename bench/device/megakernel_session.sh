@@ -40,7 +40,7 @@ do_ab() {
   stage "A/B: build with $flags"
   build_kernels "$flags" || exit 1
   timeout 200 python3 bench/expert_step.py --configs ${FULL_CONFIGS:-full:2:50 full:1:10} \
-      --iters ${STEP_ITERS:-200} --out "$OUT/expert_step_ab.json"
+      --iters ${STEP_ITERS:-200} --out "$OUT/expert_step_ab_$(echo "$flags" | tr -c 'A-Za-z0-9=' '_').json"
   timeout 120 python3 -m pytest -q -x test/kernels/test_expert_megakernel.py -p no:cacheprovider 2>&1 | tail -3
   stage "A/B: default build again"
   build_kernels || exit 1

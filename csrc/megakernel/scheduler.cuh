@@ -110,12 +110,7 @@ constexpr unsigned kPollGapNs = 128;
 
 __device__ __forceinline__ void spin_until(const unsigned* c, unsigned target) {
   const unsigned long long t0 = global_ns();
-  if (!FLASH_RT_MK_STAGGERED_POLLS) {
-    while (ld_acquire(c) < target) {
-      if (global_ns() - t0 > kWaitLimitNs) __trap();
-    }
-    return;
-  }
+#if FLASH_RT_MK_STAGGERED_POLLS
   unsigned v[kPollSlots];
 #pragma unroll
   for (int i = 0; i < kPollSlots; ++i) {
@@ -133,6 +128,11 @@ __device__ __forceinline__ void spin_until(const unsigned* c, unsigned target) {
     }
     if (global_ns() - t0 > kWaitLimitNs) __trap();
   }
+#else
+  while (ld_acquire(c) < target) {
+    if (global_ns() - t0 > kWaitLimitNs) __trap();
+  }
+#endif
 }
 
 __device__ __forceinline__ void wait_for(const Schedule& s, const Task& t, int tid) {
