@@ -3,8 +3,9 @@
 # kernel against the sequence (bench/expert_step.py prints every output's agreement and
 # both step times), run its kernel tests and the attention regression tests, and save the
 # SASS instruction mix. Everything lands in $OUT (log.txt, *.json).
-#   bash bench/device/megakernel_session.sh [stage ...]   stages: build diag tests ncu full ab
-#   (ab: AB_FLAGS=-DNAME=0 ... ab, a build-switch A/B against this call's default build)
+#   bash bench/device/megakernel_session.sh [stage ...]   stages: build diag tests ncu full ab switches
+#   (ab: AB_FLAGS=-DNAME=0 ... ab, a build-switch A/B against this call's default build;
+#   switches: every prepared switch that way, see docs/performance.md runs 7-9)
 # Wheels the device lacks travel in carry/ (pybind11).
 # shellcheck source=bench/device/session_common.sh
 source "$(dirname "$0")/session_common.sh"
@@ -44,6 +45,20 @@ do_ab() {
   timeout 120 python3 -m pytest -q -x test/kernels/test_expert_megakernel.py -p no:cacheprovider 2>&1 | tail -3
   stage "A/B: default build again"
   build_kernels || exit 1
+}
+do_switches() {
+  # the prepared development switches, each against this call's default build (run
+  # `build diag` first): K per O / down task (an engine knob, no rebuild), then the build
+  # switches one at a time (the `ab` stage: their step, their kernel tests, default again)
+  stage "FLASH_RT_MK_SPLITK_SCALE=2"
+  FLASH_RT_MK_SPLITK_SCALE=2 timeout 200 python3 bench/expert_step.py \
+      --configs ${FULL_CONFIGS:-full:2:50 full:1:10} --iters ${STEP_ITERS:-200} \
+      --out "$OUT/expert_step_splitk2.json"
+  FLASH_RT_MK_SPLITK_SCALE=2 timeout 120 python3 -m pytest -q -x test/kernels/test_expert_megakernel.py \
+      -p no:cacheprovider 2>&1 | tail -2
+  for f in ${SWITCHES:--DFLASH_RT_MK_STAGGERED_POLLS=1 -DFLASH_RT_MK_COMBINE_BATCH=16}; do
+    AB_FLAGS=$f do_ab
+  done
 }
 do_tests() {
   stage tests
