@@ -6,15 +6,19 @@ phase), then the final norm. The op list mirrors ``pipeline_common.expert_layers
 =========  =================================================================  ==========
 phase      what a task does                                                    tasks
 =========  =================================================================  ==========
-norm_in    x (+= gate * acc) -> adaRMS -> FP8 act_w, NORM_TOKENS tokens        H/NORM_TOKENS
+norm_in    x (+= gate * sum of down's partials) -> adaRMS -> FP8 act_w          H/NORM_TOKENS
 qkv        64 output features of QKV (RoPE pairs in one tile), all K           (Hq+2) D/64
 attn       64 packed (token, head) rows x one 64-key split                     rows/64 x S
 combine    256 (row, 8-column) items of the split-K merge -> FP8 act_attn      rows D/2048
-o          64 features x one head's 256 inputs, red.add into acc               W/64 x Hq
-norm_mid   x += gate * acc -> adaRMS -> FP8 act_w                              H/NORM_TOKENS
+o          64 features x one head's 256 inputs -> its partial slice            W/64 x Hq
+norm_mid   x += gate * sum of O's partials -> adaRMS -> FP8 act_w              H/NORM_TOKENS
 gate_up    32 MLP columns (their gate and up rows interleaved) + GeGLU         F/32
-down       64 features x a 512-wide K slice, red.add into acc                  W/64 x F/512
+down       64 features x a 512-wide K slice -> its partial slice               W/64 x F/512
 =========  =================================================================  ==========
+
+(O and down per ``splitk_scale``: that many heads / pages per task.) The split-K partial
+products go to slice ``k0 / klen`` of an (8, tpad, W) fp32 buffer with plain stores; the
+next norm sums the slices in order.
 
 FP8 activations between the phases are chunk-major (byte (row, col) at
 ``(col // 16) * tpad * 16 + row * 16 + col % 16``, the wgmma B layout), so every GEMM task
