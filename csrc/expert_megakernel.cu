@@ -90,10 +90,9 @@ __global__ void __launch_bounds__(kThreads, 1) expert_megakernel_kernel(const __
   finish_launch(p.sched, tid);
 }
 
-// The shared memory a launch may use: the device's opt-in maximum per block.
-int max_block_smem() {
-  int dev = 0, bytes = 0;
-  check_cuda(cudaGetDevice(&dev), "expert_megakernel: cudaGetDevice");
+// The shared memory a launch may use on device `dev`: the opt-in maximum per block.
+int max_block_smem(int dev) {
+  int bytes = 0;
   check_cuda(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev),
              "expert_megakernel: shared memory per block");
   return bytes;
@@ -229,7 +228,7 @@ void expert_megakernel(const std::map<std::string, ptr_t>& ptrs,
         "table_bytes must be a multiple of 16 (the largest block's tasks and pages)");
   check_device_arch();
   // Every block's tables go to shared memory (block_tables), after the ring and work area.
-  const int smem_limit = max_block_smem(), smem = kSmemBytes + static_cast<int>(table_bytes);
+  const int smem_limit = max_block_smem(dev), smem = kSmemBytes + static_cast<int>(table_bytes);
   check(smem <= smem_limit, w,
         "the largest block's schedule tables (" + std::to_string(table_bytes) +
             " bytes) do not fit in shared memory beside the kernel's " +

@@ -6,6 +6,8 @@ import pytest
 
 from flash_rt.tools.make_checkpoint import make_checkpoint
 
+from camera_frames import textured_frame
+
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long-running (full-size model); "
@@ -53,14 +55,8 @@ def tiny_groot_ckpt(tmp_path_factory):
 def camera_images():
     """Realistic-ish frames: smooth gradients plus texture, two different sizes."""
     rng = np.random.default_rng(7)
-
-    def frame(h, w, phase):
-        yy, xx = np.mgrid[0:h, 0:w]
-        base = np.stack([(xx * 255 // w), (yy * 255 // h), ((xx + yy + phase) % 256)], -1)
-        noise = rng.integers(0, 40, size=(h, w, 3))
-        return np.clip(base + noise, 0, 255).astype(np.uint8)
-
-    return [frame(480, 640, 0), frame(360, 480, 90), frame(224, 224, 180)]
+    return [textured_frame(rng, 480, 640, 0), textured_frame(rng, 360, 480, 90),
+            textured_frame(rng, 224, 224, 180)]
 
 
 @pytest.fixture(scope="session")

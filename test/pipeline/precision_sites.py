@@ -28,6 +28,8 @@ from flash_rt.frontends.torch import _paligemma_spec
 from flash_rt.models.pi0.pipeline_hopper import PIPELINE as PI0
 from flash_rt.models.pi05.pipeline_hopper import PIPELINE as PI05
 
+from camera_frames import textured_frame  # the test directory is the working directory
+
 from .compare import cosine
 from .emulated_engine import Emulated
 
@@ -57,12 +59,6 @@ def reduce_depth(depth: int) -> None:
     make_checkpoint.load_config = load
 
 
-def frame(rng, h: int, w: int, phase: int) -> np.ndarray:
-    yy, xx = np.mgrid[0:h, 0:w]
-    base = np.stack([(xx * 255 // w), (yy * 255 // h), ((xx + yy + phase) % 256)], -1)
-    return np.clip(base + rng.integers(0, 40, size=(h, w, 3)), 0, 255).astype(np.uint8)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("model", choices=sorted(PIPELINES))
@@ -78,7 +74,7 @@ def main() -> None:
     if not (ckpt / "model.safetensors").exists():
         make_checkpoint.make_checkpoint(ckpt, model=args.model, preset="full")
     rng = np.random.default_rng(7)
-    images = [frame(rng, 480, 640, 90 * v) for v in range(args.views)]
+    images = [textured_frame(rng, 480, 640, 90 * v) for v in range(args.views)]
     state = np.linspace(-0.5, 0.5, 8).astype(np.float32)
     default = _paligemma_spec.PRECISIONS["fp8"]
     for mode in args.modes.split(","):

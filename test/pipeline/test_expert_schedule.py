@@ -56,8 +56,8 @@ def test_each_blocks_tables_fit_in_shared_memory(views, horizon, blocks):
     """The kernel copies every block's task and page rows into shared memory at launch
     (scheduler.cuh block_tables) and refuses a launch whose largest block's do not fit."""
     sched = es.build_schedule(dims(num_views=views, horizon=horizon), blocks)
-    need = es.block_table_bytes(sched)
     t = sched.tables()
+    need = es.block_table_bytes(t)
     b = int(np.argmax(np.diff(t["task_start"])))
     assert need >= 32 * int(np.diff(t["task_start"])[b]) > 0
     assert need % 16 == 0 and KERNEL_SMEM + need <= SM90_SMEM_PER_BLOCK

@@ -61,7 +61,8 @@ class ExpertMegakernel:
             raise ValueError(f"expert megakernel: {reason}")
         self.dims = ed = expert_dims(d)
         self.schedule = build_schedule(ed, blocks or block_count(device))
-        self.tables = {k: torch.from_numpy(v).to(device) for k, v in self.schedule.tables().items()}
+        tables = self.schedule.tables()
+        self.tables = {k: torch.from_numpy(v).to(device) for k, v in tables.items()}
         entries, nbytes = pack_plan(ed)
         self.wpack = torch.empty(nbytes, dtype=torch.uint8, device=device)
         for e in entries:
@@ -81,7 +82,7 @@ class ExpertMegakernel:
             "part_lse": z(ed.splits * ed.attn_rows, dtype=torch.float32),
             "counters": z(self.schedule.counters + 1, dtype=torch.int32),
         }
-        self.sizes = kernel_sizes(ed, self.schedule, rope_rows=d.cache_rows)
+        self.sizes = kernel_sizes(ed, self.schedule, tables, rope_rows=d.cache_rows)
         self.eps, self.attn_scale, self.theta = d.ex_eps, d.head_dim ** -0.5, d.theta
         self._fixed = {**{k: v.data_ptr() for k, v in self.tables.items()},
                        **{k: v.data_ptr() for k, v in self.scratch.items()},

@@ -323,20 +323,22 @@ def task_accesses(d: ExpertDims):
     return fn
 
 
-def block_table_bytes(sched: Schedule) -> int:
-    """Bytes of the largest block's own tables (its task rows and page entries), which the
-    kernel copies into shared memory when they fit (scheduler.cuh block_tables)."""
-    t = sched.tables()
+def block_table_bytes(t: dict[str, np.ndarray]) -> int:
+    """Bytes of the largest block's own tables (its task rows and page entries) in
+    ``Schedule.tables()`` ``t``: the kernel copies each block's into shared memory at launch
+    (scheduler.cuh block_tables) and refuses a launch where they do not fit."""
     tasks, pages = np.diff(t["task_start"]), np.diff(t["page_start"])
     return int((tasks * t["tasks"].itemsize * t["tasks"].shape[1]
                 + pages * t["pages"].itemsize * t["pages"].shape[1]).max())
 
 
-def kernel_sizes(d: ExpertDims, sched: Schedule, rope_rows: int) -> dict[str, int]:
-    """The ``sizes`` dict of the expert_megakernel binding (besides the pointers)."""
+def kernel_sizes(d: ExpertDims, sched: Schedule, tables: dict[str, np.ndarray],
+                 rope_rows: int) -> dict[str, int]:
+    """The ``sizes`` dict of the expert_megakernel binding (besides the pointers);
+    ``tables``: ``sched.tables()``, built once by the caller, who uploads them."""
     return {"blocks": sched.blocks, "tpad": d.tpad, "counters": sched.counters, "H": d.horizon,
             "W": d.width, "F": d.mlp, "heads": d.heads, "kv_heads": d.kv_heads,
             "head_dim": d.head_dim, "cache_rows": d.cache_rows, "splits": d.splits,
             "depth": d.depth, "o_splits": d.o_splits, "down_splits": d.down_splits,
             "max_klen": d.max_klen, "rope_rows": rope_rows,
-            "table_bytes": block_table_bytes(sched)}
+            "table_bytes": block_table_bytes(tables)}

@@ -2,9 +2,9 @@
 
 Pi0.5's stages (``pipeline_common``) with Hopper's choices: the action expert's layers as
 one persistent kernel per denoising step (``expert_megakernel.py``) up to horizon 16, where
-it measured faster than the kernel sequence in the whole pipeline (H100: 10.51 vs 11.67 ms
-at 1 view h10, 13.42 vs 14.63 at 3 views h10), and the kernel sequence above (slower there:
-14.84 vs 13.58 ms at 2 views h50; docs/performance.md, run 8); ``FLASH_RT_EXPERT``
+it measured faster than the kernel sequence in the whole pipeline (H100, run 9: 10.18 vs
+11.67 ms at 1 view h10, 11.64 vs 13.09 at 2 views h10), and the kernel sequence above (slower
+there: 14.24 vs 13.53 ms at 2 views h50; docs/performance.md, runs 7-9); ``FLASH_RT_EXPERT``
 overrides both ways. Its attention backend (GEMM-based MQA attention for the prefix and
 the decoder) and its GEMM tuning (``hardware/hopper/tuning.py``: 64 autotune candidates per
 shape, fast FP8 accumulation for K <= 2048). The stage functions and their calibration
