@@ -279,10 +279,34 @@ struct BlockSync {
 // until an A/B measures it there).
 // Hooks: inputs_in() once the first tile's Q/K/V have landed, math_done() before the
 // output is stored (the persistent kernel's per-task trace; NoHooks elsewhere).
+// first_tile_preloaded(): the caller has already issued (and committed) the first key
+// tile's K/V copies with v2_load_kv_tile, e.g. before waiting for Q (keys that are
+// inputs of the persistent kernel's launch).
 struct NoHooks {
   __device__ __forceinline__ void inputs_in() const {}
   __device__ __forceinline__ void math_done() const {}
+  __device__ __forceinline__ bool first_tile_preloaded() const { return false; }
 };
+
+// K/V ring stage `st` of a v2 tile's shared memory <- key tile `blk` of `span`: NT threads
+// issue cp.async copies (uncommitted); rows past span.kv_hi are zero-filled.
+template <int DP, int BN, int NT>
+__device__ __forceinline__ void v2_load_kv_tile(const Params& p, const KeySpan<BN>& span,
+                                                unsigned char* smem_raw, int blk, int st,
+                                                int tid) {
+  constexpr int SD = DP + 8;  // V2Cfg::SD
+  constexpr int kChunks = DP / 8;
+  bf16* ks = reinterpret_cast<bf16*>(smem_raw) + kBlockM * SD + st * (2 * BN * SD);
+  bf16* vs = ks + BN * SD;
+  const int row0 = blk * BN;
+  for (int i = tid; i < BN * kChunks; i += NT) {
+    const int r = i / kChunks, c = i % kChunks;
+    const bool ok = (row0 + r) < span.kv_hi && c * 8 < p.D;
+    const long long ro = (long long)(row0 + r);
+    cp_async16(ks + r * SD + c * 8, ok ? span.k + ro * p.k_row + c * 8 : span.k, ok);
+    cp_async16(vs + r * SD + c * 8, ok ? span.v + ro * p.v_row + c * 8 : span.v, ok);
+  }
+}
 
 template <int DP, int BN, int WG, int STAGES, bool QREG, typename Sync, bool PREFETCH_MASK = false,
           typename Hooks = NoHooks>
@@ -296,6 +320,7 @@ __device__ __forceinline__ void attn_v2_tile(const Params& p, unsigned char* sme
   constexpr int KT = DP / 16;
   constexpr int kChunks = DP / 8;
   static_assert(BNW % 16 == 0 && STAGES >= 2, "tile shape");
+  static_assert(SD == DP + 8, "v2_load_kv_tile's row pitch");
   bf16* Qs = reinterpret_cast<bf16*>(smem_raw);
   bf16* KVs = Qs + kBlockM * SD;  // stage st: K at KVs + st*2*BN*SD, V right after
 
@@ -306,8 +331,6 @@ __device__ __forceinline__ void attn_v2_tile(const Params& p, unsigned char* sme
 
   const KeySpan<BN> span(p, b, kvh, split);
   const int kv_len = span.kv_len, blk_lo = span.blk_lo, blk_hi = span.blk_hi, kv_hi = span.kv_hi;
-  const bf16* kbase = span.k;
-  const bf16* vbase = span.v;
   const unsigned char* mask = span.mask;
 
   for (int i = tid; i < kBlockM * kChunks; i += NT) {
@@ -319,20 +342,12 @@ __device__ __forceinline__ void attn_v2_tile(const Params& p, unsigned char* sme
     cp_async16(Qs + r * SD + c * 8, g, ok);
   }
   auto load_tile = [&](int blk, int st) {
-    bf16* ks = KVs + st * (2 * BN * SD);
-    bf16* vs = ks + BN * SD;
-    const int row0 = blk * BN;
-    for (int i = tid; i < BN * kChunks; i += NT) {
-      const int r = i / kChunks, c = i % kChunks;
-      const bool ok = (row0 + r) < kv_hi && c * 8 < p.D;
-      const long long ro = (long long)(row0 + r);
-      cp_async16(ks + r * SD + c * 8, ok ? kbase + ro * p.k_row + c * 8 : kbase, ok);
-      cp_async16(vs + r * SD + c * 8, ok ? vbase + ro * p.v_row + c * 8 : vbase, ok);
-    }
+    v2_load_kv_tile<DP, BN, NT>(p, span, smem_raw, blk, st, tid);
   };
+  const bool preloaded = hooks.first_tile_preloaded();
 #pragma unroll
   for (int st = 0; st < STAGES - 1; ++st) {  // group st = tile blk_lo + st (group 0 has Q)
-    if (blk_lo + st < blk_hi) load_tile(blk_lo + st, st);
+    if (blk_lo + st < blk_hi && !(st == 0 && preloaded)) load_tile(blk_lo + st, st);
     cp_async_commit();
   }
 
@@ -491,17 +506,20 @@ __device__ __forceinline__ void attn_v2_tile(const Params& p, unsigned char* sme
                  [&](int r) { return (m_run[r] + log2f(l_run[r])) * 0.6931471805599453f; });
 }
 
-// Split-K merge. One thread per (output row, 8 columns): every split's lse and, BATCH
-// splits at a time (default 8), their partial columns are loaded before any is used, so a
-// row costs a memory round trip per BATCH splits instead of one per split (the persistent
-// kernel, whose combine is a phase of its own on the critical path, can take all 16 at
-// once: FLASH_RT_MK_COMBINE_BATCH). Weights exp(lse_s - max lse); empty
-// splits carry lse = -inf and zero partials. Writes bf16 or FP8 (store_out_pair).
-// Item `item` = (output row, 8-column chunk); partials are read through L2 (__ldcg): the
-// persistent kernel re-reads the same workspace every layer, written by other blocks.
-template <int MAXS, int BATCH = (MAXS < 8 ? MAXS : 8)>
+// Split-K merge. One thread per item = (output row, COLS columns, 8 or 4): every split's
+// lse and, BATCH splits at a time (default 8), their partial columns are loaded before any
+// is used, so a row costs a memory round trip per BATCH splits instead of one per split.
+// Weights exp(lse_s - max lse); empty splits carry lse = -inf and zero partials. Writes
+// bf16 or FP8 (store_out_pair). Partials are read through L2 (__ldcg): the persistent kernel
+// re-reads the same workspace every layer, written by other blocks. COLS = 4 (the
+// persistent kernel): one float4 a split, so a warp's load covers 512 contiguous bytes;
+// with 8 columns a lane's two float4 halves fall in two instructions that each touch every
+// sector of a 1 KiB span (twice the L2 sector traffic), and half as many items (tasks).
+template <int MAXS, int BATCH = (MAXS < 8 ? MAXS : 8), int COLS = 8>
 __device__ __forceinline__ void attn_combine_item(const Params& p, long long item) {
-  const int chunks = p.D / 8;
+  static_assert(COLS == 8 || COLS == 4, "an item is 8 or 4 columns");
+  constexpr int kVecs = COLS / 4;  // float4 loads per split
+  const int chunks = p.D / COLS;
   const long long total = (long long)p.batch * p.H * p.Lq;
   const long long row = item / chunks;
   if (row >= total) return;
@@ -519,38 +537,42 @@ __device__ __forceinline__ void attn_combine_item(const Params& p, long long ite
   float mx = -INFINITY;
 #pragma unroll
   for (int s = 0; s < MAXS; ++s) mx = fmaxf(mx, s <= last ? lse[s] : -INFINITY);
-  float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+  float acc[COLS];
+#pragma unroll
+  for (int i = 0; i < COLS; ++i) acc[i] = 0.f;
   float wsum = 0.f;
   constexpr int kBatch = BATCH;
   static_assert(BATCH >= 1 && BATCH <= MAXS && MAXS % BATCH == 0, "BATCH divides MAXS");
 #pragma unroll
   for (int s0 = 0; s0 < MAXS; s0 += kBatch) {
     if (s0 > last) break;  // uniform over the grid
-    float4 x[kBatch][2];
+    float4 x[kBatch][kVecs];
 #pragma unroll
     for (int j = 0; j < kBatch; ++j) {
       const float4* src = reinterpret_cast<const float4*>(
-          p.ws_o + (min(s0 + j, last) * total + row) * p.D + 8 * c);
-      x[j][0] = __ldcg(src);
-      x[j][1] = __ldcg(src + 1);
+          p.ws_o + (min(s0 + j, last) * total + row) * p.D + COLS * c);
+#pragma unroll
+      for (int v = 0; v < kVecs; ++v) x[j][v] = __ldcg(src + v);
     }
 #pragma unroll
     for (int j = 0; j < kBatch; ++j) {
       const int s = s0 + j;
       const float w = (s > last || lse[s] == -INFINITY) ? 0.f : __expf(lse[s] - mx);
       wsum += w;
-      acc[0] += w * x[j][0].x; acc[1] += w * x[j][0].y; acc[2] += w * x[j][0].z;
-      acc[3] += w * x[j][0].w; acc[4] += w * x[j][1].x; acc[5] += w * x[j][1].y;
-      acc[6] += w * x[j][1].z; acc[7] += w * x[j][1].w;
+#pragma unroll
+      for (int v = 0; v < kVecs; ++v) {
+        acc[4 * v] += w * x[j][v].x; acc[4 * v + 1] += w * x[j][v].y;
+        acc[4 * v + 2] += w * x[j][v].z; acc[4 * v + 3] += w * x[j][v].w;
+      }
     }
   }
   const float inv = wsum > 0.f ? 1.f / wsum : 0.f;
-  const long long col = (long long)h * p.D + 8 * c;  // 8 columns: one 16-byte chunk's half
+  const long long col = (long long)h * p.D + COLS * c;  // inside one 16-byte FP8 chunk
   const long long off = p.o8_chunk_rows > 0
                             ? (col >> 4) * p.o8_chunk_rows * 16 + t * 16 + (col & 15)
                             : b * p.o_batch + t * p.o_row + col;
 #pragma unroll
-  for (int i = 0; i < 8; i += 2) store_out_pair(p, off + i, acc[i] * inv, acc[i + 1] * inv, sc);
+  for (int i = 0; i < COLS; i += 2) store_out_pair(p, off + i, acc[i] * inv, acc[i + 1] * inv, sc);
 }
 
 

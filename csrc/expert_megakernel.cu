@@ -51,12 +51,12 @@ __global__ void __launch_bounds__(kThreads, 1) expert_megakernel_kernel(const __
   }
   __syncthreads();
   state.tables = block_tables(p.sched, block, smem + kSmemBytes, table_bar, tid);
-  if (tid == 0) refill_pages(state.tables, p.sched.wpack, ring, state.issued, 0);
+  if (tid == kPageIssuer) refill_pages(state.tables, p.sched.wpack, ring, state.issued, 0);
   for (int i = 0; i < state.tables.n_tasks; ++i) {
     const Task t = state.tables.tasks[i];
     const unsigned long long t_wait = p.trace ? global_ns() : 0ull;
     Prefetched<TP> pre;
-    prefetch_inputs<TP>(p, t, tid, pre);
+    prefetch_inputs<TP>(p, t, tid, work, state.valid_len, pre);
     wait_for(p.sched, t, tid);
     const unsigned long long t_run = p.trace ? global_ns() : 0ull;
     TaskMarks marks{t_run, t_run};
@@ -70,12 +70,14 @@ __global__ void __launch_bounds__(kThreads, 1) expert_megakernel_kernel(const __
       case kOProj:
       case kGateUp:
       case kDown: gemm_task<TP>(p, t, work, act_bar, ring, state, pre.rope, marks, tid); break;
-      case kAttn: attention_task(p, t, work, state.valid_len, marks, tid); break;
+      case kAttn: attention_task(p, t, work, state.valid_len, pre.kv_loaded, marks, tid); break;
       case kCombine: combine_task<TP>(p, t, tid); break;
       default: __trap();
     }
     const unsigned long long t_body = p.trace ? global_ns() : 0ull;
     signal_done(p.sched, t, tid);
+    if (kRefillAfterSignal && tid == kPageIssuer)
+      refill_pages(state.tables, p.sched.wpack, ring, state.issued, state.consumed);
     if (p.trace && tid == 0) {
       unsigned long long* row =
           p.trace + static_cast<size_t>(kTraceStamps) * (state.tables.first_task + i);

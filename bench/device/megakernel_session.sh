@@ -3,9 +3,13 @@
 # kernel against the sequence (bench/expert_step.py prints every output's agreement and
 # both step times), run its kernel tests and the attention regression tests, and save the
 # SASS instruction mix. Everything lands in $OUT (log.txt, *.json).
-#   bash bench/device/megakernel_session.sh [stage ...]   stages: build diag tests ncu full ab switches
+#   bash bench/device/megakernel_session.sh [stage ...]
+#   stages: build diag tests ncu full frontends ab switches splitk baseline
 #   (ab: AB_FLAGS=-DNAME=0 ... ab, a build-switch A/B against this call's default build;
-#   switches: every prepared switch that way, see docs/performance.md runs 7-9)
+#   switches: SWITCHES="-DA=1 -DB=1" each that way; splitk: SPLITK=2, the engine knob;
+#   docs/performance.md runs 7-10;
+#   baseline: an earlier commit's whole tree, `git archive REF | gzip > carry/base.tar.gz`
+#   here, built in /tmp/base on the device and its step measured in the same call)
 # Wheels the device lacks travel in carry/ (pybind11).
 # shellcheck source=bench/device/session_common.sh
 source "$(dirname "$0")/session_common.sh"
@@ -41,24 +45,40 @@ do_ab() {
   stage "A/B: build with $flags"
   build_kernels "$flags" || exit 1
   timeout 200 python3 bench/expert_step.py --configs ${FULL_CONFIGS:-full:2:50 full:1:10} \
-      --iters ${STEP_ITERS:-200} --out "$OUT/expert_step_ab_$(echo "$flags" | tr -c 'A-Za-z0-9=' '_').json"
+      --iters ${STEP_ITERS:-200} --out "$OUT/expert_step_ab_$(echo "$flags" | tr -c 'A-Za-z0-9' '_').json"
   timeout 120 python3 -m pytest -q -x test/kernels/test_expert_megakernel.py -p no:cacheprovider 2>&1 | tail -3
   stage "A/B: default build again"
   build_kernels || exit 1
 }
-do_switches() {
-  # the prepared development switches, each against this call's default build (run
-  # `build diag` first): K per O / down task (an engine knob, no rebuild), then the build
-  # switches one at a time (the `ab` stage: their step, their kernel tests, default again)
-  stage "FLASH_RT_MK_SPLITK_SCALE=2"
-  FLASH_RT_MK_SPLITK_SCALE=2 timeout 200 python3 bench/expert_step.py \
+do_splitk() {
+  # K per O / down task (an engine knob, no rebuild) against this call's default build
+  local scale=${SPLITK:-2}
+  stage "FLASH_RT_MK_SPLITK_SCALE=$scale"
+  FLASH_RT_MK_SPLITK_SCALE=$scale timeout 200 python3 bench/expert_step.py \
       --configs ${FULL_CONFIGS:-full:2:50 full:1:10} --iters ${STEP_ITERS:-200} \
-      --out "$OUT/expert_step_splitk2.json"
-  FLASH_RT_MK_SPLITK_SCALE=2 timeout 120 python3 -m pytest -q -x test/kernels/test_expert_megakernel.py \
+      --out "$OUT/expert_step_splitk$scale.json"
+  FLASH_RT_MK_SPLITK_SCALE=$scale timeout 120 python3 -m pytest -q -x test/kernels/test_expert_megakernel.py \
       -p no:cacheprovider 2>&1 | tail -2
-  for f in ${SWITCHES:--DFLASH_RT_MK_STAGGERED_POLLS=1 -DFLASH_RT_MK_COMBINE_BATCH=16}; do
+}
+do_switches() {
+  # build switches (SWITCHES="-DNAME=1 ..."), one at a time as the `ab` stage: their step,
+  # their kernel tests, the default build again; run `build diag` first
+  for f in ${SWITCHES:?set SWITCHES, e.g. -DFLASH_RT_MK_PAGE_ISSUER=128}; do
     AB_FLAGS=$f do_ab
   done
+}
+do_baseline() {
+  # the step of an earlier tree (its own kernels and schedule), built beside this one, for
+  # an A/B of source changes that are not build switches
+  local tar=${BASE_TAR:-carry/base.tar.gz}
+  [ -f "$tar" ] || { echo "baseline: no $tar"; return; }
+  stage "baseline: build $tar in /tmp/base"
+  rm -rf /tmp/base && mkdir -p /tmp/base && tar -xzf "$tar" -C /tmp/base
+  (cd /tmp/base && OUT=$OUT build_kernels) || return
+  stage "baseline: step"
+  (cd /tmp/base && PYTHONPATH="/tmp/site:/tmp/base" timeout 240 python3 bench/expert_step.py \
+      --configs ${FULL_CONFIGS:-full:2:50 full:1:10 full:3:10} --iters ${STEP_ITERS:-200} \
+      --out "$OUT/expert_step_baseline.json")
 }
 do_tests() {
   stage tests

@@ -53,7 +53,8 @@ struct ExpertParams {
 
 // The decoder attention tile: head_dim 256, 64 keys per split, 2 warpgroups, one tile per
 // split (only ring stage 0 of the v2 kernel is used).
-using AttnCfg = attn_tiles::V2Cfg<256, 64, 2, 2, false>;
+constexpr int kAttnHeadDim = 256, kAttnKeys = 64;
+using AttnCfg = attn_tiles::V2Cfg<kAttnHeadDim, kAttnKeys, 2, 2, false>;
 constexpr int kCombineMaxSplits = 32;
 constexpr int kWorkBytes = AttnCfg::kOneTileSmem;
 constexpr int kNormChunksMax = 4;  // features per thread in a norm task: W <= 4 * 256
@@ -100,6 +101,12 @@ __device__ __forceinline__ NormSites norm_sites(const ExpertParams& p, const Tas
   return {2 * p.depth - 1, 2 * p.depth, 0};                          // kNormOut (bf16 out)
 }
 
+// Feature `i` of thread `tid` in a norm task: strided by the block's thread count, so one
+// warp's load or store of feature i touches 32 consecutive elements (whole sectors). A
+// contiguous run per thread (f = tid * fpt + i, before run 10) made each warp instruction
+// touch 16 sectors to use 4 bytes of each: 4x the L2 traffic for the split-K partials.
+__device__ __forceinline__ int norm_feature(int tid, int i) { return tid + i * kConsumers; }
+
 // This step's adaRMS values for the thread's features: launch inputs (never written in the
 // launch), so the kernel loads them before the task's wait and their round trip overlaps
 // it (run 7 on the H100: 3 of a norm task's 6.5 us were its loads, after the wait).
@@ -109,13 +116,13 @@ struct NormRows {
 
 __device__ __forceinline__ NormRows norm_rows(const ExpertParams& p, const Task& t, int tid) {
   const NormSites ns = norm_sites(p, t);
-  const int W = p.W, fpt = W / kConsumers, f0 = tid * fpt;
+  const int W = p.W, fpt = W / kConsumers;
   const float* mrow = p.mod + static_cast<size_t>(ns.norm_row) * 3 * W;
   NormRows m;
 #pragma unroll
   for (int i = 0; i < kNormChunksMax; ++i) {
     if (i >= fpt) break;
-    const int f = f0 + i;
+    const int f = norm_feature(tid, i);
     m.sc[i] = mrow[f];
     m.sh[i] = mrow[W + f];
     m.g[i] = ns.gate_row >= 0 ? p.mod[static_cast<size_t>(ns.gate_row) * 3 * W + 2 * W + f] : 0.f;
@@ -124,7 +131,7 @@ __device__ __forceinline__ NormRows norm_rows(const ExpertParams& p, const Task&
 }
 
 // kNormTokens tokens x all W features per task, feature-parallel: thread `tid` owns
-// features [tid * FPT, (tid + 1) * FPT) of every token, so all its loads (the previous
+// features norm_feature(tid, 0 .. FPT) of every token, so all its loads (the previous
 // GEMM's split-K partials of its features, x) are issued before any store; the adaRMS rows
 // come prefetched (norm_rows). (H100: ~20 us per task at 8 tokens in run 2, spilled; ~7 us
 // at one token per task and TP = 64, ~4.5 us at TP = 16 in run 6.) Per-token sums of
@@ -136,7 +143,7 @@ template <int TP>
 __device__ __forceinline__ void norm_task(const ExpertParams& p, const Task& t, int tid,
                                           float* red, const NormRows& m, TaskMarks& marks) {
   constexpr int kMaxFpt = kNormChunksMax;  // W <= kMaxFpt * kConsumers
-  const int W = p.W, fpt = W / kConsumers, f0 = tid * fpt;
+  const int W = p.W, fpt = W / kConsumers;
   const int t0 = t.tile, ntok = min(kNormTokens, p.H - t0);
   const NormSites ns = norm_sites(p, t);
   const int gate_row = ns.gate_row;
@@ -151,10 +158,10 @@ __device__ __forceinline__ void norm_task(const ExpertParams& p, const Task& t, 
     for (int ks = 0; ks < kMaxSplitK; ++ks) {
 #pragma unroll
       for (int k = 0; k < kNormTokens; ++k) {
-        const float* src = p.part + (static_cast<size_t>(ks) * TP + t0 + k) * W + f0;
+        const float* src = p.part + (static_cast<size_t>(ks) * TP + t0 + k) * W;
 #pragma unroll
         for (int i = 0; i < kMaxFpt; ++i)
-          pv[ks][k][i] = ks < n_parts && i < fpt ? __ldcg(src + i) : 0.f;
+          pv[ks][k][i] = ks < n_parts && i < fpt ? __ldcg(src + norm_feature(tid, i)) : 0.f;
       }
     }
 #pragma unroll
@@ -171,10 +178,10 @@ __device__ __forceinline__ void norm_task(const ExpertParams& p, const Task& t, 
 #pragma unroll
   for (int k = 0; k < kNormTokens; ++k) {
     if (k >= ntok) break;
-    const bf16* xs = p.x + static_cast<size_t>(t0 + k) * W + f0;
+    const bf16* xs = p.x + static_cast<size_t>(t0 + k) * W;
 #pragma unroll
     for (int i = 0; i < kMaxFpt; ++i) {
-      if (i < fpt) v[k][i] = __bfloat162float(__ldcg(xs + i));
+      if (i < fpt) v[k][i] = __bfloat162float(__ldcg(xs + norm_feature(tid, i)));
     }
   }
   // 2. residual, per-token partial sums of squares
@@ -208,14 +215,15 @@ __device__ __forceinline__ void norm_task(const ExpertParams& p, const Task& t, 
 #pragma unroll
     for (int w = 0; w < kConsumerWarps; ++w) tot += red[w * kNormTokens + k];
     const float rstd = rsqrtf(tot * (1.f / static_cast<float>(W)) + p.eps);
-    const size_t row = static_cast<size_t>(t0 + k) * W + f0;
+    const size_t row = static_cast<size_t>(t0 + k) * W;
 #pragma unroll
     for (int i = 0; i < kMaxFpt; ++i) {
       if (i >= fpt) break;
       const float o = v[k][i] * rstd * (1.f + m.sc[i]) + m.sh[i];
-      if (gate_row >= 0) p.x[row + i] = __float2bfloat16_rn(v[k][i]);
-      if (t.op == kNormOut) p.xn[row + i] = __float2bfloat16_rn(o);
-      else p.act_w[act_offset<TP>(t0 + k, f0 + i)] = to_fp8(o, s);
+      const int f = norm_feature(tid, i);
+      if (gate_row >= 0) p.x[row + f] = __float2bfloat16_rn(v[k][i]);
+      if (t.op == kNormOut) p.xn[row + f] = __float2bfloat16_rn(o);
+      else p.act_w[act_offset<TP>(t0 + k, f)] = to_fp8(o, s);
     }
   }
   if (t.op != kNormOut) fence_proxy_async_global();  // act_w is read by bulk copies
@@ -417,8 +425,8 @@ __device__ __forceinline__ void geglu_epilogue(const ExpertParams& p, const Task
   fence_proxy_async_global();  // act_mlp is read by bulk copies
 }
 
-// Per-block state of the launch: its tables (block_tables), weight pages issued (thread 0
-// only) and consumed, activation tiles loaded (the parity of the activation barrier's next
+// Per-block state of the launch: its tables (block_tables), weight pages issued (the
+// issuer's count) and consumed, activation tiles loaded (the parity of the activation barrier's next
 // phase), and the prefix length, read once at the start (it is an input of the launch,
 // constant in it) instead of by every QKV and attention task ahead of its first dependent
 // load.
@@ -430,23 +438,19 @@ struct BlockState {
   int valid_len = 0;
 };
 
-// A task's launch inputs, loaded before its wait (norm_rows, rope_cs).
+// A task's launch inputs, loaded before its wait (norm_rows, rope_cs, and an attention
+// task's prefix K/V tile: attention_prefetch).
 template <int TP>
 struct Prefetched {
   NormRows norm;
   RopeCs<TP> rope;
+  bool kv_loaded = false;
 };
 
 __device__ __forceinline__ bool is_norm(int op) {
   return op == kNormIn || op == kNormMid || op == kNormOut;
 }
 
-template <int TP>
-__device__ __forceinline__ void prefetch_inputs(const ExpertParams& p, const Task& t, int tid,
-                                                Prefetched<TP>& pre) {
-  if (is_norm(t.op)) pre.norm = norm_rows(p, t, tid);
-  else if (t.op == kQkv && tid < 128) pre.rope = rope_cs<TP>(p, t, tid);  // the epilogue threads
-}
 
 template <int TP>
 __device__ __forceinline__ void gemm_task(const ExpertParams& p, const Task& t,
@@ -460,7 +464,8 @@ __device__ __forceinline__ void gemm_task(const ExpertParams& p, const Task& t,
   ++state.act_loads;
   state.consumed += task_pages(t);
   ConsumerSync::sync();  // warpgroup 0's MMAs are complete: the pages and `work` are free
-  if (tid == 0) refill_pages(state.tables, p.sched.wpack, ring, state.issued, state.consumed);
+  if (!kRefillAfterSignal && tid == kPageIssuer)
+    refill_pages(state.tables, p.sched.wpack, ring, state.issued, state.consumed);
   if (tid < 128) {
     if (t.op == kQkv) qkv_epilogue<TP>(p, t, state.valid_len, tid, d, rope);
     else if (t.op == kGateUp) geglu_epilogue<TP>(p, t, tid, d);
@@ -492,29 +497,52 @@ __device__ __forceinline__ attn_tiles::Params attention_params(const ExpertParam
   return a;
 }
 
-// The attention tile's trace hooks: the task's inputs-in and math-done stamps.
+// An attention task whose keys all lie in the prefix (rows < valid_len: written before
+// the launch, never in it) issues its K/V tile's copies before its wait, so they land
+// while the block waits for this layer's Q (run 9 on the H100: 2.2-3.1 us of an attention
+// task went to loading Q, K and V after the wait). The split holding the step's own K/V
+// rows loads them after the wait, as before. Returns whether the copies were issued.
+__device__ __forceinline__ bool attention_prefetch(const ExpertParams& p, const Task& t,
+                                                   unsigned char* work, int valid_len, int tid) {
+  const attn_tiles::Params a = attention_params(p, t.layer, valid_len);
+  const attn_tiles::KeySpan<kAttnKeys> span(a, 0, 0, t.k0);
+  if (span.blk_lo >= span.blk_hi || span.kv_hi > valid_len) return false;
+  attn_tiles::v2_load_kv_tile<kAttnHeadDim, kAttnKeys, AttnCfg::kThreads>(a, span, work,
+                                                                          span.blk_lo, 0, tid);
+  attn_tiles::cp_async_commit();
+  return true;
+}
+
+// The attention tile's hooks: the task's inputs-in and math-done stamps, and whether its
+// K/V tile was prefetched.
 struct AttentionMarks {
   const ExpertParams& p;
   TaskMarks& marks;
   int tid;
+  bool kv_loaded;
   __device__ __forceinline__ void inputs_in() const { marks.inputs_in(p, tid); }
   __device__ __forceinline__ void math_done() const { marks.math_done(p, tid); }
+  __device__ __forceinline__ bool first_tile_preloaded() const { return kv_loaded; }
 };
 
 __device__ __forceinline__ void attention_task(const ExpertParams& p, const Task& t,
-                                               unsigned char* work, int valid_len,
+                                               unsigned char* work, int valid_len, bool kv_loaded,
                                                TaskMarks& marks, int tid) {
   const attn_tiles::Params a = attention_params(p, t.layer, valid_len);
-  attn_tiles::attn_v2_tile<256, 64, 2, 2, false, ConsumerSync, true, AttentionMarks>(
-      a, work, t.tile * attn_tiles::kBlockM, 0, 0, t.k0, tid, AttentionMarks{p, marks, tid});
+  attn_tiles::attn_v2_tile<kAttnHeadDim, kAttnKeys, 2, 2, false, ConsumerSync, true, AttentionMarks>(
+      a, work, t.tile * attn_tiles::kBlockM, 0, 0, t.k0, tid,
+      AttentionMarks{p, marks, tid, kv_loaded});
 }
 
-// Splits whose partials a combine item loads per round trip, up to 16 splits:
-// FLASH_RT_MK_COMBINE_BATCH=16 (a build switch for an A/B) loads all of them at once, one
-// round trip instead of two for 9-16 splits (2 and 3 views), with no spills (nvdisasm).
-#ifndef FLASH_RT_MK_COMBINE_BATCH
-#define FLASH_RT_MK_COMBINE_BATCH 8
-#endif
+// A task's launch inputs, issued before its wait.
+template <int TP>
+__device__ __forceinline__ void prefetch_inputs(const ExpertParams& p, const Task& t, int tid,
+                                                unsigned char* work, int valid_len,
+                                                Prefetched<TP>& pre) {
+  if (is_norm(t.op)) pre.norm = norm_rows(p, t, tid);
+  else if (t.op == kQkv && tid < 128) pre.rope = rope_cs<TP>(p, t, tid);  // the epilogue threads
+  else if (t.op == kAttn) pre.kv_loaded = attention_prefetch(p, t, work, valid_len, tid);
+}
 
 template <int TP>
 __device__ __forceinline__ void combine_task(const ExpertParams& p, const Task& t, int tid) {
@@ -526,9 +554,9 @@ __device__ __forceinline__ void combine_task(const ExpertParams& p, const Task& 
   // The split count is a template bound of the combine (its loads are unrolled to it and
   // clamped): the smallest instance that holds this launch's splits, not always 32.
   const long long item = static_cast<long long>(t.tile) * kCombineItems + tid;
-  if (p.splits <= 8) attn_tiles::attn_combine_item<8>(a, item);
-  else if (p.splits <= 16) attn_tiles::attn_combine_item<16, FLASH_RT_MK_COMBINE_BATCH>(a, item);
-  else attn_tiles::attn_combine_item<kCombineMaxSplits>(a, item);
+  if (p.splits <= 8) attn_tiles::attn_combine_item<8, 8, kCombineCols>(a, item);
+  else if (p.splits <= 16) attn_tiles::attn_combine_item<16, 8, kCombineCols>(a, item);
+  else attn_tiles::attn_combine_item<kCombineMaxSplits, 8, kCombineCols>(a, item);
   fence_proxy_async_global();  // act_attn is read by bulk copies
 }
 

@@ -1,5 +1,5 @@
 // Model-agnostic machinery of the persistent kernel: per-block task lists, dependency
-// counters in global memory (acquire / release), and the weight-page ring that thread 0
+// counters in global memory (acquire / release), and the weight-page ring that one thread
 // refills with bulk copies as soon as a page is consumed. The task bodies (expert_tasks.cuh) only
 // see "my inputs are ready" and "here is my next weight page".
 //
@@ -72,16 +72,6 @@ __device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
   return v;
 }
 
-__device__ __forceinline__ unsigned ld_relaxed(const unsigned* p) {
-  unsigned v;
-  asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-
-__device__ __forceinline__ void fence_acq_rel() {
-  asm volatile("fence.acq_rel.gpu;\n" ::: "memory");
-}
-
 __device__ __forceinline__ void red_release_add(unsigned* p, unsigned v) {
   asm volatile("red.release.gpu.global.add.u32 [%0], %1;\n" ::"l"(p), "r"(v) : "memory");
 }
@@ -96,43 +86,13 @@ __device__ __forceinline__ unsigned long long global_ns() {
 // traps after this long instead of hanging the GPU: the launch then fails with an error.
 constexpr unsigned long long kWaitLimitNs = 5ull * 1000 * 1000 * 1000;
 
-// FLASH_RT_MK_STAGGERED_POLLS=1 (a build switch for an A/B, `AB_FLAGS=... ab`): thread 0
-// keeps kPollSlots relaxed polls of the counter in flight, issued ~kPollGapNs apart, and
-// fences (acq_rel) after the one that sees the target. One acquire poll at a time sees a
-// release on average one L2 round trip after it lands (half waiting for the next poll to
-// arrive, half for its way back); staggered polls arrive every gap instead. Off until
-// measured (compiled and CPU-checked only so far).
-#ifndef FLASH_RT_MK_STAGGERED_POLLS
-#define FLASH_RT_MK_STAGGERED_POLLS 0
-#endif
-constexpr int kPollSlots = 4;
-constexpr unsigned kPollGapNs = 128;
-
 __device__ __forceinline__ void spin_until(const unsigned* c, unsigned target) {
+  // (Staggered relaxed polls, four in flight ~128 ns apart, measured slower in run 10 on
+  // the H100: 954 vs 899 us a step at 2 views h50, 673 vs 600 at 1 view h10.)
   const unsigned long long t0 = global_ns();
-#if FLASH_RT_MK_STAGGERED_POLLS
-  unsigned v[kPollSlots];
-#pragma unroll
-  for (int i = 0; i < kPollSlots; ++i) {
-    v[i] = ld_relaxed(c);
-    if (i + 1 < kPollSlots) __nanosleep(kPollGapNs);
-  }
-  for (;;) {
-#pragma unroll
-    for (int i = 0; i < kPollSlots; ++i) {  // each slot is checked when it returns, then reissued
-      if (v[i] >= target) {
-        fence_acq_rel();  // the relaxed poll that saw the release, made an acquire
-        return;
-      }
-      v[i] = ld_relaxed(c);
-    }
-    if (global_ns() - t0 > kWaitLimitNs) __trap();
-  }
-#else
   while (ld_acquire(c) < target) {
     if (global_ns() - t0 > kWaitLimitNs) __trap();
   }
-#endif
 }
 
 __device__ __forceinline__ void wait_for(const Schedule& s, const Task& t, int tid) {
@@ -177,15 +137,15 @@ __device__ __forceinline__ void finish_launch(const Schedule& s, int tid) {
 }
 
 // The weight ring: kWeightSlots pages of kPageBytes; full[i] completes when the copy into
-// slot i has landed. Pages are consumed in the order they are issued, and only thread 0
-// issues and releases, so a slot is free exactly when issued - consumed < kWeightSlots
+// slot i has landed. Pages are consumed in the order they are issued, and only one thread
+// (kPageIssuer) issues them, so a slot is free exactly when issued - consumed < kWeightSlots
 // (no "empty" barriers). A refill is issued after the block's barrier that follows the
 // MMAs reading the slot (wgmma.wait_group by every reader), so it never overwrites a page
 // still in use.
 struct WeightRing {
   unsigned char* base;
   uint64_t* full;
-  uint64_t policy;  // L2 policy of the page copies (l2_evict_first_policy; thread 0's)
+  uint64_t policy;  // L2 policy of the page copies (l2_evict_first_policy; the issuer's)
 
   __device__ __forceinline__ const unsigned char* wait_page(int n) const {
     const int slot = n % kWeightSlots;
@@ -204,7 +164,20 @@ struct WeightRing {
 #define FLASH_RT_MK_WEIGHT_EVICT_FIRST 1
 #endif
 
-// Thread 0: issue this block's next pages into every free slot (non-blocking).
+// When the weight-page copies are issued: after the task's release, not between its MMAs
+// and its epilogue. The release compiles to MEMBAR.ALL.GPU + RED on thread 0, the issuer,
+// and that barrier waits for the warp's bulk copies in flight, so a refill before it
+// delayed every GEMM task's signal (run 10 on the H100: 765 vs 796 us a step at 2 views
+// h50, 560 vs 575 at 1 view h10; GEMM signals were 0.8-1.7 us against 0.4 for a norm).
+// FLASH_RT_MK_REFILL_AFTER_SIGNAL=0 restores the old order (A/B). Issuing from warp 4
+// instead (idle during the MMAs) measured 787 / 574 us in the same call: not kept.
+#ifndef FLASH_RT_MK_REFILL_AFTER_SIGNAL
+#define FLASH_RT_MK_REFILL_AFTER_SIGNAL 1
+#endif
+constexpr int kPageIssuer = 0;
+constexpr bool kRefillAfterSignal = FLASH_RT_MK_REFILL_AFTER_SIGNAL != 0;
+
+// The issuer: this block's next pages into every free slot (non-blocking).
 __device__ __forceinline__ void refill_pages(const BlockTables& bt, const unsigned char* wpack,
                                              const WeightRing& ring, int& issued, int consumed) {
   for (; issued < bt.n_pages && issued - consumed < kWeightSlots; ++issued) {

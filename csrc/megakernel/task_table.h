@@ -19,7 +19,7 @@ enum Op : int32_t {
   kNormIn = 0,    // x (+= gate * acc) -> adaRMS -> FP8 act_w (the layer's QKV input)
   kQkv = 1,       // act_w @ Wqkv: RoPE, q -> q buffer, k/v -> cache rows valid_len + t
   kAttn = 2,      // one 64-row x one key-split tile of the decoder attention (partials)
-  kCombine = 3,   // split-K combine of 256 (row, 8-column) items -> FP8 act_attn
+  kCombine = 3,   // split-K combine of 256 (row, 4-column) items -> FP8 act_attn
   kOProj = 4,     // act_attn[:, k0:k0+klen] @ Wo tile -> partial k0 / klen of part
   kNormMid = 5,   // x += gate * (sum of O's partials) -> adaRMS -> FP8 act_w (gate/up input)
   kGateUp = 6,    // act_w @ Wgu tile (gate/up rows interleaved) -> GeGLU -> FP8 act_mlp
@@ -56,6 +56,7 @@ constexpr int kThreads = kConsumers;
 // in flight before its one reduction. (Any count works.)
 constexpr int kNormTokens = 1;
 constexpr int kCombineItems = kConsumers;    // a combine task: one item per consumer thread
+constexpr int kCombineCols = 4;              // columns per combine item (attn_combine_item)
 // K splits of O / down whose partial products a norm sums (each its own slice of `part`).
 constexpr int kMaxSplitK = 8;
 // Trace stamps per task (%globaltimer, ns; only when the launch is given a trace buffer):

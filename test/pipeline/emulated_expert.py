@@ -16,7 +16,8 @@ import torch
 
 from flash_rt.models.common.functional import MASK_VALUE
 from flash_rt.models.pi05.expert_schedule import (ATTN, ATTN_KEYS, ATTN_ROWS, COMBINE,
-                                                  COMBINE_ITEMS, DOWN, GATE_UP, MAX_SPLIT_K,
+                                                  COMBINE_COLS, COMBINE_ITEMS, DOWN, GATE_UP,
+                                                  MAX_SPLIT_K,
                                                   NORM_IN, NORM_MID, NORM_OUT, NORM_TOKENS,
                                                   O_PROJ, QKV, TILE_ROWS)
 
@@ -183,14 +184,14 @@ def _combine(st: _State, t) -> None:
     z = st.z
     H, D, heads = z["H"], z["head_dim"], z["heads"]
     items = torch.arange(t.tile * COMBINE_ITEMS, (t.tile + 1) * COMBINE_ITEMS)
-    row, c = items // (D // 8), items % (D // 8)
+    row, c = items // (D // COMBINE_COLS), items % (D // COMBINE_COLS)
     keep = row < H * heads
     row, c = row[keep], c[keep]
     tok, h = row % H, row // H
     lse = st.part_lse[:, h, tok]                                     # (splits, items)
     wgt = torch.where(torch.isinf(lse), torch.zeros(()), torch.exp(lse - lse.max(0).values))
-    cols = 8 * c[:, None] + torch.arange(8)                          # (items, 8)
-    parts = st.part_o[:, h[:, None], tok[:, None], cols]             # (splits, items, 8)
+    cols = COMBINE_COLS * c[:, None] + torch.arange(COMBINE_COLS)    # (items, cols)
+    parts = st.part_o[:, h[:, None], tok[:, None], cols]             # (splits, items, cols)
     o = bf16r((wgt[..., None] * parts).sum(0) / wgt.sum(0)[:, None])  # bf16, then FP8
     st.act_attn[tok[:, None], h[:, None] * D + cols] = q8(o, st.site(t.layer, 1))
 

@@ -79,6 +79,7 @@ def test_op_codes_fields_and_sizes_match_the_kernel_header():
     assert header_const("kNormTokens") == es.NORM_TOKENS
     assert header_const("kTraceStamps") == es.TRACE_STAMPS
     assert header_const("kMaxSplitK") == es.MAX_SPLIT_K
+    assert header_const("kCombineCols") == es.COMBINE_COLS
     tasks_cuh = (ROOT / "csrc/megakernel/expert_tasks.cuh").read_text()
     assert f"kCombineMaxSplits = {es.MAX_SPLITS};" in tasks_cuh
     # the work area = one attention tile (64 query rows + one 64-key K and V tile, rows
@@ -206,8 +207,14 @@ def test_row_orders_pair_the_epilogue_operands():
     assert (g[r[lo]] < d.mlp).all() and (g[r[lo] + 8] - g[r[lo]] == d.mlp).all()
 
 
-def test_splitk_scale_sets_the_k_per_o_and_down_task():
-    d = dims("full")
+def test_splitk_scale_sets_the_k_per_o_and_down_task(monkeypatch):
+    monkeypatch.delenv("FLASH_RT_MK_SPLITK_SCALE", raising=False)
+    # the default: twice the K from tpad 64 (measured faster there), one head / page below
+    assert [dims("full", horizon=h).splitk_scale for h in (10, 16, 48, 49, 50, 64)] == \
+        [1, 1, 1, 2, 2, 2]
+    monkeypatch.setenv("FLASH_RT_MK_SPLITK_SCALE", "1")
+    assert dims("full", horizon=50).splitk_scale == 1
+    d = dims("full", horizon=10)
     assert (d.o_klen, d.o_splits, d.down_klen, d.down_splits) == (256, 8, 512, 8)
     d2 = dataclasses.replace(d, splitk_scale=2)
     assert (d2.o_klen, d2.o_splits, d2.down_klen, d2.down_splits) == (512, 4, 1024, 4)
@@ -278,18 +285,20 @@ def test_engine_expert_choice(monkeypatch):
     fp8 = {f"ex.{i}.{s}.ws": torch.ones(1) for i in range(2) for s in es.WEIGHT_SITES}
     choose = PaliGemmaEngine._choose_expert
     monkeypatch.delenv("FLASH_RT_EXPERT", raising=False)
-    # Hopper's default: the persistent kernel up to horizon 16, the sequence above
-    assert PIPELINE.expert == pp.MEGAKERNEL and PIPELINE.megakernel_max_horizon == 16
+    # Hopper's default: the persistent kernel at every horizon (run 10)
+    assert PIPELINE.expert == pp.MEGAKERNEL and PIPELINE.megakernel_max_horizon is None
     small_h10 = PaliGemmaDims.from_config(load_config("pi05", "small", horizon=10), 592)
-    small_h16 = PaliGemmaDims.from_config(load_config("pi05", "small", horizon=16), 592)
     assert small.horizon == 50
     assert choose(PIPELINE, small_h10, fp8)[0] == pp.MEGAKERNEL
-    assert choose(PIPELINE, small_h16, fp8)[0] == pp.MEGAKERNEL
-    path, why = choose(PIPELINE, small, fp8)
-    assert path == pp.SEQUENCE and "horizon 50" in why
+    assert choose(PIPELINE, small, fp8)[0] == pp.MEGAKERNEL
     assert choose(PI0_HOPPER, pi0, fp8)[0] == pp.SEQUENCE
-    mk = dataclasses.replace(PIPELINE, megakernel_max_horizon=None)
-    assert choose(mk, small, fp8)[0] == pp.MEGAKERNEL
+    # a pipeline that caps the kernel's horizon takes the sequence above the cap
+    capped = dataclasses.replace(PIPELINE, megakernel_max_horizon=16)
+    small_h16 = PaliGemmaDims.from_config(load_config("pi05", "small", horizon=16), 592)
+    assert choose(capped, small_h16, fp8)[0] == pp.MEGAKERNEL
+    path, why = choose(capped, small, fp8)
+    assert path == pp.SEQUENCE and "horizon 50" in why
+    mk = PIPELINE
     path, why = choose(mk, tiny, fp8)
     assert path == pp.SEQUENCE and "head_dim 256" in why
     path, why = choose(dataclasses.replace(PI0_HOPPER, expert=pp.MEGAKERNEL), pi0, fp8)

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from flash_rt.models.pi05.adarms import mod_row
-from flash_rt.models.pi05.expert_schedule import (MAX_SPLIT_K, TRACE_STAMPS, WEIGHT_SITES,
-                                                  ExpertDims, build_schedule, kernel_sizes,
+from flash_rt.models.pi05.expert_schedule import (MAX_SPLIT_K, TOKEN_PAD, TRACE_STAMPS,
+                                                  WEIGHT_SITES, ExpertDims, build_schedule, kernel_sizes,
                                                   pack_plan, pack_tile_major,
                                                   unsupported_reason)
 
@@ -25,16 +25,27 @@ from flash_rt.models.pi05.expert_schedule import (MAX_SPLIT_K, TRACE_STAMPS, WEI
 EMULATED_BLOCKS = 16
 
 
-# Development knob: K per O / down task in multiples of the default (ExpertDims.splitk_scale).
+# K per O / down task in multiples of the default (ExpertDims.splitk_scale); the env var
+# overrides the choice below (an A/B knob).
 SPLITK_SCALE_ENV = "FLASH_RT_MK_SPLITK_SCALE"
+# Padded horizons (tpad) from which O / down take twice the K per task: measured on the H100
+# (run 10, docs/performance.md) 790 vs 809 us a step at 2 views h50 (tpad 64), and 584 vs
+# 576 at 1 view h10 (tpad 16, kept at 1); tpad 32 / 48 are unmeasured and keep 1.
+SPLITK_SCALE_2_FROM_TPAD = 64
+
+
+def default_splitk_scale(horizon: int) -> int:
+    tpad = -(-horizon // TOKEN_PAD) * TOKEN_PAD
+    return 2 if tpad >= SPLITK_SCALE_2_FROM_TPAD else 1
 
 
 def expert_dims(d: Any) -> ExpertDims:
     """ExpertDims from the pipeline's PaliGemmaDims."""
+    scale = os.environ.get(SPLITK_SCALE_ENV)
     return ExpertDims(horizon=d.horizon, width=d.ex_width, mlp=d.ex_mlp, heads=d.heads,
                       kv_heads=d.kv_heads, head_dim=d.head_dim, depth=d.depth,
                       cache_rows=d.cache_rows,
-                      splitk_scale=int(os.environ.get(SPLITK_SCALE_ENV, "1")))
+                      splitk_scale=int(scale) if scale else default_splitk_scale(d.horizon))
 
 
 def megakernel_unsupported(d: Any, weights: dict[str, torch.Tensor]) -> str | None:

@@ -9,7 +9,7 @@ phase      what a task does                                                    t
 norm_in    x (+= gate * sum of down's partials) -> adaRMS -> FP8 act_w          H/NORM_TOKENS
 qkv        64 output features of QKV (RoPE pairs in one tile), all K           (Hq+2) D/64
 attn       64 packed (token, head) rows x one 64-key split                     rows/64 x S
-combine    256 (row, 8-column) items of the split-K merge -> FP8 act_attn      rows D/2048
+combine    256 (row, 4-column) items of the split-K merge -> FP8 act_attn      rows D/1024
 o          64 features x one head's 256 inputs -> its partial slice            W/64 x Hq
 norm_mid   x += gate * sum of O's partials -> adaRMS -> FP8 act_w              H/NORM_TOKENS
 gate_up    32 MLP columns (their gate and up rows interleaved) + GeGLU         F/32
@@ -51,7 +51,8 @@ CHUNK = 16              # bytes of K per core-matrix row
 NORM_TOKENS = 1         # tokens per norm task (csrc/megakernel/task_table.h kNormTokens)
 ATTN_ROWS = 64          # packed (token, head) rows per attention task
 ATTN_KEYS = 64          # keys per split
-COMBINE_ITEMS = 256     # (row, 8-column) items per combine task
+COMBINE_ITEMS = 256     # (row, COMBINE_COLS-column) items per combine task
+COMBINE_COLS = 4        # columns per combine item (task_table.h kCombineCols)
 MAX_SPLITS = 32         # the kernel's combine holds at most this many splits
 MAX_SPLIT_K = 8         # K splits of O / down a norm sums (task_table.h kMaxSplitK)
 TOKEN_PAD = 16          # tokens are padded to a multiple of this (wgmma N)
@@ -238,7 +239,7 @@ def build_schedule(d: ExpertDims, blocks: int) -> Schedule:
     sched = Schedule(blocks)
     norm_tasks = -(-d.horizon // NORM_TOKENS)
     attn_blocks = -(-d.attn_rows // ATTN_ROWS)
-    combine_tasks = -(-(d.attn_rows * d.head_dim // 8) // COMBINE_ITEMS)
+    combine_tasks = -(-(d.attn_rows * d.head_dim // COMBINE_COLS) // COMBINE_ITEMS)
 
     def gemm(op: int, layer: int, site: str) -> list[Task]:
         e = plan[(layer, site)]
@@ -304,13 +305,16 @@ def task_accesses(d: ExpertDims):
             yield "part", [(t.k0, r // heads, r % heads) for r in rows], WRITE
         elif t.op == COMBINE:
             items = range(t.tile * COMBINE_ITEMS, (t.tile + 1) * COMBINE_ITEMS)
-            # combine row = head * H + token (attn_combine_item), 8 columns per item
-            rows = sorted({i // (D // 8) for i in items if i // (D // 8) < d.attn_rows})
+            # combine row = head * H + token (attn_combine_item), COMBINE_COLS columns an item
+            per_row = D // COMBINE_COLS
+            rows = sorted({i // per_row for i in items if i // per_row < d.attn_rows})
             yield "part", [(s, r % H, r // H) for s in range(d.splits) for r in rows], READ
-            yield "act_attn", [(i // (D // 8) % H, (i // (D // 8) // H) * D + 8 * (i % (D // 8)))
-                               for i in items if i // (D // 8) < d.attn_rows], WRITE
+            yield "act_attn", [(i // per_row % H,
+                                (i // per_row // H) * D + COMBINE_COLS * (i % per_row))
+                               for i in items if i // per_row < d.attn_rows], WRITE
         elif t.op == O_PROJ:
-            yield "act_attn", [(r, c) for r in toks for c in range(t.k0, t.k0 + t.klen, 8)], READ
+            yield "act_attn", [(r, c) for r in toks
+                               for c in range(t.k0, t.k0 + t.klen, COMBINE_COLS)], READ
             yield "splitk", splitk_cells(range(t.k0 // t.klen, t.k0 // t.klen + 1),
                                          t.tile * TILE_ROWS, (t.tile + 1) * TILE_ROWS), WRITE
         elif t.op == GATE_UP:
