@@ -21,6 +21,10 @@ from setuptools.command.build_ext import build_ext
 KERNEL_REQUIREMENTS = ["pybind11>=2.12", "nvidia-cublas>=13,<14"]
 # The rosbag replay tools (python -m flash_rt_ros.bag, flash_rt_bag): pure-Python bag I/O
 # and the comparison plot. requirements.txt (scripts/setup.sh) installs them too.
+# The node's GPU JPEG decoder (jpeg_decoder: gpu, flash_rt_ros.jpeg): NVIDIA's nvImageCodec
+# and, on x86_64, nvJPEG (JetPack ships nvJPEG on Jetson)
+GPU_JPEG_REQUIREMENTS = ["nvidia-nvimgcodec-cu13>=0.9",
+                         "nvidia-nvjpeg>=13; platform_machine == 'x86_64'"]
 BAG_REQUIREMENTS = ["rosbags>=0.11", "matplotlib>=3.7"]
 # openpi JAX checkpoints (framework="jax"): Orbax's reader, TensorStore and a CPU jax.
 # requirements.txt (scripts/setup.sh) installs them too.
@@ -115,7 +119,8 @@ setup(
         "opencv-python-headless>=4.8",
     ],
     extras_require={"test": ["pytest>=7"], "kernels": KERNEL_REQUIREMENTS,
-                    "bag": BAG_REQUIREMENTS, "jax": JAX_REQUIREMENTS},
+                    "bag": BAG_REQUIREMENTS, "jax": JAX_REQUIREMENTS,
+                    "gpu-jpeg": GPU_JPEG_REQUIREMENTS},
     ext_modules=[CMakeExtension("flash_rt.flash_rt_kernels", "csrc")],
     cmdclass={"build_ext": BuildKernels},
     entry_points={"console_scripts": [

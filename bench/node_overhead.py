@@ -14,7 +14,8 @@ arrival, or the timer tick) to publication minus predict, the node's own work;
 driver that publishes each camera as soon as it has it, so stamp-to-receipt is transport
 only; ``--stamps set`` stamps the whole set once before building it, which adds the
 publisher's own time for the later cameras (~3 ms per 640x480 rgb8 frame in Python).
-``--encoding jpeg`` publishes CompressedImage (the node decodes JPEG) instead of raw rgb8.
+``--encoding jpeg`` publishes CompressedImage (the node decodes JPEG) instead of raw rgb8;
+``--jpeg-decoder gpu`` has the node decode it with nvImageCodec (flash_rt_ros.jpeg).
 
     python bench/node_overhead.py --hardware cpu            # tiny checkpoint generated
     python bench/node_overhead.py --checkpoint DIR --hardware hopper --params pi05_hopper.yaml \
@@ -52,7 +53,8 @@ def run_case(args, ckpt, fps: float, trigger: str, domain: int) -> dict:
             start(node_cmd(find_config(args.params), ckpt,
                            camera_topics(args.cameras, args.encoding),
                            hardware=args.hardware, trigger=trigger, rate_hz=float(fps),
-                           max_observation_age_s=2.0) + ["--log-level", "warn"], env=env)]
+                           max_observation_age_s=2.0, jpeg_decoder=args.jpeg_decoder)
+                  + ["--log-level", "warn"], env=env)]
     ctx = rclpy.Context()
     rclpy.init(context=ctx, domain_id=domain)
     node = rclpy.create_node("overhead_bench", context=ctx)
@@ -95,7 +97,7 @@ def run_case(args, ckpt, fps: float, trigger: str, domain: int) -> dict:
     pct = (lambda c: [round(float(v), 3) for v in np.percentile(data[:, c], [50, 99])]
            if len(data) else [None, None])
     return {"camera_hz": fps, "trigger": trigger, "encoding": args.encoding,
-            "stamps": args.stamps,
+            "jpeg_decoder": args.jpeg_decoder, "stamps": args.stamps,
             "chunks": int(len(data)),
             "overhead_ms_p50_p99": pct(0), "delivered_overhead_ms_p50_p99": pct(1),
             "inference_ms_p50_p99": pct(2), "stamp_to_chunk_ms_p50_p99": pct(3),
@@ -138,6 +140,8 @@ def main() -> int:
     ap.add_argument("--rates", type=float, nargs="*", default=[10.0, 30.0])
     ap.add_argument("--encoding", default="rgb8", choices=["rgb8", "jpeg"],
                     help="camera frames: raw rgb8 Image or JPEG CompressedImage")
+    ap.add_argument("--jpeg-decoder", default="cpu", choices=["cpu", "gpu", "auto"],
+                    help="the node's jpeg_decoder parameter (flash_rt_ros.jpeg)")
     ap.add_argument("--stamps", default="each", choices=["each", "set"],
                     help="publisher stamps each message as it is built, or the set once")
     ap.add_argument("--triggers", nargs="*", default=["camera", "timer"])
@@ -158,7 +162,7 @@ def main() -> int:
                 print(json.dumps(case), flush=True)
                 cases.append(case)
     report = {"hardware": args.hardware, "params": args.params, "cameras": args.cameras,
-              "encoding": args.encoding,
+              "encoding": args.encoding, "jpeg_decoder": args.jpeg_decoder,
               "size": f"{args.width}x{args.height}", "cases": cases}
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1))

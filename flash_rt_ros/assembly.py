@@ -26,13 +26,16 @@ short lock covers only the slot bookkeeping, never a pixel copy.
 """
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from flash_rt_ros.buffers import host_buffer
-from flash_rt_ros.encodings import MalformedFrame, bgr_into, decode_compressed, raw_frame
+from flash_rt_ros.encodings import (MalformedFrame, bgr_into, check_compressed, decode_bgr,
+                                    raw_frame)
+from flash_rt_ros.jpeg import JpegDecoder, OpenCvJpeg, make_jpeg_decoder
 from flash_rt_ros.joints import JointLayouts
 from flash_rt_ros.params import DEFAULTS, STATE_SOURCES, NodeParams
 
@@ -136,7 +139,8 @@ class ObservationAssembler:
 
     def __init__(self, num_cameras: int, joint_names, state_source: str = "position",
                  max_pixels: int = DEFAULTS["max_image_pixels"],
-                 max_abs_joint: float = DEFAULTS["max_abs_joint_value"]):
+                 max_abs_joint: float = DEFAULTS["max_abs_joint_value"],
+                 jpeg: JpegDecoder | None = None):
         if state_source not in STATE_SOURCES:
             raise ValueError(f"state_source must be one of {STATE_SOURCES}, got {state_source!r}")
         if num_cameras < 1:
@@ -145,6 +149,7 @@ class ObservationAssembler:
         self.joint_names = list(joint_names)
         self.state_source = state_source
         self.max_pixels, self.max_abs_joint = max_pixels, max_abs_joint
+        self.jpeg = jpeg or OpenCvJpeg()
         self._lock = threading.Lock()
         self._cams = [_Ring() for _ in range(num_cameras)]
         self._joints = JointLayouts(self.joint_names)
@@ -157,7 +162,8 @@ class ObservationAssembler:
     def for_params(cls, p: NodeParams) -> "ObservationAssembler":
         """The assembler the node (and a replay of it) uses for parameters ``p``."""
         return cls(len(p.camera_topics), p.joint_names, p.state_source,
-                   max_pixels=p.max_image_pixels, max_abs_joint=p.max_abs_joint_value)
+                   max_pixels=p.max_image_pixels, max_abs_joint=p.max_abs_joint_value,
+                   jpeg=make_jpeg_decoder(p.jpeg_decoder))
 
     # ---------------------------------------------------------------- writers
     def _begin(self, ring: _Ring, shape) -> np.ndarray:
@@ -205,10 +211,22 @@ class ObservationAssembler:
         self._fill(cam, ring, frame.shape, stamp_ns, frame.into)
 
     def write_compressed(self, cam: int, stamp_ns: int, fmt: str, data) -> None:
-        """Decode a ``sensor_msgs/CompressedImage`` (JPEG/PNG) into camera ``cam``'s slot."""
+        """Decode a ``sensor_msgs/CompressedImage`` (JPEG with ``self.jpeg``, PNG with
+        OpenCV) into camera ``cam``'s slot; the slot's size comes from the header."""
         ring = self._check_cam(cam, stamp_ns)
-        bgr = decode_compressed(fmt, data, self.max_pixels)
-        self._fill(cam, ring, bgr.shape, stamp_ns, lambda dst: bgr_into(bgr, dst))
+        kind, buf, shape = check_compressed(fmt, data, self.max_pixels)
+        if kind == "jpeg":
+            decode = functools.partial(self.jpeg.decode_into, buf)
+        else:
+            def decode(dst):
+                bgr_into(decode_bgr(kind, buf, shape), dst)
+        if shape != ring.shape:
+            # a first frame or a new size: only a decodable one may count toward resizing
+            # the ring (which drops the camera's frames of the old size)
+            scratch = np.empty(shape, np.uint8)
+            decode(scratch)
+            decode = functools.partial(np.copyto, src=scratch)
+        self._fill(cam, ring, shape, stamp_ns, decode)
 
     def write_joint_state(self, stamp_ns: int, names, position=(), velocity=(), effort=()) -> None:
         """Merge the configured joints a JointState carries; each keeps its own stamp.

@@ -141,29 +141,42 @@ def compressed_format(fmt: str) -> str:
     raise MalformedFrame("unknown_format", fmt)
 
 
-def decode_compressed(fmt: str, data, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode a JPEG/PNG payload to an OpenCV BGR array (OpenCV allocates it), after its
-    header says it is within ``max_pixels``.
-
-    Returned as BGR so the caller's single ``cvtColor(..., dst=slot)`` both converts and
-    lands the pixels in the preallocated slot.
-    """
+def check_compressed(fmt: str, data, max_pixels: int = MAX_PIXELS):
+    """A ``CompressedImage``'s (kind, payload as uint8 array, RGB slot shape), after its
+    format string is known and its header says it is within ``max_pixels``. ``kind`` is
+    ``jpeg`` or ``png`` from the payload's magic bytes."""
     compressed_format(fmt)
     buf = np.frombuffer(data, dtype=np.uint8)
     if buf.size == 0:
         raise MalformedFrame("truncated", "empty payload")
     kind, width, height = compressed_size(buf)
-    shape = check_size(width, height, max_pixels)
+    return kind, buf, check_size(width, height, max_pixels)
+
+
+def decode_bgr(kind: str, buf: np.ndarray, shape: tuple) -> np.ndarray:
+    """Decode a checked JPEG/PNG payload to an OpenCV BGR array (OpenCV allocates it),
+    refusing a result whose size is not the header's ``shape``.
+
+    Returned as BGR so the caller's single ``cvtColor(..., dst=slot)`` both converts and
+    lands the pixels in the preallocated slot.
+    """
     try:
         img = cv2().imdecode(buf, cv2().IMREAD_COLOR)
     except cv2().error:
         raise _opencv_error(f"decode ({kind})") from None
     if img is None or img.size == 0:
-        raise MalformedFrame("undecodable", f"{fmt}, {buf.size} bytes")
+        raise MalformedFrame("undecodable", f"{kind}, {buf.size} bytes")
     if img.shape != shape:  # the decoder disagrees with the header it was checked by
-        raise MalformedFrame("undecodable", f"{kind} header says {width}x{height}, decoded "
+        raise MalformedFrame("undecodable", f"{kind} header says {shape[1]}x{shape[0]}, decoded "
                                             f"{img.shape[1]}x{img.shape[0]}")
     return img
+
+
+def decode_compressed(fmt: str, data, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode a JPEG/PNG payload to an OpenCV BGR array after its header says it is within
+    ``max_pixels`` (check_compressed, then decode_bgr)."""
+    kind, buf, shape = check_compressed(fmt, data, max_pixels)
+    return decode_bgr(kind, buf, shape)
 
 
 def bgr_into(src_bgr: np.ndarray, dst: np.ndarray) -> None:

@@ -55,6 +55,7 @@ class NodeParams:
     calibration_frames: int = 5
     # Limits on what a message may make the node do (memory, time, log size).
     max_image_pixels: int = 3840 * 2160  # per frame, checked from the header before decoding
+    jpeg_decoder: str = "cpu"  # "cpu" (OpenCV) | "gpu" (nvImageCodec) | "auto" (gpu if it can run)
     max_abs_joint_value: float = 1.0e6  # |state value| above this blocks publishing
     max_prompt_chars: int = 2000  # a longer prompt (parameter or topic) is refused
     # Outputs.
@@ -80,6 +81,7 @@ SEED_MODES = ("sequence", "stamp")
 TRIGGERS = ("timer", "camera")
 QOS_PROFILES = ("sensor_data", "reliable")
 TRAJECTORY_STAMPS = ("observation", "receipt")
+JPEG_DECODERS = ("cpu", "gpu", "auto")  # flash_rt_ros.jpeg
 MAX_SEED = 2**63 - 1  # the largest int64 ROS parameter; seeds wrap modulo MAX_SEED + 1
 
 
@@ -166,7 +168,8 @@ def validation_errors(p: NodeParams) -> list[tuple[str, str]]:
     errors = [(n, why) for n in BOUNDS if (why := _bound_error(n, getattr(p, n)))]
     for name, choices in (("state_source", STATE_SOURCES), ("stamp_source", STAMP_SOURCES),
                           ("seed_mode", SEED_MODES), ("trigger", TRIGGERS),
-                          ("qos", QOS_PROFILES), ("trajectory_stamp", TRAJECTORY_STAMPS)):
+                          ("qos", QOS_PROFILES), ("trajectory_stamp", TRAJECTORY_STAMPS),
+                          ("jpeg_decoder", JPEG_DECODERS)):
         if why := _choice_error(getattr(p, name), choices):
             errors.append((name, why))
     if not p.camera_topics or not all(p.camera_topics):

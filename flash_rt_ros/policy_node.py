@@ -131,6 +131,9 @@ class PolicyNodeLogic:
                 f"no warm-up on blank frames: the FP8 scales are calibrated on the first "
                 f"{p.calibration_frames} real observations (nothing is published before)")
         self.asm = ObservationAssembler.for_params(p)
+        if p.jpeg_decoder != "cpu":
+            self.get_logger().info(f"JPEG frames decoded on the {self.asm.jpeg.name} "
+                                   f"(jpeg_decoder: {p.jpeg_decoder})")
         self.ticker = Ticker(self.asm, p, self.counters, on_skip=self._log_skip)
         self.maker = ChunkMaker(self.policy, p, self.num_views, self.hardware,
                                 self.checkpoint_id)

@@ -3,7 +3,9 @@
 # hopper fast path (H100/H200), 3 cameras 640x480 at 30 Hz, raw rgb8 and JPEG.
 #   prepared here: bash bench/device/ros_cp312.sh      (ROS wheels for the device's 3.12)
 #   on the device: bash bench/device/node_overhead_session.sh [stage ...]
-#   stages: ros kernels ckpt raw jpeg   (default: all, in that order; ~8 min budget)
+#   stages: ros kernels ckpt raw jpeg jpeg_gpu   (default: all but jpeg_gpu; ~8 min budget)
+#   jpeg_gpu: JPEG decoded by the node on the GPU (jpeg_decoder: gpu); needs
+#   gpu_jpeg_session.sh's install in an earlier call on the same warm machine
 # Everything lands in $OUT (log.txt, node_overhead_raw.json, node_overhead_jpeg.json).
 # shellcheck source=bench/device/session_common.sh
 source "$(dirname "$0")/session_common.sh"
@@ -39,15 +41,19 @@ do_ckpt() {
   [ -f "$CKPT/model.safetensors" ] || python3 -m flash_rt.tools.make_checkpoint --model pi05 \
       --preset "$PRESET" --out "$CKPT" > /dev/null || exit 1
 }
-case_run() {  # $1 = rgb8 | jpeg
-  stage "node_overhead, hopper, 3 x 640x480 $1 at 30 Hz"
+case_run() {  # $1 = rgb8 | jpeg, $2 = the JSON's name, $3 = the node's jpeg_decoder
+  stage "node_overhead, hopper, 3 x 640x480 $1 at 30 Hz (jpeg_decoder ${3:-cpu})"
   ros_env
   timeout 280 python bench/node_overhead.py --checkpoint "$CKPT" --hardware hopper \
       --params pi05_hopper.yaml --cameras 3 --width 640 --height 480 --rates 30 \
       --triggers camera --encoding "$1" --chunks "$CHUNKS" --skip 10 --timeout 240 \
-      --out "$OUT/node_overhead_$2.json"
+      --jpeg-decoder "${3:-cpu}" --out "$OUT/node_overhead_$2.json"
 }
 do_raw() { case_run rgb8 raw; }
 do_jpeg() { case_run jpeg jpeg; }
+do_jpeg_gpu() {
+  [ -d /tmp/gpujpeg_site/nvidia/nvimgcodec ] || { echo "jpeg_gpu: run gpu_jpeg_session.sh install first (same warm machine)"; return; }
+  PYTHONPATH="/tmp/gpujpeg_site${PYTHONPATH:+:$PYTHONPATH}" case_run jpeg jpeg_gpu gpu
+}
 for st in $STAGES; do "do_$st"; done
 stage done
