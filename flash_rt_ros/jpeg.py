@@ -118,7 +118,7 @@ class NvImageCodecJpeg:
                                            cuda_stream=self._stream.cuda_stream)
             else:
                 img = self._decoder.decode(stream, params=self._params)
-        except RuntimeError:
+        except (RuntimeError, ValueError):  # the library's refusal of a payload
             img = None
         if img is None:
             raise MalformedFrame("undecodable", f"jpeg, {buf.size} bytes (nvImageCodec)")
