@@ -67,9 +67,10 @@ def compare(tb: ExpertTestbed, step: int) -> tuple[dict, dict]:
     return agreement(got, want), agreement(alt, want)
 
 
-def run_config(spec: str, fk, iters: int, hbm_tbps: float, depth: int | None) -> dict:
+def run_config(spec: str, fk, iters: int, hbm_tbps: float, depth: int | None,
+               model: str = "pi05") -> dict:
     preset, views, horizon = spec.split(":")
-    cfg = load_config("pi05", preset, num_views=int(views), horizon=int(horizon))
+    cfg = load_config(model, preset, num_views=int(views), horizon=int(horizon))
     if depth:
         cfg = dataclasses.replace(cfg, prefix=dataclasses.replace(cfg.prefix, depth=depth),
                                   expert=dataclasses.replace(cfg.expert, depth=depth))
@@ -109,6 +110,8 @@ def main() -> None:
     ap.add_argument("--depth", type=int, default=None, help="override the layer count")
     ap.add_argument("--iters", type=int, default=200)
     ap.add_argument("--hbm-tbps", type=float, default=3.35, help="HBM peak for the fraction")
+    ap.add_argument("--model", default="pi05", choices=["pi05", "pi0"],
+                    help="whose expert (pi0: RMSNorm, plain residuals, its state row as prefix)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     fk = kernels.load()
@@ -117,10 +120,12 @@ def main() -> None:
            "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
            "cuda": torch.version.cuda, "python": platform.python_version(),
            "flash_rt": getattr(flash_rt, "__version__", "dev"), "built_archs": fk.built_archs(),
+           "model": args.model,
            "results": []}
     for spec in args.configs:
         try:
-            out["results"].append(run_config(spec, fk, args.iters, args.hbm_tbps, args.depth))
+            out["results"].append(run_config(spec, fk, args.iters, args.hbm_tbps, args.depth,
+                                             args.model))
         except Exception as exc:  # report and go on: one device call runs every config
             out["results"].append({"config": spec, "error": f"{type(exc).__name__}: {exc}"})
         r = out["results"][-1]

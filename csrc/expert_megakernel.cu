@@ -1,7 +1,7 @@
 // The persistent action-expert kernel: every layer of one denoising step of the Pi0.5
 // action expert (adaRMS, QKV + RoPE + K/V write, decoder attention, O, gated residuals,
-// gate/up + GeGLU, down) in one launch, one block per SM, each block running the static
-// task list the host built for it (flash_rt/models/pi05/expert_schedule.py), tasks ordered
+// gate/up + GeGLU, down; or Pi0's: RMSNorm and plain residuals, the PLAIN instance) in one launch, one block per SM, each block running the static
+// task list the host built for it (flash_rt/models/common/expert_schedule.py), tasks ordered
 // by counters in global memory, weights streamed into shared memory ahead of use.
 //
 // Layers: megakernel/scheduler.cuh (task loop, counters, weight ring: model-agnostic),
@@ -32,7 +32,8 @@ constexpr int kBarrierBytes = ((kWeightSlots + 2) * 8 + 15) / 16 * 16;
 constexpr int kSmemBytes = kRingBytes + kWorkBytes + kBarrierBytes;  // + the block's tables
 static_assert(kSmemBytes % 16 == 0, "the tables after the barriers are 16-byte rows");
 
-template <int TP>
+// PLAIN: the residual kind (norm_task): false for Pi0.5's gated residuals, true for Pi0's.
+template <int TP, bool PLAIN>
 __global__ void __launch_bounds__(kThreads, 1) expert_megakernel_kernel(const __grid_constant__ ExpertParams p) {
   extern __shared__ __align__(128) unsigned char smem[];
   unsigned char* work = smem + kRingBytes;
@@ -64,7 +65,7 @@ __global__ void __launch_bounds__(kThreads, 1) expert_megakernel_kernel(const __
       case kNormIn:
       case kNormMid:
       case kNormOut:
-        norm_task<TP>(p, t, tid, reinterpret_cast<float*>(work), pre.norm, marks);
+        norm_task<TP, PLAIN>(p, t, tid, reinterpret_cast<float*>(work), pre.norm, marks);
         break;
       case kQkv:
       case kOProj:
@@ -100,21 +101,30 @@ int max_block_smem(int dev) {
   return bytes;
 }
 
-template <int TP>
+template <int TP, bool PLAIN>
 void launch_tp(const ExpertParams& p, int blocks, int smem_limit, int smem, cudaStream_t s) {
-  static bool attr_set = false;  // host-side, once: safe before and inside capture
+  static bool attr_set = false;  // host-side, once per instance: safe before and in capture
   if (!attr_set) {
-    check_cuda(cudaFuncSetAttribute(expert_megakernel_kernel<TP>,
+    check_cuda(cudaFuncSetAttribute(expert_megakernel_kernel<TP, PLAIN>,
                                     cudaFuncAttributeMaxDynamicSharedMemorySize, smem_limit),
                "expert_megakernel: cudaFuncSetAttribute");
     int per_sm = 0;
-    check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, expert_megakernel_kernel<TP>,
-                                                             kThreads, kSmemBytes),
+    check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                   &per_sm, expert_megakernel_kernel<TP, PLAIN>, kThreads, kSmemBytes),
                "expert_megakernel: occupancy");
     check(per_sm >= 1, "expert_megakernel", "the kernel does not fit on one SM");
     attr_set = true;
   }
-  expert_megakernel_kernel<TP><<<blocks, kThreads, smem, s>>>(p);
+  expert_megakernel_kernel<TP, PLAIN><<<blocks, kThreads, smem, s>>>(p);
+}
+
+template <bool PLAIN>
+void launch_residual(const ExpertParams& p, i64 tp, int blocks, int smem_limit, int smem,
+                     cudaStream_t s) {
+  if (tp == 16) launch_tp<16, PLAIN>(p, blocks, smem_limit, smem, s);
+  else if (tp == 32) launch_tp<32, PLAIN>(p, blocks, smem_limit, smem, s);
+  else if (tp == 48) launch_tp<48, PLAIN>(p, blocks, smem_limit, smem, s);
+  else launch_tp<64, PLAIN>(p, blocks, smem_limit, smem, s);
 }
 
 // Looks a key up in the binding's dicts, with an error naming it when absent.
@@ -195,6 +205,7 @@ void expert_megakernel(const std::map<std::string, ptr_t>& ptrs,
   p.o_splits = static_cast<int>(S("o_splits"));
   p.down_splits = static_cast<int>(S("down_splits"));
   const i64 kv_heads = S("kv_heads"), max_klen = S("max_klen"), table_bytes = S("table_bytes");
+  const i64 plain_residual = S("plain_residual");
   p.eps = eps;
   p.attn_scale = attn_scale;
   p.theta = theta;
@@ -216,6 +227,8 @@ void expert_megakernel(const std::map<std::string, ptr_t>& ptrs,
   check(max_klen % 32 == 0 && tp * max_klen <= kWorkBytes, w,
         "max_klen must be a multiple of 32 with tpad * max_klen <= " + std::to_string(kWorkBytes));
   check(p.depth >= 1 && p.sched.n_counters >= 1, w, "depth and counters must be >= 1");
+  check(plain_residual == 0 || plain_residual == 1, w,
+        "plain_residual must be 0 (gated, Pi0.5) or 1 (plain, Pi0)");
   check(p.o_splits >= 1 && p.o_splits <= kMaxSplitK && p.down_splits >= 1 &&
             p.down_splits <= kMaxSplitK, w,
         "o_splits and down_splits must be in [1, " + std::to_string(kMaxSplitK) + "]");
@@ -238,10 +251,8 @@ void expert_megakernel(const std::map<std::string, ptr_t>& ptrs,
             "): use more blocks");
   cudaStream_t s = as_stream(stream);
   const int nb = static_cast<int>(blocks);
-  if (tp == 16) launch_tp<16>(p, nb, smem_limit, smem, s);
-  else if (tp == 32) launch_tp<32>(p, nb, smem_limit, smem, s);
-  else if (tp == 48) launch_tp<48>(p, nb, smem_limit, smem, s);
-  else launch_tp<64>(p, nb, smem_limit, smem, s);
+  if (plain_residual) launch_residual<true>(p, tp, nb, smem_limit, smem, s);
+  else launch_residual<false>(p, tp, nb, smem_limit, smem, s);
   check_launch(w);
 }
 

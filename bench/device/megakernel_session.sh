@@ -10,6 +10,7 @@
 #   docs/performance.md runs 7-10;
 #   baseline: an earlier commit's whole tree, `git archive REF | gzip > carry/base.tar.gz`
 #   here, built in /tmp/base on the device and its step measured in the same call)
+#   MK_MODEL=pi0: the step of Pi0's expert (bench/expert_step.py --model pi0)
 # Wheels the device lacks travel in carry/ (pybind11).
 # shellcheck source=bench/device/session_common.sh
 source "$(dirname "$0")/session_common.sh"
@@ -27,14 +28,14 @@ do_build() {
 }
 do_diag() {
   stage "diag depth 1"
-  timeout 150 python3 bench/expert_step.py --configs small:2:50 full:2:50 --depth 1 --iters 50 \
+  timeout 150 python3 bench/expert_step.py ${MK_MODEL:+--model $MK_MODEL} --configs small:2:50 full:2:50 --depth 1 --iters 50 \
       --out "$OUT/diag_depth1.json"
   if ! python3 -c "import json,sys; r=json.load(open('$OUT/diag_depth1.json'))['results']; sys.exit(0 if all('error' not in x and x['precision']['q']['cosine'] > 0.99 for x in r) else 1)"; then
     stage "diag depth 1, descriptors swapped"
-    FLASH_RT_MK_DESC_SWAP=1 timeout 120 python3 bench/expert_step.py --configs small:2:50 --depth 1 --iters 20
+    FLASH_RT_MK_DESC_SWAP=1 timeout 120 python3 bench/expert_step.py ${MK_MODEL:+--model $MK_MODEL} --configs small:2:50 --depth 1 --iters 20
   fi
   stage "full depth"
-  timeout 240 python3 bench/expert_step.py --configs ${FULL_CONFIGS:-full:2:50 full:1:10 full:3:10} --iters ${STEP_ITERS:-200} \
+  timeout 240 python3 bench/expert_step.py ${MK_MODEL:+--model $MK_MODEL} --configs ${FULL_CONFIGS:-full:2:50 full:1:10 full:3:10} --iters ${STEP_ITERS:-200} \
       --out "$OUT/expert_step.json"
 }
 do_ab() {
@@ -44,7 +45,7 @@ do_ab() {
   local flags=${AB_FLAGS:?set AB_FLAGS, e.g. -DFLASH_RT_MK_WEIGHT_EVICT_FIRST=0}
   stage "A/B: build with $flags"
   build_kernels "$flags" || exit 1
-  timeout 200 python3 bench/expert_step.py --configs ${FULL_CONFIGS:-full:2:50 full:1:10} \
+  timeout 200 python3 bench/expert_step.py ${MK_MODEL:+--model $MK_MODEL} --configs ${FULL_CONFIGS:-full:2:50 full:1:10} \
       --iters ${STEP_ITERS:-200} --out "$OUT/expert_step_ab_$(echo "$flags" | tr -c 'A-Za-z0-9' '_').json"
   timeout 120 python3 -m pytest -q -x test/kernels/test_expert_megakernel.py -p no:cacheprovider 2>&1 | tail -3
   stage "A/B: default build again"
@@ -54,7 +55,7 @@ do_splitk() {
   # K per O / down task (an engine knob, no rebuild) against this call's default build
   local scale=${SPLITK:-2}
   stage "FLASH_RT_MK_SPLITK_SCALE=$scale"
-  FLASH_RT_MK_SPLITK_SCALE=$scale timeout 200 python3 bench/expert_step.py \
+  FLASH_RT_MK_SPLITK_SCALE=$scale timeout 200 python3 bench/expert_step.py ${MK_MODEL:+--model $MK_MODEL} \
       --configs ${FULL_CONFIGS:-full:2:50 full:1:10} --iters ${STEP_ITERS:-200} \
       --out "$OUT/expert_step_splitk$scale.json"
   FLASH_RT_MK_SPLITK_SCALE=$scale timeout 120 python3 -m pytest -q -x test/kernels/test_expert_megakernel.py \
@@ -76,7 +77,7 @@ do_baseline() {
   rm -rf /tmp/base && mkdir -p /tmp/base && tar -xzf "$tar" -C /tmp/base
   (cd /tmp/base && OUT=$OUT build_kernels) || return
   stage "baseline: step"
-  (cd /tmp/base && PYTHONPATH="/tmp/site:/tmp/base" timeout 240 python3 bench/expert_step.py \
+  (cd /tmp/base && PYTHONPATH="/tmp/site:/tmp/base" timeout 240 python3 bench/expert_step.py ${MK_MODEL:+--model $MK_MODEL} \
       --configs ${FULL_CONFIGS:-full:2:50 full:1:10 full:3:10} --iters ${STEP_ITERS:-200} \
       --out "$OUT/expert_step_baseline.json")
 }
@@ -132,7 +133,7 @@ do_ncu() {
   timeout 300 ncu --section SpeedOfLight --section WarpStateStats --section SourceCounters \
       --section InstructionStats --section SchedulerStats --section MemoryWorkloadAnalysis \
       -k regex:expert_megakernel --launch-skip 1 --launch-count 1 -f -o "$rep" \
-      python3 bench/expert_step.py --configs ${NCU_CONFIG:-full:2:50} --iters 3 > "$OUT/ncu_run.log" 2>&1
+      python3 bench/expert_step.py ${MK_MODEL:+--model $MK_MODEL} --configs ${NCU_CONFIG:-full:2:50} --iters 3 > "$OUT/ncu_run.log" 2>&1
   tail -3 "$OUT/ncu_run.log"
   ncu --import "$rep.ncu-rep" --page details > "$OUT/ncu_details.txt" 2>&1
   grep -E "Duration|Throughput|Registers|Warp Cycles|Issued|Stall|No Instruction|Active Warps" "$OUT/ncu_details.txt" | head -40

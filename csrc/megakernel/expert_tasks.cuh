@@ -1,6 +1,6 @@
-// The Pi0.5 action expert's task bodies for the persistent kernel: the same math, the same
-// bf16 roundings and the same static FP8 scales as the kernel sequence of
-// pipeline_common.decoder_step (norm.cu, rope.cu, elementwise.cu's GeGLU, the decoder
+// The action expert's task bodies for the persistent kernel (Pi0.5's; Pi0's differs in the
+// norm task's residual, PLAIN): the same math, the same bf16 roundings and the same static
+// FP8 scales as the kernel sequence of the model's pipeline_common.decoder_step (norm.cu, rope.cu, elementwise.cu's GeGLU, the decoder
 // attention of attention.cu), regrouped into tasks. GEMMs are swap-AB wgmma tiles: the 64
 // weight rows of a tile are wgmma's M, the (padded) tokens its N, so one accumulator
 // fragment holds 64 output features x TP tokens.
@@ -138,8 +138,10 @@ __device__ __forceinline__ NormRows norm_rows(const ExpertParams& p, const Task&
 // squares meet in shared memory. Math as norm.cu's gated_residual_adarms / adarms: x +=
 // gate * bf16(sum of the partials) rounded to bf16 as stored, then adaRMS with this step's
 // (scale, shift), FP8 with the site's static scale (bf16 for the final norm); sum order
-// aside (here: K splits in order, so the step is deterministic).
-template <int TP>
+// aside (here: K splits in order, so the step is deterministic). PLAIN (Pi0's expert): the
+// residual is x += sum, rounded once (its sequence adds the branch in the GEMM's epilogue
+// with C = x), and the adaRMS rows are the constant zero table (scale 0, shift 0).
+template <int TP, bool PLAIN>
 __device__ __forceinline__ void norm_task(const ExpertParams& p, const Task& t, int tid,
                                           float* red, const NormRows& m, TaskMarks& marks) {
   constexpr int kMaxFpt = kNormChunksMax;  // W <= kMaxFpt * kConsumers
@@ -193,7 +195,10 @@ __device__ __forceinline__ void norm_task(const ExpertParams& p, const Task& t, 
 #pragma unroll
     for (int i = 0; i < kMaxFpt; ++i) {
       if (i >= fpt) break;
-      if (gate_row >= 0) v[k][i] = bf16r(__fadd_rn(v[k][i], __fmul_rn(m.g[i], bf16r(a[i][k]))));
+      if (gate_row >= 0) {
+        v[k][i] = PLAIN ? bf16r(__fadd_rn(v[k][i], a[i][k]))
+                        : bf16r(__fadd_rn(v[k][i], __fmul_rn(m.g[i], bf16r(a[i][k]))));
+      }
       ss[k] += v[k][i] * v[k][i];
     }
   }

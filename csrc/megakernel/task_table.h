@@ -1,5 +1,5 @@
 // The static schedule of the persistent action-expert kernel, as the host builds it
-// (flash_rt/models/pi05/expert_schedule.py writes these arrays; its op codes and field
+// (flash_rt/models/common/expert_schedule.py writes these arrays; its op codes and field
 // order must match this file, which test_expert_schedule.py checks).
 //
 // Each block (one per SM) runs its own task list in order. A task waits until a counter in

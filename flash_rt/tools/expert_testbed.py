@@ -1,5 +1,5 @@
-"""A random-weight Pi0.5 action expert wired to the real kernels, for the expert kernels'
-tests and benchmarks (test/kernels/test_expert_megakernel.py, bench/expert_step.py).
+"""A random-weight Pi0.5 (or Pi0) action expert wired to the real kernels, for the expert
+kernels' tests and benchmarks (test/kernels/test_expert_megakernel.py, bench/expert_step.py).
 
 It builds what the pipeline builds for the expert (converted FP8 weights with their
 scales, the adaRMS tables, the buffers, a stage context with Hopper's choices) around a
@@ -20,11 +20,14 @@ from flash_rt.configs import ModelConfig
 from flash_rt.core.weight_spec import E4M3_MAX, quantize_fp8
 from flash_rt.frontends.torch._paligemma_spec import patch_k
 from flash_rt.models.common import paligemma_pipeline as pp
-from flash_rt.models.pi05 import pipeline_common as pc
+from flash_rt.models.common.expert_schedule import WEIGHT_SITES
+from flash_rt.models.pi0 import pipeline_common as pi0_stages
+from flash_rt.models.pi05 import pipeline_common as pi05_stages
 from flash_rt.models.pi05.adarms import MOD_TABLE, mod_rows
-from flash_rt.models.pi05.expert_megakernel import ExpertMegakernel
-from flash_rt.models.pi05.expert_schedule import WEIGHT_SITES
 from flash_rt.models.pi05.pipeline_hopper import PIPELINE as HOPPER
+
+# The model's stage module (scale sites, attention spec, expert_layers, its ModelStages)
+STAGES = {"pi05": (pi05_stages, pi05_stages.PI05), "pi0": (pi0_stages, pi0_stages.PI0)}
 
 STATE = ("dec_x", "k_cache", "v_cache")  # what one step reads and overwrites
 
@@ -52,6 +55,8 @@ class ExpertTestbed:
                  prefix_len: int | None = None, masked_keys: int = 3, seed: int = 0,
                  blocks: int | None = None):
         gen = torch.Generator().manual_seed(seed)
+        pc, self.stages = STAGES[cfg.model]
+        self.pc = pc
         self.d = d = pp.PaliGemmaDims.from_config(cfg, patch_k(cfg))
         self.k = kernels
         self.weights = {k: v.to(device) for k, v in random_expert_weights(d, gen).items()}
@@ -63,9 +68,11 @@ class ExpertTestbed:
         self.acts.fill_rope_table(kernels, d, self.stream)
         valid = d.prefix_len - 7 if prefix_len is None else prefix_len
         H = d.horizon
+        start = valid + d.state_tokens  # Pi0: its state token's cached row comes first
         self.inputs_t = {
-            "action_positions": torch.arange(valid, valid + H, dtype=torch.int32),
+            "action_positions": torch.arange(start, start + H, dtype=torch.int32),
             "valid_len": torch.tensor([valid], dtype=torch.int32),
+            "actions_start": torch.tensor([start], dtype=torch.int32),
             "key_mask": torch.ones(d.cache_rows, dtype=torch.uint8),
         }
         self.inputs_t["key_mask"][1:1 + masked_keys] = 0  # a few masked prefix keys
@@ -77,7 +84,8 @@ class ExpertTestbed:
         inp = pp.InputPointers(images=[], tokens=0, positions=0,
                                action_positions=self.inputs_t["action_positions"].data_ptr(),
                                key_mask=self.inputs_t["key_mask"].data_ptr(),
-                               valid_len=self.inputs_t["valid_len"].data_ptr())
+                               valid_len=self.inputs_t["valid_len"].data_ptr(),
+                               actions_start=self.inputs_t["actions_start"].data_ptr())
         lin = pp.linear_ptrs(self.weights)
         self.ctx = pp.StageContext(
             k=kernels, d=d, gemm=pp.GemmRunner(kernels, device, HOPPER.tuning),
@@ -85,7 +93,7 @@ class ExpertTestbed:
             attn=HOPPER.attention_backend(pc.attention_spec(d), kernels, device), lin=lin,
             w={k: v.data_ptr() for k, v in self.weights.items()}, a=self.acts,
             scales=self.scales, inp=inp, stream=self.stream)
-        self.mk = ExpertMegakernel(d, self.weights, self.acts, device, blocks=blocks)
+        self.mk = self.stages.megakernel(d, self.weights, self.acts, device, blocks=blocks)
         self._saved = self.save()
 
     def save(self) -> dict[str, torch.Tensor]:
@@ -102,7 +110,7 @@ class ExpertTestbed:
         self.scales.amax.zero_()
         for step in steps:
             self.restore()
-            pc.expert_layers(pp.calibrating(self.ctx), step)
+            self.pc.expert_layers(pp.calibrating(self.ctx), step)
         self.k_sync()
         got = self.scales.amax.clamp_min(1e-8) / E4M3_MAX
         used = self.scales.amax > 0
@@ -122,7 +130,7 @@ class ExpertTestbed:
         return g
 
     def run_sequence(self, step: int) -> None:
-        pc.expert_layers(self.ctx, step)
+        self.pc.expert_layers(self.ctx, step)
 
     def run_sequence_flash_attention(self, step: int) -> None:
         """The sequence with the flash decoder attention instead of the GEMM one: a second
@@ -133,7 +141,7 @@ class ExpertTestbed:
             attn = type(self.ctx.attn)(self.ctx.attn.spec, self.k, "cuda")
         finally:
             del os.environ["FLASH_RT_DECODER_ATTN"]
-        pc.expert_layers(dataclasses.replace(self.ctx, attn=attn), step)
+        self.pc.expert_layers(dataclasses.replace(self.ctx, attn=attn), step)
 
     def run_megakernel(self, step: int) -> None:
         self.mk.run(self.ctx, step)
@@ -158,7 +166,7 @@ class ExpertTestbed:
         """What a step produces: dec_xn, dec_x, the last layer's q, every layer's K/V rows
         of the action tokens."""
         self.k_sync()
-        valid = int(self.inputs_t["valid_len"][0])
+        valid = int(self.inputs_t["actions_start"][0])  # the actions' first cache row
         H = self.d.horizon
         return {"xn": self.acts.t["dec_xn"].float().clone(),
                 "x": self.acts.t["dec_x"].float().clone(),

@@ -35,6 +35,9 @@ CONFIGS = {
     "full_depth2_h10": with_depth(FULL, 2, num_views=1, horizon=10),
     "full_h50_2views": dataclasses.replace(FULL, num_views=2, horizon=50),
     "full_h10_3views": dataclasses.replace(FULL, num_views=3, horizon=10),
+    # Pi0's expert (the kernel's PLAIN instance: RMSNorm, plain residuals, state row as prefix)
+    "pi0_small_h10": load_config("pi0", "small", num_views=1, horizon=10),
+    "pi0_full_h50_2views": load_config("pi0", "full", num_views=2, horizon=50),
 }
 
 

@@ -15,7 +15,7 @@ import random
 import torch
 
 from flash_rt.models.common.functional import MASK_VALUE
-from flash_rt.models.pi05.expert_schedule import (ATTN, ATTN_KEYS, ATTN_ROWS, COMBINE,
+from flash_rt.models.common.expert_schedule import (ATTN, ATTN_KEYS, ATTN_ROWS, COMBINE,
                                                   COMBINE_COLS, COMBINE_ITEMS, DOWN, GATE_UP,
                                                   MAX_SPLIT_K,
                                                   NORM_IN, NORM_MID, NORM_OUT, NORM_TOKENS,
@@ -107,8 +107,11 @@ def _norm(st: _State, t) -> None:
         v = st.x[tok].float()
         if gate_row >= 0:
             n = z["o_splits"] if t.op == NORM_MID else z["down_splits"]
-            y = bf16r(st.part[:n, tok].sum(0))
-            v = bf16r(v + st.mod[gate_row, 2 * W:] * y)
+            y = st.part[:n, tok].sum(0)
+            if z["plain_residual"]:  # Pi0: x + branch, rounded once
+                v = bf16r(v + y)
+            else:  # Pi0.5: x + gate * bf16(branch)
+                v = bf16r(v + st.mod[gate_row, 2 * W:] * bf16r(y))
             st.x[tok] = v.to(BF16)
         rstd = torch.rsqrt((v * v).sum() / W + st.eps)
         o = v * rstd * (1 + st.mod[norm_row, :W]) + st.mod[norm_row, W:2 * W]

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from flash_rt.models.common.functional import MASK_VALUE, apply_rope, rope_angles, rotate_half
-from flash_rt.models.pi05.expert_schedule import TRACE_STAMPS
+from flash_rt.models.common.expert_schedule import TRACE_STAMPS
 from flash_rt.processing.image import resize_with_pad, resized_shape, to_model_range
 
 FP8, BF16, F32, I32, U8 = (torch.float8_e4m3fn, torch.bfloat16, torch.float32, torch.int32,

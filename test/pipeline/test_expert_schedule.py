@@ -19,8 +19,8 @@ import torch
 
 from flash_rt.configs import load_config
 from flash_rt.core.task_schedule import Schedule, Task, find_races, simulate
-from flash_rt.models.pi05 import expert_schedule as es
-from flash_rt.models.pi05.expert_megakernel import expert_dims, megakernel_unsupported
+from flash_rt.models.common import expert_schedule as es
+from flash_rt.models.common.expert_megakernel import expert_dims, megakernel_unsupported
 from flash_rt.models.common.paligemma_pipeline import PaliGemmaDims
 from flash_rt.tools.expert_testbed import ExpertTestbed
 
@@ -135,7 +135,7 @@ def test_schedule_is_race_free(preset, horizon):
 
 def test_phase_profile_splits_each_task_run_into_its_stamps():
     """A synthetic trace with known stamps: every phase reports them back (us)."""
-    from flash_rt.models.pi05.expert_megakernel import ExpertMegakernel
+    from flash_rt.models.common.expert_megakernel import ExpertMegakernel
     d = dims("small", depth=2, num_views=1, horizon=10)
     holder = type("Holder", (), {"schedule": es.build_schedule(d, 16)})()
     n = len(holder.schedule.row_phases())
@@ -238,18 +238,20 @@ def test_unsupported_models_are_named():
     assert "FP8" in megakernel_unsupported(d, {})
 
 
-@pytest.mark.parametrize("horizon, views, depth, splitk_scale",
-                         [(50, 2, 2, 1), (10, 1, 3, 1), (10, 1, 2, 2)])
-def test_megakernel_contract_equals_the_kernel_sequence(monkeypatch, horizon, views, depth,
-                                                        splitk_scale):
+@pytest.mark.parametrize("model, horizon, views, depth, splitk_scale",
+                         [("pi05", 50, 2, 2, 1), ("pi05", 10, 1, 3, 1), ("pi05", 10, 1, 2, 2),
+                          ("pi0", 10, 1, 3, 1), ("pi0", 50, 2, 2, 2)])
+def test_megakernel_contract_equals_the_kernel_sequence(monkeypatch, model, horizon, views,
+                                                        depth, splitk_scale):
     # the kernel's contract, interpreted from its own tables and packed weights, against
     # the kernel sequence (both emulated on the CPU): the same step from the same state.
     # Not bit-identical: the split-K attention sums in another order, and a rounding
     # difference that moves a value across an FP8 boundary changes it by a whole e4m3 step
     # and the next layers carry it on (seen: 0.99998 at horizon 50 and 2 layers, 0.99987
     # for the last layer's q at horizon 10 and 3 layers of this narrow preset); a wrong
-    # tile, row order or scale gives < 0.9.
-    cfg = load_config("pi05", "small", num_views=views, horizon=horizon)
+    # tile, row order or scale gives < 0.9. Pi0: its RMSNorm expert (zero adaRMS table,
+    # plain residuals) with the state token's row counted as prefix.
+    cfg = load_config(model, "small", num_views=views, horizon=horizon)
     cfg = dataclasses.replace(cfg, prefix=dataclasses.replace(cfg.prefix, depth=depth),
                               expert=dataclasses.replace(cfg.expert, depth=depth))
     monkeypatch.setenv("FLASH_RT_MK_SPLITK_SCALE", str(splitk_scale))  # K per O / down task
@@ -273,10 +275,9 @@ def test_megakernel_contract_equals_the_kernel_sequence(monkeypatch, horizon, vi
 def test_engine_expert_choice(monkeypatch):
     # the pipeline's choice, FLASH_RT_EXPERT's override, a fallback with its reason when the
     # model cannot use the kernel, and an error when the kernel was asked for explicitly
-    # (Pi0: no schedule for its expert yet, so asking for the kernel names why)
+    # (Pi0: the sequence by default on Hopper until its kernel instance is measured)
     from flash_rt.frontends.torch._paligemma_engine import PaliGemmaEngine
     from flash_rt.models.common import paligemma_pipeline as pp
-    from flash_rt.models.pi0.pipeline_common import NO_MEGAKERNEL
     from flash_rt.models.pi0.pipeline_hopper import PIPELINE as PI0_HOPPER
     from flash_rt.models.pi05.pipeline_hopper import PIPELINE
     small = PaliGemmaDims.from_config(load_config("pi05", "small"), 592)
@@ -301,16 +302,17 @@ def test_engine_expert_choice(monkeypatch):
     mk = PIPELINE
     path, why = choose(mk, tiny, fp8)
     assert path == pp.SEQUENCE and "head_dim 256" in why
-    path, why = choose(dataclasses.replace(PI0_HOPPER, expert=pp.MEGAKERNEL), pi0, fp8)
-    assert path == pp.SEQUENCE and NO_MEGAKERNEL in why
+    assert choose(dataclasses.replace(PI0_HOPPER, expert=pp.MEGAKERNEL), pi0, fp8)[0] == \
+        pp.MEGAKERNEL
     monkeypatch.setenv("FLASH_RT_EXPERT", "megakernel")
     assert choose(PIPELINE, small, fp8)[0] == pp.MEGAKERNEL
     with pytest.raises(ValueError, match="head_dim 256"):
         choose(PIPELINE, tiny, fp8)
     with pytest.raises(ValueError, match="FP8"):
         choose(PIPELINE, small, {})
-    with pytest.raises(ValueError, match="FLASH_RT_EXPERT=megakernel: no persistent-kernel"):
-        choose(PI0_HOPPER, pi0, fp8)
+    assert choose(PI0_HOPPER, pi0, fp8)[0] == pp.MEGAKERNEL
+    with pytest.raises(ValueError, match="FLASH_RT_EXPERT=megakernel: .*FP8"):
+        choose(PI0_HOPPER, pi0, {})
     monkeypatch.setenv("FLASH_RT_EXPERT", "sequence")
     assert choose(PI0_HOPPER, pi0, fp8)[0] == pp.SEQUENCE
     monkeypatch.setenv("FLASH_RT_EXPERT", "fast")

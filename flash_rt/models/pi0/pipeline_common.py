@@ -30,15 +30,20 @@ the weight spec folds ``W_in[:, :w] W_a`` (width x action_dim) and a per-step bi
 ``W_in[:, :w] b_a + W_in[:, w:] emb(t_k) + b`` (steps x width): one bf16 GEMM with this
 step's bias row, SiLU, ``action_time_mlp_out``.
 
-The expert's layers run as the kernel sequence. ``StageContext.expert`` is the seam for a
-persistent kernel (Pi0.5's ``expert_megakernel`` schedules adaRMS layers; a Pi0 schedule
-built from this op list would use RMSNorm with folded weights and plain residuals).
+The expert's layers run as the kernel sequence, or as the persistent kernel
+(``models/common/expert_megakernel.py``, through ``StageContext.expert``): Pi0's step is
+Pi0.5's task schedule with a constant zero adaRMS table (scale 0, shift 0: plain RMSNorm,
+its weights folded into the next Linears as here), plain residuals rounded once (as this
+sequence's GEMM epilogues with C = x), keys through ``actions_start`` (the state row counts
+as prefix) and the actions' positions.
 """
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 
 from flash_rt.hardware.attention import DECODER, STATE, AttentionSpec, SiteSpec
+from flash_rt.models.common.expert_megakernel import ExpertMegakernel, megakernel_unsupported
 from flash_rt.models.common.paligemma_pipeline import (
     GemmaRun, ModelStages, PaliGemmaDims, StageContext, attention_spec as _sites,
     denoise, expert_step_sites, flow_step, gemma_layers, gemma_sites,
@@ -48,8 +53,6 @@ from flash_rt.models.common.paligemma_pipeline import (
 STATE_SCALES = "st.{i}"  # scale sites of the state token's pass, per layer
 ACT_TIME_IN, ACT_TIME_BIAS = "act_time_in", "act_time.bias"  # weight-spec names (_pi0_spec)
 BF16_BYTES = 2
-NO_MEGAKERNEL = ("no persistent-kernel schedule for Pi0's expert yet (RMSNorm and plain "
-                 "residuals; StageContext.expert in models/pi0/pipeline_common.py is the seam)")
 
 
 def attention_spec(d: PaliGemmaDims) -> AttentionSpec:
@@ -125,9 +128,13 @@ def stages(ctx: StageContext) -> dict:
             "state": lambda: state_forward(ctx), "denoise_step": lambda: decoder_step(ctx, 0)}
 
 
-def megakernel_unsupported(d: PaliGemmaDims, weights: dict) -> str:
-    return NO_MEGAKERNEL
+def megakernel_inputs(ctx: StageContext, step: int) -> dict:
+    """The persistent kernel's per-step pointers for Pi0: keys through the state row
+    (``actions_start``), the actions' positions; no adaRMS rows (the zero table)."""
+    return {"keys_end": ctx.inp.actions_start, "positions": ctx.inp.action_positions}
 
 
 PI0 = ModelStages(model="pi0", attention_spec=attention_spec, scale_sites=scale_sites,
-                  infer=infer, stages=stages, megakernel_unsupported=megakernel_unsupported)
+                  infer=infer, stages=stages, megakernel_unsupported=megakernel_unsupported,
+                  megakernel=partial(ExpertMegakernel, step_inputs=megakernel_inputs,
+                                     plain_residual=True))

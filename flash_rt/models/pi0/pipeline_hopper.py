@@ -2,8 +2,10 @@
 
 Pi0's stages (``pipeline_common``) with Hopper's attention backend (GEMM-based MQA
 attention for the prefix, the actions and the state token) and GEMM tuning
-(``hardware/hopper/tuning.py``). The action expert runs as the kernel sequence: the
-persistent kernel has no Pi0 schedule yet (``StageContext.expert`` is the seam).
+(``hardware/hopper/tuning.py``). The action expert runs as the kernel sequence by default;
+``FLASH_RT_EXPERT=megakernel`` selects the persistent kernel's Pi0 instance
+(``pipeline_common``), which is checked on the CPU against this sequence and not yet
+measured on a GPU: it becomes the default once it is (as Pi0.5's did, docs/performance.md).
 """
 from flash_rt.hardware.hopper.attn_backend import HopperAttentionBackend
 from flash_rt.hardware.hopper.tuning import TUNING

@@ -15,8 +15,10 @@ from flash_rt.models.common.paligemma_pipeline import (
     ModelStages, PaliGemmaDims, StageContext, attention_spec, denoise,
     expert_step_sites, flow_step, prefix_forward, siglip_forward, vision_prefix_sites,
 )
+from functools import partial
+
+from flash_rt.models.common.expert_megakernel import ExpertMegakernel, megakernel_unsupported
 from flash_rt.models.pi05.adarms import mod_row
-from flash_rt.models.pi05.expert_megakernel import ExpertMegakernel, megakernel_unsupported
 
 
 def scale_sites(d: PaliGemmaDims) -> list[str]:
@@ -82,6 +84,13 @@ def stages(ctx: StageContext) -> dict:
             "denoise_step": lambda: decoder_step(ctx, 0)}
 
 
+def megakernel_inputs(ctx: StageContext, step: int) -> dict:
+    """The persistent kernel's per-step pointers for Pi0.5: the step's adaRMS rows, keys
+    through the prefix (the actions' K/V follow it), the actions' positions."""
+    return {"mod": mod_row(ctx, step, 0), "keys_end": ctx.inp.valid_len,
+            "positions": ctx.inp.action_positions}
+
+
 PI05 = ModelStages(model="pi05", attention_spec=attention_spec, scale_sites=scale_sites,
                    infer=infer, stages=stages, megakernel_unsupported=megakernel_unsupported,
-                   megakernel=ExpertMegakernel)
+                   megakernel=partial(ExpertMegakernel, step_inputs=megakernel_inputs))

@@ -12,7 +12,7 @@ from flash_rt.models.common.paligemma_pipeline.context import StageContext
 from flash_rt.models.common.paligemma_pipeline.dims import PaliGemmaDims
 
 # How the action expert's layers run: the model's kernel sequence, or one persistent kernel
-# per denoising step (Pi0.5 on Hopper: models/pi05/expert_megakernel.py).
+# per denoising step (Pi0.5 on Hopper: models/common/expert_megakernel.py).
 # FLASH_RT_EXPERT overrides a pipeline's choice (A/B knob, read when the engine is built).
 SEQUENCE, MEGAKERNEL = "sequence", "megakernel"
 EXPERT_ENV = "FLASH_RT_EXPERT"

@@ -5,20 +5,31 @@ tables, the expert's FP8 weights re-packed into the blocks' reading order (the o
 Linears stay: the calibration twin and the sequence fallback use them), the per-layer
 weight scales, and the kernel's scratch (FP8 GEMM inputs, O's / down's split-K partials,
 attention partials, counters). :meth:`run` is graph-safe: it only launches.
+
+Shared by the models whose expert is a Gemma decoder over the cached prefix: what differs
+per model is given at construction. ``step_inputs(ctx, step)`` returns the step's device
+pointers that the kernel reads besides its fixed buffers: ``keys_end`` (int32: cache row of
+the first action token, the keys before it being the cached prefix), ``positions`` (the
+action tokens' RoPE positions) and ``mod`` (the step's adaRMS rows, Pi0.5), or no ``mod`` for
+an expert with plain RMSNorm whose weights are folded into the next Linears (Pi0): its rows
+are then a constant zero table (scale 0, shift 0). ``plain_residual``: residual branches are
+added ungated and rounded once, as a GEMM epilogue with C = x does (Pi0's sequence),
+instead of x + gate * bf16(branch) (Pi0.5's gated_residual_adarms).
 """
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from flash_rt.models.pi05.adarms import mod_row
-from flash_rt.models.pi05.expert_schedule import (MAX_SPLIT_K, TOKEN_PAD, TRACE_STAMPS,
-                                                  WEIGHT_SITES, ExpertDims, build_schedule, kernel_sizes,
-                                                  pack_plan, pack_tile_major,
-                                                  unsupported_reason)
+from flash_rt.models.common.expert_schedule import (MAX_SPLIT_K, TOKEN_PAD, TRACE_STAMPS,
+                                                    WEIGHT_SITES, ExpertDims, build_schedule,
+                                                    kernel_sizes, pack_plan, pack_tile_major,
+                                                    unsupported_reason)
+
+StepInputs = Callable[[Any, int], dict]
 
 # Blocks of the schedule when the kernels are emulated on the CPU (tests): few enough that
 # every block runs many tasks and its weight ring wraps.
@@ -66,7 +77,8 @@ def block_count(device: Any) -> int:
 
 class ExpertMegakernel:
     def __init__(self, d: Any, weights: dict[str, torch.Tensor], acts: Any, device: Any,
-                 blocks: int | None = None):
+                 blocks: int | None = None, *, step_inputs: StepInputs,
+                 plain_residual: bool = False):
         reason = megakernel_unsupported(d, weights)
         if reason:
             raise ValueError(f"expert megakernel: {reason}")
@@ -93,7 +105,11 @@ class ExpertMegakernel:
             "part_lse": z(ed.splits * ed.attn_rows, dtype=torch.float32),
             "counters": z(self.schedule.counters + 1, dtype=torch.int32),
         }
-        self.sizes = kernel_sizes(ed, self.schedule, tables, rope_rows=d.cache_rows)
+        self.step_inputs = step_inputs
+        # rows of a constant adaRMS table for an expert without one (see the module doc)
+        self.identity_mod = z(2 * ed.depth + 1, 3 * ed.width, dtype=torch.float32)
+        self.sizes = dict(kernel_sizes(ed, self.schedule, tables, rope_rows=d.cache_rows),
+                          plain_residual=int(plain_residual))
         self.eps, self.attn_scale, self.theta = d.ex_eps, d.head_dim ** -0.5, d.theta
         self._fixed = {**{k: v.data_ptr() for k, v in self.tables.items()},
                        **{k: v.data_ptr() for k, v in self.scratch.items()},
@@ -107,8 +123,10 @@ class ExpertMegakernel:
         action-in projection's output) -> dec_xn (the action-out projection's input).
         ``trace``: int64 (tasks, TRACE_STAMPS) receiving each task's times (ns): wait start,
         run start, inputs in, math done, body end, signalled (csrc/megakernel/task_table.h)."""
-        ptrs = dict(self._fixed, ascale=ctx.scale(f"ex.{step}.0.qkv"), mod=mod_row(ctx, step, 0),
-                    positions=ctx.inp.action_positions, valid_len=ctx.inp.valid_len,
+        inp = self.step_inputs(ctx, step)
+        ptrs = dict(self._fixed, ascale=ctx.scale(f"ex.{step}.0.qkv"),
+                    mod=inp.get("mod", self.identity_mod.data_ptr()),
+                    positions=inp["positions"], valid_len=inp["keys_end"],
                     key_mask=ctx.inp.key_mask)
         if trace is not None:
             ptrs["trace"] = trace.data_ptr()

@@ -1,4 +1,5 @@
-"""The Pi0.5 action expert as a static task schedule for the persistent kernel.
+"""The action expert (Pi0.5's; Pi0's is the same op list, see expert_megakernel.py) as a
+static task schedule for the persistent kernel.
 
 One denoising step = for every layer the phases below (each waits for the whole previous
 phase), then the final norm. The op list mirrors ``pipeline_common.expert_layers``:
