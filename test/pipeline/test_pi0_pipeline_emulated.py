@@ -117,15 +117,22 @@ def test_emulated_fast_path_matches_the_reference(tiny_pi0_ckpt, camera_images, 
 
 
 @pytest.mark.parametrize("views", [1, 3])
-@pytest.mark.parametrize("pipeline, staging", HW, ids=["hopper", "thor"])
+@pytest.mark.parametrize("pipeline, staging, expert",
+                         [(HOPPER, "device", ""), (HOPPER, "device", "megakernel"),
+                          (THOR, "mapped", "")], ids=["hopper", "hopper-megakernel", "thor"])
 def test_emulated_gemma_head_shape_matches_the_reference(small_pi0_ckpt, camera_images, state,
-                                                         monkeypatch, views, pipeline, staging):
+                                                         monkeypatch, views, pipeline, staging,
+                                                         expert):
     # Gemma's head shape (8 heads over one KV head of 256): the state token's attention is
-    # 8 packed rows; Hopper runs Pi0's expert as the kernel sequence (no Pi0 schedule for
-    # the persistent kernel yet)
+    # 8 packed rows. Hopper runs Pi0's expert as the kernel sequence by default; with
+    # FLASH_RT_EXPERT=megakernel as the persistent kernel (its contract emulated), once per
+    # denoising step, through the engine's own wiring (keys through actions_start)
+    if expert:
+        monkeypatch.setenv("FLASH_RT_EXPERT", expert)
     em = Emulated(small_pi0_ckpt, pipeline, monkeypatch, staging=staging)
     assert_matches_reference(em, camera_images[:views], state)
-    assert em.engine.expert_path == SEQUENCE and "expert_megakernel" not in em.k.calls
+    assert em.engine.expert_path == (expert or SEQUENCE)
+    assert em.k.calls.get("expert_megakernel", 0) == (em.cfg.num_steps if expert else 0)
 
 
 def test_bf16_mode_matches_the_reference_to_rounding(tiny_pi0_ckpt, camera_images, state,
