@@ -18,6 +18,7 @@ would save that copy and is left for when this path has been measured on a GPU.
 from __future__ import annotations
 
 import functools
+import threading
 from typing import Protocol
 
 import numpy as np
@@ -88,6 +89,8 @@ class NvImageCodecJpeg:
 
     A GPU decode runs on a CUDA stream of its own (never the legacy default stream, which
     would wait for the engine's graph replay) and is copied into ``dst`` before returning.
+    One decode at a time (a lock): camera callbacks on a multi-threaded executor share the
+    decoder and its stream.
     """
 
     name = GPU
@@ -95,6 +98,7 @@ class NvImageCodecJpeg:
     def __init__(self, backends: tuple[str, ...] = GPU_BACKENDS, device: int = 0):
         n = nvimgcodec()
         self.on_gpu = backends != ("CPU_ONLY",)
+        self._lock = threading.Lock()
         self._params = n.DecodeParams(color_spec=n.ColorSpec.SRGB,
                                       sample_format=n.SampleFormat.I_RGB)
         kinds = [n.Backend(getattr(n.BackendKind, b)) for b in backends]
@@ -110,6 +114,10 @@ class NvImageCodecJpeg:
             self._decoder = n.Decoder(device_id=n.NVIMGCODEC_DEVICE_CPU_ONLY, backends=kinds)
 
     def decode_into(self, buf: np.ndarray, dst: np.ndarray) -> None:
+        with self._lock:
+            self._decode_into(buf, dst)
+
+    def _decode_into(self, buf: np.ndarray, dst: np.ndarray) -> None:
         n = nvimgcodec()
         try:
             stream = n.CodeStream(buf.tobytes() if not buf.flags.c_contiguous else buf)
