@@ -346,8 +346,35 @@ __device__ __forceinline__ RopeCs<TP> rope_cs(const ExpertParams& p, const Task&
   return r;
 }
 
-// QKV epilogue: bf16 output (as the GEMM stores it), RoPE for q and k with the task's
-// prefetched (cos, sin), q -> q buffer, k / v -> cache rows valid_len + t (rope.cu's math).
+// The two halves of the thread's RoPE pair for token column (j, e) of its fragment: the
+// bf16 GEMM outputs (as the GEMM stores them), rotated with the prefetched (cos, sin) for
+// q and k tiles (rope.cu's math).
+template <int TP>
+__device__ __forceinline__ float2 rope_pair_out(const float (&d)[TP / 2], int j, int e, float s,
+                                                const RopeCs<TP>& rc, bool rotate) {
+  const float x1 = bf16r(d[4 * j + e] * s), x2 = bf16r(d[4 * j + 2 + e] * s);
+  float r1 = x1, r2 = x2;
+  if (rotate) {
+    r1 = x1 * rc.cs[j][e].x - x2 * rc.cs[j][e].y;
+    r2 = x2 * rc.cs[j][e].x + x1 * rc.cs[j][e].y;
+  }
+  return {r1, r2};
+}
+
+// The output row of token `tok` (< H) of a QKV tile of head `head` (q heads, then k, then
+// v): the q buffer's, or K/V cache row off + tok of the layer (its first row layer_rows);
+// nullptr for a cache row outside the cache. The staged epilogue's; qkv_epilogue keeps the
+// same choice inline (its measured SASS; one of the two goes once the A/B has decided).
+__device__ __forceinline__ bf16* qkv_row(const ExpertParams& p, int head, size_t layer_rows,
+                                         int off, int tok) {
+  if (head < p.heads) return p.q + static_cast<size_t>(tok) * p.heads * p.D + head * p.D;
+  const int row = off + tok;
+  if (row < 0 || row >= p.cache_rows) return nullptr;
+  return (head == p.heads ? p.k_cache : p.v_cache) + (layer_rows + row) * p.D;
+}
+
+// QKV epilogue: RoPE'd pairs (rope_pair_out), q -> q buffer, k / v -> cache rows
+// valid_len + t.
 template <int TP>
 __device__ __forceinline__ void qkv_epilogue(const ExpertParams& p, const Task& t, int off, int tid,
                                              const float (&d)[TP / 2], const RopeCs<TP>& rc) {
@@ -363,13 +390,8 @@ __device__ __forceinline__ void qkv_epilogue(const ExpertParams& p, const Task& 
     for (int e = 0; e < 2; ++e) {
       const int tok = 8 * j + 2 * q4 + e;
       if (tok >= p.H) continue;
-      const float x1 = bf16r(d[4 * j + e] * s), x2 = bf16r(d[4 * j + 2 + e] * s);
-      float r1 = x1, r2 = x2;
-      bf16* dst;
-      if (rp.rotate) {
-        r1 = x1 * rc.cs[j][e].x - x2 * rc.cs[j][e].y;
-        r2 = x2 * rc.cs[j][e].x + x1 * rc.cs[j][e].y;
-      }
+      const float2 r = rope_pair_out<TP>(d, j, e, s, rc, rp.rotate);
+      bf16* dst;  // qkv_row's choice, inline: as a call it changes this measured SASS
       if (head < p.heads) {
         dst = p.q + static_cast<size_t>(tok) * p.heads * p.D + head * p.D;
       } else {
@@ -377,8 +399,8 @@ __device__ __forceinline__ void qkv_epilogue(const ExpertParams& p, const Task& 
         if (row < 0 || row >= p.cache_rows) continue;
         dst = (head == p.heads ? p.k_cache : p.v_cache) + (layer_rows + row) * p.D;
       }
-      dst[i] = __float2bfloat16_rn(r1);
-      dst[i + half] = __float2bfloat16_rn(r2);
+      dst[i] = __float2bfloat16_rn(r.x);
+      dst[i + half] = __float2bfloat16_rn(r.y);
     }
   }
 }
@@ -399,20 +421,6 @@ struct MmaGroupSync {
   __device__ __forceinline__ static void sync() { asm volatile("bar.sync 2, 128;\n" ::: "memory"); }
 };
 
-// The destination of token `tok`'s features [i0, i0 + 32) in a QKV tile's output (q buffer
-// or K/V cache row); nullptr when the token writes nothing (past H, or a cache row outside
-// the cache).
-__device__ __forceinline__ bf16* qkv_run(const ExpertParams& p, const Task& t, int off, int tok,
-                                         int i0) {
-  if (tok >= p.H) return nullptr;
-  const int head = t.tile / (p.D / kTileRows);
-  if (head < p.heads) return p.q + static_cast<size_t>(tok) * p.heads * p.D + head * p.D + i0;
-  const int row = off + tok;
-  if (row < 0 || row >= p.cache_rows) return nullptr;
-  const size_t layer_rows = static_cast<size_t>(t.layer) * p.cache_rows;
-  return (head == p.heads ? p.k_cache : p.v_cache) + (layer_rows + row) * p.D + i0;
-}
-
 // qkv_epilogue's math, staged: a tile holds, per token, features [i0, i0 + 32) and
 // [i0 + D/2, i0 + D/2 + 32) of one head (the two halves of its RoPE pairs), staged as
 // (TP, 2, 32) bf16 and written as 16-byte chunks.
@@ -424,6 +432,8 @@ __device__ __forceinline__ void qkv_epilogue_staged(const ExpertParams& p, const
   const int q4 = tid & 3;
   const RopePair rp = rope_pair(p, t, tid);
   const int half = p.D / 2, i0 = (t.tile % (p.D / kTileRows)) * kRun, il = rp.i - i0;
+  const int head = t.tile / (p.D / kTileRows);
+  const size_t layer_rows = static_cast<size_t>(t.layer) * p.cache_rows;
   const float s = gemm_scale(p, t.layer, 0);
   bf16* stage = reinterpret_cast<bf16*>(work);
 #pragma unroll
@@ -431,23 +441,19 @@ __device__ __forceinline__ void qkv_epilogue_staged(const ExpertParams& p, const
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
       const int tok = 8 * j + 2 * q4 + e;
-      const float x1 = bf16r(d[4 * j + e] * s), x2 = bf16r(d[4 * j + 2 + e] * s);
-      float r1 = x1, r2 = x2;
-      if (rp.rotate) {
-        r1 = x1 * rc.cs[j][e].x - x2 * rc.cs[j][e].y;
-        r2 = x2 * rc.cs[j][e].x + x1 * rc.cs[j][e].y;
-      }
-      stage[(tok * 2 + 0) * kRun + il] = __float2bfloat16_rn(r1);
-      stage[(tok * 2 + 1) * kRun + il] = __float2bfloat16_rn(r2);
+      const float2 r = rope_pair_out<TP>(d, j, e, s, rc, rp.rotate);
+      stage[(tok * 2 + 0) * kRun + il] = __float2bfloat16_rn(r.x);
+      stage[(tok * 2 + 1) * kRun + il] = __float2bfloat16_rn(r.y);
     }
   }
   MmaGroupSync::sync();
   constexpr int kChunksPerRun = kRun * 2 / 16;  // 16-byte chunks per run
   for (int c = tid; c < TP * 2 * kChunksPerRun; c += 128) {
     const int tok = c / (2 * kChunksPerRun), h = (c / kChunksPerRun) % 2, k = c % kChunksPerRun;
-    bf16* dst = qkv_run(p, t, off, tok, i0 + h * half);
+    bf16* dst = tok < p.H ? qkv_row(p, head, layer_rows, off, tok) : nullptr;
     if (dst != nullptr)
-      reinterpret_cast<uint4*>(dst)[k] = reinterpret_cast<const uint4*>(stage + (tok * 2 + h) * kRun)[k];
+      reinterpret_cast<uint4*>(dst + i0 + h * half)[k] =
+          reinterpret_cast<const uint4*>(stage + (tok * 2 + h) * kRun)[k];
   }
 }
 
@@ -479,6 +485,13 @@ __device__ __forceinline__ void splitk_epilogue(const ExpertParams& p, const Tas
 // gate/up epilogue: rows r0 / r0 + 8 are gate / up of MLP column f; GeGLU of the bf16
 // outputs, FP8 with the down projection's input scale (elementwise.cu's geglu_fp8).
 template <int TP>
+__device__ __forceinline__ fp8 geglu_out(const float (&d)[TP / 2], int j, int e, float s,
+                                         float inv_s) {
+  const float g = bf16r(d[4 * j + e] * s), u = bf16r(d[4 * j + 2 + e] * s);
+  return sat_fp8(gelu_tanh(g) * u * inv_s);
+}
+
+template <int TP>
 __device__ __forceinline__ void geglu_epilogue(const ExpertParams& p, const Task& t, int tid,
                                                const float (&d)[TP / 2]) {
   const int w = tid >> 5, l = tid & 31, q4 = l & 3;
@@ -491,8 +504,7 @@ __device__ __forceinline__ void geglu_epilogue(const ExpertParams& p, const Task
     for (int e = 0; e < 2; ++e) {
       const int tok = 8 * j + 2 * q4 + e;
       if (tok >= p.H) continue;
-      const float g = bf16r(d[4 * j + e] * s), u = bf16r(d[4 * j + 2 + e] * s);
-      p.act_mlp[act_offset<TP>(tok, f)] = sat_fp8(gelu_tanh(g) * u * inv_s);
+      p.act_mlp[act_offset<TP>(tok, f)] = geglu_out<TP>(d, j, e, s, inv_s);
     }
   }
   fence_proxy_async_global();  // act_mlp is read by bulk copies
@@ -516,8 +528,7 @@ __device__ __forceinline__ void geglu_epilogue_staged(const ExpertParams& p, con
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
       const int tok = 8 * j + 2 * q4 + e;
-      const float g = bf16r(d[4 * j + e] * s), u = bf16r(d[4 * j + 2 + e] * s);
-      stage[act_offset<TP>(tok, fl)] = tok < p.H ? sat_fp8(gelu_tanh(g) * u * inv_s) : fp8{};
+      stage[act_offset<TP>(tok, fl)] = tok < p.H ? geglu_out<TP>(d, j, e, s, inv_s) : fp8{};
     }
   }
   MmaGroupSync::sync();
