@@ -172,13 +172,6 @@ def decode_bgr(kind: str, buf: np.ndarray, shape: tuple) -> np.ndarray:
     return img
 
 
-def decode_compressed(fmt: str, data, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode a JPEG/PNG payload to an OpenCV BGR array after its header says it is within
-    ``max_pixels`` (check_compressed, then decode_bgr)."""
-    kind, buf, shape = check_compressed(fmt, data, max_pixels)
-    return decode_bgr(kind, buf, shape)
-
-
 def bgr_into(src_bgr: np.ndarray, dst: np.ndarray) -> None:
     """Convert a decoded BGR image into the RGB slot, refusing size changes."""
     require_shape(src_bgr.shape, dst)

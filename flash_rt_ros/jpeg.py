@@ -23,6 +23,7 @@ from typing import Protocol
 
 import numpy as np
 
+from flash_rt_ros.encodings import bgr_into, decode_bgr
 from flash_rt_ros.malformed import MalformedFrame
 
 from flash_rt_ros.params import JPEG_DECODERS
@@ -46,7 +47,6 @@ class OpenCvJpeg:
     name = CPU
 
     def decode_into(self, buf: np.ndarray, dst: np.ndarray) -> None:
-        from flash_rt_ros.encodings import bgr_into, decode_bgr
         bgr_into(decode_bgr("jpeg", buf, dst.shape), dst)
 
 
@@ -120,7 +120,7 @@ class NvImageCodecJpeg:
     def _decode_into(self, buf: np.ndarray, dst: np.ndarray) -> None:
         n = nvimgcodec()
         try:
-            stream = n.CodeStream(buf.tobytes() if not buf.flags.c_contiguous else buf)
+            stream = n.CodeStream(np.ascontiguousarray(buf))
             if self.on_gpu:
                 img = self._decoder.decode(stream, params=self._params,
                                            cuda_stream=self._stream.cuda_stream)

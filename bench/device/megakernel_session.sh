@@ -18,6 +18,16 @@ STAGES=${*:-build diag tests}
 use_carried_wheels
 gpu_info
 
+# bench/expert_step.py for MK_MODEL's expert (Pi0.5 by default) under a time limit:
+# step_bench SECONDS [expert_step args...]
+step_bench() {
+  local limit=$1; shift
+  timeout "$limit" python3 bench/expert_step.py ${MK_MODEL:+--model $MK_MODEL} "$@"
+}
+kernel_tests() {
+  timeout 120 python3 -m pytest -q -x test/kernels/test_expert_megakernel.py -p no:cacheprovider 2>&1 | tail -3
+}
+
 do_build() {
   stage build
   build_kernels || exit 1
@@ -28,14 +38,13 @@ do_build() {
 }
 do_diag() {
   stage "diag depth 1"
-  timeout 150 python3 bench/expert_step.py ${MK_MODEL:+--model $MK_MODEL} --configs small:2:50 full:2:50 --depth 1 --iters 50 \
-      --out "$OUT/diag_depth1.json"
+  step_bench 150 --configs small:2:50 full:2:50 --depth 1 --iters 50 --out "$OUT/diag_depth1.json"
   if ! python3 -c "import json,sys; r=json.load(open('$OUT/diag_depth1.json'))['results']; sys.exit(0 if all('error' not in x and x['precision']['q']['cosine'] > 0.99 for x in r) else 1)"; then
     stage "diag depth 1, descriptors swapped"
-    FLASH_RT_MK_DESC_SWAP=1 timeout 120 python3 bench/expert_step.py ${MK_MODEL:+--model $MK_MODEL} --configs small:2:50 --depth 1 --iters 20
+    FLASH_RT_MK_DESC_SWAP=1 step_bench 120 --configs small:2:50 --depth 1 --iters 20
   fi
   stage "full depth"
-  timeout 240 python3 bench/expert_step.py ${MK_MODEL:+--model $MK_MODEL} --configs ${FULL_CONFIGS:-full:2:50 full:1:10 full:3:10} --iters ${STEP_ITERS:-200} \
+  step_bench 240 --configs ${FULL_CONFIGS:-full:2:50 full:1:10 full:3:10} --iters ${STEP_ITERS:-200} \
       --out "$OUT/expert_step.json"
 }
 do_ab() {
@@ -45,9 +54,9 @@ do_ab() {
   local flags=${AB_FLAGS:?set AB_FLAGS, e.g. -DFLASH_RT_MK_WEIGHT_EVICT_FIRST=0}
   stage "A/B: build with $flags"
   build_kernels "$flags" || exit 1
-  timeout 200 python3 bench/expert_step.py ${MK_MODEL:+--model $MK_MODEL} --configs ${FULL_CONFIGS:-full:2:50 full:1:10} \
-      --iters ${STEP_ITERS:-200} --out "$OUT/expert_step_ab_$(echo "$flags" | tr -c 'A-Za-z0-9' '_').json"
-  timeout 120 python3 -m pytest -q -x test/kernels/test_expert_megakernel.py -p no:cacheprovider 2>&1 | tail -3
+  step_bench 200 --configs ${FULL_CONFIGS:-full:2:50 full:1:10} --iters ${STEP_ITERS:-200} \
+      --out "$OUT/expert_step_ab_$(echo "$flags" | tr -c 'A-Za-z0-9' '_').json"
+  kernel_tests
   stage "A/B: default build again"
   build_kernels || exit 1
 }
@@ -55,16 +64,16 @@ do_splitk() {
   # K per O / down task (an engine knob, no rebuild) against this call's default build
   local scale=${SPLITK:-2}
   stage "FLASH_RT_MK_SPLITK_SCALE=$scale"
-  FLASH_RT_MK_SPLITK_SCALE=$scale timeout 200 python3 bench/expert_step.py ${MK_MODEL:+--model $MK_MODEL} \
-      --configs ${FULL_CONFIGS:-full:2:50 full:1:10} --iters ${STEP_ITERS:-200} \
+  export FLASH_RT_MK_SPLITK_SCALE=$scale
+  step_bench 200 --configs ${FULL_CONFIGS:-full:2:50 full:1:10} --iters ${STEP_ITERS:-200} \
       --out "$OUT/expert_step_splitk$scale.json"
-  FLASH_RT_MK_SPLITK_SCALE=$scale timeout 120 python3 -m pytest -q -x test/kernels/test_expert_megakernel.py \
-      -p no:cacheprovider 2>&1 | tail -2
+  kernel_tests
+  unset FLASH_RT_MK_SPLITK_SCALE
 }
 do_switches() {
   # build switches (SWITCHES="-DNAME=1 ..."), one at a time as the `ab` stage: their step,
   # their kernel tests, the default build again; run `build diag` first
-  for f in ${SWITCHES:?set SWITCHES, e.g. -DFLASH_RT_MK_PAGE_ISSUER=128}; do
+  for f in ${SWITCHES:?set SWITCHES, e.g. -DFLASH_RT_MK_STAGED_EPILOGUE=1}; do
     AB_FLAGS=$f do_ab
   done
 }
@@ -77,7 +86,7 @@ do_baseline() {
   rm -rf /tmp/base && mkdir -p /tmp/base && tar -xzf "$tar" -C /tmp/base
   (cd /tmp/base && OUT=$OUT build_kernels) || return
   stage "baseline: step"
-  (cd /tmp/base && PYTHONPATH="/tmp/site:/tmp/base" timeout 240 python3 bench/expert_step.py ${MK_MODEL:+--model $MK_MODEL} \
+  (cd /tmp/base && PYTHONPATH="/tmp/site:/tmp/base" step_bench 240 \
       --configs ${FULL_CONFIGS:-full:2:50 full:1:10 full:3:10} --iters ${STEP_ITERS:-200} \
       --out "$OUT/expert_step_baseline.json")
 }

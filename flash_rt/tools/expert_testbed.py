@@ -55,13 +55,12 @@ class ExpertTestbed:
                  prefix_len: int | None = None, masked_keys: int = 3, seed: int = 0,
                  blocks: int | None = None):
         gen = torch.Generator().manual_seed(seed)
-        pc, self.stages = STAGES[cfg.model]
-        self.pc = pc
+        self.pc, self.stages = STAGES[cfg.model]
         self.d = d = pp.PaliGemmaDims.from_config(cfg, patch_k(cfg))
         self.k = kernels
         self.weights = {k: v.to(device) for k, v in random_expert_weights(d, gen).items()}
         self.acts = pp.Activations(d, device)
-        self.scales = pp.ScaleTable(pc.scale_sites(d), device)
+        self.scales = pp.ScaleTable(self.pc.scale_sites(d), device)
         # a stream of its own: launches and graph captures (capture_graph) both go there
         self.torch_stream = torch.cuda.Stream() if torch.device(device).type == "cuda" else None
         self.stream = self.torch_stream.cuda_stream if self.torch_stream is not None else 0
@@ -90,7 +89,7 @@ class ExpertTestbed:
         self.ctx = pp.StageContext(
             k=kernels, d=d, gemm=pp.GemmRunner(kernels, device, HOPPER.tuning),
             quant=pp.StaticQuant(kernels, self.scales, self.acts),
-            attn=HOPPER.attention_backend(pc.attention_spec(d), kernels, device), lin=lin,
+            attn=HOPPER.attention_backend(self.pc.attention_spec(d), kernels, device), lin=lin,
             w={k: v.data_ptr() for k, v in self.weights.items()}, a=self.acts,
             scales=self.scales, inp=inp, stream=self.stream)
         self.mk = self.stages.megakernel(d, self.weights, self.acts, device, blocks=blocks)

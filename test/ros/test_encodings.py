@@ -3,10 +3,17 @@ import cv2
 import numpy as np
 import pytest
 
-from flash_rt_ros.encodings import (MalformedFrame, bgr_into, decode_compressed, decode_raw)
+from flash_rt_ros.encodings import (MAX_PIXELS, MalformedFrame, bgr_into, check_compressed,
+                                    decode_bgr, decode_raw)
 from flash_rt_ros.synthetic import encode, frame
 
 H, W = 48, 64
+
+
+def decode_compressed(fmt, data, max_pixels=MAX_PIXELS):
+    """A CompressedImage payload to BGR as the node's assembler takes it: header checks,
+    then the decode."""
+    return decode_bgr(*check_compressed(fmt, data, max_pixels))
 
 
 @pytest.fixture
