@@ -10,14 +10,14 @@ layers run as the kernel sequence below, or as one persistent kernel per step
 """
 from __future__ import annotations
 
+from functools import partial
+
 from flash_rt.hardware.attention import DECODER
+from flash_rt.models.common.expert_megakernel import ExpertMegakernel, megakernel_unsupported
 from flash_rt.models.common.paligemma_pipeline import (
     ModelStages, PaliGemmaDims, StageContext, attention_spec, denoise,
     expert_step_sites, flow_step, prefix_forward, siglip_forward, vision_prefix_sites,
 )
-from functools import partial
-
-from flash_rt.models.common.expert_megakernel import ExpertMegakernel, megakernel_unsupported
 from flash_rt.models.pi05.adarms import mod_row
 
 
