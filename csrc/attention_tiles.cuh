@@ -99,10 +99,13 @@ __device__ __forceinline__ void store_out_pair(const Params& p, long long off, f
 // Writes one warp's two accumulator rows: the normalised bf16 output (splits == 1), or the
 // fp32 partial output plus its natural-log lse (lse_of(r), for l > 0) for the split-K combine.
 // (bf16 only: an FP8 branch here measured 27 % slower on the prefix, 68.6 vs 54.1 us.)
+// The fragment holds DP columns from col0 (a warpgroup's half of the head dims in the
+// persistent kernel's wgmma tile; 0 and all of them elsewhere).
 template <int DP, typename LseOf>
 __device__ __forceinline__ void store_rows(const Params& p, const float (&o)[DP / 8][4],
                                            const float (&l_run)[2], int m0, int qr, int rows,
-                                           int kvh, int b, int split, int tig, LseOf lse_of) {
+                                           int kvh, int b, int split, int tig, LseOf lse_of,
+                                           int col0 = 0) {
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int R = m0 + qr + r * 8;
@@ -113,7 +116,7 @@ __device__ __forceinline__ void store_rows(const Params& p, const float (&o)[DP 
       bf16* dst = p.o + b * p.o_batch + t * p.o_row + (long long)h * p.D;
 #pragma unroll
       for (int i = 0; i < DP / 8; ++i) {
-        const int col = i * 8 + 2 * tig;
+        const int col = col0 + i * 8 + 2 * tig;
         if (col < p.D) {
           *reinterpret_cast<__nv_bfloat162*>(dst + col) =
               __floats2bfloat162_rn(o[i][2 * r] * inv, o[i][2 * r + 1] * inv);
@@ -124,7 +127,7 @@ __device__ __forceinline__ void store_rows(const Params& p, const float (&o)[DP 
       float* dst = p.ws_o + prow * p.D;
 #pragma unroll
       for (int i = 0; i < DP / 8; ++i) {
-        const int col = i * 8 + 2 * tig;
+        const int col = col0 + i * 8 + 2 * tig;
         if (col < p.D) {
           *reinterpret_cast<float2*>(dst + col) = make_float2(o[i][2 * r] * inv, o[i][2 * r + 1] * inv);
         }

@@ -12,8 +12,11 @@ Both decoders write RGB into the caller's preallocated slot (shape already check
 the JPEG header by :mod:`flash_rt_ros.encodings`) and raise
 :class:`~flash_rt_ros.malformed.MalformedFrame` for a payload they cannot decode. The GPU
 decoder copies the decoded frame back into the (pinned) host slot on a stream of its own,
-so the node's input path is unchanged; decoding straight into the engine's device staging
-would save that copy and is left for when this path has been measured on a GPU.
+so the node's input path is unchanged. Measured on an H100 (docs/performance.md, 2026-12-06):
+0.32 ms per 640x480 frame on the hardware engine against 1.41 with OpenCV; the node's own
+work with 3 JPEG cameras 0.70 / 0.80 ms p50 / p99 against 1.82 / 1.95. Decoding straight
+into the engine's device staging would take the copy (and the rest of the decode wait) out
+of that window; not built.
 """
 from __future__ import annotations
 

@@ -73,7 +73,7 @@ do_splitk() {
 do_switches() {
   # build switches (SWITCHES="-DNAME=1 ..."), one at a time as the `ab` stage: their step,
   # their kernel tests, the default build again; run `build diag` first
-  for f in ${SWITCHES:?set SWITCHES, e.g. -DFLASH_RT_MK_STAGED_EPILOGUE=1}; do
+  for f in ${SWITCHES:?set SWITCHES, e.g. -DFLASH_RT_MK_WGMMA_ATTENTION=0}; do
     AB_FLAGS=$f do_ab
   done
 }

@@ -1,6 +1,7 @@
 // Hopper (sm_90a) primitives of the persistent action-expert kernel: mbarriers, bulk
-// global->shared copies (the TMA engine, no tensor map), and the FP8 warpgroup MMA
-// (wgmma e4m3 x e4m3 -> f32, both operands from shared memory, no swizzle).
+// global->shared copies (the TMA engine, no tensor map), the FP8 warpgroup MMA of the GEMM
+// tiles (wgmma e4m3 x e4m3 -> f32) and the bf16 one of the attention tile, operands from
+// shared memory, no swizzle.
 //
 // This is the one file of the megakernel with architecture-specific instructions. Outside
 // an sm_90a compilation (Thor sm_110a, RTX sm_120a builds) every primitive compiles to a
@@ -271,6 +272,69 @@ struct Wgmma<64> {
   }
 };
 
+
+// ---------------------------------------------------------------- bf16 wgmma (attention)
+// D (64 x N, f32) (+)= A (64 x 16 bf16, K-major in shared memory) * B, both operands by
+// descriptor. WgmmaBf16<N>: B is N x 16 K-major (the logits: Q K^T, keys as N);
+// WgmmaBf16TransB<N>: B is 16 x N MN-major (imm-trans-b = 1: P V with V's rows = keys as
+// stored, head dims contiguous). MN-major no-swizzle layout: a core matrix is 8 K-rows of
+// 16 bytes along N; SBO steps along N, LBO along K (CuTe's canonical GMMA MN layout
+// ((T,1,m),(8,k)):((1,T,SBO),(1T,LBO)), read in cute/atom/mma_traits_sm90_gmma.hpp).
+template <int N>
+struct WgmmaBf16;
+template <int N>
+struct WgmmaBf16TransB;
+
+template <>
+struct WgmmaBf16<32> {
+  static constexpr int kRegs = 16;
+  __device__ __forceinline__ static void run(float (&d)[16], uint64_t da, uint64_t db, bool acc) {
+#if FLASH_RT_MK_SM90
+    asm volatile(
+        "{\n .reg .pred p;\n setp.ne.b32 p, %18, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}"
+        ", %16, %17, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
+          "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
+          "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+        : "l"(da), "l"(db), "r"(static_cast<int>(acc)));
+#else
+    __trap();
+#endif
+  }
+};
+
+template <>
+struct WgmmaBf16TransB<128> {
+  static constexpr int kRegs = 64;
+  __device__ __forceinline__ static void run(float (&d)[64], uint64_t da, uint64_t db, bool acc) {
+#if FLASH_RT_MK_SM90
+    asm volatile(
+        "{\n .reg .pred p;\n setp.ne.b32 p, %66, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,"
+        "%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,"
+        "%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,"
+        "%62,%63}"
+        ", %64, %65, p, 1, 1, 0, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
+          "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
+          "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]),
+          "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
+          "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),
+          "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),
+          "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]),
+          "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),
+          "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "l"(da), "l"(db), "r"(static_cast<int>(acc)));
+#else
+    __trap();
+#endif
+  }
+};
 
 }  // namespace mk
 }  // namespace flash_rt

@@ -18,6 +18,7 @@
 #pragma once
 
 #include "../attention_tiles.cuh"
+#include "attention_wgmma.cuh"
 #include "scheduler.cuh"
 
 namespace flash_rt {
@@ -57,6 +58,9 @@ constexpr int kAttnHeadDim = 256, kAttnKeys = 64;
 using AttnCfg = attn_tiles::V2Cfg<kAttnHeadDim, kAttnKeys, 2, 2, false>;
 constexpr int kCombineMaxSplits = 32;
 constexpr int kWorkBytes = AttnCfg::kOneTileSmem;
+static_assert(wg_attn::kBytes <= kWorkBytes && wg_attn::kKeys == kAttnKeys &&
+                  wg_attn::kDim == kAttnHeadDim,
+              "the wgmma attention tile: the same split and head dim, within the work area");
 constexpr int kNormChunksMax = 4;  // features per thread in a norm task: W <= 4 * 256
 
 __device__ __forceinline__ float bf16r(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
@@ -405,13 +409,15 @@ __device__ __forceinline__ void qkv_epilogue(const ExpertParams& p, const Task& 
   }
 }
 
-// FLASH_RT_MK_STAGED_EPILOGUE=1 (a build switch for an A/B): QKV and gate/up stage their
-// tile's output in shared memory (the `work` area, free once the MMAs are done) and write
-// it with 16-byte stores, instead of one 2-byte (QKV) or 1-byte (gate/up) store per value
-// scattered over four tokens per warp instruction (run 10 at 2 views h50, tpad 64: QKV's
-// epilogue 2.8 us, gate/up's 2.6, against 0.8-0.9 at tpad 16).
+// FLASH_RT_MK_STAGED_EPILOGUE (default 1; 0 for an A/B): QKV and gate/up stage their tile's
+// output in shared memory (the `work` area, free once the MMAs are done) and write it with
+// 16-byte stores, instead of one 2-byte (QKV) or 1-byte (gate/up) store per value scattered
+// over four tokens per warp instruction (run 10 at 2 views h50, tpad 64: QKV's epilogue 2.8
+// us, gate/up's 2.6, against 0.8-0.9 at tpad 16). Run 11 on the H100, with the wgmma
+// attention tile: 693 vs 706 us a step at 2 views h50, 542 vs 547 at 1 view h10; without
+// it (the mma.sync tile's register pressure: the staged build spills) it was slower at h10.
 #ifndef FLASH_RT_MK_STAGED_EPILOGUE
-#define FLASH_RT_MK_STAGED_EPILOGUE 0
+#define FLASH_RT_MK_STAGED_EPILOGUE 1
 #endif
 constexpr bool kStagedEpilogue = FLASH_RT_MK_STAGED_EPILOGUE != 0;
 
@@ -622,8 +628,11 @@ __device__ __forceinline__ bool attention_prefetch(const ExpertParams& p, const 
   const attn_tiles::Params a = attention_params(p, t.layer, valid_len);
   const attn_tiles::KeySpan<kAttnKeys> span(a, 0, 0, t.k0);
   if (span.blk_lo >= span.blk_hi || span.kv_hi > valid_len) return false;
-  attn_tiles::v2_load_kv_tile<kAttnHeadDim, kAttnKeys, AttnCfg::kThreads>(a, span, work,
-                                                                          span.blk_lo, 0, tid);
+  if (wg_attn::kEnabled)
+    wg_attn::load_kv_tile<AttnCfg::kThreads>(a, span, work, tid);
+  else
+    attn_tiles::v2_load_kv_tile<kAttnHeadDim, kAttnKeys, AttnCfg::kThreads>(a, span, work,
+                                                                            span.blk_lo, 0, tid);
   attn_tiles::cp_async_commit();
   return true;
 }
@@ -644,9 +653,14 @@ __device__ __forceinline__ void attention_task(const ExpertParams& p, const Task
                                                unsigned char* work, int valid_len, bool kv_loaded,
                                                TaskMarks& marks, int tid) {
   const attn_tiles::Params a = attention_params(p, t.layer, valid_len);
-  attn_tiles::attn_v2_tile<kAttnHeadDim, kAttnKeys, 2, 2, false, ConsumerSync, true, AttentionMarks>(
-      a, work, t.tile * attn_tiles::kBlockM, 0, 0, t.k0, tid,
-      AttentionMarks{p, marks, tid, kv_loaded});
+  const AttentionMarks hooks{p, marks, tid, kv_loaded};
+  if (wg_attn::kEnabled)
+    wg_attn::attention_tile<AttnCfg::kThreads, ConsumerSync>(a, work, t.tile * attn_tiles::kBlockM,
+                                                             t.k0, tid, hooks);
+  else
+    attn_tiles::attn_v2_tile<kAttnHeadDim, kAttnKeys, 2, 2, false, ConsumerSync, true,
+                             AttentionMarks>(a, work, t.tile * attn_tiles::kBlockM, 0, 0, t.k0,
+                                             tid, hooks);
 }
 
 // A task's launch inputs, issued before its wait.

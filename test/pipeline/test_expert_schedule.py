@@ -275,7 +275,7 @@ def test_megakernel_contract_equals_the_kernel_sequence(monkeypatch, model, hori
 def test_engine_expert_choice(monkeypatch):
     # the pipeline's choice, FLASH_RT_EXPERT's override, a fallback with its reason when the
     # model cannot use the kernel, and an error when the kernel was asked for explicitly
-    # (Pi0: the sequence by default on Hopper until its kernel instance is measured)
+    # (Pi0 and Pi0.5 alike: Hopper's default is the kernel, run 11)
     from flash_rt.frontends.torch._paligemma_engine import PaliGemmaEngine
     from flash_rt.models.common import paligemma_pipeline as pp
     from flash_rt.models.pi0.pipeline_hopper import PIPELINE as PI0_HOPPER
@@ -286,13 +286,14 @@ def test_engine_expert_choice(monkeypatch):
     fp8 = {f"ex.{i}.{s}.ws": torch.ones(1) for i in range(2) for s in es.WEIGHT_SITES}
     choose = PaliGemmaEngine._choose_expert
     monkeypatch.delenv("FLASH_RT_EXPERT", raising=False)
-    # Hopper's default: the persistent kernel at every horizon (run 10)
+    # Hopper's default: the persistent kernel at every horizon (runs 10-11)
     assert PIPELINE.expert == pp.MEGAKERNEL and PIPELINE.megakernel_max_horizon is None
+    assert PI0_HOPPER.expert == pp.MEGAKERNEL and PI0_HOPPER.megakernel_max_horizon is None
     small_h10 = PaliGemmaDims.from_config(load_config("pi05", "small", horizon=10), 592)
     assert small.horizon == 50
     assert choose(PIPELINE, small_h10, fp8)[0] == pp.MEGAKERNEL
     assert choose(PIPELINE, small, fp8)[0] == pp.MEGAKERNEL
-    assert choose(PI0_HOPPER, pi0, fp8)[0] == pp.SEQUENCE
+    assert choose(PI0_HOPPER, pi0, fp8)[0] == pp.MEGAKERNEL
     # a pipeline that caps the kernel's horizon takes the sequence above the cap
     capped = dataclasses.replace(PIPELINE, megakernel_max_horizon=16)
     small_h16 = PaliGemmaDims.from_config(load_config("pi05", "small", horizon=16), 592)
@@ -302,8 +303,8 @@ def test_engine_expert_choice(monkeypatch):
     mk = PIPELINE
     path, why = choose(mk, tiny, fp8)
     assert path == pp.SEQUENCE and "head_dim 256" in why
-    assert choose(dataclasses.replace(PI0_HOPPER, expert=pp.MEGAKERNEL), pi0, fp8)[0] == \
-        pp.MEGAKERNEL
+    assert choose(dataclasses.replace(PI0_HOPPER, expert=pp.SEQUENCE), pi0, fp8)[0] == \
+        pp.SEQUENCE
     monkeypatch.setenv("FLASH_RT_EXPERT", "megakernel")
     assert choose(PIPELINE, small, fp8)[0] == pp.MEGAKERNEL
     with pytest.raises(ValueError, match="head_dim 256"):

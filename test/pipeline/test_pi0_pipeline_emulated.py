@@ -25,8 +25,8 @@ from flash_rt.core.weight_spec import dequantize
 from flash_rt.frontends.torch._paligemma_engine import PaliGemmaEngine
 from flash_rt.frontends.torch._pi0_spec import build_spec
 from flash_rt.models.common.functional import flow_timesteps
-from flash_rt.models.common.paligemma_pipeline import (SEQUENCE, denoise, prefix_forward,
-                                                      siglip_forward)
+from flash_rt.models.common.paligemma_pipeline import (MEGAKERNEL, SEQUENCE, denoise,
+                                                      prefix_forward, siglip_forward)
 from flash_rt.models.pi0.pipeline_common import STATE_SCALES, decoder_step, state_forward
 from flash_rt.models.pi0.pipeline_hopper import PIPELINE as HOPPER
 from flash_rt.models.pi0.pipeline_thor import PIPELINE as THOR
@@ -117,22 +117,25 @@ def test_emulated_fast_path_matches_the_reference(tiny_pi0_ckpt, camera_images, 
 
 
 @pytest.mark.parametrize("views", [1, 3])
-@pytest.mark.parametrize("pipeline, staging, expert",
-                         [(HOPPER, "device", ""), (HOPPER, "device", "megakernel"),
-                          (THOR, "mapped", "")], ids=["hopper", "hopper-megakernel", "thor"])
+@pytest.mark.parametrize("pipeline, staging, expert, path",
+                         [(HOPPER, "device", "", MEGAKERNEL),
+                          (HOPPER, "device", "sequence", SEQUENCE),
+                          (THOR, "mapped", "", SEQUENCE)],
+                         ids=["hopper", "hopper-sequence", "thor"])
 def test_emulated_gemma_head_shape_matches_the_reference(small_pi0_ckpt, camera_images, state,
                                                          monkeypatch, views, pipeline, staging,
-                                                         expert):
+                                                         expert, path):
     # Gemma's head shape (8 heads over one KV head of 256): the state token's attention is
-    # 8 packed rows. Hopper runs Pi0's expert as the kernel sequence by default; with
-    # FLASH_RT_EXPERT=megakernel as the persistent kernel (its contract emulated), once per
-    # denoising step, through the engine's own wiring (keys through actions_start)
+    # 8 packed rows. Hopper runs Pi0's expert as the persistent kernel by default (its
+    # contract emulated), once per denoising step, through the engine's own wiring (keys
+    # through actions_start); FLASH_RT_EXPERT=sequence and Thor run the kernel sequence
     if expert:
         monkeypatch.setenv("FLASH_RT_EXPERT", expert)
     em = Emulated(small_pi0_ckpt, pipeline, monkeypatch, staging=staging)
     assert_matches_reference(em, camera_images[:views], state)
-    assert em.engine.expert_path == (expert or SEQUENCE)
-    assert em.k.calls.get("expert_megakernel", 0) == (em.cfg.num_steps if expert else 0)
+    assert em.engine.expert_path == path
+    assert em.k.calls.get("expert_megakernel", 0) == (em.cfg.num_steps if path == MEGAKERNEL
+                                                      else 0)
 
 
 def test_bf16_mode_matches_the_reference_to_rounding(tiny_pi0_ckpt, camera_images, state,

@@ -3,8 +3,8 @@
 Pi0.5's stages (``pipeline_common``) with Hopper's choices: the action expert's layers as
 one persistent kernel per denoising step (``expert_megakernel.py``) at every horizon it
 supports, where it measured faster than the kernel sequence in the whole pipeline (H100,
-run 10: 9.99 vs 11.66 ms at 1 view h10, 11.32 vs 13.06 at 2 views h10, 11.87 vs 12.12 at
-1 view h50, 13.35 vs 13.56 at 2 views h50; docs/performance.md, runs 7-10);
+run 11: 9.61 vs 11.67 ms at 1 view h10, 10.91 vs 13.08 at 2 views h10, 10.90 vs 12.13 at
+1 view h50, 12.40 vs 13.54 at 2 views h50; docs/performance.md, runs 7-11);
 ``FLASH_RT_EXPERT=sequence`` selects the sequence. Its attention backend (GEMM-based MQA
 attention for the prefix and the decoder) and its GEMM tuning (``hardware/hopper/tuning.py``:
 64 autotune candidates per shape, fast FP8 accumulation for K <= 2048). The stage functions

@@ -1,0 +1,206 @@
+// The persistent kernel's decoder-attention tile on the warpgroup MMA (build switch
+// FLASH_RT_MK_WGMMA_ATTENTION=1, for an A/B against attn_tiles::attn_v2_tile, which it
+// replaces in the kernel only; the attention kernels of attention.cu keep mma.sync).
+//
+// Why: run 10 on the H100 measured the v2 tile's math at 2.9-3.4 us for one 64 x 64 x 256
+// tile, about five times its tensor-core work: with mma.sync every warp re-reads its Q and
+// K slices through ldmatrix (~256 KiB of shared-memory reads a tile), and the two key
+// groups merge 64 KiB of partial outputs through shared memory. Here both products read
+// their operands once, by descriptor, and the groups exchange only row maxima and sums:
+//   logits   warpgroup g: S_g (64 x 32) = Q (64 x 256) K[32 g, 32 g + 32)^T, m64n32k16 x 16;
+//   softmax  row maxima over both groups (shared memory, one barrier), P = exp2(S - m) as
+//            bf16 into shared memory (over Q, dead by then), row sums exchanged the same way;
+//   output   warpgroup g: O[:, 128 g, 128 g + 128) = P (64 x 64) V[:, 128 g ...),
+//            m64n128k16 x 4, B = V as stored (rows = keys, MN-major: imm-trans-b).
+// Same contract as the v2 tile with one key tile per split (the kernel's launcher checks
+// splits * 64 >= cache rows): the same masking (attn_tiles::mask_scale_max_pre), the same
+// log2-domain softmax, fp32 partials and a natural-log lse per row for the combine. The
+// difference is rounding only: P is rounded to bf16 against the tile's row maximum instead
+// of each key group's own.
+//
+// Shared memory (the kernel's `work` area): Q, K and V as 64 rows x 32 chunks of 8 bf16,
+// chunk (row r, chunk c) at c * 1024 + r * 16 in each. That one placement is the K-major
+// no-swizzle operand layout for Q and K (LBO 1024 along K = head dims, SBO 128 along rows)
+// and the MN-major one for V (SBO 1024 along N = head dims, LBO 128 along K = keys); see
+// arch_sm90.cuh.
+#pragma once
+
+#include "../attention_tiles.cuh"
+#include "arch_sm90.cuh"
+
+#ifndef FLASH_RT_MK_WGMMA_ATTENTION
+#define FLASH_RT_MK_WGMMA_ATTENTION 1
+#endif
+
+namespace flash_rt {
+namespace mk {
+namespace wg_attn {
+
+constexpr bool kEnabled = FLASH_RT_MK_WGMMA_ATTENTION != 0;
+constexpr int kRows = attn_tiles::kBlockM;   // packed query rows of a tile
+constexpr int kKeys = 64;                    // keys of a split (one tile)
+constexpr int kDim = 256;                    // head dim
+constexpr int kChunks = kDim / 8;            // 16-byte chunks of a row
+constexpr int kChunkStride = kRows * 16;     // bytes between a row's consecutive chunks
+constexpr int kTileBytes = kRows * kDim * 2;
+constexpr int kQ = 0, kK = kTileBytes, kV = 2 * kTileBytes;
+constexpr int kP = kQ;                       // P (64 x 64 bf16) over Q once the logits are done
+constexpr int kRed = 3 * kTileBytes;         // row maxima [2][64], then row sums [2][64] (fp32)
+constexpr int kBytes = kRed + 4 * kRows * 4;
+constexpr int kGroupKeys = kKeys / 2;        // logits columns of a warpgroup
+constexpr int kGroupDims = kDim / 2;         // output columns of a warpgroup
+static_assert(kRows == kKeys, "Q, K and V tiles share one chunk placement (64 rows)");
+
+__device__ __forceinline__ int chunk_offset(int row, int chunk) {
+  return chunk * kChunkStride + row * 16;
+}
+
+// Copy index i of a 64-row tile: 4 consecutive chunks of 8 consecutive rows per warp, so a
+// warp reads 8 runs of 64 bytes (whole sectors) and writes 4 runs of 128 bytes (no bank
+// conflicts beyond the 4 wavefronts 512 bytes take).
+struct CopySlot {
+  int row, chunk;
+  __device__ __forceinline__ explicit CopySlot(int i) {
+    const int rest = i >> 5;
+    chunk = (rest % (kChunks / 4)) * 4 + (i & 3);
+    row = (rest / (kChunks / 4)) * 8 + ((i >> 2) & 7);
+  }
+};
+
+// K and V of `span`'s one key tile into their places (cp.async, uncommitted); rows past
+// span.kv_hi are zero-filled (their logits are -inf, and a zero V row keeps 0 * V finite).
+template <int NT>
+__device__ __forceinline__ void load_kv_tile(const attn_tiles::Params& p,
+                                             const attn_tiles::KeySpan<kKeys>& span,
+                                             unsigned char* work, int tid) {
+  const int row0 = span.blk_lo * kKeys;
+  for (int i = tid; i < kKeys * kChunks; i += NT) {
+    const CopySlot s(i);
+    const bool ok = row0 + s.row < span.kv_hi;
+    const long long r = row0 + s.row;
+    const int off = chunk_offset(s.row, s.chunk);
+    attn_tiles::cp_async16(work + kK + off, ok ? span.k + r * p.k_row + s.chunk * 8 : span.k, ok);
+    attn_tiles::cp_async16(work + kV + off, ok ? span.v + r * p.v_row + s.chunk * 8 : span.v, ok);
+  }
+}
+
+// One tile: packed query rows [m0, m0 + 64) against key split `split` (batch 1, one KV
+// head: the action expert's attention), by NT = 256 threads (two warpgroups) that meet at
+// Sync. Hooks as attn_v2_tile's (inputs in, math done, K/V preloaded).
+template <int NT, typename Sync, typename Hooks>
+__device__ __forceinline__ void attention_tile(const attn_tiles::Params& p, unsigned char* work,
+                                               int m0, int split, int tid, Hooks hooks) {
+  static_assert(NT == 256, "two warpgroups");
+  const int warp = tid >> 5, lane = tid & 31;
+  const int g = warp >> 2;   // warpgroup: logits keys [32 g, +32), output dims [128 g, +128)
+  const int r0 = (warp & 3) * 16 + (lane >> 2);  // the thread's fragment rows r0, r0 + 8
+  const int tig = lane & 3;
+  const int rows = p.Lq * p.G;
+  const attn_tiles::KeySpan<kKeys> span(p, 0, 0, split);
+
+  for (int i = tid; i < kRows * kChunks; i += NT) {
+    const CopySlot s(i);
+    const int R = m0 + s.row;
+    const bool ok = R < rows;
+    const bf16* src = ok ? p.q + (R / p.G) * p.q_row + static_cast<long long>(R % p.G) * p.D +
+                               s.chunk * 8
+                         : p.q;
+    attn_tiles::cp_async16(work + kQ + chunk_offset(s.row, s.chunk), src, ok);
+  }
+  if (!hooks.first_tile_preloaded()) load_kv_tile<NT>(p, span, work, tid);
+  attn_tiles::cp_async_commit();
+  const int jb = span.blk_lo * kKeys + g * kGroupKeys;  // the warp's first logits key
+  unsigned char mk[kGroupKeys / 8][2];
+  attn_tiles::load_mask_bytes(mk, jb, tig, span.kv_hi, span.mask);
+  attn_tiles::cp_async_wait<0>();
+  fence_proxy_async_smem();  // cp.async (generic proxy) writes before the wgmma reads
+  Sync::sync();
+  hooks.inputs_in();
+
+  // logits: S_g = Q K_g^T (fragment s[j][e]: rows r0 / r0 + 8, keys jb + 8 j + 2 tig + e % 2)
+  float s[kGroupKeys / 8][4];
+  float(&sd)[kGroupKeys / 2] = reinterpret_cast<float(&)[kGroupKeys / 2]>(s);
+#pragma unroll
+  for (int i = 0; i < kGroupKeys / 2; ++i) sd[i] = 0.f;
+  wgmma_fence_operands(sd);
+  wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < kDim / 16; ++kk) {
+    const uint64_t da = make_desc(work + kQ + 2 * kk * kChunkStride, kChunkStride, 128);
+    const uint64_t db =
+        make_desc(work + kK + 2 * kk * kChunkStride + g * kGroupKeys * 16, kChunkStride, 128);
+    WgmmaBf16<kGroupKeys>::run(sd, da, db, kk > 0);
+  }
+  wgmma_commit();
+  wgmma_wait_all();
+  wgmma_fence_operands(sd);
+
+  // softmax across both groups: maxima through shared memory
+  float* red = reinterpret_cast<float*>(work + kRed);
+  float mx[2];
+  attn_tiles::mask_scale_max_pre(s, mx, jb, tig, p.scale_log2, span.kv_hi, mk);
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+    if (tig == 0) red[g * kRows + r0 + 8 * r] = mx[r];
+  }
+  Sync::sync();  // both groups' maxima; both groups are done reading Q and K
+  float m[2], m_use[2], l[2] = {0.f, 0.f};
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    m[r] = fmaxf(mx[r], red[(1 - g) * kRows + r0 + 8 * r]);
+    m_use[r] = m[r] == -INFINITY ? 0.f : m[r];  // no key at all: everything 0, never NaN
+  }
+  // P = exp2(S - m) as bf16, the A operand of P V (K-major: chunk (query row, key / 8))
+#pragma unroll
+  for (int j = 0; j < kGroupKeys / 8; ++j) {
+    float pe[4];
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      pe[e] = exp2f(s[j][e] - m_use[e >> 1]);
+      l[e >> 1] += pe[e];
+    }
+    unsigned char* pc = work + kP + (g * (kGroupKeys / 8) + j) * kChunkStride + 4 * tig;
+    *reinterpret_cast<unsigned*>(pc + r0 * 16) = attn_tiles::pack_bf16(pe[0], pe[1]);
+    *reinterpret_cast<unsigned*>(pc + (r0 + 8) * 16) = attn_tiles::pack_bf16(pe[2], pe[3]);
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+    if (tig == 0) red[(2 + g) * kRows + r0 + 8 * r] = l[r];
+  }
+  fence_proxy_async_smem();  // P's stores before the wgmma reads
+  Sync::sync();
+#pragma unroll
+  for (int r = 0; r < 2; ++r) l[r] = red[2 * kRows + r0 + 8 * r] + red[3 * kRows + r0 + 8 * r];
+
+  // output: O[:, 128 g, +128) = P V[:, 128 g, +128)
+  float o[kGroupDims / 8][4];
+  float(&od)[kGroupDims / 2] = reinterpret_cast<float(&)[kGroupDims / 2]>(o);
+#pragma unroll
+  for (int i = 0; i < kGroupDims / 2; ++i) od[i] = 0.f;
+  wgmma_fence_operands(od);
+  wgmma_fence();
+#pragma unroll
+  for (int ks = 0; ks < kKeys / 16; ++ks) {
+    const uint64_t da = make_desc(work + kP + 2 * ks * kChunkStride, kChunkStride, 128);
+    const uint64_t db = make_desc(work + kV + g * (kGroupDims / 8) * kChunkStride + ks * 256,
+                                  128, kChunkStride);
+    WgmmaBf16TransB<kGroupDims>::run(od, da, db, ks > 0);
+  }
+  wgmma_commit();
+  wgmma_wait_all();
+  wgmma_fence_operands(od);
+  hooks.math_done();
+  // m is in the log2 domain; the combine works in natural-log units. Both groups write
+  // the same lse (one store would need a branch on g for nothing).
+  attn_tiles::store_rows<kGroupDims>(
+      p, o, l, m0, r0, rows, 0, 0, split, tig,
+      [&](int r) { return (m[r] + log2f(l[r])) * 0.6931471805599453f; }, g * kGroupDims);
+}
+
+}  // namespace wg_attn
+}  // namespace mk
+}  // namespace flash_rt
