@@ -24,6 +24,7 @@ source "$(dirname "$0")/session_common.sh"
 SITE=${SITE:-/tmp/site}
 STASH=${STASH:-/tmp/attn_stash}
 STAGES=${*:-install build bench}
+has prepare || use_carried_wheels  # pybind11 for the kernel module's build
 
 # Pinned candidates (PyPI, cp312 x86_64; read 2026-12-06). flash-attn-4 needs the CuTe DSL
 # (nvidia-cutlass-dsl + libs), apache-tvm-ffi, torch-c-dlpack-ext and quack-kernels; einops,
