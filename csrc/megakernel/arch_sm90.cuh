@@ -273,6 +273,27 @@ struct Wgmma<64> {
 };
 
 
+// D = the sum over k < Steps of Mma(A_k, B_k), D zeroed first: the Steps wgmma are issued
+// back to back (desc(k, da, db) gives step k's descriptors), then waited for. The
+// accumulators are pinned on both sides (wgmma_fence_operands), so nothing lands between
+// two wgmma that would make ptxas serialise them.
+template <typename Mma, int Steps, int N, typename Desc>
+__device__ __forceinline__ void wgmma_product(float (&d)[N], Desc desc) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) d[i] = 0.f;
+  wgmma_fence_operands(d);
+  wgmma_fence();
+#pragma unroll
+  for (int k = 0; k < Steps; ++k) {
+    uint64_t da, db;
+    desc(k, da, db);
+    Mma::run(d, da, db, k > 0);
+  }
+  wgmma_commit();
+  wgmma_wait_all();
+  wgmma_fence_operands(d);
+}
+
 // ---------------------------------------------------------------- bf16 wgmma (attention)
 // D (64 x N, f32) (+)= A (64 x 16 bf16, K-major in shared memory) * B, both operands by
 // descriptor. WgmmaBf16<N>: B is N x 16 K-major (the logits: Q K^T, keys as N);

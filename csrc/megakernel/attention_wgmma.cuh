@@ -119,21 +119,11 @@ __device__ __forceinline__ void attention_tile(const attn_tiles::Params& p, unsi
 
   // logits: S_g = Q K_g^T (fragment s[j][e]: rows r0 / r0 + 8, keys jb + 8 j + 2 tig + e % 2)
   float s[kGroupKeys / 8][4];
-  float(&sd)[kGroupKeys / 2] = reinterpret_cast<float(&)[kGroupKeys / 2]>(s);
-#pragma unroll
-  for (int i = 0; i < kGroupKeys / 2; ++i) sd[i] = 0.f;
-  wgmma_fence_operands(sd);
-  wgmma_fence();
-#pragma unroll
-  for (int kk = 0; kk < kDim / 16; ++kk) {
-    const uint64_t da = make_desc(work + kQ + 2 * kk * kChunkStride, kChunkStride, 128);
-    const uint64_t db =
-        make_desc(work + kK + 2 * kk * kChunkStride + g * kGroupKeys * 16, kChunkStride, 128);
-    WgmmaBf16<kGroupKeys>::run(sd, da, db, kk > 0);
-  }
-  wgmma_commit();
-  wgmma_wait_all();
-  wgmma_fence_operands(sd);
+  wgmma_product<WgmmaBf16<kGroupKeys>, kDim / 16>(
+      reinterpret_cast<float(&)[kGroupKeys / 2]>(s), [&](int kk, uint64_t& da, uint64_t& db) {
+        da = make_desc(work + kQ + 2 * kk * kChunkStride, kChunkStride, 128);
+        db = make_desc(work + kK + 2 * kk * kChunkStride + g * kGroupKeys * 16, kChunkStride, 128);
+      });
 
   // softmax across both groups: maxima through shared memory
   float* red = reinterpret_cast<float*>(work + kRed);
@@ -178,21 +168,12 @@ __device__ __forceinline__ void attention_tile(const attn_tiles::Params& p, unsi
 
   // output: O[:, 128 g, +128) = P V[:, 128 g, +128)
   float o[kGroupDims / 8][4];
-  float(&od)[kGroupDims / 2] = reinterpret_cast<float(&)[kGroupDims / 2]>(o);
-#pragma unroll
-  for (int i = 0; i < kGroupDims / 2; ++i) od[i] = 0.f;
-  wgmma_fence_operands(od);
-  wgmma_fence();
-#pragma unroll
-  for (int ks = 0; ks < kKeys / 16; ++ks) {
-    const uint64_t da = make_desc(work + kP + 2 * ks * kChunkStride, kChunkStride, 128);
-    const uint64_t db = make_desc(work + kV + g * (kGroupDims / 8) * kChunkStride + ks * 256,
-                                  128, kChunkStride);
-    WgmmaBf16TransB<kGroupDims>::run(od, da, db, ks > 0);
-  }
-  wgmma_commit();
-  wgmma_wait_all();
-  wgmma_fence_operands(od);
+  wgmma_product<WgmmaBf16TransB<kGroupDims>, kKeys / 16>(
+      reinterpret_cast<float(&)[kGroupDims / 2]>(o), [&](int ks, uint64_t& da, uint64_t& db) {
+        da = make_desc(work + kP + 2 * ks * kChunkStride, kChunkStride, 128);
+        db = make_desc(work + kV + g * (kGroupDims / 8) * kChunkStride + ks * 256, 128,
+                       kChunkStride);
+      });
   hooks.math_done();
   // m is in the log2 domain; the combine works in natural-log units. Both groups write
   // the same lse (one store would need a branch on g for nothing).
