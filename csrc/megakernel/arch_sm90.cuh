@@ -145,12 +145,16 @@ __device__ __forceinline__ void fence_proxy_async_global() {
 }
 
 // ---------------------------------------------------------------- wgmma
-// Shared-memory matrix descriptor, no swizzle (PTX ISA "Matrix Descriptor Format"):
-// bits 0-13 address >> 4, 16-29 LBO >> 4, 32-45 SBO >> 4, 62-63 swizzle mode (0: none).
-__device__ __forceinline__ uint64_t make_desc(const void* smem, uint32_t lbo, uint32_t sbo) {
+// Shared-memory matrix descriptor (PTX ISA "Matrix Descriptor Format"): bits 0-13 address
+// >> 4, 16-29 LBO >> 4, 32-45 SBO >> 4, 62-63 swizzle mode (kNoSwizzle, or kSwizzle128B:
+// within each 1024-byte atom of 8 rows x 128 bytes, 16-byte chunk j of row r sits at chunk
+// j ^ r; the atoms must start 1024-byte aligned, base offset 0).
+constexpr uint64_t kNoSwizzle = 0, kSwizzle128B = 1;
+__device__ __forceinline__ uint64_t make_desc(const void* smem, uint32_t lbo, uint32_t sbo,
+                                              uint64_t swizzle = kNoSwizzle) {
   const uint64_t a = (smem_addr(smem) & 0x3FFFF) >> 4;
   return a | (static_cast<uint64_t>((lbo & 0x3FFFF) >> 4) << 16) |
-         (static_cast<uint64_t>((sbo & 0x3FFFF) >> 4) << 32);
+         (static_cast<uint64_t>((sbo & 0x3FFFF) >> 4) << 32) | (swizzle << 62);
 }
 
 __device__ __forceinline__ void wgmma_fence() {

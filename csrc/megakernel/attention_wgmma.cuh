@@ -19,17 +19,22 @@
 // of each key group's own.
 //
 // Shared memory (the kernel's `work` area): Q, K and V as 64 rows x 32 chunks of 8 bf16,
-// chunk (row r, chunk c) at c * 1024 + r * 16 in each. That one placement is the K-major
-// no-swizzle operand layout for Q and K (LBO 1024 along K = head dims, SBO 128 along rows)
-// and the MN-major one for V (SBO 1024 along N = head dims, LBO 128 along K = keys); see
-// arch_sm90.cuh.
+// each placed by the tile's operand layout (below): one placement serves as the K-major
+// operand for Q and K and as the MN-major one for V; see arch_sm90.cuh.
 #pragma once
+
+#include <type_traits>
 
 #include "../attention_tiles.cuh"
 #include "arch_sm90.cuh"
 
 #ifndef FLASH_RT_MK_WGMMA_ATTENTION
 #define FLASH_RT_MK_WGMMA_ATTENTION 1
+#endif
+// FLASH_RT_MK_ATTN_SWIZZLE=1 (build switch for an A/B, off until measured): Q, K and V in
+// the 128-byte swizzled operand layout (Swizzled128) instead of the interleaved one.
+#ifndef FLASH_RT_MK_ATTN_SWIZZLE
+#define FLASH_RT_MK_ATTN_SWIZZLE 0
 #endif
 
 namespace flash_rt {
@@ -41,7 +46,6 @@ constexpr int kRows = attn_tiles::kBlockM;   // packed query rows of a tile
 constexpr int kKeys = 64;                    // keys of a split (one tile)
 constexpr int kDim = 256;                    // head dim
 constexpr int kChunks = kDim / 8;            // 16-byte chunks of a row
-constexpr int kChunkStride = kRows * 16;     // bytes between a row's consecutive chunks
 constexpr int kTileBytes = kRows * kDim * 2;
 constexpr int kQ = 0, kK = kTileBytes, kV = 2 * kTileBytes;
 constexpr int kP = kQ;                       // P (64 x 64 bf16) over Q once the logits are done
@@ -49,23 +53,65 @@ constexpr int kRed = 3 * kTileBytes;         // row maxima [2][64], then row sum
 constexpr int kBytes = kRed + 4 * kRows * 4;
 constexpr int kGroupKeys = kKeys / 2;        // logits columns of a warpgroup
 constexpr int kGroupDims = kDim / 2;         // output columns of a warpgroup
-static_assert(kRows == kKeys, "Q, K and V tiles share one chunk placement (64 rows)");
+static_assert(kRows == kKeys, "Q, K and V tiles share one placement (64 rows)");
 
-__device__ __forceinline__ int chunk_offset(int row, int chunk) {
-  return chunk * kChunkStride + row * 16;
-}
-
-// Copy index i of a 64-row tile: 4 consecutive chunks of 8 consecutive rows per warp, so a
-// warp reads 8 runs of 64 bytes (whole sectors) and writes 4 runs of 128 bytes (no bank
-// conflicts beyond the 4 wavefronts 512 bytes take).
-struct CopySlot {
-  int row, chunk;
-  __device__ __forceinline__ explicit CopySlot(int i) {
+// The interleaved (no-swizzle) placement: chunk (row r, c) at c * 1024 + r * 16. K-major
+// for Q and K: LBO 1024 along K (head dims), SBO 128 along rows; MN-major for V: SBO 1024
+// along N (head dims), LBO 128 along K (keys). Copy slot i: 4 consecutive chunks of 8
+// consecutive rows per warp, so a warp writes 4 runs of 128 bytes (no bank conflicts
+// beyond the 4 wavefronts 512 bytes take) but reads 8 runs of 64 bytes (8 lines).
+struct Interleaved {
+  static constexpr int kChunkStride = kRows * 16;
+  __device__ __forceinline__ static int offset(int row, int chunk) {
+    return chunk * kChunkStride + row * 16;
+  }
+  __device__ __forceinline__ static void slot(int i, int& row, int& chunk) {
     const int rest = i >> 5;
     chunk = (rest % (kChunks / 4)) * 4 + (i & 3);
     row = (rest / (kChunks / 4)) * 8 + ((i >> 2) & 7);
   }
+  // Q or K rows [row0, row0 + 8 m) x head dims [16 kk, 16 kk + 16)
+  __device__ __forceinline__ static uint64_t desc_k_major(const unsigned char* t, int row0,
+                                                          int kk) {
+    return make_desc(t + 2 * kk * kChunkStride + row0 * 16, kChunkStride, 128);
+  }
+  // V keys [16 ks, 16 ks + 16) x head dims [8 c0, ...)
+  __device__ __forceinline__ static uint64_t desc_mn_major(const unsigned char* t, int ks,
+                                                           int c0) {
+    return make_desc(t + c0 * kChunkStride + ks * 256, 128, kChunkStride);
+  }
 };
+
+// The 128-byte swizzled placement: head dims in atoms of 64 (128 bytes a row), an atom 8
+// rows x 128 bytes = 1 KiB with chunk j of row r at j ^ (r % 8); atoms of one 64-dim slice
+// follow each other by 8-row groups (SBO 1024), slices 8 KiB apart. K-major for Q and K (a
+// k16 step moves 32 bytes inside the row; LBO unused), MN-major for V (LBO 8 KiB between
+// 64-dim slices, SBO 1 KiB between 8-key groups). Copy slot i: one row per warp, so a warp
+// reads one 512-byte row (4 lines) and writes it in 4 wavefronts (the XOR spreads its 8
+// chunks of each atom over all banks).
+struct Swizzled128 {
+  static constexpr int kAtomBytes = 1024, kSliceBytes = kRows / 8 * kAtomBytes;
+  __device__ __forceinline__ static int offset(int row, int chunk) {
+    return (chunk >> 3) * kSliceBytes + (row >> 3) * kAtomBytes + (row & 7) * 128 +
+           (((chunk & 7) ^ (row & 7)) << 4);
+  }
+  __device__ __forceinline__ static void slot(int i, int& row, int& chunk) {
+    row = i / kChunks;
+    chunk = i % kChunks;
+  }
+  __device__ __forceinline__ static uint64_t desc_k_major(const unsigned char* t, int row0,
+                                                          int kk) {
+    return make_desc(t + (kk >> 2) * kSliceBytes + (row0 >> 3) * kAtomBytes + (kk & 3) * 32, 16,
+                     kAtomBytes, kSwizzle128B);
+  }
+  __device__ __forceinline__ static uint64_t desc_mn_major(const unsigned char* t, int ks,
+                                                           int c0) {
+    return make_desc(t + (c0 >> 3) * kSliceBytes + ks * 2 * kAtomBytes, kSliceBytes, kAtomBytes,
+                     kSwizzle128B);
+  }
+};
+
+using Layout = std::conditional_t<FLASH_RT_MK_ATTN_SWIZZLE != 0, Swizzled128, Interleaved>;
 
 // K and V of `span`'s one key tile into their places (cp.async, uncommitted); rows past
 // span.kv_hi are zero-filled (their logits are -inf, and a zero V row keeps 0 * V finite).
@@ -75,12 +121,13 @@ __device__ __forceinline__ void load_kv_tile(const attn_tiles::Params& p,
                                              unsigned char* work, int tid) {
   const int row0 = span.blk_lo * kKeys;
   for (int i = tid; i < kKeys * kChunks; i += NT) {
-    const CopySlot s(i);
-    const bool ok = row0 + s.row < span.kv_hi;
-    const long long r = row0 + s.row;
-    const int off = chunk_offset(s.row, s.chunk);
-    attn_tiles::cp_async16(work + kK + off, ok ? span.k + r * p.k_row + s.chunk * 8 : span.k, ok);
-    attn_tiles::cp_async16(work + kV + off, ok ? span.v + r * p.v_row + s.chunk * 8 : span.v, ok);
+    int row, chunk;
+    Layout::slot(i, row, chunk);
+    const bool ok = row0 + row < span.kv_hi;
+    const long long r = row0 + row;
+    const int off = Layout::offset(row, chunk);
+    attn_tiles::cp_async16(work + kK + off, ok ? span.k + r * p.k_row + chunk * 8 : span.k, ok);
+    attn_tiles::cp_async16(work + kV + off, ok ? span.v + r * p.v_row + chunk * 8 : span.v, ok);
   }
 }
 
@@ -97,15 +144,18 @@ __device__ __forceinline__ void attention_tile(const attn_tiles::Params& p, unsi
   const int tig = lane & 3;
   const int rows = p.Lq * p.G;
   const attn_tiles::KeySpan<kKeys> span(p, 0, 0, split);
+  // the swizzle is a function of the shared-memory address: atoms must be 1 KiB aligned
+  if (FLASH_RT_MK_ATTN_SWIZZLE && (smem_addr(work) & 1023u)) __trap();
 
   for (int i = tid; i < kRows * kChunks; i += NT) {
-    const CopySlot s(i);
-    const int R = m0 + s.row;
+    int row, chunk;
+    Layout::slot(i, row, chunk);
+    const int R = m0 + row;
     const bool ok = R < rows;
     const bf16* src = ok ? p.q + (R / p.G) * p.q_row + static_cast<long long>(R % p.G) * p.D +
-                               s.chunk * 8
+                               chunk * 8
                          : p.q;
-    attn_tiles::cp_async16(work + kQ + chunk_offset(s.row, s.chunk), src, ok);
+    attn_tiles::cp_async16(work + kQ + Layout::offset(row, chunk), src, ok);
   }
   if (!hooks.first_tile_preloaded()) load_kv_tile<NT>(p, span, work, tid);
   attn_tiles::cp_async_commit();
@@ -121,8 +171,8 @@ __device__ __forceinline__ void attention_tile(const attn_tiles::Params& p, unsi
   float s[kGroupKeys / 8][4];
   wgmma_product<WgmmaBf16<kGroupKeys>, kDim / 16>(
       reinterpret_cast<float(&)[kGroupKeys / 2]>(s), [&](int kk, uint64_t& da, uint64_t& db) {
-        da = make_desc(work + kQ + 2 * kk * kChunkStride, kChunkStride, 128);
-        db = make_desc(work + kK + 2 * kk * kChunkStride + g * kGroupKeys * 16, kChunkStride, 128);
+        da = Layout::desc_k_major(work + kQ, 0, kk);
+        db = Layout::desc_k_major(work + kK, g * kGroupKeys, kk);
       });
 
   // softmax across both groups: maxima through shared memory
@@ -151,7 +201,8 @@ __device__ __forceinline__ void attention_tile(const attn_tiles::Params& p, unsi
       pe[e] = exp2f(s[j][e] - m_use[e >> 1]);
       l[e >> 1] += pe[e];
     }
-    unsigned char* pc = work + kP + (g * (kGroupKeys / 8) + j) * kChunkStride + 4 * tig;
+    // (P keeps the interleaved placement: these stores are conflict-free in it)
+    unsigned char* pc = work + kP + Interleaved::offset(0, g * (kGroupKeys / 8) + j) + 4 * tig;
     *reinterpret_cast<unsigned*>(pc + r0 * 16) = attn_tiles::pack_bf16(pe[0], pe[1]);
     *reinterpret_cast<unsigned*>(pc + (r0 + 8) * 16) = attn_tiles::pack_bf16(pe[2], pe[3]);
   }
@@ -170,9 +221,8 @@ __device__ __forceinline__ void attention_tile(const attn_tiles::Params& p, unsi
   float o[kGroupDims / 8][4];
   wgmma_product<WgmmaBf16TransB<kGroupDims>, kKeys / 16>(
       reinterpret_cast<float(&)[kGroupDims / 2]>(o), [&](int ks, uint64_t& da, uint64_t& db) {
-        da = make_desc(work + kP + 2 * ks * kChunkStride, kChunkStride, 128);
-        db = make_desc(work + kV + g * (kGroupDims / 8) * kChunkStride + ks * 256, 128,
-                       kChunkStride);
+        da = Interleaved::desc_k_major(work + kP, 0, ks);
+        db = Layout::desc_mn_major(work + kV, ks, g * (kGroupDims / 8));
       });
   hooks.math_done();
   // m is in the log2 domain; the combine works in natural-log units. Both groups write
