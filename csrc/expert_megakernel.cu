@@ -155,6 +155,8 @@ void check_device_arch() {
 
 int expert_megakernel_smem_bytes() { return kSmemBytes; }
 
+bool expert_megakernel_folds_io() { return kFoldIo; }
+
 void expert_megakernel(const std::map<std::string, ptr_t>& ptrs,
                        const std::map<std::string, i64>& sizes, float eps, float attn_scale,
                        float theta, ptr_t stream) {
@@ -191,6 +193,34 @@ void expert_megakernel(const std::map<std::string, ptr_t>& ptrs,
   p.part_o = as_ptr<float>(P("part_o", 16));
   p.part_lse = as_ptr<float>(P("part_lse", 4));
   p.trace = ptrs.count("trace") ? as_ptr<unsigned long long>(P("trace", 8)) : nullptr;
+  // the folded action I/O (optional: absent keys mean no fold)
+  auto S_or = [&](const char* k, i64 fallback) {
+    auto it = sizes.find(k);
+    return it == sizes.end() ? fallback : it->second;
+  };
+  p.fold_in = static_cast<int>(S_or("fold_in", 0));
+  p.fold_out = static_cast<int>(S_or("fold_out", 0));
+  if (p.fold_in || p.fold_out) {
+    check(kFoldIo, w,
+          "fold_in / fold_out need a module built with FLASH_RT_MK_FOLD_IO=1 (this one was "
+          "not: run the action projections outside the kernel)");
+    p.A = static_cast<int>(S("action_dim"));
+    const i64 steps = S("steps");
+    check(p.A >= 8 && p.A <= kMaxActionDim && p.A % 8 == 0, w,
+          "action_dim must be a multiple of 8 in [8, " + std::to_string(kMaxActionDim) + "]");
+    check(steps >= 1, w, "steps must be >= 1");
+    p.dt = static_cast<float>(-1.0 / static_cast<double>(steps));  // as the Euler launch's
+    p.act_x = as_ptr<float>(P("act_x", 16));
+    p.act_x_bf16 = as_ptr<bf16>(P("act_x_bf16", 16));
+    if (p.fold_in) {
+      p.act_in_w = as_ptr<const bf16>(P("act_in_w", 16));
+      p.act_in_b = as_ptr<const bf16>(P("act_in_b", 2));
+    }
+    if (p.fold_out) {
+      p.act_out_w = as_ptr<const bf16>(P("act_out_w", 16));
+      p.act_out_b = as_ptr<const bf16>(P("act_out_b", 2));
+    }
+  }
   const i64 blocks = S("blocks"), tp = S("tpad");
   p.sched.n_counters = static_cast<int>(S("counters"));
   p.H = static_cast<int>(S("H"));

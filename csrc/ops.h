@@ -133,5 +133,7 @@ void expert_megakernel(const std::map<std::string, ptr_t>& ptrs,
                        const std::map<std::string, i64>& sizes, float eps, float attn_scale,
                        float theta, ptr_t stream);
 int expert_megakernel_smem_bytes();
+// Whether this build folds the action projections into the kernel (FLASH_RT_MK_FOLD_IO).
+bool expert_megakernel_folds_io();
 
 }  // namespace flash_rt

@@ -4,13 +4,15 @@
 # both step times), run its kernel tests and the attention regression tests, and save the
 # SASS instruction mix. Everything lands in $OUT (log.txt, *.json).
 #   bash bench/device/megakernel_session.sh [stage ...]
-#   stages: build diag tests ncu full frontends ab switches splitk baseline
+#   stages: build diag tests ncu full frontends ab switches splitk baseline fold
 #   (ab: AB_FLAGS=-DNAME=0 ... ab, a build-switch A/B against this call's default build;
 #   switches: SWITCHES="-DA=1 -DB=1" each that way; splitk: SPLITK=2, the engine knob;
 #   docs/performance.md runs 7-10;
 #   baseline: an earlier commit's whole tree, `git archive REF | gzip > carry/base.tar.gz`
 #   here, built in /tmp/base on the device and its step measured in the same call)
-#   MK_MODEL=pi0: the step of Pi0's expert (bench/expert_step.py --model pi0)
+#   MK_MODEL=pi0: the step of Pi0's expert (bench/expert_step.py --model pi0);
+#   fold: the folded action I/O build (FLASH_RT_MK_FOLD_IO=1), its tests, and the whole
+#   pipeline with the fold on and off on that build (VIEWS, HORIZONS, PRECISION_CONFIGS))
 # Wheels the device lacks travel in carry/ (pybind11).
 # shellcheck source=bench/device/session_common.sh
 source "$(dirname "$0")/session_common.sh"
@@ -95,6 +97,37 @@ do_tests() {
   timeout 240 python3 -m pytest -q -x test/kernels/test_expert_megakernel.py test/kernels/test_attention.py \
       -p no:cacheprovider 2>&1 | tail -25
 }
+# CK: the full-size random Pi0.5 checkpoint (made once per machine)
+full_checkpoint() {
+  stage "full checkpoint"
+  CK=${FULL_CKPT:-/tmp/pi05_full}
+  [ -f "$CK/model.safetensors" ] || python3 -m flash_rt.tools.make_checkpoint --model pi05 \
+      --preset full --out "$CK" > /dev/null
+}
+# pipeline_replay LABEL [VAR=VALUE ...]: bench/policy.py over VIEWS x HORIZONS in that
+# environment -> $OUT/pi05_LABEL.json and one line per config
+pipeline_replay() {
+  local label=$1; shift
+  stage "pipeline replay, $label"
+  env "$@" timeout 240 python3 bench/policy.py --models pi05 --ckpt "$CK" \
+      --views ${VIEWS:-2} --horizon ${HORIZONS:-50} --iters ${ITERS:-100} --baselines '' \
+      --out "$OUT/pi05_$label.json" \
+      | grep -E '^\{"model"' | python3 -c "import json,sys
+for l in sys.stdin:
+    r = json.loads(l); f = r['fp8']
+    print(r['views'], r['horizon'], 'replay p50/p99', round(f['replay_ms']['p50'], 3), round(f['replay_ms']['p99'], 3), 'stages', {k: round(v['p50'], 3) for k, v in f.get('stages_ms', {}).items()})" 2>&1
+}
+# pipeline_precision LABEL [VAR=VALUE ...]: full-size chunk cosine vs the FP32 reference
+# (PRECISION_CONFIGS) -> $OUT/pi05_precision_LABEL.json
+pipeline_precision() {
+  local label=$1; shift
+  stage "full-size precision vs the FP32 reference, $label"
+  env "$@" FLASH_RT_FULL=1 FLASH_RT_FULL_CKPT="$CK" \
+      FLASH_RT_PRECISION_CONFIGS=${PRECISION_CONFIGS:-1x10,2x50} \
+      FLASH_RT_PRECISION_REPORT="$OUT/pi05_precision_$label.json" \
+      timeout 300 python3 -m pytest -q -rs -p no:cacheprovider -s \
+      test/gpu/test_pi05_precision_full.py 2>&1 | grep -E "chunk_cosine|passed|failed|Error" | tail -12
+}
 do_full() {
   # the whole pipeline, A/B on one machine: replay with the kernel sequence vs the megakernel
   if python3 - "$OUT/expert_step.json" <<'PY'
@@ -108,27 +141,26 @@ print("megakernel agrees with the sequence:", ok)
 sys.exit(0 if ok else 1)
 PY
   then
-    stage "full checkpoint"
-    CK=${FULL_CKPT:-/tmp/pi05_full}
-    [ -f "$CK/model.safetensors" ] || python3 -m flash_rt.tools.make_checkpoint --model pi05 \
-        --preset full --out "$CK" > /dev/null
-    for e in ${EXPERTS:-megakernel sequence}; do
-      stage "pipeline replay, expert=$e"
-      FLASH_RT_EXPERT=$e timeout 240 python3 bench/policy.py --models pi05 --ckpt "$CK" \
-          --views ${VIEWS:-2} --horizon ${HORIZONS:-50} --iters ${ITERS:-100} --baselines '' \
-          --out "$OUT/pi05_$e.json" \
-          | grep -E '^\{"model"' | python3 -c "import json,sys
-for l in sys.stdin:
-    r = json.loads(l); f = r['fp8']
-    print(r['views'], r['horizon'], 'replay p50/p99', round(f['replay_ms']['p50'], 3), round(f['replay_ms']['p99'], 3), 'stages', {k: round(v['p50'], 3) for k, v in f.get('stages_ms', {}).items()})" 2>&1
-    done
-    stage "full-size precision vs the FP32 reference, expert=megakernel"
-    FLASH_RT_EXPERT=megakernel FLASH_RT_FULL=1 FLASH_RT_FULL_CKPT="$CK" \
-    FLASH_RT_PRECISION_CONFIGS=${PRECISION_CONFIGS:-1x10,2x50} \
-    FLASH_RT_PRECISION_REPORT="$OUT/pi05_precision_megakernel.json" \
-        timeout 300 python3 -m pytest -q -rs -p no:cacheprovider -s \
-        test/gpu/test_pi05_precision_full.py 2>&1 | grep -E "chunk_cosine|passed|failed|Error" | tail -12
+    full_checkpoint
+    for e in ${EXPERTS:-megakernel sequence}; do pipeline_replay "$e" FLASH_RT_EXPERT="$e"; done
+    pipeline_precision megakernel FLASH_RT_EXPERT=megakernel
   fi
+}
+do_fold() {
+  # the folded action I/O (build switch FLASH_RT_MK_FOLD_IO=1): its frontend tests, then the
+  # pipeline with the fold on and off on that one build (FLASH_RT_MK_FOLD_IO=1 / 0 at run
+  # time), its precision, and the default build again
+  stage "build with FLASH_RT_MK_FOLD_IO=1"
+  build_kernels -DFLASH_RT_MK_FOLD_IO=1 || exit 1
+  stage "frontend tests with the fold"
+  timeout 200 python3 -m pytest -q -rs test/gpu/test_pi05_frontends.py test/gpu/test_pi0_frontends.py \
+      -p no:cacheprovider 2>&1 | tail -6
+  full_checkpoint
+  pipeline_replay fold_on FLASH_RT_MK_FOLD_IO=1
+  pipeline_replay fold_off FLASH_RT_MK_FOLD_IO=0
+  pipeline_precision fold FLASH_RT_MK_FOLD_IO=1
+  stage "default build again"
+  build_kernels || exit 1
 }
 do_frontends() {
   stage "frontend tests (tiny / small presets, every GPU frontend)"

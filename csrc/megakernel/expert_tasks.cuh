@@ -50,7 +50,29 @@ struct ExpertParams {
   float eps, attn_scale, theta;
   int desc_swap;          // development: swap the descriptors' LBO / SBO
   unsigned long long* trace;  // optional (tasks, kTraceStamps): see task_table.h
+  // The step's action projections folded into its first and last norm tasks (builds with
+  // FLASH_RT_MK_FOLD_IO; fold_in / fold_out 0 otherwise): layer 0's norm_in takes dec_x =
+  // act_in(x_bf16) itself, norm_out goes on to v = act_out(xn) and the Euler update.
+  const bf16* act_in_w;   // (W, A) action_in_proj weight, and its bias (W,)
+  const bf16* act_in_b;
+  const bf16* act_out_w;  // (A, W) action_out_proj weight, and its bias (A,)
+  const bf16* act_out_b;
+  float* act_x;           // (H, A) the flow state x, fp32: x += dt * v
+  bf16* act_x_bf16;       // (H, A) its bf16 copy (act_in's input)
+  int A, fold_in, fold_out;
+  float dt;
 };
+
+// FLASH_RT_MK_FOLD_IO=1 (build switch for an A/B, off until measured): the fold above.
+// Why: outside the kernel each denoising step still launches the action-in GEMM, the
+// action-out GEMM and the Euler kernel (run 11 on the H100: the graph's step 38-46 us longer
+// than the kernel alone); here they are a few hundred MACs a feature inside tasks that
+// already hold the token's row.
+#ifndef FLASH_RT_MK_FOLD_IO
+#define FLASH_RT_MK_FOLD_IO 0
+#endif
+constexpr bool kFoldIo = FLASH_RT_MK_FOLD_IO != 0;
+constexpr int kMaxActionDim = 32;  // fold: the action dims (a multiple of 8, <= 32)
 
 // The decoder attention tile: head_dim 256, 64 keys per split, 2 warpgroups, one tile per
 // split (only ring stage 0 of the v2 kernel is used).
@@ -134,6 +156,71 @@ __device__ __forceinline__ NormRows norm_rows(const ExpertParams& p, const Task&
   return m;
 }
 
+// ---------------------------------------------------------------- folded action I/O
+// dec_x[tok, f] = bf16(x_bf16[tok] . act_in_w[f] + act_in_b[f]): the action-in GEMM's
+// value (fp32 products and sum, bias, one bf16 rounding; the sum's order aside). Launch
+// inputs only (x_bf16 is the previous launch's).
+__device__ __forceinline__ float action_embedding(const ExpertParams& p, int tok, int f) {
+  const uint4* x4 = reinterpret_cast<const uint4*>(p.act_x_bf16 + static_cast<size_t>(tok) * p.A);
+  const uint4* w4 = reinterpret_cast<const uint4*>(p.act_in_w + static_cast<size_t>(f) * p.A);
+  float acc = 0.f;
+  for (int c = 0; c < p.A / 8; ++c) {
+    const uint4 xv = x4[c], wv = w4[c];
+    const __nv_bfloat162* xh = reinterpret_cast<const __nv_bfloat162*>(&xv);
+    const __nv_bfloat162* wh = reinterpret_cast<const __nv_bfloat162*>(&wv);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float2 a = __bfloat1622float2(xh[j]), b = __bfloat1622float2(wh[j]);
+      acc = fmaf(a.x, b.x, acc);
+      acc = fmaf(a.y, b.y, acc);
+    }
+  }
+  return bf16r(acc + __bfloat162float(p.act_in_b[f]));
+}
+
+// The step's tail for one token, by the final norm task's threads: v = bf16(xn . act_out_w[a]
+// + act_out_b[a]) (the action-out GEMM's value), then the Euler kernel's x += dt * v and
+// x_bf16 = bf16(x). The token's xn (as stored) goes through shared memory (`red`, W floats)
+// so that warp w takes action dims [4 w, 4 w + 4) over all features: one barrier, and four
+// shuffle sums a warp instead of a block-wide reduction of every dim. Out of line: inlined,
+// its registers made the tpad-48 instance spill (20 bytes).
+__device__ __noinline__ void action_out_euler(const ExpertParams& p, int tok,
+                                                 const float (&xn)[kNormChunksMax], int tid,
+                                                 float* red) {
+  constexpr int kDimsPerWarp = kMaxActionDim / kConsumerWarps;
+  const int warp = tid >> 5, lane = tid & 31, fpt = p.W / kConsumers;
+#pragma unroll
+  for (int i = 0; i < kNormChunksMax; ++i) {
+    if (i < fpt) red[norm_feature(tid, i)] = xn[i];
+  }
+  ConsumerSync::sync();
+  const int a0 = warp * kDimsPerWarp;
+  float acc[kDimsPerWarp] = {};
+  for (int f = lane; f < p.W; f += 32) {
+    const float x = red[f];
+#pragma unroll
+    for (int j = 0; j < kDimsPerWarp; ++j) {
+      if (a0 + j < p.A)
+        acc[j] = fmaf(x, __bfloat162float(p.act_out_w[static_cast<size_t>(a0 + j) * p.W + f]),
+                      acc[j]);
+    }
+  }
+  float mine = 0.f;
+#pragma unroll
+  for (int j = 0; j < kDimsPerWarp; ++j) {
+    const float total = warp_sum(acc[j]);
+    if (lane == j) mine = total;
+  }
+  const int a = a0 + lane;
+  if (lane < kDimsPerWarp && a < p.A) {
+    const float v = bf16r(mine + __bfloat162float(p.act_out_b[a]));
+    const size_t i = static_cast<size_t>(tok) * p.A + a;
+    const float x = __fadd_rn(p.act_x[i], __fmul_rn(p.dt, v));  // as euler_kernel
+    p.act_x[i] = x;
+    p.act_x_bf16[i] = __float2bfloat16_rn(x);
+  }
+}
+
 // kNormTokens tokens x all W features per task, feature-parallel: thread `tid` owns
 // features norm_feature(tid, 0 .. FPT) of every token, so all its loads (the previous
 // GEMM's split-K partials of its features, x) are issued before any store; the adaRMS rows
@@ -181,13 +268,18 @@ __device__ __forceinline__ void norm_task(const ExpertParams& p, const Task& t, 
       }
     }
   }
+  // layer 0's residual stream is the step's action embedding: read it, or (fold_in) make it
+  const bool embed = kFoldIo && p.fold_in && t.op == kNormIn && t.layer == 0;
 #pragma unroll
   for (int k = 0; k < kNormTokens; ++k) {
     if (k >= ntok) break;
     const bf16* xs = p.x + static_cast<size_t>(t0 + k) * W;
 #pragma unroll
     for (int i = 0; i < kMaxFpt; ++i) {
-      if (i < fpt) v[k][i] = __bfloat162float(__ldcg(xs + norm_feature(tid, i)));
+      if (i < fpt) {
+        v[k][i] = embed ? action_embedding(p, t0 + k, norm_feature(tid, i))
+                        : __bfloat162float(__ldcg(xs + norm_feature(tid, i)));
+      }
     }
   }
   // 2. residual, per-token partial sums of squares
@@ -217,6 +309,7 @@ __device__ __forceinline__ void norm_task(const ExpertParams& p, const Task& t, 
   marks.math_done(p, tid);
   // 3. every store
   const float s = t.op == kNormOut ? 1.f : site_scale(p, t.layer, ns.site);
+  float xn[kNormTokens][kMaxFpt];  // the final norm's output as stored (bf16), for the fold
 #pragma unroll
   for (int k = 0; k < kNormTokens; ++k) {
     if (k >= ntok) break;
@@ -230,12 +323,22 @@ __device__ __forceinline__ void norm_task(const ExpertParams& p, const Task& t, 
       if (i >= fpt) break;
       const float o = v[k][i] * rstd * (1.f + m.sc[i]) + m.sh[i];
       const int f = norm_feature(tid, i);
-      if (gate_row >= 0) p.x[row + f] = __float2bfloat16_rn(v[k][i]);
-      if (t.op == kNormOut) p.xn[row + f] = __float2bfloat16_rn(o);
-      else p.act_w[act_offset<TP>(t0 + k, f)] = to_fp8(o, s);
+      if (gate_row >= 0 || embed) p.x[row + f] = __float2bfloat16_rn(v[k][i]);
+      if (t.op == kNormOut) {
+        p.xn[row + f] = __float2bfloat16_rn(o);
+        xn[k][i] = bf16r(o);
+      } else {
+        p.act_w[act_offset<TP>(t0 + k, f)] = to_fp8(o, s);
+      }
     }
   }
   if (t.op != kNormOut) fence_proxy_async_global();  // act_w is read by bulk copies
+  if (kFoldIo && p.fold_out && t.op == kNormOut) {
+#pragma unroll
+    for (int k = 0; k < kNormTokens; ++k) {
+      if (k < ntok) action_out_euler(p, t0 + k, xn[k], tid, red + kConsumerWarps * kNormTokens);
+    }
+  }
 }
 
 // ---------------------------------------------------------------- GEMM tiles

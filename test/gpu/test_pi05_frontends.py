@@ -64,6 +64,28 @@ def test_gemma_head_shape_matches_reference(gpu, small_pi05_ckpt, camera_images,
         check_against_reference(m, reference, camera_images[:views], state, PROMPT, seed=views)
 
 
+def test_folded_action_io_matches_the_launches_it_replaces(gpu, small_pi05_ckpt, camera_images,
+                                                           state, tmp_path, monkeypatch):
+    # a module built with FLASH_RT_MK_FOLD_IO=1: the persistent kernel also runs the action
+    # projections and the Euler update; FLASH_RT_MK_FOLD_IO=0 launches them as before, on the
+    # same module. Same observation, noise and calibration frame: the same chunk to fp32
+    # rounding (the folded sums' order), and both as close to the FP32 reference
+    from flash_rt import kernels
+    if not getattr(kernels.load(), "expert_megakernel_folds_io", lambda: False)():
+        pytest.skip("kernel module built without FLASH_RT_MK_FOLD_IO=1")
+    reference = load_model(small_pi05_ckpt, hardware="cpu")
+    chunks = {}
+    for fold in ("1", "0"):
+        monkeypatch.setenv("FLASH_RT_MK_FOLD_IO", fold)
+        m = load_model(small_pi05_ckpt, hardware="hopper", cache_dir=tmp_path / fold)
+        mk = m.engine.ctx.expert
+        assert (mk.folds_in, mk.folds_out) == ((fold == "1"),) * 2
+        check_against_reference(m, reference, camera_images[:2], state, PROMPT, seed=4)
+        chunks[fold] = m.predict(camera_images[:2], state, prompt=PROMPT,
+                                 seed=9).actions_normalized
+    assert cosine(chunks["1"], chunks["0"]) > 0.99999
+
+
 def test_auto_picks_the_visible_gpu(gpu, tiny_pi05_ckpt, tmp_path):
     m = load_model(tiny_pi05_ckpt, hardware="auto", cache_dir=tmp_path)
     assert m.hardware == detect_hardware() != "cpu"

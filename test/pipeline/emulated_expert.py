@@ -76,6 +76,17 @@ class _State:
         self.wscale = view(p["wscale"], (depth * SITES,), F32)
         self.wpack = p["wpack"]
         self.pages = None
+        if z.get("fold_in", 0) or z.get("fold_out", 0):  # the folded action I/O
+            A = z["action_dim"]
+            self.dt = torch.tensor(-1.0 / z["steps"], dtype=F32)  # as the launcher's float
+            self.act_x = view(p["act_x"], (H, A), F32)
+            self.act_x_bf16 = view(p["act_x_bf16"], (H, A), BF16)
+            if z.get("fold_in", 0):
+                self.act_in_w = view(p["act_in_w"], (W, A), BF16)
+                self.act_in_b = view(p["act_in_b"], (W,), BF16)
+            if z.get("fold_out", 0):
+                self.act_out_w = view(p["act_out_w"], (A, W), BF16)
+                self.act_out_b = view(p["act_out_b"], (A,), BF16)
 
     def site(self, layer: int, site: int) -> float:
         return float(self.ascale[(layer * SITES + site) * 4])
@@ -103,8 +114,13 @@ def _norm(st: _State, t) -> None:
         gate_row, norm_row, site = 2 * L, 2 * L + 1, 2
     else:
         gate_row, norm_row, site = 2 * z["depth"] - 1, 2 * z["depth"], -1
+    embed = z.get("fold_in", 0) and t.op == NORM_IN and L == 0
     for tok in range(t.tile, min(z["H"], t.tile + NORM_TOKENS)):
-        v = st.x[tok].float()
+        if embed:  # the action-in projection's value: fp32 sum, bias, one bf16 rounding
+            v = bf16r(st.act_x_bf16[tok].float() @ st.act_in_w.float().T + st.act_in_b.float())
+            st.x[tok] = v.to(BF16)
+        else:
+            v = st.x[tok].float()
         if gate_row >= 0:
             n = z["o_splits"] if t.op == NORM_MID else z["down_splits"]
             y = st.part[:n, tok].sum(0)
@@ -117,6 +133,11 @@ def _norm(st: _State, t) -> None:
         o = v * rstd * (1 + st.mod[norm_row, :W]) + st.mod[norm_row, W:2 * W]
         if t.op == NORM_OUT:
             st.xn[tok] = o.to(BF16)
+            if z.get("fold_out", 0):  # action-out projection (bf16 out), then the Euler step
+                vel = bf16r(st.xn[tok].float() @ st.act_out_w.float().T + st.act_out_b.float())
+                x = st.act_x[tok] + st.dt * vel
+                st.act_x[tok] = x
+                st.act_x_bf16[tok] = x.to(BF16)
         else:
             st.act_w[tok] = q8(o, st.site(L, site))
 

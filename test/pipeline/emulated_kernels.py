@@ -332,4 +332,7 @@ class EmulatedKernels:
     def expert_megakernel_smem_bytes(self):
         return 0
 
+    def expert_megakernel_folds_io(self):
+        return True  # the emulation implements the folded action I/O (FLASH_RT_MK_FOLD_IO)
+
 _ = np

@@ -136,6 +136,8 @@ def test_emulated_gemma_head_shape_matches_the_reference(small_pi0_ckpt, camera_
     assert em.engine.expert_path == path
     assert em.k.calls.get("expert_megakernel", 0) == (em.cfg.num_steps if path == MEGAKERNEL
                                                       else 0)
+    if path == MEGAKERNEL:  # Pi0's action embedding is its time MLP: only the output folds
+        assert (em.engine.ctx.expert.folds_in, em.engine.ctx.expert.folds_out) == (False, True)
 
 
 def test_bf16_mode_matches_the_reference_to_rounding(tiny_pi0_ckpt, camera_images, state,

@@ -125,6 +125,31 @@ def test_emulated_gemma_head_shape_matches_the_reference(small_pi05_ckpt, camera
     assert mk_steps == (em.cfg.num_steps if expert == "megakernel" else 0)
 
 
+def test_folded_action_io_matches_the_launches_it_replaces(small_pi05_ckpt, camera_images,
+                                                           state, monkeypatch):
+    # a kernel module that folds the action I/O (FLASH_RT_MK_FOLD_IO builds; the emulation
+    # does): per step the persistent kernel also makes dec_x from x_bf16 and ends with the
+    # Euler update, so neither action GEMM nor the Euler kernel is launched per step; the
+    # chunk is the unfolded one's to fp32 rounding (FLASH_RT_MK_FOLD_IO=0 on the same module)
+    images = camera_images[:2]
+    chunks, launches = {}, {}
+    for fold in ("1", "0"):
+        monkeypatch.setenv("FLASH_RT_MK_FOLD_IO", fold)
+        em = Emulated(small_pi05_ckpt, HOPPER, monkeypatch)
+        mk = em.engine.ctx.expert
+        assert (mk.folds_in, mk.folds_out) == ((True, True) if fold == "1" else (False, False))
+        em.calibrate([(images, state, 11)])
+        before = dict(em.k.calls)
+        chunks[fold] = em.run(images, state, seed=5)
+        launches[fold] = {k: em.k.calls.get(k, 0) - before.get(k, 0)
+                          for k in ("euler_step", "expert_megakernel")}
+    steps = em.cfg.num_steps
+    assert launches["1"] == {"euler_step": 1, "expert_megakernel": steps}  # the dt = 0 one
+    assert launches["0"] == {"euler_step": 1 + steps, "expert_megakernel": steps}
+    assert cosine(chunks["1"], chunks["0"]) > 0.99999
+    assert np.abs(chunks["1"] - chunks["0"]).max() < 1e-2
+
+
 @pytest.mark.parametrize("sites", [("decoder",), ("encoder", "decoder")])
 def test_attention_override_selects_the_flash_kernels(tiny_pi05_ckpt, camera_images, state,
                                                       monkeypatch, sites):

@@ -39,7 +39,7 @@ class PaliGemmaEngine:
         self.gemm = pp.GemmRunner(kernels, device, pipeline.tuning,
                                   pp.weights_by_shape(lin))
         self.expert_path, self.expert_note = self._choose_expert(pipeline, d, weights)
-        expert = (model.megakernel(d, weights, self.acts, device)
+        expert = (model.megakernel(d, weights, self.acts, device, kernels=kernels)
                   if self.expert_path == pp.MEGAKERNEL else None)
         self.ctx = pp.StageContext(
             k=kernels, d=d, gemm=self.gemm, quant=pp.StaticQuant(kernels, self.scales, self.acts),

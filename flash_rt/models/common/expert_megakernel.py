@@ -15,6 +15,12 @@ an expert with plain RMSNorm whose weights are folded into the next Linears (Pi0
 are then a constant zero table (scale 0, shift 0). ``plain_residual``: residual branches are
 added ungated and rounded once, as a GEMM epilogue with C = x does (Pi0's sequence),
 instead of x + gate * bf16(branch) (Pi0.5's gated_residual_adarms).
+
+Folded action I/O (a kernel module built with ``FLASH_RT_MK_FOLD_IO=1``, given as ``kernels``;
+``FLASH_RT_MK_FOLD_IO=0`` in the environment turns it off for an A/B on one build): the
+kernel also runs the step's action-out projection and Euler update (``folds_out``) and, for
+a model whose action embedding is one Linear of ``x_bf16`` (``fold_in``: Pi0.5, not Pi0's
+time MLP), the action-in projection, so ``flow_step`` launches neither.
 """
 from __future__ import annotations
 
@@ -30,6 +36,10 @@ from flash_rt.models.common.expert_schedule import (MAX_SPLIT_K, TOKEN_PAD, TRAC
                                                     unsupported_reason)
 
 StepInputs = Callable[[Any, int], dict]
+
+# FLASH_RT_MK_FOLD_IO=0 keeps the action projections out of a build that can fold them.
+FOLD_IO_ENV = "FLASH_RT_MK_FOLD_IO"
+FOLD_IN_WEIGHTS, FOLD_OUT_WEIGHTS = ("act_in.w", "act_in.b"), ("act_out.w", "act_out.b")
 
 # Blocks of the schedule when the kernels are emulated on the CPU (tests): few enough that
 # every block runs many tasks and its weight ring wraps.
@@ -68,6 +78,13 @@ def megakernel_unsupported(d: Any, weights: dict[str, torch.Tensor]) -> str | No
     return reason
 
 
+def _folds_io(kernels: Any) -> bool:
+    """Whether the kernel module can take the step's action projections and the environment
+    lets it (see the module doc)."""
+    return (kernels is not None and os.environ.get(FOLD_IO_ENV, "1") != "0"
+            and bool(getattr(kernels, "expert_megakernel_folds_io", lambda: False)()))
+
+
 def block_count(device: Any) -> int:
     dev = torch.device(device)
     if dev.type == "cuda":
@@ -78,7 +95,7 @@ def block_count(device: Any) -> int:
 class ExpertMegakernel:
     def __init__(self, d: Any, weights: dict[str, torch.Tensor], acts: Any, device: Any,
                  blocks: int | None = None, *, step_inputs: StepInputs,
-                 plain_residual: bool = False):
+                 plain_residual: bool = False, fold_in: bool = False, kernels: Any = None):
         reason = megakernel_unsupported(d, weights)
         if reason:
             raise ValueError(f"expert megakernel: {reason}")
@@ -108,8 +125,12 @@ class ExpertMegakernel:
         self.step_inputs = step_inputs
         # rows of a constant adaRMS table for an expert without one (see the module doc)
         self.identity_mod = z(2 * ed.depth + 1, 3 * ed.width, dtype=torch.float32)
+        self.folds_out = _folds_io(kernels) and all(k in weights for k in FOLD_OUT_WEIGHTS)
+        self.folds_in = (self.folds_out and fold_in
+                         and all(k in weights for k in FOLD_IN_WEIGHTS))
         self.sizes = dict(kernel_sizes(ed, self.schedule, tables, rope_rows=d.cache_rows),
-                          plain_residual=int(plain_residual))
+                          plain_residual=int(plain_residual), fold_in=int(self.folds_in),
+                          fold_out=int(self.folds_out), action_dim=d.action_dim, steps=d.steps)
         self.eps, self.attn_scale, self.theta = d.ex_eps, d.head_dim ** -0.5, d.theta
         self._fixed = {**{k: v.data_ptr() for k, v in self.tables.items()},
                        **{k: v.data_ptr() for k, v in self.scratch.items()},
@@ -117,10 +138,15 @@ class ExpertMegakernel:
                        "x": acts["dec_x"], "xn": acts["dec_xn"], "q": acts["dec_q"],
                        "k_cache": acts["k_cache"], "v_cache": acts["v_cache"],
                        "rope": acts["rope_cs"]}
+        if self.folds_out:
+            folded = FOLD_OUT_WEIGHTS + (FOLD_IN_WEIGHTS if self.folds_in else ())
+            self._fixed.update(act_x=acts["x"], act_x_bf16=acts["x_bf16"],
+                               **{k.replace(".", "_"): weights[k].data_ptr() for k in folded})
 
     def run(self, ctx: Any, step: int, trace: torch.Tensor | None = None) -> None:
         """All expert layers of denoising step ``step`` and the final norm: dec_x (the
-        action-in projection's output) -> dec_xn (the action-out projection's input).
+        action-in projection's output) -> dec_xn (the action-out projection's input); with
+        ``folds_in`` from x_bf16, with ``folds_out`` on to the Euler update of x / x_bf16.
         ``trace``: int64 (tasks, TRACE_STAMPS) receiving each task's times (ns): wait start,
         run start, inputs in, math done, body end, signalled (csrc/megakernel/task_table.h)."""
         inp = self.step_inputs(ctx, step)

@@ -93,4 +93,5 @@ def megakernel_inputs(ctx: StageContext, step: int) -> dict:
 
 PI05 = ModelStages(model="pi05", attention_spec=attention_spec, scale_sites=scale_sites,
                    infer=infer, stages=stages, megakernel_unsupported=megakernel_unsupported,
-                   megakernel=partial(ExpertMegakernel, step_inputs=megakernel_inputs))
+                   megakernel=partial(ExpertMegakernel, step_inputs=megakernel_inputs,
+                                      fold_in=True))

@@ -151,13 +151,16 @@ def flow_step(ctx: StageContext, step: int, embed_actions: StepFn, expert_layers
     context has one), the action-out projection and the Euler update of ``x``."""
     k, d, a, s = ctx.k, ctx.d, ctx.a, ctx.stream
     H = d.horizon
-    embed_actions(ctx, step)
-    if ctx.expert is not None:
-        ctx.expert.run(ctx, step)
+    mk = ctx.expert
+    if mk is None or not mk.folds_in:
+        embed_actions(ctx, step)
+    if mk is not None:
+        mk.run(ctx, step)
     else:
         expert_layers(ctx, step)
-    ctx.linear(a["dec_xn"], "act_out", "", a["v"], H)
-    k.euler_step(a["x"], a["v"], a["x_bf16"], H * d.action_dim, -1.0 / d.steps, s)
+    if mk is None or not mk.folds_out:  # else the kernel did both (folded action I/O)
+        ctx.linear(a["dec_xn"], "act_out", "", a["v"], H)
+        k.euler_step(a["x"], a["v"], a["x_bf16"], H * d.action_dim, -1.0 / d.steps, s)
 
 
 def denoise(ctx: StageContext, decoder_step: StepFn) -> None:
