@@ -29,7 +29,7 @@ PUBLIC_BINDINGS: tuple[str, ...] = (
     "attention", "attention_siglip", "attention_prefix", "attention_decoder",
     "attention_workspace_bytes", "attention_mqa_gemm", "attention_mqa_gemm_workspace_bytes",
     # the persistent action-expert kernel (sm_90a)
-    "expert_megakernel", "expert_megakernel_smem_bytes",
+    "expert_megakernel", "expert_megakernel_smem_bytes", "expert_megakernel_folds_io",
     # build facts
     "built_archs",
 )
