@@ -58,13 +58,15 @@ class _Ring:
     """Three slots of one camera, their size, and the index bookkeeping (the indices are
     guarded by the owner's lock; the size by the camera's single writer)."""
 
-    __slots__ = ("slots", "shape", "stamps", "latest", "reading", "writing", "_next_shape",
-                 "_next_count")
+    __slots__ = ("slots", "shape", "stamps", "pending", "latest", "reading", "writing",
+                 "_next_shape", "_next_count")
 
     def __init__(self):
         self.slots: list[np.ndarray] | None = None
         self.shape: tuple | None = None
         self.stamps = [0, 0, 0]
+        # per slot, a GPU decode still landing in it (jpeg.PendingFrame) or None
+        self.pending: list = [None, None, None]
         self.latest = -1  # newest complete slot, -1 = nothing yet
         self.reading = -1  # slot held by the current snapshot
         self.writing = -1
@@ -89,8 +91,13 @@ class _Ring:
 
     def install(self, slots: list[np.ndarray]) -> None:
         """New slots (caller holds the lock). A snapshot still holding an old slot keeps
-        that array alive and untouched; the old frames are no longer "latest"."""
+        that array alive and untouched; the old frames are no longer "latest". Decodes still
+        landing in the old slots are waited for first (their memory must outlive them)."""
+        for p in self.pending:
+            if p is not None:
+                p.wait()
         self.slots, self.shape = slots, slots[0].shape
+        self.pending = [None, None, None]
         self.latest = -1
 
     def free_slot(self) -> int:
@@ -113,6 +120,15 @@ class Observation:
     # the timer tick; set by the node (0 elsewhere)
     received_ns: int = 0
     _held: list = field(default_factory=list, repr=False)
+    # GPU decodes still landing in the held slots: wait_ready() before reading the images
+    pending: list = field(default_factory=list, repr=False)
+
+    def wait_ready(self) -> None:
+        """Return once every held image is complete (a GPU JPEG decode may still be copying
+        into its slot when the snapshot is taken: the camera callback does not wait for it)."""
+        for p in self.pending:
+            p.wait()
+        self.pending = []
 
     @property
     def oldest_stamp_ns(self) -> int:
@@ -172,11 +188,16 @@ class ObservationAssembler:
             if new_slots is not None:
                 ring.install(new_slots)
             ring.writing = ring.free_slot()
-            return ring.slots[ring.writing]
+            landing, ring.pending[ring.writing] = ring.pending[ring.writing], None
+            dst = ring.slots[ring.writing]
+        if landing is not None:  # an older frame's GPU copy into this slot: let it finish
+            landing.wait()
+        return dst
 
-    def _commit(self, ring: _Ring, stamp_ns: int) -> None:
+    def _commit(self, ring: _Ring, stamp_ns: int, pending=None) -> None:
         with self._lock:
             ring.stamps[ring.writing] = stamp_ns
+            ring.pending[ring.writing] = pending
             ring.latest, ring.writing = ring.writing, -1
 
     def _abort(self, ring: _Ring) -> None:
@@ -186,14 +207,15 @@ class ObservationAssembler:
     def _fill(self, cam: int, ring: _Ring, shape, stamp_ns: int, decode_into) -> None:
         """Decode a validated frame of ``shape`` into the ring's free slot; publish it as the
         newest frame only on success, so a frame that fails half-way never replaces a good
-        one."""
+        one. ``decode_into(dst)`` may return a jpeg.PendingFrame (a GPU copy still landing):
+        it stays with the slot, and a snapshot holding the slot waits for it."""
         dst = self._begin(ring, shape)
         try:
-            decode_into(dst)
+            pending = decode_into(dst)
         except BaseException:
             self._abort(ring)
             raise
-        self._commit(ring, stamp_ns)
+        self._commit(ring, stamp_ns, pending)
         self.frames_written[cam] += 1
 
     def _check_cam(self, cam: int, stamp_ns: int) -> _Ring:
@@ -216,7 +238,7 @@ class ObservationAssembler:
         ring = self._check_cam(cam, stamp_ns)
         kind, buf, shape = check_compressed(fmt, data, self.max_pixels)
         if kind == "jpeg":
-            decode = functools.partial(self.jpeg.decode_into, buf)
+            decode = functools.partial(self.jpeg.decode_into_async, buf)
         else:
             def decode(dst):
                 bgr_into(decode_bgr(kind, buf, shape), dst)
@@ -224,7 +246,9 @@ class ObservationAssembler:
             # a first frame or a new size: only a decodable one may count toward resizing
             # the ring (which drops the camera's frames of the old size)
             scratch = np.empty(shape, np.uint8)
-            decode(scratch)
+            pending = decode(scratch)
+            if pending is not None:
+                pending.wait()  # copied on the CPU next
             decode = functools.partial(np.copyto, src=scratch)
         self._fill(cam, ring, shape, stamp_ns, decode)
 
@@ -281,11 +305,13 @@ class ObservationAssembler:
                 ring.reading = ring.latest
                 held.append(ring)
             images = [r.slots[r.reading] for r in self._cams]
+            pending = [r.pending[r.reading] for r in self._cams if r.pending[r.reading]]
         for i in range(self.num_cameras):
             self.frames_used[i] += 1
         stamps = cam_stamps + ([state_stamp] if state_stamp else [])
         return Observation(images=images, image_stamps_ns=cam_stamps, state=state,
-                           state_stamp_ns=state_stamp, stamp_ns=max(stamps), _held=held)
+                           state_stamp_ns=state_stamp, stamp_ns=max(stamps), _held=held,
+                           pending=pending)
 
     def _check_state(self, now_ns: int, max_age_ns: int, max_lead_ns: int) -> int:
         """The state's stamp (its stalest joint), or NotReady (caller holds the lock)."""

@@ -133,7 +133,9 @@ class ChunkMaker:
 
     def inputs(self, obs, prompt: str) -> dict:
         """The ``predict`` keyword arguments for ``obs``: views padded with None, the seed
-        of the next chunk (the images are views of held slots: valid until released)."""
+        of the next chunk (the images are views of held slots: valid until released, and
+        complete: a GPU decode still landing in one is waited for here)."""
+        obs.wait_ready()
         images = list(obs.images) + [None] * (self.num_views - len(obs.images))
         return {"images": images, "state": obs.state, "prompt": prompt,
                 "seed": self.seed_for(obs)}

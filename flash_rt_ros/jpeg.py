@@ -14,9 +14,10 @@ the JPEG header by :mod:`flash_rt_ros.encodings`) and raise
 decoder copies the decoded frame back into the (pinned) host slot on a stream of its own,
 so the node's input path is unchanged. Measured on an H100 (docs/performance.md, 2026-12-06):
 0.32 ms per 640x480 frame on the hardware engine against 1.41 with OpenCV; the node's own
-work with 3 JPEG cameras 0.70 / 0.80 ms p50 / p99 against 1.82 / 1.95. Decoding straight
-into the engine's device staging would take the copy (and the rest of the decode wait) out
-of that window; not built.
+work with 3 JPEG cameras 0.70 / 0.80 ms p50 / p99 against 1.82 / 1.95, when the callback
+waited for each decode. It no longer does (``decode_into_async``): the GPU's part of the
+triggering frame's decode overlaps the hand-over to the inference thread, which waits for
+it before reading the images (not yet measured on a GPU).
 """
 from __future__ import annotations
 
@@ -37,11 +38,32 @@ CPU, GPU, AUTO = JPEG_DECODERS
 GPU_BACKENDS = ("HW_GPU_ONLY", "GPU_ONLY", "HYBRID_CPU_GPU")
 
 
+class PendingFrame:
+    """A GPU decode still landing in its host slot: :meth:`wait` returns once it has (and at
+    once after that). Keeps what the device still reads (the decoded image, the compressed
+    bytes) alive until then."""
+
+    __slots__ = ("_event", "_keep")
+
+    def __init__(self, event, keep: tuple):
+        self._event, self._keep = event, keep
+
+    def wait(self) -> None:
+        event = self._event
+        if event is not None:
+            event.synchronize()
+            self._event = self._keep = None
+
+
 class JpegDecoder(Protocol):
     name: str
 
     def decode_into(self, buf: np.ndarray, dst: np.ndarray) -> None:
         """Decode JPEG bytes ``buf`` (uint8, 1-D) as RGB into ``dst`` (uint8 HxWx3)."""
+
+    def decode_into_async(self, buf: np.ndarray, dst: np.ndarray) -> PendingFrame | None:
+        """As decode_into, but ``dst`` may still be landing when it returns: then the
+        PendingFrame to wait on before reading it (None: ``dst`` is complete)."""
 
 
 class OpenCvJpeg:
@@ -51,6 +73,9 @@ class OpenCvJpeg:
 
     def decode_into(self, buf: np.ndarray, dst: np.ndarray) -> None:
         bgr_into(decode_bgr("jpeg", buf, dst.shape), dst)
+
+    def decode_into_async(self, buf: np.ndarray, dst: np.ndarray) -> None:
+        self.decode_into(buf, dst)
 
 
 # Codec libraries nvImageCodec looks for at import that JPEG decoding never uses: its
@@ -91,9 +116,12 @@ class NvImageCodecJpeg:
     CPU tests use to check this wrapper with the real library).
 
     A GPU decode runs on a CUDA stream of its own (never the legacy default stream, which
-    would wait for the engine's graph replay) and is copied into ``dst`` before returning.
-    One decode at a time (a lock): camera callbacks on a multi-threaded executor share the
-    decoder and its stream.
+    would wait for the engine's graph replay) and is copied into ``dst`` on that stream:
+    ``decode_into`` waits for the copy, ``decode_into_async`` returns a PendingFrame instead
+    (the node's camera callback then returns without waiting for the GPU; the observation
+    waits before its images are read, see ``assembly.Observation.wait_ready``). One decode
+    at a time (a lock): camera callbacks on a multi-threaded executor share the decoder and
+    its stream.
     """
 
     name = GPU
@@ -117,13 +145,19 @@ class NvImageCodecJpeg:
             self._decoder = n.Decoder(device_id=n.NVIMGCODEC_DEVICE_CPU_ONLY, backends=kinds)
 
     def decode_into(self, buf: np.ndarray, dst: np.ndarray) -> None:
-        with self._lock:
-            self._decode_into(buf, dst)
+        pending = self.decode_into_async(buf, dst)
+        if pending is not None:
+            pending.wait()
 
-    def _decode_into(self, buf: np.ndarray, dst: np.ndarray) -> None:
+    def decode_into_async(self, buf: np.ndarray, dst: np.ndarray) -> PendingFrame | None:
+        with self._lock:
+            return self._decode_into(buf, dst)
+
+    def _decode_into(self, buf: np.ndarray, dst: np.ndarray) -> PendingFrame | None:
         n = nvimgcodec()
+        buf = np.ascontiguousarray(buf)
         try:
-            stream = n.CodeStream(np.ascontiguousarray(buf))
+            stream = n.CodeStream(buf)
             if self.on_gpu:
                 img = self._decoder.decode(stream, params=self._params,
                                            cuda_stream=self._stream.cuda_stream)
@@ -138,12 +172,15 @@ class NvImageCodecJpeg:
                                                 f"decoded {img.shape[1]}x{img.shape[0]}")
         if not self.on_gpu:
             np.copyto(dst, np.asarray(img))
-            return
+            return None
         torch = self._torch
         with torch.cuda.stream(self._stream):
             src = torch.as_tensor(img, device=self._device)  # __cuda_array_interface__, no copy
-            torch.from_numpy(dst).copy_(src)  # into the (pinned) slot, on this stream
-        self._stream.synchronize()
+            # into the (pinned) slot, on this stream; a pageable dst makes it synchronous
+            torch.from_numpy(dst).copy_(src, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record(self._stream)
+        return PendingFrame(done, (img, src, stream, buf))
 
 
 def gpu_decoder_problem() -> str | None:

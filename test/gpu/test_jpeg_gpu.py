@@ -74,3 +74,22 @@ def test_gpu_decoder_refuses_broken_payloads(gpu_jpeg):
         gpu_jpeg.decode_into(buf[:300], np.zeros((480, 640, 3), np.uint8))
     with pytest.raises(MalformedFrame, match="header says"):
         gpu_jpeg.decode_into(buf, np.zeros((240, 320, 3), np.uint8))
+
+
+def test_async_decode_lands_after_its_wait(gpu_jpeg):
+    """decode_into_async returns before the copy into the pinned slot has landed (the
+    camera callback does not wait): after PendingFrame.wait() the slot holds what the
+    synchronous decode writes, and frames decoded back to back keep their own pixels."""
+    bufs = [payload(480, 640, k) for k in range(3)]
+    want = []
+    for buf in bufs:
+        dst = np.zeros((480, 640, 3), np.uint8)
+        gpu_jpeg.decode_into(buf, dst)
+        want.append(dst)
+    slots = [host_buffer((480, 640, 3), np.uint8) for _ in bufs]
+    pending = [gpu_jpeg.decode_into_async(buf, slot) for buf, slot in zip(bufs, slots)]
+    assert all(p is not None for p in pending)
+    for p, slot, w in zip(pending, slots, want):
+        p.wait()
+        p.wait()  # idempotent
+        np.testing.assert_array_equal(slot, w)

@@ -125,6 +125,10 @@ def test_seed_rules():
         images, image_stamps_ns, state, state_stamp_ns = [None], [5], np.zeros(2), 5
         stamp_ns = 5
 
+        @staticmethod
+        def wait_ready():
+            pass
+
     seq = ChunkMaker(Echo(), _params(seed=10), 2, "cpu", "id")
     assert [seq.make(Obs, "x").seed for _ in range(3)] == [10, 11, 12]
     by_stamp = ChunkMaker(Echo(), _params(seed=10, seed_mode="stamp"), 2, "cpu", "id")

@@ -60,7 +60,7 @@ def _observation(seed):
     rng = np.random.default_rng(seed)
     images = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(2)]
     return SimpleNamespace(images=images, state=rng.normal(size=8).astype(np.float32),
-                           stamp_ns=1_000_000_000 + seed)
+                           stamp_ns=1_000_000_000 + seed, wait_ready=lambda: None)
 
 
 def test_the_fake_mirrors_the_gpu_frontends_calibration_api():

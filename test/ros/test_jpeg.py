@@ -71,3 +71,82 @@ def test_undecodable_frames_of_a_new_size_never_resize_the_ring():
             asm.write_compressed(0, 20 * S + 1 + k, "jpeg", broken)
     assert [id(s) for s in asm._cams[0].slots] == slots
     assert asm.snapshot(20 * S + 5, S).images[0].shape == (H, W, 3)
+
+
+class DeferredJpeg:
+    """A decoder whose copy into the slot lands only when waited for: what the GPU decoder
+    does when its callback returns before the copy (jpeg.PendingFrame)."""
+
+    name = "gpu"
+
+    def __init__(self):
+        self.cpu = OpenCvJpeg()
+        self.landed = 0
+
+    def decode_into(self, buf, dst):
+        self.cpu.decode_into(buf, dst)
+
+    def decode_into_async(self, buf, dst):
+        decoded = np.empty_like(dst)
+        self.cpu.decode_into(buf, decoded)
+        dst[...] = 7  # the slot's old content, as far as a reader can tell
+        decoder = self
+
+        class Landing:
+            done = False
+
+            def wait(self):
+                if not self.done:
+                    self.done = True
+                    np.copyto(dst, decoded)
+                    decoder.landed += 1
+        return Landing()
+
+
+def decoded(k: int) -> np.ndarray:
+    out = np.zeros((H, W, 3), np.uint8)
+    OpenCvJpeg().decode_into(jpeg_bytes(k), out)
+    return out
+
+
+def test_a_frame_still_landing_is_waited_for_before_it_is_read():
+    """The callback returns before a GPU decode's copy has landed: the snapshot holds the
+    slot with its pending copy, and the predict inputs (ChunkMaker.inputs, the only reader
+    of held images) wait for it."""
+    from flash_rt_ros.chunks import ChunkMaker
+    from flash_rt_ros.params import NodeParams
+    dec = DeferredJpeg()
+    asm = ObservationAssembler(1, ["j"], state_source="none", jpeg=dec)
+    asm.write_compressed(0, 20 * S, "jpeg", jpeg_bytes(1).tobytes())  # a first frame of a
+    assert dec.landed == 1  # size is decoded into scratch first, and waited for
+    asm.write_compressed(0, 20 * S + 1, "jpeg", jpeg_bytes(3).tobytes())
+    obs = asm.snapshot(20 * S + 2, S)
+    assert dec.landed == 1 and (obs.images[0] == 7).all()  # not landed yet
+    maker = ChunkMaker(None, NodeParams(joint_names=("j",)), 1, "cpu", "")
+    inputs = maker.inputs(obs, "x")
+    assert dec.landed == 2
+    np.testing.assert_array_equal(inputs["images"][0], decoded(3))
+    asm.release(obs)
+
+
+def test_a_slot_is_written_only_after_its_previous_copy_landed():
+    """Frames that nobody read leave copies pending in slots the ring hands out again: the
+    next write into such a slot waits for the old copy first, so the old frame can never
+    land over the new one."""
+    dec = DeferredJpeg()
+    asm = ObservationAssembler(1, ["j"], state_source="none", jpeg=dec)
+    for k in (1, 2, 3, 4):  # slots 0, 1, 0, 1 (the free one that is not the newest)
+        asm.write_compressed(0, 20 * S + k, "jpeg", jpeg_bytes(k).tobytes())
+    # frame 1 (scratch, waited) and frame 2 (its slot then took frame 4) have landed
+    assert dec.landed == 2
+    obs = asm.snapshot(20 * S + 5, S)
+    obs.wait_ready()
+    np.testing.assert_array_equal(obs.images[0], decoded(4))
+    assert dec.landed == 3
+    asm.release(obs)
+    # a raw frame (written on the CPU) into the slot frame 3's copy is pending in waits too
+    asm.write_raw(0, 20 * S + 6, "rgb8", H, W, W * 3, decoded(9).tobytes())
+    assert dec.landed == 4
+    obs = asm.snapshot(20 * S + 7, S)
+    obs.wait_ready()
+    np.testing.assert_array_equal(obs.images[0], decoded(9))
