@@ -416,10 +416,10 @@ PYBIND11_MODULE(flash_rt_kernels, m) {
         "%globaltimer ns per task, csrc/megakernel/task_table.h kTraceStamps). sizes: blocks,\n"
         "tpad, counters, H, W, F, heads, kv_heads, head_dim, cache_rows, rope_rows, splits,\n"
         "depth, o_splits, down_splits, max_klen, table_bytes (the largest block's task and page\n"
-        "rows), plain_residual; optionally fold_in / fold_out (builds with FLASH_RT_MK_FOLD_IO:\n"
+        "rows), plain_residual, fold_in / fold_out (1 only in builds with FLASH_RT_MK_FOLD_IO:\n"
         "the action-in projection in layer 0's norm, the action-out projection and the Euler\n"
-        "update in the final norm) with action_dim, steps and the pointers act_x (H, A) fp32,\n"
-        "act_x_bf16, act_in_w / act_in_b, act_out_w / act_out_b (bf16).\n"
+        "update in the final norm; they need action_dim, steps and the pointers act_x (H, A)\n"
+        "fp32, act_x_bf16, act_in_w / act_in_b, act_out_w / act_out_b (bf16)).\n"
         "See flash_rt/models/common/expert_megakernel.py, which builds both.");
   m.def("expert_megakernel_smem_bytes", &expert_megakernel_smem_bytes,
         "Dynamic shared memory per block of expert_megakernel, before the block's tables.");

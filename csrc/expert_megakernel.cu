@@ -193,13 +193,9 @@ void expert_megakernel(const std::map<std::string, ptr_t>& ptrs,
   p.part_o = as_ptr<float>(P("part_o", 16));
   p.part_lse = as_ptr<float>(P("part_lse", 4));
   p.trace = ptrs.count("trace") ? as_ptr<unsigned long long>(P("trace", 8)) : nullptr;
-  // the folded action I/O (optional: absent keys mean no fold)
-  auto S_or = [&](const char* k, i64 fallback) {
-    auto it = sizes.find(k);
-    return it == sizes.end() ? fallback : it->second;
-  };
-  p.fold_in = static_cast<int>(S_or("fold_in", 0));
-  p.fold_out = static_cast<int>(S_or("fold_out", 0));
+  // the folded action I/O (0 / 0: the projections run outside the kernel)
+  p.fold_in = static_cast<int>(S("fold_in"));
+  p.fold_out = static_cast<int>(S("fold_out"));
   if (p.fold_in || p.fold_out) {
     check(kFoldIo, w,
           "fold_in / fold_out need a module built with FLASH_RT_MK_FOLD_IO=1 (this one was "

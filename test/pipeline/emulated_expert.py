@@ -76,15 +76,15 @@ class _State:
         self.wscale = view(p["wscale"], (depth * SITES,), F32)
         self.wpack = p["wpack"]
         self.pages = None
-        if z.get("fold_in", 0) or z.get("fold_out", 0):  # the folded action I/O
+        if z["fold_in"] or z["fold_out"]:  # the folded action I/O
             A = z["action_dim"]
             self.dt = torch.tensor(-1.0 / z["steps"], dtype=F32)  # as the launcher's float
             self.act_x = view(p["act_x"], (H, A), F32)
             self.act_x_bf16 = view(p["act_x_bf16"], (H, A), BF16)
-            if z.get("fold_in", 0):
+            if z["fold_in"]:
                 self.act_in_w = view(p["act_in_w"], (W, A), BF16)
                 self.act_in_b = view(p["act_in_b"], (W,), BF16)
-            if z.get("fold_out", 0):
+            if z["fold_out"]:
                 self.act_out_w = view(p["act_out_w"], (A, W), BF16)
                 self.act_out_b = view(p["act_out_b"], (A,), BF16)
 
@@ -114,7 +114,7 @@ def _norm(st: _State, t) -> None:
         gate_row, norm_row, site = 2 * L, 2 * L + 1, 2
     else:
         gate_row, norm_row, site = 2 * z["depth"] - 1, 2 * z["depth"], -1
-    embed = z.get("fold_in", 0) and t.op == NORM_IN and L == 0
+    embed = z["fold_in"] and t.op == NORM_IN and L == 0
     for tok in range(t.tile, min(z["H"], t.tile + NORM_TOKENS)):
         if embed:  # the action-in projection's value: fp32 sum, bias, one bf16 rounding
             v = bf16r(st.act_x_bf16[tok].float() @ st.act_in_w.float().T + st.act_in_b.float())
@@ -133,7 +133,7 @@ def _norm(st: _State, t) -> None:
         o = v * rstd * (1 + st.mod[norm_row, :W]) + st.mod[norm_row, W:2 * W]
         if t.op == NORM_OUT:
             st.xn[tok] = o.to(BF16)
-            if z.get("fold_out", 0):  # action-out projection (bf16 out), then the Euler step
+            if z["fold_out"]:  # action-out projection (bf16 out), then the Euler step
                 vel = bf16r(st.xn[tok].float() @ st.act_out_w.float().T + st.act_out_b.float())
                 x = st.act_x[tok] + st.dt * vel
                 st.act_x[tok] = x
