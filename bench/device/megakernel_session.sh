@@ -59,6 +59,7 @@ do_ab() {
   step_bench 200 --configs ${FULL_CONFIGS:-full:2:50 full:1:10} --iters ${STEP_ITERS:-200} \
       --out "$OUT/expert_step_ab_$(echo "$flags" | tr -c 'A-Za-z0-9' '_').json"
   kernel_tests
+  [ "${AB_KEEP_BUILD:-0}" = 1 ] && return  # (the next A/B rebuilds anyway)
   stage "A/B: default build again"
   build_kernels || exit 1
 }
@@ -74,9 +75,11 @@ do_splitk() {
 }
 do_switches() {
   # build switches (SWITCHES="-DNAME=1 ..."), one at a time as the `ab` stage: their step,
-  # their kernel tests, the default build again; run `build diag` first
-  for f in ${SWITCHES:?set SWITCHES, e.g. -DFLASH_RT_MK_WGMMA_ATTENTION=0}; do
-    AB_FLAGS=$f do_ab
+  # their kernel tests, the default build again; run `build diag` first. A comma joins
+  # switches into one build (-DA=1,-DB=1).
+  local all=(${SWITCHES:?set SWITCHES, e.g. -DFLASH_RT_MK_WGMMA_ATTENTION=0}) i
+  for i in "${!all[@]}"; do
+    AB_KEEP_BUILD=$(( i + 1 < ${#all[@]} )) AB_FLAGS=${all[$i]//,/ } do_ab
   done
 }
 do_baseline() {

@@ -79,6 +79,16 @@ constexpr int kMaxActionDim = 32;  // fold: the action dims (a multiple of 8, <=
 constexpr int kAttnHeadDim = 256, kAttnKeys = 64;
 using AttnCfg = attn_tiles::V2Cfg<kAttnHeadDim, kAttnKeys, 2, 2, false>;
 constexpr int kCombineMaxSplits = 32;
+// FLASH_RT_MK_COMBINE_BATCH: splits whose partials a combine item loads before using any
+// (attn_combine_item's BATCH). At 8 a launch of 9-16 splits (2 views h50: 12; 3 views: 16)
+// pays two L2 round trips for the partials after the one for the lse values (run 11 on the
+// H100: the combine's body 2.6-2.75 us at 12-16 splits against 1.7 at 8); 16 issues them in
+// one (16 more registers a thread). A/B switch, 8 until measured.
+#ifndef FLASH_RT_MK_COMBINE_BATCH
+#define FLASH_RT_MK_COMBINE_BATCH 8
+#endif
+constexpr int kCombineBatch = FLASH_RT_MK_COMBINE_BATCH;
+static_assert(kCombineBatch == 8 || kCombineBatch == 16, "a combine batch of 8 or 16 splits");
 constexpr int kWorkBytes = AttnCfg::kOneTileSmem;
 static_assert(wg_attn::kBytes <= kWorkBytes && wg_attn::kKeys == kAttnKeys &&
                   wg_attn::kDim == kAttnHeadDim,
@@ -787,8 +797,8 @@ __device__ __forceinline__ void combine_task(const ExpertParams& p, const Task& 
   // clamped): the smallest instance that holds this launch's splits, not always 32.
   const long long item = static_cast<long long>(t.tile) * kCombineItems + tid;
   if (p.splits <= 8) attn_tiles::attn_combine_item<8, 8, kCombineCols>(a, item);
-  else if (p.splits <= 16) attn_tiles::attn_combine_item<16, 8, kCombineCols>(a, item);
-  else attn_tiles::attn_combine_item<kCombineMaxSplits, 8, kCombineCols>(a, item);
+  else if (p.splits <= 16) attn_tiles::attn_combine_item<16, kCombineBatch, kCombineCols>(a, item);
+  else attn_tiles::attn_combine_item<kCombineMaxSplits, kCombineBatch, kCombineCols>(a, item);
   fence_proxy_async_global();  // act_attn is read by bulk copies
 }
 
