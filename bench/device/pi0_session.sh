@@ -5,7 +5,8 @@
 #   bash bench/device/pi0_session.sh [stage ...]
 # stages: build     kernel module for sm_90a (CMake + Ninja)
 #         kernels   the kernel tests Pi0 added (silu, M=1 GEMMs, one-query attention)
-#         frontends test/gpu: Pi0's and Pi0.5's frontends on tiny/small (hopper, thor, rtx)
+#         frontends test/gpu: Pi0's and Pi0.5's frontends on tiny/small (hopper, thor, rtx);
+#                   FRONTEND_TESTS names the test files instead (e.g. only Pi0's)
 #         ckpt      random full-size Pi0 and Pi0.5 checkpoints in $CKPTS (default /tmp/ckpt)
 #         precision-pi0, precision-pi05   full-size fast path vs FP32 reference, 1/2/3 views x
 #                   h10/h50 (FLASH_RT_PRECISIONS, FLASH_RT_PRECISION_CONFIGS choose; one model
@@ -31,8 +32,8 @@ if has kernels; then
 fi
 if has frontends; then
   stage frontends
-  timeout 560 python3 -m pytest -q -rs -p no:cacheprovider test/gpu/test_pi0_frontends.py \
-      test/gpu/test_pi05_frontends.py 2>&1 | tail -25
+  timeout 560 python3 -m pytest -q -rs -p no:cacheprovider \
+      ${FRONTEND_TESTS:-test/gpu/test_pi0_frontends.py test/gpu/test_pi05_frontends.py} 2>&1 | tail -25
 fi
 if has ckpt; then
   stage ckpt

@@ -60,6 +60,8 @@ def test_gemma_head_shape_matches_reference(gpu, small_pi0_ckpt, camera_images, 
     reference = load_model(small_pi0_ckpt, model="pi0", hardware="cpu")
     m = load_model(small_pi0_ckpt, model="pi0", hardware="hopper", cache_dir=tmp_path)
     assert m.engine.ctx.attn.impl == {"encoder": impl, "decoder": impl}
+    # Hopper's default expert: the persistent kernel, the state token's pass included
+    assert m.engine.expert_path == "megakernel" and m.engine.ctx.expert.state_pass is not None
     for views in (1, 3):
         check_against_reference(m, reference, camera_images[:views], state, PROMPT,
                                 seed=views, **BOUNDS)

@@ -72,7 +72,8 @@ class _State:
         self.part_o = view(p["part_o"], (splits, heads, H, D), F32)
         self.part_lse = view(p["part_lse"], (splits, heads, H), F32)
         self.mod = view(p["mod"], (2 * depth + 1, 3 * W), F32)
-        self.ascale = view(p["ascale"], (depth * SITES * 4,), F32)
+        self.ascale_ptr = p["ascale"]  # read per site, as the kernel does: a pass whose last
+        # layer stops after QKV (kv_only_last) has no slots for that layer's other sites
         self.wscale = view(p["wscale"], (depth * SITES,), F32)
         self.wpack = p["wpack"]
         self.pages = None
@@ -89,7 +90,7 @@ class _State:
                 self.act_out_b = view(p["act_out_b"], (A,), BF16)
 
     def site(self, layer: int, site: int) -> float:
-        return float(self.ascale[(layer * SITES + site) * 4])
+        return float(scalar(self.ascale_ptr + 4 * 4 * (layer * SITES + site), F32))
 
     def gemm_scale(self, layer: int, site: int) -> float:
         return self.site(layer, site) * float(self.wscale[layer * SITES + site])

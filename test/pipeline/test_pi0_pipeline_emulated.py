@@ -128,14 +128,16 @@ def test_emulated_gemma_head_shape_matches_the_reference(small_pi0_ckpt, camera_
     # Gemma's head shape (8 heads over one KV head of 256): the state token's attention is
     # 8 packed rows. Hopper runs Pi0's expert as the persistent kernel by default (its
     # contract emulated), once per denoising step, through the engine's own wiring (keys
-    # through actions_start); FLASH_RT_EXPERT=sequence and Thor run the kernel sequence
+    # through actions_start), and the state token's pass as one more launch of its one-row
+    # schedule (keys through valid_len, its last layer stopping after QKV);
+    # FLASH_RT_EXPERT=sequence and Thor run the kernel sequence
     if expert:
         monkeypatch.setenv("FLASH_RT_EXPERT", expert)
     em = Emulated(small_pi0_ckpt, pipeline, monkeypatch, staging=staging)
     assert_matches_reference(em, camera_images[:views], state)
     assert em.engine.expert_path == path
-    assert em.k.calls.get("expert_megakernel", 0) == (em.cfg.num_steps if path == MEGAKERNEL
-                                                      else 0)
+    assert em.k.calls.get("expert_megakernel", 0) == (em.cfg.num_steps + 1
+                                                      if path == MEGAKERNEL else 0)
     if path == MEGAKERNEL:  # Pi0's action embedding is its time MLP: only the output folds
         assert (em.engine.ctx.expert.folds_in, em.engine.ctx.expert.folds_out) == (False, True)
 

@@ -25,6 +25,7 @@ time MLP), the action-in projection, so ``flow_step`` launches neither.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any, Callable
 
 import numpy as np
@@ -60,13 +61,15 @@ def default_splitk_scale(horizon: int) -> int:
     return 2 if tpad >= SPLITK_SCALE_2_FROM_TPAD else 1
 
 
-def expert_dims(d: Any) -> ExpertDims:
-    """ExpertDims from the pipeline's PaliGemmaDims."""
+def expert_dims(d: Any, rows: int | None = None, kv_only_last: bool = False) -> ExpertDims:
+    """ExpertDims from the pipeline's PaliGemmaDims, for its action tokens or ``rows``."""
     scale = os.environ.get(SPLITK_SCALE_ENV)
-    return ExpertDims(horizon=d.horizon, width=d.ex_width, mlp=d.ex_mlp, heads=d.heads,
+    rows = d.horizon if rows is None else rows
+    return ExpertDims(horizon=rows, width=d.ex_width, mlp=d.ex_mlp, heads=d.heads,
                       kv_heads=d.kv_heads, head_dim=d.head_dim, depth=d.depth,
                       cache_rows=d.cache_rows,
-                      splitk_scale=int(scale) if scale else default_splitk_scale(d.horizon))
+                      splitk_scale=int(scale) if scale else default_splitk_scale(rows),
+                      kv_only_last=kv_only_last)
 
 
 def megakernel_unsupported(d: Any, weights: dict[str, torch.Tensor]) -> str | None:
@@ -85,6 +88,20 @@ def _folds_io(kernels: Any) -> bool:
             and bool(getattr(kernels, "expert_megakernel_folds_io", lambda: False)()))
 
 
+def pack_weights(ed: ExpertDims, weights: dict[str, torch.Tensor],
+                 device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(packed FP8 weight tiles, per-Linear weight scales) in the kernel's reading order."""
+    entries, nbytes = pack_plan(ed)
+    wpack = torch.empty(nbytes, dtype=torch.uint8, device=device)
+    for e in entries:
+        w = weights[f"ex.{e.layer}.{e.site}.w"].view(torch.uint8)
+        n = e.tiles * e.k_slices * 64 * e.klen
+        wpack[e.offset:e.offset + n].copy_(pack_tile_major(w, e))
+    wscale = torch.stack([weights[f"ex.{i}.{s}.ws"].reshape(()).float()
+                          for i in range(ed.depth) for s in WEIGHT_SITES]).to(device)
+    return wpack, wscale
+
+
 def block_count(device: Any) -> int:
     dev = torch.device(device)
     if dev.type == "cuda":
@@ -92,25 +109,37 @@ def block_count(device: Any) -> int:
     return EMULATED_BLOCKS
 
 
+# The scale-table site of a pass's first layer's QKV input (formatted with the step);
+# the kernel finds every other site of the pass from it (4 per layer, in WEIGHT_SITES order).
+ACTION_SCALES = "ex.{step}.0.qkv"
+
+
 class ExpertMegakernel:
+    """One pass of the expert's layers over ``rows`` tokens (default: the action tokens,
+    one denoising step per :meth:`run`). ``kv_only_last``: the last layer stops after its
+    QKV (the pass's K/V are all that is used); ``scale_site``: the pass's first scale site
+    (see ACTION_SCALES); ``packed``: a kernel of the same engine whose packed weights this
+    one reads instead of packing its own (the weights do not depend on the rows)."""
+
     def __init__(self, d: Any, weights: dict[str, torch.Tensor], acts: Any, device: Any,
                  blocks: int | None = None, *, step_inputs: StepInputs,
-                 plain_residual: bool = False, fold_in: bool = False, kernels: Any = None):
+                 plain_residual: bool = False, fold_in: bool = False, kernels: Any = None,
+                 rows: int | None = None, kv_only_last: bool = False,
+                 scale_site: str = ACTION_SCALES, packed: "ExpertMegakernel | None" = None):
         reason = megakernel_unsupported(d, weights)
         if reason:
             raise ValueError(f"expert megakernel: {reason}")
-        self.dims = ed = expert_dims(d)
+        ed = expert_dims(d, rows, kv_only_last)
+        if packed is not None:  # its tiles' K split (O, down) is part of the packed layout
+            ed = replace(ed, splitk_scale=packed.dims.splitk_scale)
+        self.dims = ed
         self.schedule = build_schedule(ed, blocks or block_count(device))
         tables = self.schedule.tables()
         self.tables = {k: torch.from_numpy(v).to(device) for k, v in tables.items()}
-        entries, nbytes = pack_plan(ed)
-        self.wpack = torch.empty(nbytes, dtype=torch.uint8, device=device)
-        for e in entries:
-            w = weights[f"ex.{e.layer}.{e.site}.w"].view(torch.uint8)
-            n = e.tiles * e.k_slices * 64 * e.klen
-            self.wpack[e.offset:e.offset + n].copy_(pack_tile_major(w, e))
-        self.wscale = torch.stack([weights[f"ex.{i}.{s}.ws"].reshape(()).float()
-                                   for i in range(ed.depth) for s in WEIGHT_SITES]).to(device)
+        if packed is not None:
+            self.wpack, self.wscale = packed.wpack, packed.wscale
+        else:
+            self.wpack, self.wscale = pack_weights(ed, weights, device)
         z = lambda *shape, dtype: torch.zeros(shape, dtype=dtype, device=device)  # noqa: E731
         tp = ed.tpad
         self.scratch = {
@@ -122,7 +151,7 @@ class ExpertMegakernel:
             "part_lse": z(ed.splits * ed.attn_rows, dtype=torch.float32),
             "counters": z(self.schedule.counters + 1, dtype=torch.int32),
         }
-        self.step_inputs = step_inputs
+        self.step_inputs, self.scale_site = step_inputs, scale_site
         # rows of a constant adaRMS table for an expert without one (see the module doc)
         self.identity_mod = z(2 * ed.depth + 1, 3 * ed.width, dtype=torch.float32)
         self.folds_out = _folds_io(kernels) and all(k in weights for k in FOLD_OUT_WEIGHTS)
@@ -150,7 +179,7 @@ class ExpertMegakernel:
         ``trace``: int64 (tasks, TRACE_STAMPS) receiving each task's times (ns): wait start,
         run start, inputs in, math done, body end, signalled (csrc/megakernel/task_table.h)."""
         inp = self.step_inputs(ctx, step)
-        ptrs = dict(self._fixed, ascale=ctx.scale(f"ex.{step}.0.qkv"),
+        ptrs = dict(self._fixed, ascale=ctx.scale(self.scale_site.format(step=step)),
                     mod=inp.get("mod", self.identity_mod.data_ptr()),
                     positions=inp["positions"], valid_len=inp["keys_end"],
                     key_mask=ctx.inp.key_mask)

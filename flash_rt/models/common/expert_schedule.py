@@ -82,6 +82,9 @@ class ExpertDims:
     # partial slices for the next norm to sum
     # (FLASH_RT_MK_SPLITK_SCALE, an A/B knob read by expert_megakernel.expert_dims).
     splitk_scale: int = 1
+    # The last layer only makes its K/V (norm_in and QKV; no final norm): a pass whose
+    # rows are keys for later passes and whose output feeds nothing (Pi0's state token).
+    kv_only_last: bool = False
 
     @property
     def tpad(self) -> int:
@@ -255,6 +258,8 @@ def build_schedule(d: ExpertDims, blocks: int) -> Schedule:
     for layer in range(d.depth):
         sched.add(f"norm_in.{layer}", norm(NORM_IN, layer))
         sched.add(f"qkv.{layer}", gemm(QKV, layer, "qkv"))
+        if d.kv_only_last and layer == d.depth - 1:
+            return sched
         sched.add(f"attn.{layer}", [Task(ATTN, layer, rb, s) for rb in range(attn_blocks)
                                      for s in range(d.splits)])
         sched.add(f"combine.{layer}", [Task(COMBINE, layer, i) for i in range(combine_tasks)])

@@ -19,8 +19,9 @@ How the suffix mask maps onto the existing decoder attention (no kernel change):
    itself), so its hidden state and K/V are the same at every step; openpi recomputes them
    each step, with the same result. :func:`state_forward` runs it once per inference, as a
    one-row GemmaRun whose attention is the decoder kernel with one query over keys
-   ``< valid_len + 1`` (the ``STATE`` site), K/V written to cache row ``valid_len``. Its
-   last layer only writes K/V: the state's output is never projected.
+   ``< valid_len + 1`` (the ``STATE`` site), K/V written to cache row ``valid_len``, or as
+   the persistent kernel's one-row pass (:class:`Pi0Megakernel`). Its last layer only
+   writes K/V: the state's output is never projected.
 2. The actions' K/V go to rows ``valid_len + 1 ...`` and they attend to keys
    ``< (valid_len + 1) + horizon``: Pi0.5's decoder call with the state row counted as
    prefix (``prefix_len`` = the staged ``actions_start``).
@@ -35,12 +36,12 @@ The expert's layers run as the kernel sequence, or as the persistent kernel
 Pi0.5's task schedule with a constant zero adaRMS table (scale 0, shift 0: plain RMSNorm,
 its weights folded into the next Linears as here), plain residuals rounded once (as this
 sequence's GEMM epilogues with C = x), keys through ``actions_start`` (the state row counts
-as prefix) and the actions' positions.
+as prefix) and the actions' positions; the state token's pass is the same kernel over one
+row with its own scale sites (``st.*``), its last layer stopping after QKV.
 """
 from __future__ import annotations
 
 from dataclasses import replace
-from functools import partial
 
 from flash_rt.hardware.attention import DECODER, STATE, AttentionSpec, SiteSpec
 from flash_rt.models.common.expert_megakernel import ExpertMegakernel, megakernel_unsupported
@@ -77,9 +78,14 @@ def _expert_run(ctx: StageContext, **rows) -> GemmaRun:
 
 def state_forward(ctx: StageContext) -> None:
     """The state token through the expert's layers, once per inference: its K/V land in
-    cache row ``valid_len`` of every layer (see the module docstring)."""
+    cache row ``valid_len`` of every layer (see the module docstring). With the persistent
+    kernel (:class:`Pi0Megakernel`) as one launch of its one-row pass, else as the kernel
+    sequence (also the calibration twin's path: it records the pass's scales)."""
     d, a, inp = ctx.d, ctx.a, ctx.inp
     ctx.linear(inp.state, "state_in", "", a["dec_x"], d.state_tokens)
+    if ctx.expert is not None:
+        ctx.expert.state_pass.run(ctx, 0)
+        return
     gemma_layers(ctx, _expert_run(
         ctx, rows=d.state_tokens, positions=inp.state_position, cache_row=inp.valid_len,
         site=STATE, scales=STATE_SCALES, kv_only_last=True,
@@ -134,7 +140,29 @@ def megakernel_inputs(ctx: StageContext, step: int) -> dict:
     return {"keys_end": ctx.inp.actions_start, "positions": ctx.inp.action_positions}
 
 
+def state_megakernel_inputs(ctx: StageContext, step: int) -> dict:
+    """The state pass's pointers: keys through its own row (``valid_len``, where its K/V
+    go), its RoPE position."""
+    return {"keys_end": ctx.inp.valid_len, "positions": ctx.inp.state_position}
+
+
+class Pi0Megakernel(ExpertMegakernel):
+    """Pi0's expert on the persistent kernel: the denoising steps (this object, as Pi0.5's)
+    and ``state_pass``, the state token's once-per-inference pass as a second schedule of
+    one row over the same packed weights, its last layer stopping after QKV. The state
+    pass on the kernel sequence was Pi0's largest own cost on the H100 (0.70-0.75 ms a
+    chunk, docs/performance.md run 11: 18 layers of one-row launches)."""
+
+    def __init__(self, d: PaliGemmaDims, weights: dict, acts, device, blocks=None,
+                 kernels=None):
+        super().__init__(d, weights, acts, device, blocks, step_inputs=megakernel_inputs,
+                         plain_residual=True, kernels=kernels)
+        self.state_pass = ExpertMegakernel(
+            d, weights, acts, device, blocks, step_inputs=state_megakernel_inputs,
+            plain_residual=True, rows=d.state_tokens, kv_only_last=True,
+            scale_site=STATE_SCALES.format(i=0) + ".qkv", packed=self)
+
+
 PI0 = ModelStages(model="pi0", attention_spec=attention_spec, scale_sites=scale_sites,
                   infer=infer, stages=stages, megakernel_unsupported=megakernel_unsupported,
-                  megakernel=partial(ExpertMegakernel, step_inputs=megakernel_inputs,
-                                     plain_residual=True))
+                  megakernel=Pi0Megakernel)
