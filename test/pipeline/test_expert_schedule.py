@@ -156,6 +156,22 @@ def test_phase_profile_splits_each_task_run_into_its_stamps():
     assert prof["total_us"] == (start.max() + 7000) / 1e3
 
 
+def test_phase_profile_reports_attention_per_key_split():
+    """Attention tasks of split s made s us slower: the per-split rows say so."""
+    from flash_rt.models.common.expert_megakernel import ExpertMegakernel
+    d = dims("small", depth=2, num_views=1, horizon=10)
+    holder = type("Holder", (), {"schedule": es.build_schedule(d, 16)})()
+    rows = holder.schedule.tables()["tasks"]
+    offsets = np.array([0, 1000, 3000, 3500, 6000, 7000], dtype=np.int64)
+    trace = np.tile(offsets, (len(rows), 1)) + holder.schedule.row_phases()[:, None] * 10_000
+    attn = rows[:, 0] == es.ATTN
+    trace[attn, 2:] += 1000 * rows[attn, 3, None]  # inputs and everything after: +s us
+    prof = ExpertMegakernel.phase_profile(holder, torch.as_tensor(trace))
+    by = prof["attn"]["by_split"]
+    assert sorted(by) == list(range(d.splits)) and d.splits > 2
+    assert all(by[s] == {"run_us": 6.0 + s, "inputs_us": 2.0 + s} for s in by), by
+
+
 def test_race_check_finds_two_phases_merged_into_one():
     d = dims("small", depth=1, num_views=1, horizon=10)
     good = es.build_schedule(d, 8)

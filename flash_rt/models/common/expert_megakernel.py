@@ -215,6 +215,19 @@ class ExpertMegakernel:
                 (r[:, END] - r[:, BODY]).mean()])
         names = ("span_us", "run_mean_us", "run_max_us", "wait_mean_us", "inputs_us",
                  "math_us", "epilogue_us", "signal_us")
-        return {k: dict(zip(names, (np.mean(np.asarray(v), 0) / 1e3).round(3).tolist()),
-                        phases=len(v)) for k, v in acc.items()} | {
-            "total_us": float((t[:, END].max() - t[:, WAIT].min()) / 1e3)}
+        out = {k: dict(zip(names, (np.mean(np.asarray(v), 0) / 1e3).round(3).tolist()),
+                       phases=len(v)) for k, v in acc.items()}
+        # attention per key split (task k0), over layers and row blocks: run time and the
+        # inputs part, to see whether the split holding the step's own K/V rows (loaded
+        # after the wait, not prefetched) is the phase's slowest
+        tables = self.schedule.tables()["tasks"]
+        attn = np.isin(phase_of, [i for i, ph in enumerate(self.schedule.phases)
+                                  if ph.name.startswith("attn.")])
+        if attn.any():
+            split = tables[attn, 3]  # k0 (TASK_FIELDS)
+            r = t[attn]
+            out["attn"]["by_split"] = {
+                int(s): {"run_us": round(float((r[split == s, END] - r[split == s, RUN]).mean()) / 1e3, 3),
+                         "inputs_us": round(float((r[split == s, INPUTS] - r[split == s, RUN]).mean()) / 1e3, 3)}
+                for s in np.unique(split)}
+        return out | {"total_us": float((t[:, END].max() - t[:, WAIT].min()) / 1e3)}
