@@ -13,6 +13,7 @@
 #                   per call keeps each under 10 minutes)
 #         bench     replay / predict / per-stage p50-p99, Pi0.5 and Pi0 in one run:
 #                   2 views h50, then 1 and 3 views h10
+#         state-ab  Pi0's state pass on the kernel vs the sequence (FLASH_RT_PI0_STATE_PASS)
 # Wheels the device lacks travel in carry/ (pybind11).
 # shellcheck source=bench/device/session_common.sh
 source "$(dirname "$0")/session_common.sh"
@@ -57,5 +58,16 @@ if has bench; then
       --views 2 --horizon 50 --baselines "" --out "$OUT/bench_2v_h50.json" | tail -3
   timeout 290 python3 bench/policy.py --models pi05 pi0 --ckpt "pi05=$CKPTS/pi05" "pi0=$CKPTS/pi0" \
       --views 1 3 --horizon 10 --baselines "" --out "$OUT/bench_1v3v_h10.json" | tail -3
+fi
+if has state-ab; then
+  # Pi0's state-token pass on the persistent kernel (default) against the kernel sequence
+  # (FLASH_RT_PI0_STATE_PASS=sequence), the steps on the kernel in both; STATE_VIEWS /
+  # STATE_HORIZONS choose the configs (default 2 views h50)
+  for pass in megakernel sequence; do
+    stage "state pass: $pass"
+    FLASH_RT_PI0_STATE_PASS=$pass timeout 280 python3 bench/policy.py --models pi0 \
+        --ckpt "pi0=$CKPTS/pi0" --views ${STATE_VIEWS:-2} --horizon ${STATE_HORIZONS:-50} \
+        --iters ${ITERS:-100} --baselines "" --out "$OUT/pi0_state_pass_$pass.json" | tail -2
+  done
 fi
 stage done

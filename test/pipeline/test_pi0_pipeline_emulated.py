@@ -142,6 +142,20 @@ def test_emulated_gemma_head_shape_matches_the_reference(small_pi0_ckpt, camera_
         assert (em.engine.ctx.expert.folds_in, em.engine.ctx.expert.folds_out) == (False, True)
 
 
+def test_state_pass_knob_keeps_it_on_the_sequence(small_pi0_ckpt, camera_images, state,
+                                                  monkeypatch):
+    # FLASH_RT_PI0_STATE_PASS=sequence (the A/B of the state pass): the steps stay on the
+    # kernel, the state token's pass runs as launches again; a typo is refused
+    monkeypatch.setenv("FLASH_RT_PI0_STATE_PASS", "sequence")
+    em = Emulated(small_pi0_ckpt, HOPPER, monkeypatch, staging="device")
+    assert_matches_reference(em, camera_images[:1], state)
+    assert em.engine.ctx.expert.state_pass is None
+    assert em.k.calls["expert_megakernel"] == em.cfg.num_steps
+    monkeypatch.setenv("FLASH_RT_PI0_STATE_PASS", "kernel")
+    with pytest.raises(ValueError, match="FLASH_RT_PI0_STATE_PASS='kernel'"):
+        Emulated(small_pi0_ckpt, HOPPER, monkeypatch, staging="device")
+
+
 def test_bf16_mode_matches_the_reference_to_rounding(tiny_pi0_ckpt, camera_images, state,
                                                      monkeypatch):
     """Without FP8 only bf16 rounding separates the pipeline from the reference, so the

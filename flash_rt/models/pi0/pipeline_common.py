@@ -41,16 +41,20 @@ row with its own scale sites (``st.*``), its last layer stopping after QKV.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 
 from flash_rt.hardware.attention import DECODER, STATE, AttentionSpec, SiteSpec
 from flash_rt.models.common.expert_megakernel import ExpertMegakernel, megakernel_unsupported
 from flash_rt.models.common.paligemma_pipeline import (
-    GemmaRun, ModelStages, PaliGemmaDims, StageContext, attention_spec as _sites,
-    denoise, expert_step_sites, flow_step, gemma_layers, gemma_sites,
+    MEGAKERNEL, SEQUENCE, GemmaRun, ModelStages, PaliGemmaDims, StageContext,
+    attention_spec as _sites, denoise, expert_step_sites, flow_step, gemma_layers, gemma_sites,
     prefix_forward, siglip_forward, vision_prefix_sites,
 )
 
+# FLASH_RT_PI0_STATE_PASS=sequence keeps the state token's pass on the kernel sequence while
+# the steps run on the persistent kernel (an A/B knob; see Pi0Megakernel)
+STATE_PASS_ENV = "FLASH_RT_PI0_STATE_PASS"
 STATE_SCALES = "st.{i}"  # scale sites of the state token's pass, per layer
 ACT_TIME_IN, ACT_TIME_BIAS = "act_time_in", "act_time.bias"  # weight-spec names (_pi0_spec)
 BF16_BYTES = 2
@@ -83,7 +87,7 @@ def state_forward(ctx: StageContext) -> None:
     sequence (also the calibration twin's path: it records the pass's scales)."""
     d, a, inp = ctx.d, ctx.a, ctx.inp
     ctx.linear(inp.state, "state_in", "", a["dec_x"], d.state_tokens)
-    if ctx.expert is not None:
+    if ctx.expert is not None and ctx.expert.state_pass is not None:
         ctx.expert.state_pass.run(ctx, 0)
         return
     gemma_layers(ctx, _expert_run(
@@ -157,10 +161,16 @@ class Pi0Megakernel(ExpertMegakernel):
                  kernels=None):
         super().__init__(d, weights, acts, device, blocks, step_inputs=megakernel_inputs,
                          plain_residual=True, kernels=kernels)
-        self.state_pass = ExpertMegakernel(
-            d, weights, acts, device, blocks, step_inputs=state_megakernel_inputs,
-            plain_residual=True, rows=d.state_tokens, kv_only_last=True,
-            scale_site=STATE_SCALES.format(i=0) + ".qkv", packed=self)
+        self.state_pass = None
+        choice = os.environ.get(STATE_PASS_ENV, MEGAKERNEL)
+        if choice not in (MEGAKERNEL, SEQUENCE):
+            raise ValueError(f"{STATE_PASS_ENV}={choice!r}: expected {MEGAKERNEL!r} or "
+                             f"{SEQUENCE!r}")
+        if choice == MEGAKERNEL:
+            self.state_pass = ExpertMegakernel(
+                d, weights, acts, device, blocks, step_inputs=state_megakernel_inputs,
+                plain_residual=True, rows=d.state_tokens, kv_only_last=True,
+                scale_site=STATE_SCALES.format(i=0) + ".qkv", packed=self)
 
 
 PI0 = ModelStages(model="pi0", attention_spec=attention_spec, scale_sites=scale_sites,
