@@ -23,6 +23,7 @@
 // operand for Q and K and as the MN-major one for V; see arch_sm90.cuh.
 #pragma once
 
+#include <climits>
 #include <type_traits>
 
 #include "../attention_tiles.cuh"
@@ -113,16 +114,30 @@ struct Swizzled128 {
 
 using Layout = std::conditional_t<FLASH_RT_MK_ATTN_SWIZZLE != 0, Swizzled128, Interleaved>;
 
+// FLASH_RT_MK_ATTN_PARTIAL_PREFETCH=1 (build switch for an A/B, off until measured): the
+// split holding the step's own K/V rows (keys from valid_len on, written by this layer's
+// QKV tasks) also issues its rows before valid_len ahead of the task's wait, and only the
+// rest after it; off, that split loads all 64 rows after the wait. At horizon 10 the split
+// holds ~54 cached rows and 10 of the step's.
+#ifndef FLASH_RT_MK_ATTN_PARTIAL_PREFETCH
+#define FLASH_RT_MK_ATTN_PARTIAL_PREFETCH 0
+#endif
+constexpr bool kPartialPrefetch = FLASH_RT_MK_ATTN_PARTIAL_PREFETCH != 0;
+
 // K and V of `span`'s one key tile into their places (cp.async, uncommitted); rows past
 // span.kv_hi are zero-filled (their logits are -inf, and a zero V row keeps 0 * V finite).
-template <int NT>
+// Ranged: only the tile's keys in [lo, hi), so that the rows of a split that lie before
+// the step's own K/V can be issued before the task's wait and the rest after it.
+template <int NT, bool Ranged = false>
 __device__ __forceinline__ void load_kv_tile(const attn_tiles::Params& p,
                                              const attn_tiles::KeySpan<kKeys>& span,
-                                             unsigned char* work, int tid) {
+                                             unsigned char* work, int tid, int lo = 0,
+                                             int hi = 0) {
   const int row0 = span.blk_lo * kKeys;
   for (int i = tid; i < kKeys * kChunks; i += NT) {
     int row, chunk;
     Layout::slot(i, row, chunk);
+    if (Ranged && (row0 + row < lo || row0 + row >= hi)) continue;
     const bool ok = row0 + row < span.kv_hi;
     const long long r = row0 + row;
     const int off = Layout::offset(row, chunk);
@@ -157,7 +172,10 @@ __device__ __forceinline__ void attention_tile(const attn_tiles::Params& p, unsi
                          : p.q;
     attn_tiles::cp_async16(work + kQ + Layout::offset(row, chunk), src, ok);
   }
-  if (!hooks.first_tile_preloaded()) load_kv_tile<NT>(p, span, work, tid);
+  if (!hooks.first_tile_preloaded())
+    load_kv_tile<NT>(p, span, work, tid);
+  else if (kPartialPrefetch)  // the rows from the step's own K/V on (none in a prefix split)
+    load_kv_tile<NT, true>(p, span, work, tid, p.kv_len_value, INT_MAX);
   attn_tiles::cp_async_commit();
   const int jb = span.blk_lo * kKeys + g * kGroupKeys;  // the warp's first logits key
   unsigned char mk[kGroupKeys / 8][2];

@@ -735,12 +735,19 @@ __device__ __forceinline__ attn_tiles::Params attention_params(const ExpertParam
 // the launch, never in it) issues its K/V tile's copies before its wait, so they land
 // while the block waits for this layer's Q (run 9 on the H100: 2.2-3.1 us of an attention
 // task went to loading Q, K and V after the wait). The split holding the step's own K/V
-// rows loads them after the wait, as before. Returns whether the copies were issued.
+// rows loads them after the wait, as before, or (FLASH_RT_MK_ATTN_PARTIAL_PREFETCH) only
+// those, its cached rows issued here. Returns whether copies were issued.
 __device__ __forceinline__ bool attention_prefetch(const ExpertParams& p, const Task& t,
                                                    unsigned char* work, int valid_len, int tid) {
   const attn_tiles::Params a = attention_params(p, t.layer, valid_len);
   const attn_tiles::KeySpan<kAttnKeys> span(a, 0, 0, t.k0);
-  if (span.blk_lo >= span.blk_hi || span.kv_hi > valid_len) return false;
+  if (span.blk_lo >= span.blk_hi) return false;
+  if (span.kv_hi > valid_len) {  // the split holding the step's own rows
+    if (!(wg_attn::kPartialPrefetch && wg_attn::kEnabled)) return false;
+    wg_attn::load_kv_tile<AttnCfg::kThreads, true>(a, span, work, tid, INT_MIN, valid_len);
+    attn_tiles::cp_async_commit();
+    return true;  // (the tile loads the rest after the wait)
+  }
   if (wg_attn::kEnabled)
     wg_attn::load_kv_tile<AttnCfg::kThreads>(a, span, work, tid);
   else
