@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 import flash_rt.configs as configs
 import flash_rt.core.checkpoint as checkpoint
@@ -59,6 +60,46 @@ def reduce_depth(depth: int) -> None:
     make_checkpoint.load_config = load
 
 
+ROWWISE_GEMMS = [0, 0]  # FP8 GEMMs with row-wise activations, and without (a check)
+
+
+def per_row_activations() -> None:
+    """What per-token (row-wise, dynamic) FP8 activation scales would give instead of the
+    static per-tensor ones: every FP8 activation the emulated kernels write is remembered
+    unquantised (by its address), and an FP8 GEMM that reads it quantises each row with
+    that row's own amax / 448 (weights keep their per-tensor scale). A what-if, not a
+    kernel: the engine has no row-wise scales (docs/precision.md)."""
+    from . import emulated_kernels as ek
+    written: dict[int, torch.Tensor] = {}
+    last_fp8_view = [0]
+    view, q8, gemm_fp8 = ek.view, ek.q8, ek.EmulatedKernels.gemm_fp8
+
+    def view_rec(ptr, shape, dtype):
+        if dtype == ek.FP8:
+            last_fp8_view[0] = ptr
+        return view(ptr, shape, dtype)
+
+    def q8_rec(x, s):  # called right after the writer's view(out, ..., FP8)
+        written[last_fp8_view[0]] = x.float().flatten().clone()
+        return q8(x, s)
+
+    def gemm_rowwise(self, a, b, d, M, N, K, a_scale, b_scale, stream, **kw):
+        y = written.pop(a, None)
+        if y is None:
+            ROWWISE_GEMMS[1] += 1
+            return gemm_fp8(self, a, b, d, M, N, K, a_scale, b_scale, stream, **kw)
+        ROWWISE_GEMMS[0] += 1
+        rows = y[:M * K].reshape(M, K)
+        s = rows.abs().amax(1, keepdim=True).clamp_min(1e-12) / ek.E4M3_MAX
+        A = (rows / s).clamp(-ek.E4M3_MAX, ek.E4M3_MAX).to(ek.FP8).float() * s
+        B = view(b, (N, K), ek.FP8).float() * ek.scalar(b_scale)
+        self._gemm(A, B, d, M, N, kw.get("bias", 0), kw.get("c", 0),
+                   kw.get("epilogue", ek.Epilogue.NONE))
+
+    ek.view, ek.q8 = view_rec, q8_rec
+    ek.EmulatedKernels.gemm_fp8 = gemm_rowwise
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("model", choices=sorted(PIPELINES))
@@ -67,7 +108,11 @@ def main() -> None:
     ap.add_argument("--views", type=int, default=1)
     ap.add_argument("--horizon", type=int, default=10)
     ap.add_argument("--ckpt-dir", default="/tmp/precision_sites")
+    ap.add_argument("--act-scale", choices=("tensor", "row"), default="tensor",
+                    help="row: the what-if of per-token activation scales (per_row_activations)")
     args = ap.parse_args()
+    if args.act_scale == "row":
+        per_row_activations()
     os.environ["FLASH_RT_EXPERT"] = "sequence"
     reduce_depth(args.depth)
     ckpt = Path(args.ckpt_dir) / f"{args.model}_full_depth{args.depth}"
@@ -88,7 +133,9 @@ def main() -> None:
         want = em.reference(images, state, seed=5)
         print(f"{args.model} depth {args.depth} {name:16s} chunk {cosine(got, want):.6f} "
               f"max-abs {np.abs(got - want).max():.4f} prefix K/V "
-              f"{em.kv_cosine(images, state):.5f} ({time.time() - t0:.0f} s)", flush=True)
+              f"{em.kv_cosine(images, state):.5f} ({time.time() - t0:.0f} s)"
+              + (f" row-wise GEMMs {ROWWISE_GEMMS}" if args.act_scale == "row" else ""),
+              flush=True)
 
 
 if __name__ == "__main__":
