@@ -57,7 +57,7 @@ do_ab() {
   stage "A/B: build with $flags"
   build_kernels "$flags" || exit 1
   step_bench 200 --configs ${FULL_CONFIGS:-full:2:50 full:1:10} --iters ${STEP_ITERS:-200} \
-      --out "$OUT/expert_step_ab_$(echo "$flags" | tr -c 'A-Za-z0-9' '_').json"
+      --kernel-only --out "$OUT/expert_step_ab_$(echo "$flags" | tr -c 'A-Za-z0-9' '_').json"
   [ "${AB_TESTS:-1}" = 1 ] && kernel_tests  # (AB_TESTS=0: the bench's agreement only)
   [ "${AB_KEEP_BUILD:-0}" = 1 ] && return  # (the next A/B rebuilds anyway)
   stage "A/B: default build again"
