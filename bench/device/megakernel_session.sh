@@ -155,7 +155,8 @@ do_fold() {
   # time), its precision, and the default build again
   stage "build with FLASH_RT_MK_FOLD_IO=1"
   build_kernels -DFLASH_RT_MK_FOLD_IO=1 || exit 1
-  stage "frontend tests with the fold"
+  stage "kernel and frontend tests with the fold"
+  kernel_tests
   timeout 200 python3 -m pytest -q -rs test/gpu/test_pi05_frontends.py test/gpu/test_pi0_frontends.py \
       -p no:cacheprovider 2>&1 | tail -6
   full_checkpoint
