@@ -27,6 +27,7 @@ short lock covers only the slot bookkeeping, never a pixel copy.
 from __future__ import annotations
 
 import functools
+import os
 import threading
 from dataclasses import dataclass, field
 
@@ -147,6 +148,9 @@ def age_problem(now_ns: int, stamp_ns: int, max_age_ns: int, max_lead_ns: int) -
     return ""
 
 
+# FLASH_RT_ROS_JPEG_ASYNC=1: GPU JPEG decodes land after the callback returns (an A/B knob;
+# see ObservationAssembler's jpeg_async)
+JPEG_ASYNC_ENV = "FLASH_RT_ROS_JPEG_ASYNC"
 DEFAULT_LEAD_NS = int(DEFAULTS["future_stamp_tolerance_s"] * 1e9)
 
 
@@ -156,7 +160,7 @@ class ObservationAssembler:
     def __init__(self, num_cameras: int, joint_names, state_source: str = "position",
                  max_pixels: int = DEFAULTS["max_image_pixels"],
                  max_abs_joint: float = DEFAULTS["max_abs_joint_value"],
-                 jpeg: JpegDecoder | None = None):
+                 jpeg: JpegDecoder | None = None, jpeg_async: bool = False):
         if state_source not in STATE_SOURCES:
             raise ValueError(f"state_source must be one of {STATE_SOURCES}, got {state_source!r}")
         if num_cameras < 1:
@@ -166,6 +170,10 @@ class ObservationAssembler:
         self.state_source = state_source
         self.max_pixels, self.max_abs_joint = max_pixels, max_abs_joint
         self.jpeg = jpeg or OpenCvJpeg()
+        # jpeg_async: the callback returns before a GPU decode's copy into the slot has
+        # landed (the readers wait for it). Off: measured slower on the H100 (the node's own
+        # work 2.02 vs 0.78-0.91 ms p50, docs/performance.md); JPEG_ASYNC_ENV turns it on.
+        self.jpeg_async = jpeg_async
         self._lock = threading.Lock()
         self._cams = [_Ring() for _ in range(num_cameras)]
         self._joints = JointLayouts(self.joint_names)
@@ -179,7 +187,8 @@ class ObservationAssembler:
         """The assembler the node (and a replay of it) uses for parameters ``p``."""
         return cls(len(p.camera_topics), p.joint_names, p.state_source,
                    max_pixels=p.max_image_pixels, max_abs_joint=p.max_abs_joint_value,
-                   jpeg=make_jpeg_decoder(p.jpeg_decoder))
+                   jpeg=make_jpeg_decoder(p.jpeg_decoder),
+                   jpeg_async=os.environ.get(JPEG_ASYNC_ENV, "0") == "1")
 
     # ---------------------------------------------------------------- writers
     def _begin(self, ring: _Ring, shape) -> np.ndarray:
@@ -238,7 +247,8 @@ class ObservationAssembler:
         ring = self._check_cam(cam, stamp_ns)
         kind, buf, shape = check_compressed(fmt, data, self.max_pixels)
         if kind == "jpeg":
-            decode = functools.partial(self.jpeg.decode_into_async, buf)
+            decode = functools.partial(self.jpeg.decode_into_async if self.jpeg_async else
+                                       self.jpeg.decode_into, buf)
         else:
             def decode(dst):
                 bgr_into(decode_bgr(kind, buf, shape), dst)

@@ -87,6 +87,42 @@ def test_folded_action_io_matches_the_launches_it_replaces(gpu, small_pi05_ckpt,
     assert cosine(chunks["1"], chunks["0"]) > 0.9999
 
 
+def test_capture_survives_cuda_work_in_another_thread(gpu, tiny_pi05_ckpt, reference,
+                                                     camera_images, state, tmp_path):
+    # The ROS node decodes camera JPEGs on the GPU in its executor thread (own stream, an
+    # event wait per frame) while the first inference captures its graph. In torch's
+    # default capture mode such a wait in another thread fails and invalidates the capture
+    # (found on the H100, 2026-12-06); the frontends capture thread-locally (CAPTURE_MODE).
+    import threading
+    m = load_model(tiny_pi05_ckpt, hardware="hopper", cache_dir=tmp_path)
+    stop, errors, rounds = threading.Event(), [], [0]
+
+    def other_thread():
+        side = torch.cuda.Stream()
+        host = torch.empty(1 << 16, dtype=torch.uint8, pin_memory=True)
+        try:
+            while not stop.is_set():
+                with torch.cuda.stream(side):
+                    x = torch.full((1 << 16,), rounds[0] % 251, dtype=torch.uint8, device="cuda")
+                    host.copy_(x, non_blocking=True)
+                    done = torch.cuda.Event()
+                    done.record(side)
+                done.synchronize()
+                rounds[0] += 1
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    t = threading.Thread(target=other_thread)
+    t.start()
+    try:  # the first predict calibrates and captures while the other thread runs
+        check_against_reference(m, reference, camera_images[:2], state, PROMPT, seed=2)
+    finally:
+        stop.set()
+        t.join()
+    assert not errors, errors
+    assert rounds[0] > 0
+
+
 def test_auto_picks_the_visible_gpu(gpu, tiny_pi05_ckpt, tmp_path):
     m = load_model(tiny_pi05_ckpt, hardware="auto", cache_dir=tmp_path)
     assert m.hardware == detect_hardware() != "cpu"

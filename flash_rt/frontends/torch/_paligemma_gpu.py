@@ -43,6 +43,13 @@ from flash_rt.models.common.processor import RawObservation
 log = logging.getLogger(__name__)
 
 CALIBRATION_VERSION = "calib-1"
+# Graph captures forbid unsafe CUDA calls only in the capturing thread. In torch's default
+# ("global") mode any other thread's such call (an event wait, an allocation) fails during
+# the capture and invalidates it: found on the H100 (2026-12-06) with the ROS node's camera
+# callbacks decoding JPEG on the GPU (their own stream) while the first inference captured;
+# the capture failed and the frontend stayed unusable. Other threads' work on their own
+# streams does not enter the graph either way.
+CAPTURE_MODE = "thread_local"
 DEFAULT_PERCENTILE = 99.9  # over frames, of each site's per-frame amax
 MAX_GRAPHS = 4
 
@@ -137,7 +144,8 @@ class PaliGemmaGpuFrontend(PolicyFrontend):
         ctx = self._ctx_for(key)
         self._eager(key, ctx)  # warm-up: cuBLASLt plans for this key exist before capture
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool, stream=self.stream):
+        with torch.cuda.graph(graph, pool=self._pool, stream=self.stream,
+                              capture_error_mode=CAPTURE_MODE):
             self._run(key, ctx)
         self._graphs[key] = graph
         if len(self._graphs) > MAX_GRAPHS:
@@ -236,7 +244,8 @@ class PaliGemmaGpuFrontend(PolicyFrontend):
         out = {}
         for name, fn in self.engine.stages(self._ctx_for(key)).items():
             g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g, pool=self._pool, stream=self.stream):
+            with torch.cuda.graph(g, pool=self._pool, stream=self.stream,
+                                  capture_error_mode=CAPTURE_MODE):
                 fn()
             out[name] = self._launcher(g)
         out["infer"] = self._launcher(self._graphs[key])
