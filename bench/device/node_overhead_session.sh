@@ -3,7 +3,8 @@
 # hopper fast path (H100/H200), 3 cameras 640x480 at 30 Hz, raw rgb8 and JPEG.
 #   prepared here: bash bench/device/ros_cp312.sh      (ROS wheels for the device's 3.12)
 #   on the device: bash bench/device/node_overhead_session.sh [stage ...]
-#   stages: ros kernels ckpt raw jpeg jpeg_gpu   (default: all but jpeg_gpu; ~8 min budget)
+#   stages: ros kernels ckpt raw jpeg jpeg_gpu jpeg_gpu_async   (default: all but the GPU
+#   decoder's two; ~8 min budget)
 #   jpeg_gpu: JPEG decoded by the node on the GPU (jpeg_decoder: gpu); needs
 #   gpu_jpeg_session.sh's install in an earlier call on the same warm machine
 # Everything lands in $OUT (log.txt, node_overhead_raw.json, node_overhead_jpeg.json).
@@ -53,7 +54,9 @@ do_raw() { case_run rgb8 raw; }
 do_jpeg() { case_run jpeg jpeg; }
 do_jpeg_gpu() {
   [ -d /tmp/gpujpeg_site/nvidia/nvimgcodec ] || { echo "jpeg_gpu: run gpu_jpeg_session.sh install first (same warm machine)"; return; }
-  PYTHONPATH="/tmp/gpujpeg_site${PYTHONPATH:+:$PYTHONPATH}" case_run jpeg jpeg_gpu gpu
+  PYTHONPATH="/tmp/gpujpeg_site${PYTHONPATH:+:$PYTHONPATH}" case_run jpeg "jpeg_gpu${1:-}" gpu
 }
+# the same with the callback not waiting for the decode's copy (FLASH_RT_ROS_JPEG_ASYNC=1)
+do_jpeg_gpu_async() { FLASH_RT_ROS_JPEG_ASYNC=1 do_jpeg_gpu _async; }
 for st in $STAGES; do "do_$st"; done
 stage done
