@@ -155,6 +155,9 @@ do_fold() {
   # time), its precision, and the default build again
   stage "build with FLASH_RT_MK_FOLD_IO=1"
   build_kernels -DFLASH_RT_MK_FOLD_IO=1 || exit 1
+  stage "the fold build's step alone (its folded paths off: the testbed runs the launches)"
+  step_bench 200 --configs ${FULL_CONFIGS:-full:2:50 full:1:10} --iters ${STEP_ITERS:-200} \
+      --kernel-only --out "$OUT/expert_step_fold_build.json"
   stage "kernel and frontend tests with the fold"
   kernel_tests
   timeout 200 python3 -m pytest -q -rs test/gpu/test_pi05_frontends.py test/gpu/test_pi0_frontends.py \
