@@ -31,6 +31,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from flash_rt.core.task_schedule import TASK_FIELDS
 from flash_rt.models.common.expert_schedule import (MAX_SPLIT_K, TOKEN_PAD, TRACE_STAMPS,
                                                     WEIGHT_SITES, ExpertDims, build_schedule,
                                                     kernel_sizes, pack_plan, pack_tile_major,
@@ -220,14 +221,16 @@ class ExpertMegakernel:
         # attention per key split (task k0), over layers and row blocks: run time and the
         # inputs part, to see whether the split holding the step's own K/V rows (loaded
         # after the wait, not prefetched) is the phase's slowest
-        tables = self.schedule.tables()["tasks"]
         attn = np.isin(phase_of, [i for i, ph in enumerate(self.schedule.phases)
                                   if ph.name.startswith("attn.")])
         if attn.any():
-            split = tables[attn, 3]  # k0 (TASK_FIELDS)
+            split = self.schedule.tables()["tasks"][attn, TASK_FIELDS.index("k0")]
             r = t[attn]
+
+            def mean_us(rows, a, b):
+                return round(float((rows[:, b] - rows[:, a]).mean()) / 1e3, 3)
             out["attn"]["by_split"] = {
-                int(s): {"run_us": round(float((r[split == s, END] - r[split == s, RUN]).mean()) / 1e3, 3),
-                         "inputs_us": round(float((r[split == s, INPUTS] - r[split == s, RUN]).mean()) / 1e3, 3)}
+                int(s): {"run_us": mean_us(r[split == s], RUN, END),
+                         "inputs_us": mean_us(r[split == s], RUN, INPUTS)}
                 for s in np.unique(split)}
         return out | {"total_us": float((t[:, END].max() - t[:, WAIT].min()) / 1e3)}

@@ -153,9 +153,9 @@ def state_megakernel_inputs(ctx: StageContext, step: int) -> dict:
 class Pi0Megakernel(ExpertMegakernel):
     """Pi0's expert on the persistent kernel: the denoising steps (this object, as Pi0.5's)
     and ``state_pass``, the state token's once-per-inference pass as a second schedule of
-    one row over the same packed weights, its last layer stopping after QKV. The state
-    pass on the kernel sequence was Pi0's largest own cost on the H100 (0.70-0.75 ms a
-    chunk, docs/performance.md run 11: 18 layers of one-row launches)."""
+    one row over the same packed weights, its last layer stopping after QKV. On the H100
+    (docs/performance.md run 12, 2 views h50): 0.516 ms a chunk against 0.726 for the
+    state pass as 18 layers of one-row launches."""
 
     def __init__(self, d: PaliGemmaDims, weights: dict, acts, device, blocks=None,
                  kernels=None):
