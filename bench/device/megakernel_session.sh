@@ -4,7 +4,7 @@
 # both step times), run its kernel tests and the attention regression tests, and save the
 # SASS instruction mix. Everything lands in $OUT (log.txt, *.json).
 #   bash bench/device/megakernel_session.sh [stage ...]
-#   stages: build diag tests ncu full frontends ab switches splitk baseline fold
+#   stages: build diag tests ncu full frontends ab switches splitk baseline fold stepgap
 #   (ab: AB_FLAGS=-DNAME=0 ... ab, a build-switch A/B against this call's default build;
 #   switches: SWITCHES="-DA=1 -DB=1" each that way; splitk: SPLITK=2, the engine knob;
 #   docs/performance.md runs 7-10;
@@ -168,6 +168,29 @@ do_fold() {
   pipeline_precision fold FLASH_RT_MK_FOLD_IO=1
   stage "default build again"
   build_kernels || exit 1
+}
+do_stepgap() {
+  # Is the kernel itself slower inside the pipeline's graph than in bench/expert_step.py's
+  # (the step in the pipeline is 50-75 us longer, docs/performance.md run 12), or is the
+  # gap around it? ncu's duration of the same kernel in both, caches and clocks left alone.
+  full_checkpoint
+  local ncu_args=(--cache-control none --clock-control none --metrics gpu__time_duration.sum
+                  -k regex:expert_megakernel --launch-skip 40 --launch-count 20 --csv)
+  stage "step gap: the kernel in the pipeline (2 views h50)"
+  timeout 280 ncu "${ncu_args[@]}" python3 bench/policy.py --models pi05 --ckpt "$CK" \
+      --views 2 --horizon 50 --iters 20 --baselines '' > "$OUT/stepgap_pipeline.csv" 2>&1
+  stage "step gap: the kernel in the testbed (full:2:50)"
+  timeout 200 ncu "${ncu_args[@]}" python3 bench/expert_step.py --configs full:2:50 \
+      --iters 30 --kernel-only > "$OUT/stepgap_testbed.csv" 2>&1
+  for f in pipeline testbed; do
+    python3 - "$OUT/stepgap_$f.csv" "$f" <<'PY'
+import csv, statistics, sys
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 5 and r[-3] == "gpu__time_duration.sum"]
+scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3}
+us = [float(r[-1].replace(",", "")) * scale[r[-2]] for r in rows]
+print(sys.argv[2], "kernel duration p50 us:", round(statistics.median(us), 1) if us else None, "n", len(us))
+PY
+  done
 }
 do_frontends() {
   stage "frontend tests (tiny / small presets, every GPU frontend)"
