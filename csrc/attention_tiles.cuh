@@ -101,7 +101,9 @@ __device__ __forceinline__ void store_out_pair(const Params& p, long long off, f
 // (bf16 only: an FP8 branch here measured 27 % slower on the prefix, 68.6 vs 54.1 us.)
 // The fragment holds DP columns from col0 (a warpgroup's half of the head dims in the
 // persistent kernel's wgmma tile; 0 and all of them elsewhere).
-template <int DP, typename LseOf>
+// Bf16Part: the partial output in bf16 (half the bytes for the combine; the persistent
+// kernel's FLASH_RT_MK_ATTN_BF16_PARTIALS), over the same ws_o buffer.
+template <int DP, bool Bf16Part = false, typename LseOf>
 __device__ __forceinline__ void store_rows(const Params& p, const float (&o)[DP / 8][4],
                                            const float (&l_run)[2], int m0, int qr, int rows,
                                            int kvh, int b, int split, int tig, LseOf lse_of,
@@ -129,7 +131,11 @@ __device__ __forceinline__ void store_rows(const Params& p, const float (&o)[DP 
       for (int i = 0; i < DP / 8; ++i) {
         const int col = col0 + i * 8 + 2 * tig;
         if (col < p.D) {
-          *reinterpret_cast<float2*>(dst + col) = make_float2(o[i][2 * r] * inv, o[i][2 * r + 1] * inv);
+          if (Bf16Part)
+            *reinterpret_cast<__nv_bfloat162*>(reinterpret_cast<bf16*>(p.ws_o) + prow * p.D + col) =
+                __floats2bfloat162_rn(o[i][2 * r] * inv, o[i][2 * r + 1] * inv);
+          else
+            *reinterpret_cast<float2*>(dst + col) = make_float2(o[i][2 * r] * inv, o[i][2 * r + 1] * inv);
         }
       }
       if (tig == 0) p.ws_lse[prow] = l_run[r] > 0.f ? lse_of(r) : -INFINITY;
@@ -518,9 +524,11 @@ __device__ __forceinline__ void attn_v2_tile(const Params& p, unsigned char* sme
 // persistent kernel): one float4 a split, so a warp's load covers 512 contiguous bytes;
 // with 8 columns a lane's two float4 halves fall in two instructions that each touch every
 // sector of a 1 KiB span (twice the L2 sector traffic), and half as many items (tasks).
-template <int MAXS, int BATCH = (MAXS < 8 ? MAXS : 8), int COLS = 8>
+// Bf16Part: the partials were stored in bf16 (store_rows<DP, true>; COLS 4: 8 bytes a split).
+template <int MAXS, int BATCH = (MAXS < 8 ? MAXS : 8), int COLS = 8, bool Bf16Part = false>
 __device__ __forceinline__ void attn_combine_item(const Params& p, long long item) {
   static_assert(COLS == 8 || COLS == 4, "an item is 8 or 4 columns");
+  static_assert(!Bf16Part || COLS == 4, "bf16 partials: 4 columns an item");
   constexpr int kVecs = COLS / 4;  // float4 loads per split
   const int chunks = p.D / COLS;
   const long long total = (long long)p.batch * p.H * p.Lq;
@@ -552,10 +560,17 @@ __device__ __forceinline__ void attn_combine_item(const Params& p, long long ite
     float4 x[kBatch][kVecs];
 #pragma unroll
     for (int j = 0; j < kBatch; ++j) {
-      const float4* src = reinterpret_cast<const float4*>(
-          p.ws_o + (min(s0 + j, last) * total + row) * p.D + COLS * c);
+      const long long at = (min(s0 + j, last) * total + row) * p.D + COLS * c;
+      if (Bf16Part) {
+        const uint2 u = __ldcg(reinterpret_cast<const uint2*>(reinterpret_cast<const bf16*>(p.ws_o) + at));
+        const float2 lo = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.x));
+        const float2 hi = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.y));
+        x[j][0] = make_float4(lo.x, lo.y, hi.x, hi.y);
+      } else {
+        const float4* src = reinterpret_cast<const float4*>(p.ws_o + at);
 #pragma unroll
-      for (int v = 0; v < kVecs; ++v) x[j][v] = __ldcg(src + v);
+        for (int v = 0; v < kVecs; ++v) x[j][v] = __ldcg(src + v);
+      }
     }
 #pragma unroll
     for (int j = 0; j < kBatch; ++j) {

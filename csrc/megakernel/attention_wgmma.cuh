@@ -127,6 +127,16 @@ using Layout = std::conditional_t<FLASH_RT_MK_ATTN_SWIZZLE != 0, Swizzled128, In
 #endif
 constexpr bool kPartialPrefetch = FLASH_RT_MK_ATTN_PARTIAL_PREFETCH != 0;
 
+// FLASH_RT_MK_ATTN_BF16_PARTIALS=1 (build switch for an A/B, off until measured): each
+// split's normalised partial output is stored in bf16 instead of fp32 and the combine reads
+// it so: half the bytes of the tile's partial stores (1.6 us of a 2-view h50 attention task,
+// run 11) and of the combine's loads. The combined output is quantised to FP8 for O anyway
+// (3 mantissa bits against bf16's 8).
+#ifndef FLASH_RT_MK_ATTN_BF16_PARTIALS
+#define FLASH_RT_MK_ATTN_BF16_PARTIALS 0
+#endif
+constexpr bool kBf16Partials = FLASH_RT_MK_ATTN_BF16_PARTIALS != 0;
+
 // K and V of `span`'s one key tile into their places (cp.async, uncommitted); rows past
 // span.kv_hi are zero-filled (their logits are -inf, and a zero V row keeps 0 * V finite).
 // Ranged: only the tile's keys in [lo, hi), so that the rows of a split that lie before
@@ -248,7 +258,7 @@ __device__ __forceinline__ void attention_tile(const attn_tiles::Params& p, unsi
   hooks.math_done();
   // m is in the log2 domain; the combine works in natural-log units. Both groups write
   // the same lse (one store would need a branch on g for nothing).
-  attn_tiles::store_rows<kGroupDims>(
+  attn_tiles::store_rows<kGroupDims, kBf16Partials>(
       p, o, l, m0, r0, rows, 0, 0, split, tig,
       [&](int r) { return (m[r] + log2f(l[r])) * 0.6931471805599453f; }, g * kGroupDims);
 }

@@ -806,9 +806,11 @@ __device__ __forceinline__ void combine_task(const ExpertParams& p, const Task& 
   // The split count is a template bound of the combine (its loads are unrolled to it and
   // clamped): the smallest instance that holds this launch's splits, not always 32.
   const long long item = static_cast<long long>(t.tile) * kCombineItems + tid;
-  if (p.splits <= 8) attn_tiles::attn_combine_item<8, 8, kCombineCols>(a, item);
-  else if (p.splits <= 16) attn_tiles::attn_combine_item<16, kCombineBatch, kCombineCols>(a, item);
-  else attn_tiles::attn_combine_item<kCombineMaxSplits, kCombineBatch, kCombineCols>(a, item);
+  constexpr bool kB = wg_attn::kBf16Partials && wg_attn::kEnabled;
+  if (p.splits <= 8) attn_tiles::attn_combine_item<8, 8, kCombineCols, kB>(a, item);
+  else if (p.splits <= 16)
+    attn_tiles::attn_combine_item<16, kCombineBatch, kCombineCols, kB>(a, item);
+  else attn_tiles::attn_combine_item<kCombineMaxSplits, kCombineBatch, kCombineCols, kB>(a, item);
   fence_proxy_async_global();  // act_attn is read by bulk copies
 }
 
