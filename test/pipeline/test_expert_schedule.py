@@ -172,6 +172,20 @@ def test_phase_profile_reports_attention_per_key_split():
     assert all(by[s] == {"run_us": 6.0 + s, "inputs_us": 2.0 + s} for s in by), by
 
 
+def test_a_kv_only_pass_stops_after_its_last_qkv():
+    """Pi0's state-token pass: one row, the last layer only norm_in and QKV (its K/V are
+    the pass's only use), no final norm; deadlock- and race-free like a full step."""
+    full = dims("small", depth=3, num_views=1, horizon=10)
+    d = dataclasses.replace(full, horizon=1, kv_only_last=True)
+    sched = es.build_schedule(d, 16)
+    names = [ph.name for ph in sched.phases]
+    assert names[-2:] == ["norm_in.2", "qkv.2"] and "norm_out" not in names
+    assert len(names) == 8 * 2 + 2
+    assert len(simulate(sched, rng=random.Random(3))) == sum(len(ph.tasks) for ph in sched.phases)
+    assert find_races(sched, es.task_accesses(d)) == []
+    assert len(sched.phases[0].tasks) == 1  # one norm task: one row
+
+
 def test_race_check_finds_two_phases_merged_into_one():
     d = dims("small", depth=1, num_views=1, horizon=10)
     good = es.build_schedule(d, 8)
