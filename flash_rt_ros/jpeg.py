@@ -14,10 +14,11 @@ the JPEG header by :mod:`flash_rt_ros.encodings`) and raise
 decoder copies the decoded frame back into the (pinned) host slot on a stream of its own,
 so the node's input path is unchanged. Measured on an H100 (docs/performance.md, 2026-12-06):
 0.32 ms per 640x480 frame on the hardware engine against 1.41 with OpenCV; the node's own
-work with 3 JPEG cameras 0.70 / 0.80 ms p50 / p99 against 1.82 / 1.95, when the callback
-waited for each decode. It no longer does (``decode_into_async``): the GPU's part of the
-triggering frame's decode overlaps the hand-over to the inference thread, which waits for
-it before reading the images (not yet measured on a GPU).
+work with 3 JPEG cameras 0.70 / 0.80 ms p50 / p99 against 1.82 / 1.95, the callback waiting
+for each decode (``decode_into``, the node's default). ``decode_into_async`` (the callback
+returns before the copy lands, the inference thread waits for it) measured slower in the
+node: 2.02 against 0.78-0.91 ms p50 (2026-12-06, fourteenth session;
+``FLASH_RT_ROS_JPEG_ASYNC=1`` selects it for A/Bs).
 """
 from __future__ import annotations
 
@@ -118,8 +119,9 @@ class NvImageCodecJpeg:
     A GPU decode runs on a CUDA stream of its own (never the legacy default stream, which
     would wait for the engine's graph replay) and is copied into ``dst`` on that stream:
     ``decode_into`` waits for the copy, ``decode_into_async`` returns a PendingFrame instead
-    (the node's camera callback then returns without waiting for the GPU; the observation
-    waits before its images are read, see ``assembly.Observation.wait_ready``). One decode
+    (the node's camera callback then returns without waiting for the GPU, with
+    FLASH_RT_ROS_JPEG_ASYNC=1; the observation waits before its images are read, see
+    ``assembly.Observation.wait_ready``). One decode
     at a time (a lock): camera callbacks on a multi-threaded executor share the decoder and
     its stream.
     """
