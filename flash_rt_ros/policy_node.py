@@ -54,6 +54,7 @@ from flash_rt_ros.memory import start_trimming
 from flash_rt_ros.params import (DEFAULTS, NODE_NAME, PARAM_NAMES, NodeParams,
                                  params_from_dict, transports, with_resolved_topics)
 from flash_rt_ros.startup import fatal_lines, preflight
+from flash_rt.core.errors import GraphCaptureError
 from flash_rt.core.latency import LatencyTracker
 from flash_rt_ros.shutdown import STOP_SIGNALS, StopSignals, busy_threads, is_normal_stop
 from flash_rt_ros.stats import Counters, OncePerCause, RateMeter
@@ -96,6 +97,8 @@ class PolicyNodeLogic:
         self.chunk_age_ms = LatencyTracker(DIAG_WINDOW)  # stalest input's age at publication
         self.chunk_rate = RateMeter()
         self._log_gate = OncePerCause()
+        # set when the policy cannot serve again in this process (main exits with status 1)
+        self.fatal_error: str | None = None
         self._prev_bad: dict = {}  # diagnostics: counts at the last report, for "new" levels
         self._prev_chunks = 0
         self._prompt = p.prompt
@@ -335,6 +338,8 @@ class PolicyNodeLogic:
     def _infer_and_publish(self, job) -> None:
         try:
             self._serve(*job)
+        except GraphCaptureError as exc:  # the frontend can never capture again: restart
+            self._fail(str(exc))
         except Exception as exc:  # noqa: BLE001 - log, count, keep serving
             if self.worker.stopping or is_normal_stop(exc, self.context):
                 # SIGINT shut the context down while this chunk was computed: it has
@@ -344,6 +349,15 @@ class PolicyNodeLogic:
             self.counters.inc(key)
             if self._log_gate.should_log(key):
                 self.get_logger().error(f"inference failed: {exc!r}")
+
+    def _fail(self, why: str) -> None:
+        """End the process with status 1 (main): nothing is published any more, and a
+        supervisor (launch's on_exit shutdown, a systemd unit) sees the node die instead of
+        one that runs on without ever publishing."""
+        self.fatal_error = why
+        self.counters.inc("errors/fatal")
+        self.get_logger().error(f"cannot go on, stopping: {why}")
+        self.context.try_shutdown()
 
     def _serve(self, obs, prompt: str) -> None:
         """One observation: calibration, capture, or a published chunk."""
@@ -507,6 +521,9 @@ def main(args=None, policy_factory=load_policy, node_class=PolicyNode) -> int:
     finally:
         signals.serving()  # a signal during the clean-up must not interrupt it
         clean = True
+        if node is not None and getattr(node, "fatal_error", None):
+            print(f"[{NODE_NAME}] fatal: {node.fatal_error}", file=sys.stderr, flush=True)
+            code = 1
         if node is not None:
             clean = node.stop()
             node.destroy_node()

@@ -53,12 +53,18 @@ def _image_mean(images) -> float:
 class CalibratingFakePolicy(FakePolicy):
     """FakePolicy with the FP8 frontends' calibration API (``cached``: scales at load)."""
 
-    def __init__(self, *args, cached=False, **kwargs):
+    def __init__(self, *args, cached=False, capture_fails=False, **kwargs):
         super().__init__(*args, **kwargs)
         self.calibrated = bool(cached)
         self.calibrations = 0
+        self.capture_fails = capture_fails  # every predict fails as after a failed capture
 
     def predict(self, images, state, prompt="", seed=None, noise=None):
+        if self.capture_fails:
+            from flash_rt.core.errors import GraphCaptureError
+            print("[fake] graph capture failed", flush=True)
+            raise GraphCaptureError("CUDA graph capture failed (fake); no capture can "
+                                    "succeed again in this process")
         if not self.calibrated:  # what the GPU frontend does: calibrate on this call
             print(f"[fake] predict calibrated on its own inputs (image mean "
                   f"{_image_mean(images):.1f})", flush=True)

@@ -2,7 +2,8 @@
 
 FAKE_DELAY_S sets a deliberate inference delay. FAKE_CALIBRATION=needed|cached gives the
 fake the FP8 frontends' calibration API (no scales yet / scales from the cache).
-FAKE_MANAGED=1 runs the managed (lifecycle) node. FAKE_LOAD_S makes the model load take
+FAKE_CAPTURE_FAILS=1 (with FAKE_CALIBRATION) makes every predict fail as the GPU
+frontends do after a failed CUDA-graph capture. FAKE_MANAGED=1 runs the managed (lifecycle) node. FAKE_LOAD_S makes the model load take
 that long. The fake prints "[fake] policy
 released" when the node lets go of it (cleanup). FAKE_STOP_RACE_S makes rclpy's shutdown
 race deterministic: after that many seconds of spinning, the context is shut down (as the
@@ -29,6 +30,7 @@ def factory(params, num_views, action_dims):
     calibration = os.environ.get("FAKE_CALIBRATION", "")
     if calibration:
         policy = CalibratingFakePolicy(num_views, action_dims, cached=calibration == "cached",
+                                       capture_fails=bool(os.environ.get("FAKE_CAPTURE_FAILS")),
                                        **kwargs)
     else:
         policy = FakePolicy(num_views, action_dims, **kwargs)

@@ -10,6 +10,8 @@ import re
 import sys
 import time
 
+import pytest
+
 sys.path.insert(0, os.path.dirname(__file__))
 from helpers import node_args, write_params  # noqa: E402
 from test_node_dds import _result  # noqa: E402
@@ -95,3 +97,28 @@ def test_recalibrate_without_fp8_scales_says_why(procs, listener, tmp_path):
     # diagnostics come at their own rate: wait for one (a loaded host may not have one yet)
     listener.wait_for(lambda l: l.latest_diag().get("calibration_state") == "not_applicable",
                       10, "diagnostics saying calibration is not applicable")
+
+
+@pytest.mark.parametrize("calibration", ["cached", "needed"])
+def test_a_failed_graph_capture_ends_the_node_with_status_1(procs, listener, tmp_path,
+                                                          calibration):
+    """A GPU frontend whose CUDA-graph capture failed can never capture again in that
+    process (flash_rt.core.errors.GraphCaptureError, found on the H100): the node stops
+    with status 1 and a fatal line, publishing nothing, instead of running on without ever
+    publishing; launch's on_exit shutdown or a supervisor then sees it. Cached scales: the
+    capture is the start-up warm-up's; needed: the first one after calibrating on real
+    observations, in the inference thread."""
+    pf = write_params(tmp_path / "p.yaml", rate_hz=5.0, calibration_frames=2)
+    node = procs.start("node", [FAKE_NODE] + node_args(pf), FAKE_CALIBRATION=calibration,
+                       FAKE_CAPTURE_FAILS="1")
+    procs.start("pub", PUB)
+    assert node.wait(START_TIMEOUT) == 1, procs.log(node)
+    log = procs.log(node)
+    assert "[fake] graph capture failed" in log
+    assert "fatal: CUDA graph capture failed (fake)" in log and "Traceback" not in log, log
+    assert log.count("[fake] graph capture failed") == 1, "it tried again after the failure"
+    if calibration == "needed":  # the serving path's stop, after calibrating on real frames
+        assert "[fake] recalibrate #1: 2 frames" in log
+        assert "cannot go on, stopping: CUDA graph capture failed (fake)" in log, log
+    with listener.lock:
+        assert not listener.chunks

@@ -30,6 +30,7 @@ import torch
 import flash_rt
 from flash_rt import kernels
 from flash_rt.core.checkpoint import CheckpointBundle
+from flash_rt.core.errors import GraphCaptureError
 from flash_rt.core.weight_cache import CacheKey, WeightCache
 from flash_rt.core.weight_spec import WeightSpec
 from flash_rt.frontends.base import PolicyFrontend
@@ -88,6 +89,7 @@ class PaliGemmaGpuFrontend(PolicyFrontend):
         self.outputs = HostOutputs(d, scale, offset, self.device)
         self._graphs: OrderedDict[ImageKey, torch.cuda.CUDAGraph] = OrderedDict()
         self._pool = torch.cuda.graph_pool_handle()
+        self._capture_failed: str | None = None  # why, once a capture failed (see _graph)
 
         if self.pipeline.tuning.autotune:
             phase = time.perf_counter()
@@ -140,13 +142,21 @@ class PaliGemmaGpuFrontend(PolicyFrontend):
         if key in self._graphs:
             self._graphs.move_to_end(key)
             return self._graphs[key]
+        if self._capture_failed is not None:
+            raise GraphCaptureError(self._capture_failed)
         start = time.perf_counter()
         ctx = self._ctx_for(key)
         self._eager(key, ctx)  # warm-up: cuBLASLt plans for this key exist before capture
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool, stream=self.stream,
-                              capture_error_mode=CAPTURE_MODE):
-            self._run(key, ctx)
+        try:
+            with torch.cuda.graph(graph, pool=self._pool, stream=self.stream,
+                                  capture_error_mode=CAPTURE_MODE):
+                self._run(key, ctx)
+        except Exception as exc:
+            self._capture_failed = (f"CUDA graph capture failed ({type(exc).__name__}: "
+                                    f"{str(exc).splitlines()[0] if str(exc) else ''}); "
+                                    "no capture can succeed again in this process")
+            raise GraphCaptureError(self._capture_failed) from exc
         self._graphs[key] = graph
         if len(self._graphs) > MAX_GRAPHS:
             self._graphs.popitem(last=False)
