@@ -1,7 +1,8 @@
 // Hopper (sm_90a) primitives of the persistent action-expert kernel: mbarriers, bulk
 // global->shared copies (the TMA engine, no tensor map), the FP8 warpgroup MMA of the GEMM
 // tiles (wgmma e4m3 x e4m3 -> f32) and the bf16 one of the attention tile, operands from
-// shared memory, no swizzle.
+// shared memory (no swizzle for the GEMM tiles; the attention tile's layout may use the
+// 128-byte swizzle, see make_desc).
 //
 // This is the one file of the megakernel with architecture-specific instructions. Outside
 // an sm_90a compilation (Thor sm_110a, RTX sm_120a builds) every primitive compiles to a

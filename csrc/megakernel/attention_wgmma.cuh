@@ -1,6 +1,6 @@
-// The persistent kernel's decoder-attention tile on the warpgroup MMA (build switch
-// FLASH_RT_MK_WGMMA_ATTENTION=1, for an A/B against attn_tiles::attn_v2_tile, which it
-// replaces in the kernel only; the attention kernels of attention.cu keep mma.sync).
+// The persistent kernel's decoder-attention tile on the warpgroup MMA (the default since
+// run 11; FLASH_RT_MK_WGMMA_ATTENTION=0 restores attn_tiles::attn_v2_tile for an A/B). It
+// replaces that tile in the kernel only; the attention kernels of attention.cu keep mma.sync.
 //
 // Why: run 10 on the H100 measured the v2 tile's math at 2.9-3.4 us for one 64 x 64 x 256
 // tile, about five times its tensor-core work: with mma.sync every warp re-reads its Q and
@@ -150,9 +150,9 @@ __device__ __forceinline__ void load_kv_tile(const attn_tiles::Params& p,
   for (int i = tid; i < kKeys * kChunks; i += NT) {
     int row, chunk;
     Layout::slot(i, row, chunk);
-    if (Ranged && (row0 + row < lo || row0 + row >= hi)) continue;
-    const bool ok = row0 + row < span.kv_hi;
     const long long r = row0 + row;
+    if (Ranged && (r < lo || r >= hi)) continue;
+    const bool ok = r < span.kv_hi;
     const int off = Layout::offset(row, chunk);
     attn_tiles::cp_async16(work + kK + off, ok ? span.k + r * p.k_row + chunk * 8 : span.k, ok);
     attn_tiles::cp_async16(work + kV + off, ok ? span.v + r * p.v_row + chunk * 8 : span.v, ok);

@@ -153,9 +153,10 @@ class PaliGemmaGpuFrontend(PolicyFrontend):
                                   capture_error_mode=CAPTURE_MODE):
                 self._run(key, ctx)
         except Exception as exc:
+            first_line = (str(exc).splitlines() or [""])[0]
             self._capture_failed = (f"CUDA graph capture failed ({type(exc).__name__}: "
-                                    f"{str(exc).splitlines()[0] if str(exc) else ''}); "
-                                    "no capture can succeed again in this process")
+                                    f"{first_line}); no capture can succeed again in this "
+                                    "process")
             raise GraphCaptureError(self._capture_failed) from exc
         self._graphs[key] = graph
         if len(self._graphs) > MAX_GRAPHS:
