@@ -215,8 +215,9 @@ PYBIND11_MODULE(flash_rt_kernels, m) {
         "[scale | shift | gate] adaRMS table of the norm that produced y's input).");
   m.def("geglu_fp8", &geglu_fp8, py::arg("gu"), py::arg("out"), py::arg("out_scale"),
         py::arg("M"), py::arg("F"), py::arg("stream"),
-        "out (M, F) fp8 = sat(gelu_tanh(g) * u / s); gu: (M, 2F) bf16 = [g | u] (output of\n"
-        "one GEMM with the weights [W_gate; W_up] stacked along N). F % 8 == 0.");
+        "out (M, F) fp8 = sat(gelu_tanh(g) * u / s); gu: (M, 2F) bf16, the output of one GEMM\n"
+        "over the gate and up weights with rows interleaved in groups of 8 (gate 8, up 8, ...):\n"
+        "g of column f at 16 (f / 8) + f % 8, u 8 columns on. F % 8 == 0.");
   m.def("geglu_bf16", &geglu_bf16, py::arg("gu"), py::arg("out"), py::arg("M"), py::arg("F"),
         py::arg("stream"), "geglu_fp8 with a bf16 (M, F) output.");
   m.def("silu_bf16", &silu_bf16, py::arg("x"), py::arg("out"), py::arg("n"), py::arg("stream"),

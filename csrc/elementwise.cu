@@ -46,7 +46,9 @@ __device__ __forceinline__ void store8_inv(fp8* p, const float (&in)[8], float i
 }
 __device__ __forceinline__ void store8_inv(bf16* p, const float (&in)[8], float) { store8(p, in); }
 
-// out[m, f] = gelu_tanh(gu[m, f]) * gu[m, F + f]
+// out[m, f] = gelu_tanh(gate) * up, gu's rows in the weight spec's gate/up interleave
+// (GATE_UP_GROUP = 8, models/common/paligemma_pipeline/dims.py): gate column f at
+// 16 (f / 8) + f % 8, its up partner 8 columns on. One 8-column group per thread.
 template <typename Out>
 __global__ void geglu_kernel(const bf16* __restrict__ gu, Out* __restrict__ out,
                              const float* __restrict__ out_scale, int F, i64 n_vec) {
@@ -57,8 +59,8 @@ __global__ void geglu_kernel(const bf16* __restrict__ gu, Out* __restrict__ out,
     const i64 row = i / nv_row;
     const int col = static_cast<int>(i % nv_row) * 8;
     float g[8], u[8], o[8];
-    load8(gu + row * 2 * F + col, g);
-    load8(gu + row * 2 * F + F + col, u);
+    load8(gu + row * 2 * F + 2 * col, g);
+    load8(gu + row * 2 * F + 2 * col + 8, u);
 #pragma unroll
     for (int k = 0; k < 8; ++k) o[k] = gelu_tanh(g[k]) * u[k];
     store8_inv(out + i * 8, o, inv_s);

@@ -3,7 +3,8 @@
 A model's spec is a list of items; each says which checkpoint tensors it reads and what
 device buffers it produces, so the conversion is data, not a hand-written loop:
 
-- :class:`Linear` — one GEMM operand: weights stacked along N (QKV or gate/up fusion), an
+- :class:`Linear` — one GEMM operand: weights stacked along N (QKV or gate/up fusion; the
+  stacked blocks optionally interleaved in groups of rows), an
   optional Gemma ``(1 + w)`` norm folded into the K columns, an optional bias, stored as
   FP8 e4m3 with a per-tensor dequantisation scale (or bf16). Outputs ``<name>.w``,
   ``<name>.ws`` (FP8 only: float32 (1,)) and ``<name>.b`` (bf16, when there is a bias).
@@ -34,6 +35,9 @@ class Linear:
     fp8: bool = True
     flatten: bool = False  # conv kernel (N, C, P, P) -> (N, C*P*P), conv weight order
     pad_k_to: int = 1  # zero-pad K up to a multiple of this (GEMM alignment)
+    # > 0: the stacked weights' rows interleaved in groups of this many (gate rows 0..g-1,
+    # up rows 0..g-1, gate rows g..2g-1, ...) instead of one block after the other
+    interleave: int = 0
 
     def keys(self) -> tuple[str, ...]:
         return self.weights + self.bias + ((self.fold_norm,) if self.fold_norm else ())
@@ -125,8 +129,24 @@ def quantize_fp8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (w.float() / scale).clamp(-E4M3_MAX, E4M3_MAX).to(FP8), scale
 
 
+def interleave_rows(parts: list[torch.Tensor], group: int) -> torch.Tensor:
+    """Equal-shaped (R, ...) tensors -> (len(parts) R, ...) with their rows taken ``group``
+    at a time from each in turn."""
+    rows = parts[0].shape[0]
+    if any(p.shape != parts[0].shape for p in parts) or rows % group:
+        raise ValueError(f"interleaving rows in groups of {group} needs equal shapes with a "
+                         f"multiple of {group} rows, got {[tuple(p.shape) for p in parts]}")
+    tail = parts[0].shape[1:]
+    grouped = torch.stack([p.reshape(rows // group, group, *tail) for p in parts], dim=1)
+    return grouped.reshape(len(parts) * rows, *tail)
+
+
 def convert_linear(item: Linear, get: Callable[[str], torch.Tensor]) -> dict[str, torch.Tensor]:
-    w = torch.cat([get(k).float() for k in item.weights], dim=0)
+    def stacked(keys):
+        parts = [get(k).float() for k in keys]
+        return interleave_rows(parts, item.interleave) if item.interleave else torch.cat(parts)
+
+    w = stacked(item.weights)
     if item.flatten:
         w = w.reshape(w.shape[0], -1)
     if item.fold_norm:
@@ -140,7 +160,7 @@ def convert_linear(item: Linear, get: Callable[[str], torch.Tensor]) -> dict[str
     else:
         out[f"{item.name}.w"] = w.to(torch.bfloat16).contiguous()
     if item.bias:
-        out[f"{item.name}.b"] = torch.cat([get(k).float() for k in item.bias]).to(torch.bfloat16)
+        out[f"{item.name}.b"] = stacked(item.bias).to(torch.bfloat16)
     return out
 
 

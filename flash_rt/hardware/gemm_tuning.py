@@ -12,3 +12,7 @@ class Tuning:
     fast_accum_max_k: int
     autotune: bool  # measure cuBLASLt candidates per shape at load
     autotune_candidates: int = 16  # heuristic candidates timed per shape
+    # gate/up GEMM + GeGLU + FP8 quantisation as one GEMM (``gemm_fp8_geglu``, sm_90a) for
+    # FP8 gate/up Linears with fast accumulation; else the GEMM writes bf16 and a GeGLU
+    # kernel reads it back
+    fused_geglu: bool = False

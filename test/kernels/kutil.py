@@ -62,3 +62,19 @@ def fp8_close(out: torch.Tensor, ref_f32: torch.Tensor, s: float, ulps: int = 1)
 
 def scalar(v: float) -> torch.Tensor:
     return torch.tensor([v], dtype=torch.float32, device="cuda")
+
+
+def gate_up_halves(gu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(M, 2F) gate/up columns in the engine's interleave (GATE_UP_GROUP at a time) ->
+    (gate, up), each (M, F)."""
+    from flash_rt.models.common.paligemma_pipeline.dims import GATE_UP_GROUP as G
+    M, F2 = gu.shape
+    v = gu.reshape(M, F2 // (2 * G), 2, G)
+    return v[:, :, 0].reshape(M, F2 // 2), v[:, :, 1].reshape(M, F2 // 2)
+
+
+def gate_up_interleaved(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`gate_up_halves`."""
+    from flash_rt.core.weight_spec import interleave_rows
+    from flash_rt.models.common.paligemma_pipeline.dims import GATE_UP_GROUP
+    return interleave_rows([gate.T, up.T], GATE_UP_GROUP).T.contiguous()

@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kutil import FULL, TINY, Guarded, fp8_close, fp8_ref, ptr, scalar
+from kutil import (FULL, TINY, Guarded, fp8_close, fp8_ref, gate_up_halves, gate_up_interleaved,
+                   ptr, scalar)
 
 GEGLU = [("tiny", 7, TINY.expert.mlp_dim), ("expert", FULL.horizon, FULL.expert.mlp_dim),
          ("prefix", FULL.max_prefix_len, FULL.prefix.mlp_dim)]
@@ -16,7 +17,8 @@ GEGLU = [("tiny", 7, TINY.expert.mlp_dim), ("expert", FULL.horizon, FULL.expert.
 @pytest.mark.parametrize("name,M,Fd", GEGLU, ids=[g[0] for g in GEGLU])
 def test_geglu(fk, stream, name, M, Fd):
     gu = (torch.randn(M, 2 * Fd, device="cuda") * 2).bfloat16()
-    ref = F.gelu(gu[:, :Fd].float(), approximate="tanh") * gu[:, Fd:].float()
+    g, u = gate_up_halves(gu)
+    ref = F.gelu(g.float(), approximate="tanh") * u.float()
     s = float(ref.abs().max()) / 448
     out = Guarded((M, Fd), torch.float8_e4m3fn)
     s_dev = scalar(s)  # kept alive: the kernel reads it asynchronously
@@ -29,14 +31,15 @@ def test_geglu(fk, stream, name, M, Fd):
     torch.testing.assert_close(o16.t.float(), ref, rtol=8e-3, atol=1e-3)
 
 
-def test_geglu_gate_is_the_first_half(fk, stream):
-    # u = 1 everywhere, g = x: out must be gelu(x) (a swapped layout gives gelu(1) * x).
-    M, Fd = 3, 16
+def test_geglu_reads_the_interleaved_gate_up_layout(fk, stream):
+    # u = 1 everywhere, g = x, in the weight spec's interleave: out must be gelu(x) (reading
+    # [gate | up] halves, or groups of the wrong size, mixes ones into the gate).
+    M, Fd = 3, 32
     g = torch.linspace(-3, 3, M * Fd, device="cuda").view(M, Fd)
-    gu = torch.cat([g, torch.ones_like(g)], 1).bfloat16()
+    gu = gate_up_interleaved(g, torch.ones_like(g)).bfloat16()
     out = torch.empty(M, Fd, device="cuda", dtype=torch.bfloat16)
     fk.geglu_bf16(ptr(gu), ptr(out), M, Fd, stream)
-    torch.testing.assert_close(out.float(), F.gelu(gu[:, :Fd].float(), approximate="tanh"),
+    torch.testing.assert_close(out.float(), F.gelu(g.bfloat16().float(), approximate="tanh"),
                                rtol=8e-3, atol=1e-3)
 
 

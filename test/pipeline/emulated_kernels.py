@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from flash_rt.models.common.functional import MASK_VALUE, apply_rope, rope_angles, rotate_half
 from flash_rt.models.common.expert_schedule import TRACE_STAMPS
+from flash_rt.models.common.paligemma_pipeline.dims import GATE_UP_GROUP
 from flash_rt.processing.image import resize_with_pad, resized_shape, to_model_range
 
 FP8, BF16, F32, I32, U8 = (torch.float8_e4m3fn, torch.bfloat16, torch.float32, torch.int32,
@@ -108,6 +109,16 @@ class EmulatedKernels:
         B = view(b, (N, K), FP8).float() * scalar(b_scale)
         self._gemm(A, B, d, M, N, bias, c, epilogue)
 
+    def gemm_fp8_geglu(self, a, w, out, M, F_, K, a_scale, w_scale, out_scale, workspace,
+                       workspace_bytes, stream, config=0):
+        """The fused gate/up + GeGLU GEMM: g and u stay fp32 (no bf16 round trip)."""
+        aligned("gemm_fp8_geglu", a=a, w=w, out=out)
+        A = view(a, (M, K), FP8).float() * scalar(a_scale)
+        W = view(w, (2 * F_, K), FP8).float() * scalar(w_scale)
+        v = (A @ W.T).reshape(M, F_ // GATE_UP_GROUP, 2, GATE_UP_GROUP)
+        view(out, (M, F_), FP8).copy_(q8((gelu(v[:, :, 0]) * v[:, :, 1]).reshape(M, F_),
+                                         scalar(out_scale)))
+
     def gemm_bf16(self, a, b, d, M, N, K, stream, *, bias=0, c=0, epilogue=Epilogue.NONE, **_):
         aligned("gemm_bf16", a=a, b=b)
         self._gemm(view(a, (M, K), BF16).float(), view(b, (N, K), BF16).float(), d, M, N, bias,
@@ -175,13 +186,16 @@ class EmulatedKernels:
         self.adarms_fp8(x, norm_mod, out, out_scale, M, N, eps, rows_per_cond, stream)
 
     # -- elementwise ------------------------------------------------------------------------
+    def _geglu(self, gu, M, F_):
+        """gelu(gate) * up from a (M, 2F) GEMM output in the weight spec's interleave."""
+        v = view(gu, (M, F_ // GATE_UP_GROUP, 2, GATE_UP_GROUP), BF16).float()
+        return (gelu(v[:, :, 0]) * v[:, :, 1]).reshape(M, F_)
+
     def geglu_bf16(self, gu, out, M, F_, stream):
-        g = view(gu, (M, 2 * F_), BF16).float()
-        view(out, (M, F_), BF16).copy_((gelu(g[:, :F_]) * g[:, F_:]).to(BF16))
+        view(out, (M, F_), BF16).copy_(self._geglu(gu, M, F_).to(BF16))
 
     def geglu_fp8(self, gu, out, out_scale, M, F_, stream):
-        g = view(gu, (M, 2 * F_), BF16).float()
-        view(out, (M, F_), FP8).copy_(q8(gelu(g[:, :F_]) * g[:, F_:], scalar(out_scale)))
+        view(out, (M, F_), FP8).copy_(q8(self._geglu(gu, M, F_), scalar(out_scale)))
 
     def silu_bf16(self, x, out, n, stream):
         multiple_of_8("silu_bf16", n)

@@ -19,9 +19,11 @@ import torch
 
 from flash_rt.configs import load_config
 from flash_rt.core.task_schedule import Schedule, Task, find_races, simulate
+from flash_rt.core.weight_spec import interleave_rows
 from flash_rt.models.common import expert_schedule as es
 from flash_rt.models.common.expert_megakernel import expert_dims, megakernel_unsupported
 from flash_rt.models.common.paligemma_pipeline import PaliGemmaDims
+from flash_rt.models.common.paligemma_pipeline.dims import GATE_UP_GROUP
 from flash_rt.tools.expert_testbed import ExpertTestbed
 
 from .emulated_kernels import EmulatedKernels
@@ -230,7 +232,11 @@ def test_row_orders_pair_the_epilogue_operands():
     lo = (r % 16) < 8  # accumulator rows r0 (lo) and r0 + 8 hold a RoPE pair
     assert (q[r[lo] + 8] - q[r[lo]] == half).all()
     assert (q[r[lo]] // d.head_dim == q[r[lo] + 8] // d.head_dim).all()
-    g = es.gate_up_row_order(d)
+    # gate/up: packed row -> the checkpoint's row (gate rows [0, F), up rows [F, 2F)),
+    # through the weight spec's interleave and the kernel's packing
+    spec_rows = interleave_rows([torch.arange(d.mlp), torch.arange(d.mlp, 2 * d.mlp)],
+                                GATE_UP_GROUP).numpy()
+    g = spec_rows[es.gate_up_row_order(d)]
     assert sorted(g.tolist()) == list(range(2 * d.mlp))
     r = np.arange(len(g))
     lo = (r % 16) < 8

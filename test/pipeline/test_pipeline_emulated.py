@@ -53,6 +53,14 @@ def test_fused_and_folded_weights_match_the_checkpoint(tiny_pi05_ckpt, monkeypat
     got = dequantize(em.weights, "lm.1.qkv")
     assert cosine(got, want) > 0.999
     assert em.weights["lm.1.qkv.w"].dtype == torch.float8_e4m3fn
+    # gate/up: rows interleaved 8 gate, 8 up, ... (the layout every GeGLU kernel reads;
+    # layer 0: the last one has no MLP)
+    layer = ref.paligemma_with_expert.paligemma.model.language_model.layers[0]
+    g, u = layer.mlp.gate_proj.weight, layer.mlp.up_proj.weight
+    F = g.shape[0]
+    want = torch.stack([g.reshape(F // 8, 8, -1), u.reshape(F // 8, 8, -1)], 1).reshape(2 * F, -1)
+    assert cosine(dequantize(em.weights, "lm.0.gate_up"),
+                  want * (1 + layer.post_attention_layernorm.weight)) > 0.999
     # per-step adaRMS table row = the reference's modulation at that step's time
     t = torch.tensor([1.0 - 3 / em.cfg.num_steps])
     cond = ref.adarms_condition(t)
@@ -209,6 +217,31 @@ def test_fast_accumulation_only_up_to_its_k(tiny_pi05_ckpt, camera_images, state
     assert seen == {K: {K <= max_k} for K in seen}
     if knob:
         assert {True, False} <= set().union(*seen.values())
+
+
+def test_fused_gate_up_geglu_replaces_the_gemm_and_geglu_launches(
+        tiny_pi05_ckpt, camera_images, state, monkeypatch):
+    # FLASH_RT_FUSED_GEGLU=1: every FP8 gate/up (K <= the fast-accumulation K) with its GeGLU
+    # is one gemm_fp8_geglu launch writing the down projection's FP8 input; calibration
+    # (the bf16 twin) keeps the separate launches; the chunk still matches the reference.
+    # (The tiny expert runs as the kernel sequence: its MLPs take the fused GEMM too.)
+    monkeypatch.setenv("FLASH_RT_FUSED_GEGLU", "1")
+    em = Emulated(tiny_pi05_ckpt, HOPPER, monkeypatch)
+    em.calibrate([(camera_images[:2], state, 11)])
+    assert em.k.calls.get("geglu_bf16")  # the twin's separate GeGLU (it records the amax)
+    em.k.calls.clear()
+    em.run(camera_images[:2], state, seed=5)
+    cfg = em.cfg
+    mlps = (cfg.prefix.depth - 1) + cfg.expert.depth * cfg.num_steps
+    assert em.k.calls.get("gemm_fp8_geglu") == mlps
+    assert "geglu_fp8" not in em.k.calls and "geglu_bf16" not in em.k.calls
+    want = em.reference(camera_images[:2], state, seed=5)
+    assert cosine(em.engine.x.numpy(), want) > 0.999
+    monkeypatch.setenv("FLASH_RT_FUSED_GEGLU", "0")
+    unfused = Emulated(tiny_pi05_ckpt, HOPPER, monkeypatch)
+    unfused.calibrate([(camera_images[:2], state, 11)])
+    assert cosine(unfused.run(camera_images[:2], state, seed=5), em.engine.x.numpy()) > 0.9999
+    assert "gemm_fp8_geglu" not in unfused.k.calls
 
 
 def test_unknown_decoder_attention_is_rejected(tiny_pi05_ckpt, monkeypatch):

@@ -5,7 +5,8 @@ portable ones), so one spec per model backs all its hardware frontends; a model'
 module adds its action expert's items to the ones here and calls :func:`assemble`.
 
 What the shared conversion does (all from the model spec):
-- QKV and gate/up projections fused along N (one GEMM each);
+- QKV and gate/up projections fused along N (one GEMM each), gate/up rows interleaved in
+  groups of ``GATE_UP_GROUP`` (the layout the GPU kernels read, see ``paligemma_pipeline.dims``);
 - Gemma ``(1 + w)`` RMSNorm weights folded into the following QKV and gate/up weights (the
   kernels then normalise without a weight);
 - the SigLIP patch-embedding conv flattened to (width, 3 P P) in conv-weight order and
@@ -23,6 +24,7 @@ from flash_rt.core.checkpoint import PREFIX_LM_KEYS as LM
 from flash_rt.core.checkpoint import PROJECTOR_KEYS as PROJECTOR
 from flash_rt.core.checkpoint import VISION_KEYS as VISION
 from flash_rt.core.weight_spec import Copy, LayerBlock, Linear, WeightSpec, flatten_items
+from flash_rt.models.common.paligemma_pipeline.dims import GATE_UP_GROUP
 
 PATCH_K_ALIGN = 16  # FP8/bf16 GEMM K alignment
 
@@ -35,6 +37,13 @@ def patch_k(cfg: ModelConfig) -> int:
 
 def qkv_keys(layer: str) -> tuple[str, ...]:
     return tuple(f"{layer}.self_attn.{p}_proj.weight" for p in "qkv")
+
+
+def gate_up(name: str, layer: str, fold_norm: str | None = None) -> Linear:
+    """A Gemma MLP's gate and up projections as one Linear, rows interleaved for the GPU
+    kernels (``GATE_UP_GROUP``)."""
+    return Linear(name, (f"{layer}.mlp.gate_proj.weight", f"{layer}.mlp.up_proj.weight"),
+                  fold_norm=fold_norm, interleave=GATE_UP_GROUP)
 
 
 def siglip_items(cfg: ModelConfig) -> list:
@@ -71,8 +80,7 @@ def gemma_block(name: str, root: str, depth: int,
     return LayerBlock((
         Linear(f"{n}.qkv", qkv_keys(L), fold_norm=f"{L}.input_layernorm.weight"),
         Linear(f"{n}.o", (f"{L}.self_attn.o_proj.weight",)),
-        Linear(f"{n}.gate_up", (f"{L}.mlp.gate_proj.weight", f"{L}.mlp.up_proj.weight"),
-               fold_norm=f"{L}.post_attention_layernorm.weight"),
+        gate_up(f"{n}.gate_up", L, fold_norm=f"{L}.post_attention_layernorm.weight"),
         Linear(f"{n}.down", (f"{L}.mlp.down_proj.weight",)),
     ), depth, skip_last=frozenset(f"{n}.{s}" for s in skip_last))
 

@@ -15,12 +15,12 @@ import torch
 from flash_rt.configs import ModelConfig
 from flash_rt.core.weight_spec import Derived, LayerBlock, Linear, WeightSpec
 from flash_rt.frontends.torch._paligemma_spec import (DEFAULT_PRECISION, EXPERT, assemble,
-                                                      qkv_keys)
+                                                      gate_up, qkv_keys)
 from flash_rt.models.common.flow_policy import swish
 from flash_rt.models.common.functional import flow_timesteps, sinusoidal_time_embedding
 from flash_rt.models.pi05.adarms import MOD_TABLE
 
-SPEC_VERSION = "pi05-2"
+SPEC_VERSION = "pi05-3"  # 3: gate/up rows interleaved
 
 
 def _mod_inputs(cfg: ModelConfig) -> tuple[str, ...]:
@@ -52,7 +52,7 @@ def _expert(cfg: ModelConfig) -> list:
         LayerBlock((
             Linear("ex.{i}.qkv", qkv_keys(L)),
             Linear("ex.{i}.o", (f"{L}.self_attn.o_proj.weight",)),
-            Linear("ex.{i}.gate_up", (f"{L}.mlp.gate_proj.weight", f"{L}.mlp.up_proj.weight")),
+            gate_up("ex.{i}.gate_up", L),
             Linear("ex.{i}.down", (f"{L}.mlp.down_proj.weight",)),
         ), cfg.expert.depth),
         Linear("act_in", ("action_in_proj.weight",), ("action_in_proj.bias",), fp8=False),

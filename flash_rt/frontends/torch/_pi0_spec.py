@@ -26,7 +26,7 @@ from flash_rt.frontends.torch._paligemma_spec import (DEFAULT_PRECISION, EXPERT,
 from flash_rt.models.common.functional import flow_timesteps, sinusoidal_time_embedding
 from flash_rt.models.pi0.pipeline_common import ACT_TIME_BIAS, ACT_TIME_IN
 
-SPEC_VERSION = "pi0-1"
+SPEC_VERSION = "pi0-2"  # 2: gate/up rows interleaved
 _MLP_IN, _ACT_IN = "action_time_mlp_in", "action_in_proj"
 
 

@@ -4,6 +4,8 @@ cuBLASLt autotuning of every GEMM shape at load over 64 heuristic candidates, an
 accumulation for K <= 2048 (QKV, O, gate/up). The K = 4096 / 16384 down projections keep
 full-precision accumulation: fast there measured no faster in the Pi0.5 replay on the H100
 and lowered the worst chunk cosine (0.99924 vs 0.99929).
+The fused gate/up + GeGLU GEMM (``fused_geglu``, sm_90a only) stays off until it is
+measured against cuBLASLt + the GeGLU kernel (``FLASH_RT_FUSED_GEGLU=1`` turns it on).
 """
 from flash_rt.hardware.gemm_tuning import Tuning
 

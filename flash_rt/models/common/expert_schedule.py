@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from flash_rt.core.task_schedule import MODIFY, READ, WRITE, Schedule, Task
+from flash_rt.models.common.paligemma_pipeline.dims import GATE_UP_GROUP
 
 # Op codes: csrc/megakernel/task_table.h (test_expert_schedule checks they agree).
 NORM_IN, QKV, ATTN, COMBINE, O_PROJ, NORM_MID, GATE_UP, DOWN, NORM_OUT = range(9)
@@ -177,14 +178,11 @@ def qkv_row_order(d: ExpertDims) -> np.ndarray:
 
 
 def gate_up_row_order(d: ExpertDims) -> np.ndarray:
-    """Packed row -> original gate/up row (gate rows [0, F), up rows [F, 2F)): per 32-column
-    tile, rows 16w + 0..7 are gate columns 8w + 0..7 and rows 16w + 8..15 the same up ones."""
-    order = []
-    for tile in range(d.mlp // (TILE_ROWS // 2)):
-        for w in range(TILE_ROWS // 16):
-            base = tile * (TILE_ROWS // 2) + 8 * w
-            order += [base + i for i in range(8)] + [d.mlp + base + i for i in range(8)]
-    return np.asarray(order, dtype=np.int64)
+    """Packed row -> gate/up weight row: the identity. Per 32-column tile the kernel wants
+    rows 16w + 0..7 to be gate columns 8w + 0..7 and rows 16w + 8..15 the same up ones,
+    which is the weight spec's gate/up interleave (``GATE_UP_GROUP`` = 8) already."""
+    assert GATE_UP_GROUP == 8 and (TILE_ROWS // 2) % GATE_UP_GROUP == 0
+    return np.arange(2 * d.mlp, dtype=np.int64)
 
 
 def _gemm_layout(d: ExpertDims) -> dict[str, tuple[np.ndarray, int, int]]:

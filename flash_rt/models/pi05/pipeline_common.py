@@ -55,8 +55,8 @@ def expert_layers(ctx: StageContext, step: int) -> None:
         act = q.gated_adarms(a["dec_x"], a["dec_y"], mod_row(ctx, step, 2 * i),
                              mod_row(ctx, step, 2 * i + 1), ctx.lin[f"{lin}.gate_up"],
                              f"{p}.gate_up", H, W, d.ex_eps, s)
-        ctx.linear(act, f"{lin}.gate_up", f"{p}.gate_up", a["dec_gu"], H)
-        act = q.geglu(a["dec_gu"], ctx.lin[f"{lin}.down"], f"{p}.down", H, d.ex_mlp, s)
+        act = ctx.gate_up_geglu(act, f"{lin}.gate_up", f"{p}.gate_up", f"{lin}.down", f"{p}.down",
+                                a["dec_gu"], H, d.ex_mlp)
         ctx.linear(act, f"{lin}.down", f"{p}.down", a["dec_y"], H)
         if i + 1 < d.depth:  # gate the MLP branch in and normalise for the next layer at once
             act = q.gated_adarms(a["dec_x"], a["dec_y"], mod_row(ctx, step, 2 * i + 1),

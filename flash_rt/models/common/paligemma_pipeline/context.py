@@ -43,6 +43,20 @@ class StageContext:
         else:
             self.gemm.bf16(act, lin, out, M, self.stream, c=c, gelu=gelu)
 
+    def gate_up_geglu(self, act: int, name: str, site: str, down: str, down_site: str,
+                      gu: int, M: int, F: int) -> int:
+        """GeGLU(act @ W_name^T) (gate/up in the weight spec's interleave); returns the down
+        projection's input. One GEMM that quantises its own output where the GEMM runner
+        and the quantiser allow (FP8 down input with a static scale), else the GEMM writes
+        bf16 into ``gu`` and the quantiser's GeGLU reads it."""
+        lin, lin_down = self.lin[name], self.lin[down]
+        fused = self.quant.fused_output(lin_down, down_site) if self.gemm.fuses_geglu(lin) else None
+        if fused is not None:
+            self.gemm.fp8_geglu(act, lin, fused[0], M, self.scale(site), fused[1], self.stream)
+            return fused[0]
+        self.linear(act, name, site, gu, M)
+        return self.quant.geglu(gu, lin_down, down_site, M, F, self.stream)
+
     def linear_residual(self, act: int, name: str, site: str, x: int, y: int, M: int) -> None:
         """``x += act @ W_name^T (+ bias)``: in the GEMM's epilogue (C = D = x) where cuBLASLt
         has kernels for it; it has none for an FP8 GEMM with BIAS and a C input at SigLIP's

@@ -5,6 +5,14 @@ from dataclasses import dataclass
 
 from flash_rt.configs import ModelConfig
 
+# The GPU buffers' gate/up layout: the fused (2F, K) weight's rows alternate 8 gate rows and
+# the same 8 up rows (the weight spec writes it), so a GEMM's gate/up output holds gate
+# column f at 16 (f // 8) + f % 8 and its up partner 8 columns on. Why 8: in a Hopper wgmma
+# accumulator a thread holds the same columns of every 8-column group, so a GEMM epilogue
+# finds gate and up of one output in its own registers (the persistent expert kernel's
+# tiles and the fused gate/up + GeGLU GEMM); the GeGLU kernels read the same layout.
+GATE_UP_GROUP = 8
+
 
 @dataclass(frozen=True)
 class PaliGemmaDims:

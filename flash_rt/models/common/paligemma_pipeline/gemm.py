@@ -13,6 +13,7 @@ GEMM_WORKSPACE_BYTES = 32 << 20
 AUTOTUNE_COLD_ENV = "FLASH_RT_AUTOTUNE_COLD"
 FAST_ACCUM_ENV = "FLASH_RT_FAST_ACCUM_MAX_K"
 CANDIDATES_ENV = "FLASH_RT_AUTOTUNE_CANDIDATES"
+FUSED_GEGLU_ENV = "FLASH_RT_FUSED_GEGLU"
 
 
 class GemmRunner:
@@ -23,13 +24,17 @@ class GemmRunner:
     layers'), so candidates are ranked with weights streaming from HBM as in the forward
     pass, not sitting in L2. FP8 GEMMs with K <= ``tuning.fast_accum_max_k`` use fast
     accumulation. Development knobs for A/B runs, read here: ``FLASH_RT_AUTOTUNE_COLD=0``
-    (time one weight), ``FLASH_RT_FAST_ACCUM_MAX_K``, ``FLASH_RT_AUTOTUNE_CANDIDATES``."""
+    (time one weight), ``FLASH_RT_FAST_ACCUM_MAX_K``, ``FLASH_RT_AUTOTUNE_CANDIDATES``,
+    ``FLASH_RT_FUSED_GEGLU=1|0`` (the fused gate/up + GeGLU GEMM on / off whatever the
+    GPU's tuning says; it exists for sm_90a only)."""
 
     def __init__(self, kernels: Any, device: Any, tuning: Tuning,
                  same_shape: dict[tuple[int, int, bool], list[int]] | None = None):
         self.k = kernels
         self.fast_accum_max_k = int(os.environ.get(FAST_ACCUM_ENV, tuning.fast_accum_max_k))
         self.candidates = int(os.environ.get(CANDIDATES_ENV, tuning.autotune_candidates))
+        fused = os.environ.get(FUSED_GEGLU_ENV)
+        self.fused_geglu = tuning.fused_geglu if fused is None else fused == "1"
         self._ws = torch.empty(GEMM_WORKSPACE_BYTES, dtype=torch.uint8, device=device)
         self.tuning = False
         self._tuned: set[tuple] = set()
@@ -62,6 +67,19 @@ class GemmRunner:
                                      **opts)
         else:
             self.k.gemm_fp8(a, w.w, d, M, w.N, w.K, a_scale, w.ws, stream, **opts)
+
+    def fuses_geglu(self, w: "LinearPtrs") -> bool:
+        """Whether gate/up ``w`` and its GeGLU run as one GEMM (:meth:`fp8_geglu`): the GPU's
+        choice, an FP8 Linear, and a K with fast accumulation (the fused kernel's only
+        accumulation mode, the one the separate GEMM would use)."""
+        return self.fused_geglu and w.fp8 and w.K <= self.fast_accum_max_k
+
+    def fp8_geglu(self, a: int, w: "LinearPtrs", out: int, M: int, a_scale: int,
+                  out_scale: int, stream: int) -> None:
+        """FP8 ``out`` (M, N/2) = GeGLU(a @ w^T) quantised with ``out_scale``; ``w``'s rows in
+        the weight spec's gate/up interleave."""
+        self.k.gemm_fp8_geglu(a, w.w, out, M, w.N // 2, w.K, a_scale, w.ws, out_scale,
+                              self._ws.data_ptr(), GEMM_WORKSPACE_BYTES, stream)
 
     def bf16(self, a: int, w: "LinearPtrs", d: int, M: int, stream: int, *, c: int = 0,
              gelu: bool = False) -> None:

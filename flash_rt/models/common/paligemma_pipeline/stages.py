@@ -126,8 +126,8 @@ def gemma_layers(ctx: StageContext, run: GemmaRun) -> None:
                          q=qbuf, k_cache=kc, v_cache=vc, **run.keys)
         ctx.linear(act, f"{p}.o", f"{site}.o", x, M, c=x)
         act = q.rmsnorm(x, ctx.lin[f"{p}.gate_up"], f"{site}.gate_up", M, W, run.eps, s)
-        ctx.linear(act, f"{p}.gate_up", f"{site}.gate_up", gu, M)
-        act = q.geglu(gu, ctx.lin[f"{p}.down"], f"{site}.down", M, run.mlp, s)
+        act = ctx.gate_up_geglu(act, f"{p}.gate_up", f"{site}.gate_up", f"{p}.down",
+                                f"{site}.down", gu, M, run.mlp)
         ctx.linear(act, f"{p}.down", f"{site}.down", x, M, c=x)
 
 
