@@ -29,6 +29,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 from flash_rt import kernels  # noqa: E402
 from flash_rt.configs import load_config  # noqa: E402
+from flash_rt.models.common.paligemma_pipeline.dims import GATE_UP_GROUP  # noqa: E402
 
 # Dense peaks by device name (vendor datasheets, SXM parts): TFLOP/s and TB/s.
 PEAKS = {
@@ -259,9 +260,10 @@ def bench_elementwise(fk, cfg, args, peak):
                                                e.width, eps, T, s))
     gu = torch.randn(Lp, 2 * p.mlp_dim, device=dev).bfloat16()
     og = torch.empty(Lp, p.mlp_dim, device=dev, dtype=torch.float8_e4m3fn)
+    gu4 = gu.view(Lp, p.mlp_dim // GATE_UP_GROUP, 2, GATE_UP_GROUP)  # the engine's interleave
     add(f"geglu_fp8 {Lp}x{p.mlp_dim}", gu.numel() * 2 + og.numel(),
         lambda s: fk.geglu_fp8(gu.data_ptr(), og.data_ptr(), s1.data_ptr(), Lp, p.mlp_dim, s),
-        lambda: q8(F.gelu(gu[:, :p.mlp_dim], approximate="tanh") * gu[:, p.mlp_dim:], s1))
+        lambda: q8(F.gelu(gu4[:, :, 0], approximate="tanh") * gu4[:, :, 1], s1))
     n = Lp * p.mlp_dim
     xq = torch.randn(n, device=dev).bfloat16()
     oq = torch.empty(n, device=dev, dtype=torch.float8_e4m3fn)

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# One device call for issue 15's prefix work: the fused gate/up + GeGLU GEMM
+# (gemm_fp8_geglu, CUTLASS SM90) against cuBLASLt + geglu_fp8. Everything lands in $OUT.
+#   bash bench/device/prefix_session.sh [stage ...]
+#   stages: build tests micro geglu
+#   build: flash_rt_kernels for sm_90a (the CUTLASS headers from carry/nvidia_cutlass-*.whl)
+#   tests: the fused GEMM's kernel tests, the GeGLU and GEMM kernel tests
+#   micro: bench/gemm_geglu.py (the prefix MLP alone, 17 layers' weights, both paths)
+#   geglu: whole-pipeline replays with FLASH_RT_FUSED_GEGLU=1 / 0 alternated (VIEWS,
+#          HORIZONS; stage breakdown incl. the prefix), then full-size precision with it on
+# Wheels the device lacks travel in carry/ (pybind11, nvidia-cutlass).
+# shellcheck source=bench/device/session_common.sh
+source "$(dirname "$0")/session_common.sh"
+STAGES=${*:-build tests micro geglu}
+use_carried_wheels
+gpu_info
+
+has build && { stage build; build_kernels || exit 1; }
+if has tests; then
+  stage "kernel tests: gemm_fp8_geglu, GeGLU, GEMM"
+  timeout 300 python3 -m pytest -q -x test/kernels/test_gemm_geglu.py \
+      test/kernels/test_elementwise.py test/kernels/test_gemm.py -p no:cacheprovider 2>&1 | tail -15
+fi
+if has micro; then
+  stage "micro: prefix gate/up + GeGLU, fused vs cuBLASLt + geglu_fp8"
+  timeout 240 python3 bench/gemm_geglu.py --out "$OUT/gemm_geglu.json" 2>&1 | tail -6
+fi
+if has geglu; then
+  full_checkpoint
+  for round in 1 2; do
+    pipeline_replay "geglu_on_$round" FLASH_RT_FUSED_GEGLU=1
+    pipeline_replay "geglu_off_$round" FLASH_RT_FUSED_GEGLU=0
+  done
+  pipeline_precision geglu FLASH_RT_FUSED_GEGLU=1
+fi
+stage done
