@@ -8,6 +8,9 @@
 #   micro: bench/gemm_geglu.py (the prefix MLP alone, 17 layers' weights, both paths)
 #   geglu: whole-pipeline replays with FLASH_RT_FUSED_GEGLU=1 / 0 alternated (VIEWS,
 #          HORIZONS; stage breakdown incl. the prefix), then full-size precision with it on
+#   siglip_fp8: SigLIP in FP8 (precision mode fp8-all) against bf16 (fp8, the default):
+#          replays at 1-3 views, h50 (stage breakdown), then its full-size precision on the
+#          six configurations (issue 15 keeps it only if all six stay >= 0.999)
 # Wheels the device lacks travel in carry/ (pybind11, nvidia-cutlass).
 # shellcheck source=bench/device/session_common.sh
 source "$(dirname "$0")/session_common.sh"
@@ -32,5 +35,21 @@ if has geglu; then
     pipeline_replay "geglu_off_$round" FLASH_RT_FUSED_GEGLU=0
   done
   pipeline_precision geglu FLASH_RT_FUSED_GEGLU=1
+fi
+if has siglip_fp8; then
+  full_checkpoint
+  stage "SigLIP FP8 (fp8-all) vs bf16 (fp8): replay, 1-3 views h50"
+  timeout 420 python3 bench/policy.py --models pi05 --ckpt "$CK" --views 1 2 3 --horizon 50 \
+      --precision fp8 fp8-all --iters ${ITERS:-60} --baselines '' --out "$OUT/pi05_siglip_fp8.json" \
+      | grep -E '^\{"model"' | python3 -c "import json,sys
+for l in sys.stdin:
+    r = json.loads(l)
+    for p in ('fp8', 'fp8-all'):
+        f = r.get(p, {})
+        if 'replay_ms' in f:
+            print(r['views'], r['horizon'], p, 'replay p50', round(f['replay_ms']['p50'], 3),
+                  'stages', {k: round(v['p50'], 3) for k, v in f.get('stages_ms', {}).items()})" 2>&1
+  PRECISION_CONFIGS=${PRECISION_CONFIGS_ALL:-1x10,1x50,2x10,2x50,3x10,3x50} \
+      pipeline_precision fp8_all FLASH_RT_PRECISIONS=fp8-all
 fi
 stage done
