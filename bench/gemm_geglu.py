@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import platform
-import statistics
 import sys
 from pathlib import Path
 
@@ -28,6 +28,9 @@ from flash_rt import kernels  # noqa: E402
 from flash_rt.configs import load_config  # noqa: E402
 from flash_rt.models.common.paligemma_pipeline.dims import GATE_UP_GROUP  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from kernels import timed  # noqa: E402  (bench/kernels.py)
+
 WS_BYTES = 32 << 20
 FP8 = torch.float8_e4m3fn
 
@@ -36,28 +39,12 @@ def q8(x, s):
     return (x.float() / s).clamp(-448, 448).to(FP8)
 
 
-def replay_us(launch_layers, layers: int, reps: int) -> dict:
-    """p50 / p99 / mean GPU microseconds per layer of ``launch_layers(stream)``."""
-    s = torch.cuda.Stream()
-    with torch.cuda.stream(s):
-        launch_layers(s.cuda_stream)
-    s.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g, stream=s):
-        launch_layers(s.cuda_stream)
-    for _ in range(3):
-        g.replay()
-    torch.cuda.synchronize()
-    ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-          for _ in range(reps)]
-    for e0, e1 in ev:
-        e0.record()
-        g.replay()
-        e1.record()
-    torch.cuda.synchronize()
-    t = sorted(e0.elapsed_time(e1) * 1000.0 / layers for e0, e1 in ev)
-    return {"p50": t[len(t) // 2], "p99": t[min(len(t) - 1, int(len(t) * 0.99))],
-            "mean": statistics.fmean(t)}
+def replay_us(launch, layers: int, reps: int) -> dict:
+    """p50 / p99 / mean GPU microseconds per layer: ``launch(layer, stream)`` for every layer
+    in turn, replayed from one CUDA graph (bench/kernels.py's ``timed``)."""
+    order = itertools.cycle(range(layers))
+    r = timed(lambda stream: launch(next(order), stream), layers, reps)
+    return {"p50": r["p50_us"], "p99": r["p99_us"], "mean": r["mean_us"]}
 
 
 def reference(a8, sa, w8, sw, s_out):
@@ -93,29 +80,27 @@ def run_rows(fk, M: int, K: int, Fd: int, layers: int, reps: int, configs: list[
                                 workspace=p(ws_buf), workspace_bytes=WS_BYTES, fast_accum=True,
                                 iters=10, max_candidates=64, b_cycle=[p(w) for w in w8[1:]])
 
-    def sequence(stream, layer_list=range(layers)):
-        for i in layer_list:
-            fk.gemm_fp8(p(a8), p(w8[i]), p(gu), M, 2 * Fd, K, p(sa), p(sw[i]), stream,
-                        workspace=p(ws_buf), workspace_bytes=WS_BYTES, fast_accum=True)
-            fk.geglu_fp8(p(gu), p(out_seq), p(s_out), M, Fd, stream)
+    def sequence(i, stream):
+        fk.gemm_fp8(p(a8), p(w8[i]), p(gu), M, 2 * Fd, K, p(sa), p(sw[i]), stream,
+                    workspace=p(ws_buf), workspace_bytes=WS_BYTES, fast_accum=True)
+        fk.geglu_fp8(p(gu), p(out_seq), p(s_out), M, Fd, stream)
 
     def fused(config):
-        def launch(stream, layer_list=range(layers)):
-            for i in layer_list:
-                fk.gemm_fp8_geglu(p(a8), p(w8[i]), p(out_fused), M, Fd, K, p(sa), p(sw[i]),
-                                  p(s_out), p(ws_buf), WS_BYTES, stream, config)
+        def launch(i, stream):
+            fk.gemm_fp8_geglu(p(a8), p(w8[i]), p(out_fused), M, Fd, K, p(sa), p(sw[i]),
+                              p(s_out), p(ws_buf), WS_BYTES, stream, config)
         return launch
 
     row = {"M": M, "K": K, "F": Fd, "layers": layers, "cublaslt_autotune": tune,
            "sequence_us": replay_us(sequence, layers, reps), "fused": {}}
     stream = torch.cuda.current_stream().cuda_stream
-    sequence(stream, [0])
+    sequence(0, stream)
     ref_q = ref / s_out
     for c in configs:
         entry = {}
         try:
             entry["us"] = replay_us(fused(c), layers, reps)
-            fused(c)(stream, [0])
+            fused(c)(0, stream)
             torch.cuda.synchronize()
             same = (out_fused.view(torch.uint8) == out_seq.view(torch.uint8)).float().mean()
             entry.update(
