@@ -48,6 +48,8 @@ do_diag() {
   stage "full depth"
   step_bench 240 --configs ${FULL_CONFIGS:-full:2:50 full:1:10 full:3:10} --iters ${STEP_ITERS:-200} \
       --out "$OUT/expert_step.json"
+  # kept on the (warm) machine for a later call's `full` ($OUT starts empty each call)
+  mkdir -p build && cp "$OUT/expert_step.json" build/last_expert_step.json 2>/dev/null
 }
 do_ab() {
   # the persistent kernel built with AB_FLAGS (a build switch of csrc/megakernel, e.g.
@@ -102,7 +104,10 @@ do_tests() {
 }
 do_full() {
   # the whole pipeline, A/B on one machine: replay with the kernel sequence vs the megakernel
-  if python3 - "$OUT/expert_step.json" <<'PY'
+  # this call's diag, else the last one on this machine (build/ survives between calls)
+  local step_json="$OUT/expert_step.json"
+  [ -f "$step_json" ] || step_json=build/last_expert_step.json
+  if python3 - "$step_json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))["results"]
 # as test/kernels/test_expert_megakernel.py: drift from the sequence at most 4x the
