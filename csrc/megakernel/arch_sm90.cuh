@@ -197,6 +197,23 @@ template <int N>
 struct Wgmma;
 
 template <>
+struct Wgmma<8> {  // (FLASH_RT_MK_SPLIT_TOKENS at tpad 16: 8 tokens a warpgroup)
+  static constexpr int kRegs = 4;
+  __device__ __forceinline__ static void run(float (&d)[4], uint64_t da, uint64_t db, bool acc) {
+#if FLASH_RT_MK_SM90
+    asm volatile(
+        "{\n .reg .pred p;\n setp.ne.b32 p, %6, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n8k32.f32.e4m3.e4m3 "
+        "{%0,%1,%2,%3}, %4, %5, p, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "l"(da), "l"(db), "r"(static_cast<int>(acc)));
+#else
+    __trap();
+#endif
+  }
+};
+
+template <>
 struct Wgmma<16> {
   static constexpr int kRegs = 8;
   __device__ __forceinline__ static void run(float (&d)[8], uint64_t da, uint64_t db, bool acc) {
@@ -226,6 +243,24 @@ struct Wgmma<32> {
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
           "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]),
           "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+        : "l"(da), "l"(db), "r"(static_cast<int>(acc)));
+#else
+    __trap();
+#endif
+  }
+};
+
+template <>
+struct Wgmma<24> {  // (FLASH_RT_MK_SPLIT_TOKENS at tpad 48: 24 tokens a warpgroup)
+  static constexpr int kRegs = 12;
+  __device__ __forceinline__ static void run(float (&d)[12], uint64_t da, uint64_t db, bool acc) {
+#if FLASH_RT_MK_SM90
+    asm volatile(
+        "{\n .reg .pred p;\n setp.ne.b32 p, %14, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n24k32.f32.e4m3.e4m3 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11}, %12, %13, p, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
+          "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11])
         : "l"(da), "l"(db), "r"(static_cast<int>(acc)));
 #else
     __trap();

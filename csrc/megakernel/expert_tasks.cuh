@@ -98,6 +98,32 @@ static_assert(wg_attn::kBytes <= kWorkBytes && wg_attn::kKeys == kAttnKeys &&
               "the wgmma attention tile: the same split and head dim, within the work area");
 constexpr int kNormChunksMax = 4;  // features per thread in a norm task: W <= 4 * 256
 
+// FLASH_RT_MK_SPLIT_TOKENS (build switch, default 0; 1 for an A/B): a GEMM task's tokens
+// split over the block's two warpgroups, each an m64n(TP/2) MMA chain over the same weight
+// pages and its own half of the activation tile, each the epilogue of its half. Why: one
+// warpgroup does a GEMM task's MMAs and epilogue while the other waits (run 12 at 2 views
+// h50, tpad 64: math 0.9-1.0 us and epilogues 0.8-1.9 us of the QKV, O, gate/up and down
+// tasks, whose spans are 2.8-5.1 us); two chains also keep the tensor cores busier than one
+// chain of dependent m64n64k32 steps.
+#ifndef FLASH_RT_MK_SPLIT_TOKENS
+#define FLASH_RT_MK_SPLIT_TOKENS 0
+#endif
+constexpr int kGemmGroups = FLASH_RT_MK_SPLIT_TOKENS ? 2 : 1;
+constexpr int kGemmThreads = 128 * kGemmGroups;  // a GEMM task's MMA + epilogue threads
+static_assert(kGemmThreads <= kConsumers, "the GEMM warpgroups are consumer threads");
+// Tokens of a GEMM warpgroup (its accumulator's N: TP / 2 is a multiple of 8 for every
+// tpad) and the first of them for thread `tid` (0 in the unsplit build, at compile time).
+template <int TP>
+constexpr int kGroupTokens = TP / kGemmGroups;
+template <int TP>
+__device__ __forceinline__ int group_token0(int tid) {
+  return kGemmGroups == 1 ? 0 : (tid >> 7) * kGroupTokens<TP>;
+}
+// The thread's warp within its GEMM warpgroup (the accumulator fragment's row block).
+__device__ __forceinline__ int group_warp(int tid) {
+  return kGemmGroups == 1 ? tid >> 5 : (tid >> 5) & 3;
+}
+
 __device__ __forceinline__ float bf16r(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
 
 // The two inner trace stamps of a task (inputs in, math done), taken by thread 0 when the
@@ -374,12 +400,13 @@ __device__ __forceinline__ void load_activation(const ExpertParams& p, const Tas
 // Weight pages a GEMM task consumes (its K range in pages of kPageK).
 __device__ __forceinline__ int task_pages(const Task& t) { return (t.klen + kPageK - 1) / kPageK; }
 
-// Warpgroup 0: D (64 x TP) = W tile (pages from the ring) x act^T; then releases the pages.
-template <int TP>
+// A GEMM warpgroup: D (64 x TN) = W tile (pages from the ring) x its tokens' rows of act^T
+// (rows [tok0, tok0 + TN) of the tile: TN 16-byte rows into each K chunk of TP rows).
+template <int TP, int TN = kGroupTokens<TP>>
 __device__ __forceinline__ void mma_tile(const ExpertParams& p, const Task& t,
                                          const unsigned char* work, uint64_t* act_bar,
                                          int act_parity, const WeightRing& ring,
-                                         int first_page, int tid, float (&d)[TP / 2],
+                                         int first_page, int tid, float (&d)[TN / 2],
                                          TaskMarks& marks) {
   constexpr uint32_t kA_lbo = kTileRows * 16, kA_sbo = 128;
   constexpr uint32_t kB_lbo = TP * 16, kB_sbo = 128;
@@ -391,7 +418,7 @@ __device__ __forceinline__ void mma_tile(const ExpertParams& p, const Task& t,
   mbar_wait(act_bar, static_cast<uint32_t>(act_parity));
   marks.inputs_in(p, tid);
 #pragma unroll
-  for (int i = 0; i < TP / 2; ++i) d[i] = 0.f;
+  for (int i = 0; i < TN / 2; ++i) d[i] = 0.f;
   wgmma_fence_operands(d);
   wgmma_fence();
   constexpr int kStepsPerPage = kPageK / 32;
@@ -399,10 +426,10 @@ __device__ __forceinline__ void mma_tile(const ExpertParams& p, const Task& t,
   for (int kk = 0; kk < steps; ++kk) {
     const unsigned char* a = ring.page(first_page + kk / kStepsPerPage) +
                              (kk % kStepsPerPage) * 2 * kA_lbo;
-    const unsigned char* b = work + 2 * kk * kB_lbo;
+    const unsigned char* b = work + 2 * kk * kB_lbo + group_token0<TP>(tid) * 16;
     const uint64_t da = swap ? make_desc(a, kA_sbo, kA_lbo) : make_desc(a, kA_lbo, kA_sbo);
     const uint64_t db = swap ? make_desc(b, kB_sbo, kB_lbo) : make_desc(b, kB_lbo, kB_sbo);
-    Wgmma<TP>::run(d, da, db, kk > 0);
+    Wgmma<TN>::run(d, da, db, kk > 0);
   }
   wgmma_commit();
   wgmma_wait_all();
@@ -425,36 +452,37 @@ struct RopePair {
 };
 
 __device__ __forceinline__ RopePair rope_pair(const ExpertParams& p, const Task& t, int tid) {
-  const int w = tid >> 5, l = tid & 31;
+  const int w = group_warp(tid), l = tid & 31;
   const int tiles_per_head = p.D / kTileRows;
   return {(t.tile % tiles_per_head) * (kTileRows / 2) + 8 * w + (l >> 2),
           t.tile / tiles_per_head <= p.heads};
 }
 
-// The (cos, sin) of the thread's pair for its tokens 8 j + 2 (l % 4) + e: launch inputs
-// (positions and the table), loaded before the task's wait like the norm's rows.
-template <int TP>
+// The (cos, sin) of the thread's pair for its tokens tok0 + 8 j + 2 (l % 4) + e (TN of
+// them: its warpgroup's, group_token0): launch inputs (positions and the table), loaded
+// before the task's wait like the norm's rows.
+template <int TN>
 struct RopeCs {
-  float2 cs[TP / 8][2];
+  float2 cs[TN / 8][2];
 };
 
-template <int TP>
-__device__ __forceinline__ RopeCs<TP> rope_cs(const ExpertParams& p, const Task& t, int tid) {
-  RopeCs<TP> r{};
+template <int TP, int TN = kGroupTokens<TP>>
+__device__ __forceinline__ RopeCs<TN> rope_cs(const ExpertParams& p, const Task& t, int tid) {
+  RopeCs<TN> r{};
   const RopePair rp = rope_pair(p, t, tid);
   if (!rp.rotate) return r;
-  const int q4 = tid & 3, half = p.D / 2;
-  int pos[TP / 8][2];
+  const int q4 = tid & 3, half = p.D / 2, tok0 = group_token0<TP>(tid);
+  int pos[TN / 8][2];
 #pragma unroll
-  for (int j = 0; j < TP / 8; ++j) {
+  for (int j = 0; j < TN / 8; ++j) {
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
-      const int tok = 8 * j + 2 * q4 + e;
+      const int tok = tok0 + 8 * j + 2 * q4 + e;
       pos[j][e] = tok < p.H ? p.positions[tok] : 0;
     }
   }
 #pragma unroll
-  for (int j = 0; j < TP / 8; ++j) {
+  for (int j = 0; j < TN / 8; ++j) {
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
       const int ps = pos[j][e];
@@ -469,9 +497,9 @@ __device__ __forceinline__ RopeCs<TP> rope_cs(const ExpertParams& p, const Task&
 // The two halves of the thread's RoPE pair for token column (j, e) of its fragment: the
 // bf16 GEMM outputs (as the GEMM stores them), rotated with the prefetched (cos, sin) for
 // q and k tiles (rope.cu's math).
-template <int TP>
-__device__ __forceinline__ float2 rope_pair_out(const float (&d)[TP / 2], int j, int e, float s,
-                                                const RopeCs<TP>& rc, bool rotate) {
+template <int TN>
+__device__ __forceinline__ float2 rope_pair_out(const float (&d)[TN / 2], int j, int e, float s,
+                                                const RopeCs<TN>& rc, bool rotate) {
   const float x1 = bf16r(d[4 * j + e] * s), x2 = bf16r(d[4 * j + 2 + e] * s);
   float r1 = x1, r2 = x2;
   if (rotate) {
@@ -495,22 +523,22 @@ __device__ __forceinline__ bf16* qkv_row(const ExpertParams& p, int head, size_t
 
 // QKV epilogue: RoPE'd pairs (rope_pair_out), q -> q buffer, k / v -> cache rows
 // valid_len + t.
-template <int TP>
+template <int TP, int TN = kGroupTokens<TP>>
 __device__ __forceinline__ void qkv_epilogue(const ExpertParams& p, const Task& t, int off, int tid,
-                                             const float (&d)[TP / 2], const RopeCs<TP>& rc) {
-  const int q4 = tid & 3;
+                                             const float (&d)[TN / 2], const RopeCs<TN>& rc) {
+  const int q4 = tid & 3, tok0 = group_token0<TP>(tid);
   const int head = t.tile / (p.D / kTileRows);
   const RopePair rp = rope_pair(p, t, tid);
   const int i = rp.i, half = p.D / 2;
   const float s = gemm_scale(p, t.layer, 0);
   const size_t layer_rows = static_cast<size_t>(t.layer) * p.cache_rows;
 #pragma unroll
-  for (int j = 0; j < TP / 8; ++j) {
+  for (int j = 0; j < TN / 8; ++j) {
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
-      const int tok = 8 * j + 2 * q4 + e;
+      const int tok = tok0 + 8 * j + 2 * q4 + e;
       if (tok >= p.H) continue;
-      const float2 r = rope_pair_out<TP>(d, j, e, s, rc, rp.rotate);
+      const float2 r = rope_pair_out<TN>(d, j, e, s, rc, rp.rotate);
       bf16* dst;  // qkv_row's choice, inline: as a call it changes this measured SASS
       if (head < p.heads) {
         dst = p.q + static_cast<size_t>(tok) * p.heads * p.D + head * p.D;
@@ -537,21 +565,23 @@ __device__ __forceinline__ void qkv_epilogue(const ExpertParams& p, const Task& 
 #endif
 constexpr bool kStagedEpilogue = FLASH_RT_MK_STAGED_EPILOGUE != 0;
 
-// The MMA warpgroup's own barrier (named barrier 2): the staged epilogues' hand-over from
+// The GEMM warpgroups' own barrier (named barrier 2): the staged epilogues' hand-over from
 // the fragment layout to the 16-byte copies.
 struct MmaGroupSync {
-  __device__ __forceinline__ static void sync() { asm volatile("bar.sync 2, 128;\n" ::: "memory"); }
+  __device__ __forceinline__ static void sync() {
+    asm volatile("bar.sync 2, %0;\n" ::"n"(kGemmThreads) : "memory");
+  }
 };
 
 // qkv_epilogue's math, staged: a tile holds, per token, features [i0, i0 + 32) and
 // [i0 + D/2, i0 + D/2 + 32) of one head (the two halves of its RoPE pairs), staged as
 // (TP, 2, 32) bf16 and written as 16-byte chunks.
-template <int TP>
+template <int TP, int TN = kGroupTokens<TP>>
 __device__ __forceinline__ void qkv_epilogue_staged(const ExpertParams& p, const Task& t, int off,
-                                                    int tid, const float (&d)[TP / 2],
-                                                    const RopeCs<TP>& rc, unsigned char* work) {
+                                                    int tid, const float (&d)[TN / 2],
+                                                    const RopeCs<TN>& rc, unsigned char* work) {
   constexpr int kRun = kTileRows / 2;  // features per half of a tile, per token
-  const int q4 = tid & 3;
+  const int q4 = tid & 3, tok0 = group_token0<TP>(tid);
   const RopePair rp = rope_pair(p, t, tid);
   const int half = p.D / 2, i0 = (t.tile % (p.D / kTileRows)) * kRun, il = rp.i - i0;
   const int head = t.tile / (p.D / kTileRows);
@@ -559,18 +589,18 @@ __device__ __forceinline__ void qkv_epilogue_staged(const ExpertParams& p, const
   const float s = gemm_scale(p, t.layer, 0);
   bf16* stage = reinterpret_cast<bf16*>(work);
 #pragma unroll
-  for (int j = 0; j < TP / 8; ++j) {
+  for (int j = 0; j < TN / 8; ++j) {
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
-      const int tok = 8 * j + 2 * q4 + e;
-      const float2 r = rope_pair_out<TP>(d, j, e, s, rc, rp.rotate);
+      const int tok = tok0 + 8 * j + 2 * q4 + e;
+      const float2 r = rope_pair_out<TN>(d, j, e, s, rc, rp.rotate);
       stage[(tok * 2 + 0) * kRun + il] = __float2bfloat16_rn(r.x);
       stage[(tok * 2 + 1) * kRun + il] = __float2bfloat16_rn(r.y);
     }
   }
   MmaGroupSync::sync();
   constexpr int kChunksPerRun = kRun * 2 / 16;  // 16-byte chunks per run
-  for (int c = tid; c < TP * 2 * kChunksPerRun; c += 128) {
+  for (int c = tid; c < TP * 2 * kChunksPerRun; c += kGemmThreads) {
     const int tok = c / (2 * kChunksPerRun), h = (c / kChunksPerRun) % 2, k = c % kChunksPerRun;
     bf16* dst = tok < p.H ? qkv_row(p, head, layer_rows, off, tok) : nullptr;
     if (dst != nullptr)
@@ -583,17 +613,17 @@ __device__ __forceinline__ void qkv_epilogue_staged(const ExpertParams& p, const
 // k0 / klen of `part` (TP, W) for the tokens < H. Plain stores: red.add into one
 // accumulator took 2.4-2.7 us of a 4.5 us task at TP = 64 (run 8, H100; 8 tasks adding into
 // each address), and the norm that sums the slices reads as many sectors as it did.
-template <int TP>
+template <int TP, int TN = kGroupTokens<TP>>
 __device__ __forceinline__ void splitk_epilogue(const ExpertParams& p, const Task& t, int tid,
-                                                const float (&d)[TP / 2]) {
-  const int w = tid >> 5, l = tid & 31, q4 = l & 3;
+                                                const float (&d)[TN / 2]) {
+  const int w = group_warp(tid), l = tid & 31, q4 = l & 3, tok0 = group_token0<TP>(tid);
   const float s = gemm_scale(p, t.layer, t.op == kOProj ? 1 : 3);
   float* slice = p.part + static_cast<size_t>(t.k0 / t.klen) * TP * p.W;
 #pragma unroll
-  for (int j = 0; j < TP / 8; ++j) {
+  for (int j = 0; j < TN / 8; ++j) {
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
-      const int tok = 8 * j + 2 * q4 + e;
+      const int tok = tok0 + 8 * j + 2 * q4 + e;
       if (tok >= p.H) continue;
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
@@ -606,27 +636,27 @@ __device__ __forceinline__ void splitk_epilogue(const ExpertParams& p, const Tas
 
 // gate/up epilogue: rows r0 / r0 + 8 are gate / up of MLP column f; GeGLU of the bf16
 // outputs, FP8 with the down projection's input scale (elementwise.cu's geglu_fp8).
-template <int TP>
-__device__ __forceinline__ fp8 geglu_out(const float (&d)[TP / 2], int j, int e, float s,
+template <int TN>
+__device__ __forceinline__ fp8 geglu_out(const float (&d)[TN / 2], int j, int e, float s,
                                          float inv_s) {
   const float g = bf16r(d[4 * j + e] * s), u = bf16r(d[4 * j + 2 + e] * s);
   return sat_fp8(gelu_tanh(g) * u * inv_s);
 }
 
-template <int TP>
+template <int TP, int TN = kGroupTokens<TP>>
 __device__ __forceinline__ void geglu_epilogue(const ExpertParams& p, const Task& t, int tid,
-                                               const float (&d)[TP / 2]) {
-  const int w = tid >> 5, l = tid & 31, q4 = l & 3;
+                                               const float (&d)[TN / 2]) {
+  const int w = group_warp(tid), l = tid & 31, q4 = l & 3, tok0 = group_token0<TP>(tid);
   const int f = t.tile * (kTileRows / 2) + 8 * w + (l >> 2);
   const float s = gemm_scale(p, t.layer, 2);
   const float inv_s = 1.f / site_scale(p, t.layer, 3);
 #pragma unroll
-  for (int j = 0; j < TP / 8; ++j) {
+  for (int j = 0; j < TN / 8; ++j) {
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
-      const int tok = 8 * j + 2 * q4 + e;
+      const int tok = tok0 + 8 * j + 2 * q4 + e;
       if (tok >= p.H) continue;
-      p.act_mlp[act_offset<TP>(tok, f)] = geglu_out<TP>(d, j, e, s, inv_s);
+      p.act_mlp[act_offset<TP>(tok, f)] = geglu_out<TN>(d, j, e, s, inv_s);
     }
   }
   fence_proxy_async_global();  // act_mlp is read by bulk copies
@@ -636,26 +666,27 @@ __device__ __forceinline__ void geglu_epilogue(const ExpertParams& p, const Task
 // act_mlp, contiguous in the chunk-major layout (2 TP 16 bytes from act_offset(0, first
 // column)); every byte of that block is written (zero for the padded tokens) with 16-byte
 // stores.
-template <int TP>
+template <int TP, int TN = kGroupTokens<TP>>
 __device__ __forceinline__ void geglu_epilogue_staged(const ExpertParams& p, const Task& t,
-                                                      int tid, const float (&d)[TP / 2],
+                                                      int tid, const float (&d)[TN / 2],
                                                       unsigned char* work) {
-  const int w = tid >> 5, l = tid & 31, q4 = l & 3;
+  const int w = group_warp(tid), l = tid & 31, q4 = l & 3, tok0 = group_token0<TP>(tid);
   const int fl = 8 * w + (l >> 2), f0 = t.tile * (kTileRows / 2);
   const float s = gemm_scale(p, t.layer, 2);
   const float inv_s = 1.f / site_scale(p, t.layer, 3);
   fp8* stage = reinterpret_cast<fp8*>(work);
 #pragma unroll
-  for (int j = 0; j < TP / 8; ++j) {
+  for (int j = 0; j < TN / 8; ++j) {
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
-      const int tok = 8 * j + 2 * q4 + e;
-      stage[act_offset<TP>(tok, fl)] = tok < p.H ? geglu_out<TP>(d, j, e, s, inv_s) : fp8{};
+      const int tok = tok0 + 8 * j + 2 * q4 + e;
+      stage[act_offset<TP>(tok, fl)] = tok < p.H ? geglu_out<TN>(d, j, e, s, inv_s) : fp8{};
     }
   }
   MmaGroupSync::sync();
   uint4* dst = reinterpret_cast<uint4*>(p.act_mlp + act_offset<TP>(0, f0));
-  for (int c = tid; c < 2 * TP; c += 128) dst[c] = reinterpret_cast<const uint4*>(stage)[c];
+  for (int c = tid; c < 2 * TP; c += kGemmThreads)
+    dst[c] = reinterpret_cast<const uint4*>(stage)[c];
   fence_proxy_async_global();  // act_mlp is read by bulk copies
 }
 
@@ -677,7 +708,7 @@ struct BlockState {
 template <int TP>
 struct Prefetched {
   NormRows norm;
-  RopeCs<TP> rope;
+  RopeCs<kGroupTokens<TP>> rope;
   bool kv_loaded = false;
 };
 
@@ -690,17 +721,18 @@ template <int TP>
 __device__ __forceinline__ void gemm_task(const ExpertParams& p, const Task& t,
                                           unsigned char* work, uint64_t* act_bar,
                                           const WeightRing& ring, BlockState& state,
-                                          const RopeCs<TP>& rope, TaskMarks& marks, int tid) {
+                                          const RopeCs<kGroupTokens<TP>>& rope, TaskMarks& marks,
+                                          int tid) {
   load_activation<TP>(p, t, work, act_bar, tid);
-  float d[TP / 2];
-  if (tid < 128)
+  float d[kGroupTokens<TP> / 2];
+  if (tid < kGemmThreads)
     mma_tile<TP>(p, t, work, act_bar, state.act_loads & 1, ring, state.consumed, tid, d, marks);
   ++state.act_loads;
   state.consumed += task_pages(t);
-  ConsumerSync::sync();  // warpgroup 0's MMAs are complete: the pages and `work` are free
+  ConsumerSync::sync();  // the GEMM warpgroups' MMAs are complete: the pages and `work` are free
   if (!kRefillAfterSignal && tid == kPageIssuer)
     refill_pages(state.tables, p.sched.wpack, ring, state.issued, state.consumed);
-  if (tid < 128) {
+  if (tid < kGemmThreads) {
     if (kStagedEpilogue && t.op == kQkv)
       qkv_epilogue_staged<TP>(p, t, state.valid_len, tid, d, rope, work);
     else if (kStagedEpilogue && t.op == kGateUp) geglu_epilogue_staged<TP>(p, t, tid, d, work);
@@ -792,7 +824,7 @@ __device__ __forceinline__ void prefetch_inputs(const ExpertParams& p, const Tas
                                                 unsigned char* work, int valid_len,
                                                 Prefetched<TP>& pre) {
   if (is_norm(t.op)) pre.norm = norm_rows(p, t, tid);
-  else if (t.op == kQkv && tid < 128) pre.rope = rope_cs<TP>(p, t, tid);  // the epilogue threads
+  else if (t.op == kQkv && tid < kGemmThreads) pre.rope = rope_cs<TP>(p, t, tid);  // epilogue threads
   else if (t.op == kAttn) pre.kv_loaded = attention_prefetch(p, t, work, valid_len, tid);
 }
 

@@ -33,6 +33,9 @@ CONFIGS = {
     "small_h50": load_config("pi05", "small", num_views=2),
     "full_depth1_h50": with_depth(FULL, 1, num_views=2, horizon=50),
     "full_depth2_h10": with_depth(FULL, 2, num_views=1, horizon=10),
+    # every token padding the kernel is built for (16 above, then 32, 48, 64)
+    "full_depth1_h24": with_depth(FULL, 1, num_views=1, horizon=24),
+    "full_depth1_h40": with_depth(FULL, 1, num_views=1, horizon=40),
     "full_h50_2views": dataclasses.replace(FULL, num_views=2, horizon=50),
     "full_h10_3views": dataclasses.replace(FULL, num_views=3, horizon=10),
     # Pi0's expert (the kernel's PLAIN instance: RMSNorm, plain residuals, state row as prefix)
