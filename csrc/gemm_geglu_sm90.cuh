@@ -216,8 +216,13 @@ struct Config {
 //   64 x 256 wgmma), cluster 2 x 1 (the two M tiles of a cluster share the weight tile by
 //   TMA multicast), 4 stages of 48 KiB. The largest wgmma N and the least weight traffic
 //   per FLOP; the epilogue is not overlapped with the next tile's MMAs.
-// config 1: ping-pong (each consumer warp group owns a 128 x 128 tile; one runs its
-//   epilogue while the other runs its mainloop), cluster 2 x 1, 6 stages of 32 KiB.
+// config 1: ping-pong (each consumer warp group owns a 128 x 128 tile, two 64 x 128
+//   wgmma; one runs its epilogue while the other runs its mainloop), cluster 2 x 1,
+//   7 stages of 32 KiB.
+// Both: 128 fp32 accumulators per consumer thread, no spills (ptxas, sm_90a). For the
+// prefix MLP (M = 712..968, 2F = 32768, K = 2048: (6..8) x 128 = 768..1024 tiles of
+// 128 x 256, 5.8..7.8 waves on 132 SMs) the GEMM is compute-bound; which config wins is
+// for the GPU to tell (the binding's config argument).
 using Config0 = Config<cute::Shape<cute::_128, cute::_256, cute::_128>,
                        cute::Shape<cute::_2, cute::_1, cute::_1>,
                        cutlass::gemm::KernelTmaWarpSpecializedCooperativeFP8FastAccum>;

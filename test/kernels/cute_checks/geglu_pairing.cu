@@ -77,9 +77,12 @@ static int check(const char* name) {
     ++errors;
     std::printf("  %s: %d output elements written %s\n", name, bad_cover, "not exactly once");
   }
-  std::printf("%s: tile %dx%d, %d threads, %d values/thread, kUp = %d, %d lead pairs: %s\n",
-              name, BM, BN, threads, int(size(partition_fragment_C(mma, make_shape(Int<BM>{}, Int<BN>{})))),
-              kup, leads, errors ? "FAILED" : "ok");
+  std::printf("%s: tile %dx%d, %d stages, %d bytes of shared memory, %d MMA threads, "
+              "%d values/thread, kUp = %d, %d lead pairs: %s\n",
+              name, BM, BN, int(Cfg::Mainloop::DispatchPolicy::Stages),
+              int(Cfg::Kernel::SharedStorageSize), threads,
+              int(size(partition_fragment_C(mma, make_shape(Int<BM>{}, Int<BN>{})))), kup, leads,
+              errors ? "FAILED" : "ok");
   return errors;
 }
 
