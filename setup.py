@@ -16,9 +16,12 @@ from setuptools.command.build_ext import build_ext
 # FLASH_RT_BUILD_KERNELS: "auto" (default: build when nvcc is found AND a GPU is visible or
 # FLASH_RT_GPU_ARCH is set; a failed build then only warns), "1" (build, fail loudly),
 # "0" (never). FLASH_RT_GPU_ARCH: e.g. "90a" or "90a;110a;120a" (default: visible GPU).
-# Build needs: cmake >= 3.24, pybind11 and cuBLASLt (CUDA toolkit or the nvidia-cublas
-# wheel) importable by this Python, so use `pip install --no-build-isolation`.
-KERNEL_REQUIREMENTS = ["pybind11>=2.12", "nvidia-cublas>=13,<14"]
+# Build needs: cmake >= 3.24, pybind11, cuBLASLt (CUDA toolkit or the nvidia-cublas
+# wheel) and the CUTLASS headers (nvidia-cutlass wheel) importable by this Python, so use
+# `pip install --no-build-isolation`.
+# nvidia-cutlass: CUTLASS / CuTe headers only (csrc/gemm_geglu_sm90.cu; pinned, the
+# kernel's epilogue uses CUTLASS's internal adapter API).
+KERNEL_REQUIREMENTS = ["pybind11>=2.12", "nvidia-cublas>=13,<14", "nvidia-cutlass==4.2.0.0"]
 # The rosbag replay tools (python -m flash_rt_ros.bag, flash_rt_bag): pure-Python bag I/O
 # and the comparison plot. requirements.txt (scripts/setup.sh) installs them too.
 # The node's GPU JPEG decoder (jpeg_decoder: gpu, flash_rt_ros.jpeg): NVIDIA's nvImageCodec

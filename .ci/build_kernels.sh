@@ -17,13 +17,18 @@ PY="$PYBIN"
 NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
 [ -x "$NVCC" ] || { echo "build_kernels: nvcc not found" >&2; exit 1; }
 
-# Build dependencies (requirements-kernels.txt): pybind11 and cuBLASLt headers + library
-# (the toolkit's if it ships them, else the nvidia-cublas wheel).
+# Build dependencies (requirements-kernels.txt): pybind11, cuBLASLt headers + library
+# (the toolkit's if it ships them, else the nvidia-cublas wheel) and CUTLASS (below).
 "$PY" -c "import pybind11" 2>/dev/null || "$PY" -m pip install -q "pybind11>=2.12"
 if [ ! -f "$(dirname "$NVCC")/../include/cublasLt.h" ] &&
    ! "$PY" -c "import nvidia, os, sys; sys.exit(not any(os.path.exists(os.path.join(p, s, 'include', 'cublasLt.h')) for p in nvidia.__path__ for s in ('cu13', 'cublas')))" 2>/dev/null; then
   "$PY" -m pip install -q "nvidia-cublas>=13,<14"
 fi
+
+# CUTLASS / CuTe headers for gemm_geglu_sm90.cu (header-only use: --no-deps skips the
+# Python tooling's dependencies; found without importing it, as CMake does).
+"$PY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('cutlass_library') is None)" 2>/dev/null ||
+  "$PY" -m pip install -q --no-deps "nvidia-cutlass==4.2.0.0"
 
 mkdir -p build
 GEN=()

@@ -84,6 +84,7 @@ PYBIND11_MODULE(flash_rt_kernels, m) {
   });
   m.attr("MASK_VALUE") = kMaskValue;
   m.attr("E4M3_MAX") = kE4M3Max;
+  m.attr("GEGLU_INTERLEAVE") = kGegluInterleave;
 
   py::enum_<Epilogue>(m, "Epilogue", "GEMM epilogue fused by cuBLASLt")
       .value("NONE", Epilogue::kNone)
@@ -169,6 +170,21 @@ PYBIND11_MODULE(flash_rt_kernels, m) {
         "gemm_bf16 counterpart of gemm_fp8_autotune (same contract).");
   m.def("gemm_cache_size", &gemm_cache_size, "Number of cached GEMM plans (shape x config).");
   m.def("gemm_cache_clear", &gemm_cache_clear, "Drop all cached GEMM plans and tunings.");
+  m.def("gemm_fp8_geglu", &gemm_fp8_geglu, py::arg("a"), py::arg("w"), py::arg("out"),
+        py::arg("M"), py::arg("F"), py::arg("K"), py::arg("a_scale"), py::arg("w_scale"),
+        py::arg("out_scale"), py::arg("workspace"), py::arg("workspace_bytes"),
+        py::arg("stream"), py::arg("config") = 0,
+        "Fused FP8 GEMM + GeGLU + FP8 quantisation (CUTLASS SM90 kernel: Hopper and a module\n"
+        "built for 90a only, else ValueError): out (M, F) fp8 = sat(gelu_tanh(g) * u *\n"
+        "(1 / *out_scale)) with [g | u] = *a_scale * *w_scale * (a @ w^T), FP8 fast\n"
+        "accumulation (meant for K <= 2048). a: (M, K) fp8; w: (2F, K) fp8 with gate and up\n"
+        "rows interleaved in groups of GEGLU_INTERLEAVE (rows [16j, 16j+8) = gate rows\n"
+        "[8j, 8j+8), rows [16j+8, 16j+16) = up rows [8j, 8j+8)); scales: device float32\n"
+        "scalars. g, u are not rounded to bf16 (unlike gemm_fp8 + geglu_fp8). F % 8 == 0,\n"
+        "K % 16 == 0, a / w 16-byte aligned, out 2-byte aligned. workspace (may be 0): the\n"
+        "kernel needs none today; workspace_bytes is checked against its need. config: 0\n"
+        "(cooperative 128x256 tile) or 1 (ping-pong 128x128). No allocation, no sync:\n"
+        "capture-safe.");
 
   // ------------------------------------------------------------------ norms
   m.def("layernorm_fp8", &layernorm_fp8, py::arg("x"), py::arg("w"), py::arg("b"),

@@ -57,6 +57,18 @@ AutotuneResult gemm_bf16_autotune(const GemmArgs& g, int iters, int max_candidat
 int gemm_cache_size();
 void gemm_cache_clear();
 
+// ---------------------------------------------------------------- GEMM + GeGLU (gemm_geglu_sm90.cu)
+// The gate/up weight (2F, K) interleaves gate and up rows in groups of kGegluInterleave:
+// rows [2Ij, 2Ij + I) are gate rows [Ij, Ij + I), rows [2Ij + I, 2Ij + 2I) up rows
+// [Ij, Ij + I). The one definition; Python reads it as flash_rt_kernels.GEGLU_INTERLEAVE.
+constexpr int kGegluInterleave = 8;
+// out (M, F) fp8 = gelu_tanh of g times u, quantised with 1 / *out_scale, where
+// [g | u] = a_scale * w_scale * A @ W^T (FP8 fast accumulation); one fused kernel,
+// Hopper (sm_90a) only. config: the tile config, 0 or 1 (gemm_geglu_sm90.cuh).
+void gemm_fp8_geglu(ptr_t a, ptr_t w, ptr_t out, i64 M, i64 F, i64 K, ptr_t a_scale,
+                    ptr_t w_scale, ptr_t out_scale, ptr_t workspace, i64 workspace_bytes,
+                    ptr_t stream, int config = 0);
+
 // ---------------------------------------------------------------- norms (norm.cu)
 void layernorm_fp8(ptr_t x, ptr_t w, ptr_t b, ptr_t out, ptr_t out_scale, i64 M, i64 N,
                    float eps, ptr_t stream);

@@ -17,6 +17,8 @@ PUBLIC_BINDINGS: tuple[str, ...] = (
     # GEMM (cuBLASLt)
     "gemm_fp8", "gemm_bf16", "gemm_fp8_autotune", "gemm_bf16_autotune",
     "gemm_cache_size", "gemm_cache_clear",
+    # FP8 GEMM + GeGLU + FP8 quantisation, fused (CUTLASS, sm_90a)
+    "gemm_fp8_geglu",
     # norms fused with quantisation
     "layernorm_fp8", "layernorm_bf16", "rmsnorm_fp8", "rmsnorm_bf16",
     "adarms_fp8", "adarms_bf16", "gated_residual_adarms_fp8",
@@ -33,10 +35,12 @@ PUBLIC_BINDINGS: tuple[str, ...] = (
     # build facts
     "built_archs",
 )
-PUBLIC_ATTRIBUTES: tuple[str, ...] = ("Epilogue", "OutDtype", "MASK_VALUE", "E4M3_MAX")
+PUBLIC_ATTRIBUTES: tuple[str, ...] = ("Epilogue", "OutDtype", "MASK_VALUE", "E4M3_MAX",
+                                      "GEGLU_INTERLEAVE")
 
 BUILD_HINT = (
-    "build it with nvcc (CUDA >= 12.8) present: `pip install pybind11 'nvidia-cublas>=13,<14'` then "
+    "build it with nvcc (CUDA >= 12.8) present: `pip install pybind11 'nvidia-cublas>=13,<14'` "
+    "and `pip install --no-deps nvidia-cutlass==4.2.0.0`, then "
     "`FLASH_RT_BUILD_KERNELS=1 pip install --no-build-isolation -e .` "
     "(FLASH_RT_GPU_ARCH='90a;110a;120a' to choose architectures), or bash .ci/build_kernels.sh")
 
