@@ -104,7 +104,8 @@ PROBE = """
 import importlib.util, json, sys
 spec = importlib.util.spec_from_file_location("flash_rt_kernels", sys.argv[1])
 m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
-print(json.dumps({"names": [n for n in dir(m) if not n.startswith("_")], "archs": m.built_archs()}))
+print(json.dumps({"names": [n for n in dir(m) if not n.startswith("_")], "archs": m.built_archs(),
+                  "geglu_interleave": getattr(m, "GEGLU_INTERLEAVE", None)}))
 """
 
 
@@ -121,6 +122,9 @@ def test_built_module_resolves_every_binding(so):
     missing = set(kernels.PUBLIC_BINDINGS + kernels.PUBLIC_ATTRIBUTES) - set(info["names"])
     assert not missing, f"{so} lacks {sorted(missing)}"
     assert info["archs"], "built_archs() is empty"
+    # the GPU kernels' gate/up pairing and the weight spec's interleave are one layout
+    from flash_rt.models.common.paligemma_pipeline.dims import GATE_UP_GROUP
+    assert info["geglu_interleave"] == GATE_UP_GROUP, (info["geglu_interleave"], GATE_UP_GROUP)
     if shutil.which("nm"):
         und = subprocess.run(["nm", "-D", "--undefined-only", "-C", so], capture_output=True,
                              text=True).stdout
