@@ -8,10 +8,6 @@
 #include "common.h"
 #include "ops.h"
 
-#ifndef FLASH_RT_GPU_ARCHS
-#define FLASH_RT_GPU_ARCHS "unknown"
-#endif
-
 namespace py = pybind11;
 using namespace flash_rt;
 

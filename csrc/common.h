@@ -76,6 +76,26 @@ inline void check_cuda(cudaError_t e, const char* where) {
 
 inline cudaStream_t as_stream(uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }
 
+#ifndef FLASH_RT_GPU_ARCHS
+#define FLASH_RT_GPU_ARCHS "unknown"  // (CMake defines it: the module's arch list)
+#endif
+
+// Launchers of sm_90a-only kernels (wgmma, CUTLASS SM90): the current device must be a
+// Hopper GPU and the module built for 90a, else a clear error naming `what` the kernel
+// needs and `instead` what to use. Returns the device id.
+inline int require_sm90a(const char* where, const char* what, const char* instead) {
+  int dev = 0, major = 0, minor = 0;
+  check_cuda(cudaGetDevice(&dev), where);
+  check_cuda(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), where);
+  check_cuda(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev), where);
+  if (major != 9 || std::string(FLASH_RT_GPU_ARCHS).find("90a") == std::string::npos) {
+    fail(where, std::string("needs a Hopper GPU (sm_90) and a module built for 90a (") + what +
+                    "); this GPU is sm_" + std::to_string(major) + std::to_string(minor) +
+                    ", the module has " + FLASH_RT_GPU_ARCHS + " (" + instead + ")");
+  }
+  return dev;
+}
+
 template <typename T>
 inline T* as_ptr(uintptr_t p) { return reinterpret_cast<T*>(p); }
 

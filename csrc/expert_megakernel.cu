@@ -17,10 +17,6 @@
 #include "megakernel/expert_tasks.cuh"
 #include "ops.h"
 
-#ifndef FLASH_RT_GPU_ARCHS
-#define FLASH_RT_GPU_ARCHS "unknown"
-#endif
-
 namespace flash_rt {
 namespace {
 
@@ -137,18 +133,7 @@ V need(const std::map<std::string, V>& m, const char* key) {
 
 // The device must be sm_90 and this module built for sm_90a (the wgmma primitives).
 void check_device_arch() {
-  int dev = 0, major = 0, minor = 0;
-  check_cuda(cudaGetDevice(&dev), "expert_megakernel: cudaGetDevice");
-  check_cuda(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev),
-             "expert_megakernel: compute capability");
-  check_cuda(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev),
-             "expert_megakernel: compute capability");
-  if (major != 9 || std::strstr(FLASH_RT_GPU_ARCHS, "90a") == nullptr) {
-    fail("expert_megakernel",
-         "needs a Hopper GPU (sm_90) and a module built for 90a (wgmma); this GPU is sm_" +
-             std::to_string(major) + std::to_string(minor) + ", the module has " +
-             FLASH_RT_GPU_ARCHS + " (use the kernel sequence: FLASH_RT_EXPERT=sequence)");
-  }
+  require_sm90a("expert_megakernel", "wgmma", "use the kernel sequence: FLASH_RT_EXPERT=sequence");
 }
 
 }  // namespace

@@ -31,14 +31,9 @@
 // zero-fills the loads, the epilogue predicates the stores). No workspace is needed
 // (the persistent scheduler keeps none); capture-safe: no allocation, no sync.
 #include <atomic>
-#include <cstring>
 #include <string>
 
 #include "gemm_geglu_sm90.cuh"
-
-#ifndef FLASH_RT_GPU_ARCHS
-#define FLASH_RT_GPU_ARCHS "unknown"
-#endif
 
 namespace flash_rt {
 namespace {
@@ -63,19 +58,7 @@ constexpr const char* kWhere = "gemm_fp8_geglu";
 
 // The device must be sm_90 and this module built for sm_90a. Returns the device id.
 int check_device_arch() {
-  int dev = 0, major = 0, minor = 0;
-  check_cuda(cudaGetDevice(&dev), "gemm_fp8_geglu: cudaGetDevice");
-  check_cuda(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev),
-             "gemm_fp8_geglu: compute capability");
-  check_cuda(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev),
-             "gemm_fp8_geglu: compute capability");
-  if (major != 9 || minor != 0 || std::strstr(FLASH_RT_GPU_ARCHS, "90a") == nullptr) {
-    fail(kWhere, "needs a Hopper GPU (sm_90) and a module built for 90a (CUTLASS SM90 "
-                 "kernel); this GPU is sm_" + std::to_string(major) + std::to_string(minor) +
-                     ", the module has " + FLASH_RT_GPU_ARCHS +
-                     " (use gemm_fp8 with bf16 output, then geglu_fp8)");
-  }
-  return dev;
+  return require_sm90a(kWhere, "CUTLASS SM90 kernel", "use gemm_fp8 with bf16 output, then geglu_fp8");
 }
 
 template <class Cfg>
