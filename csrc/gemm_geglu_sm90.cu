@@ -151,6 +151,12 @@ void gemm_fp8_geglu(ptr_t a, ptr_t w, ptr_t out, i64 M, i64 F, i64 K, ptr_t a_sc
   check_ptr(a_scale, wh, "a_scale", 4);
   check_ptr(w_scale, wh, "w_scale", 4);
   check_ptr(out_scale, wh, "out_scale", 4);
+  // the kernel streams a and w while it writes out: overlapping buffers corrupt the result
+  const auto overlaps = [](ptr_t p, i64 p_bytes, ptr_t q, i64 q_bytes) {
+    return p < q + static_cast<ptr_t>(q_bytes) && q < p + static_cast<ptr_t>(p_bytes);
+  };
+  check(!overlaps(out, M * F, a, M * K) && !overlaps(out, M * F, w, 2 * F * K), wh,
+        "out must not overlap a or w (write the FP8 output to a buffer of its own)");
   check(workspace_bytes >= 0, wh, "workspace_bytes must be >= 0");
   check(workspace_bytes == 0 || workspace != 0, wh,
         "workspace_bytes > 0 needs a workspace pointer");

@@ -111,8 +111,11 @@ class EmulatedKernels:
 
     def gemm_fp8_geglu(self, a, w, out, M, F_, K, a_scale, w_scale, out_scale, workspace,
                        workspace_bytes, stream, config=0):
-        """The fused gate/up + GeGLU GEMM: g and u stay fp32 (no bf16 round trip)."""
+        """The fused gate/up + GeGLU GEMM: g and u stay fp32 (no bf16 round trip). The real
+        kernel streams ``a`` while it writes ``out``: overlapping buffers are refused."""
         aligned("gemm_fp8_geglu", a=a, w=w, out=out)
+        if a < out + M * F_ and out < a + M * K:
+            raise ValueError("gemm_fp8_geglu: out overlaps a")
         A = view(a, (M, K), FP8).float() * scalar(a_scale)
         W = view(w, (2 * F_, K), FP8).float() * scalar(w_scale)
         v = (A @ W.T).reshape(M, F_ // GATE_UP_GROUP, 2, GATE_UP_GROUP)

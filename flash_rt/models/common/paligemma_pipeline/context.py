@@ -48,12 +48,14 @@ class StageContext:
         """GeGLU(act @ W_name^T) (gate/up in the weight spec's interleave); returns the down
         projection's input. One GEMM that quantises its own output where the GEMM runner
         and the quantiser allow (FP8 down input with a static scale), else the GEMM writes
-        bf16 into ``gu`` and the quantiser's GeGLU reads it."""
+        bf16 into ``gu`` and the quantiser's GeGLU reads it. The fused GEMM writes its FP8
+        output into ``gu`` (unused then), never into the quantiser's buffer: that one holds
+        ``act``, which the GEMM is still reading."""
         lin, lin_down = self.lin[name], self.lin[down]
         fused = self.quant.fused_output(lin_down, down_site) if self.gemm.fuses_geglu(lin) else None
         if fused is not None:
-            self.gemm.fp8_geglu(act, lin, fused[0], M, self.scale(site), fused[1], self.stream)
-            return fused[0]
+            self.gemm.fp8_geglu(act, lin, gu, M, self.scale(site), fused[1], self.stream)
+            return gu
         self.linear(act, name, site, gu, M)
         return self.quant.geglu(gu, lin_down, down_site, M, F, self.stream)
 
