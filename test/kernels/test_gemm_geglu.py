@@ -328,3 +328,6 @@ def test_bad_arguments_raise_clear_errors(fk, stream):
         call(workspace=ptr(ws), workspace_bytes=-1)
     with pytest.raises(ValueError, match=r"config must be 0 .* or 1 .*, got 2"):
         call(config=2)
+    # the output written over the input it is still reading (the pipeline did this once)
+    with pytest.raises(ValueError, match=r"out must not overlap a or w"):
+        call(out=ptr(a))
