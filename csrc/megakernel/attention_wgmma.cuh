@@ -127,11 +127,12 @@ using Layout = std::conditional_t<FLASH_RT_MK_ATTN_SWIZZLE != 0, Swizzled128, In
 #endif
 constexpr bool kPartialPrefetch = FLASH_RT_MK_ATTN_PARTIAL_PREFETCH != 0;
 
-// FLASH_RT_MK_ATTN_BF16_PARTIALS=1 (build switch for an A/B, off until measured): each
-// split's normalised partial output is stored in bf16 instead of fp32 and the combine reads
-// it so: half the bytes of the tile's partial stores (1.6 us of a 2-view h50 attention task,
-// run 11) and of the combine's loads. The combined output is quantised to FP8 for O anyway
-// (3 mantissa bits against bf16's 8).
+// FLASH_RT_MK_ATTN_BF16_PARTIALS=1 (build switch for an A/B): each split's normalised
+// partial output is stored in bf16 instead of fp32 and the combine reads it so: half the
+// bytes of the tile's partial stores (1.6 us of a 2-view h50 attention task, run 11) and of
+// the combine's loads. The combined output is quantised to FP8 for O anyway (3 mantissa
+// bits against bf16's 8). Measured in run 13 (H100): slower, 672 vs 648 us a step at 2
+// views h50 (the tile's stores 1.71 -> 2.47 us, the combine 2.78 -> 2.33). Kept off.
 #ifndef FLASH_RT_MK_ATTN_BF16_PARTIALS
 #define FLASH_RT_MK_ATTN_BF16_PARTIALS 0
 #endif

@@ -103,8 +103,10 @@ constexpr int kNormChunksMax = 4;  // features per thread in a norm task: W <= 4
 // pages and its own half of the activation tile, each the epilogue of its half. Why: one
 // warpgroup does a GEMM task's MMAs and epilogue while the other waits (run 12 at 2 views
 // h50, tpad 64: math 0.9-1.0 us and epilogues 0.8-1.9 us of the QKV, O, gate/up and down
-// tasks, whose spans are 2.8-5.1 us); two chains also keep the tensor cores busier than one
-// chain of dependent m64n64k32 steps.
+// tasks, whose spans are 2.8-5.1 us). Measured in run 13 (H100): slower, 665 vs 652 us a
+// step at 2 views h50, 559 vs 535 at 1 view h10: the epilogues halved, but a task's MMA
+// time is its 32 dependent k32 steps, not its FLOPs (m64n8 to n64 chains all ~1 us), and
+// two chains beside each other took 1.3-1.4x as long. Kept off.
 #ifndef FLASH_RT_MK_SPLIT_TOKENS
 #define FLASH_RT_MK_SPLIT_TOKENS 0
 #endif
