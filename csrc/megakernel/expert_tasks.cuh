@@ -111,6 +111,18 @@ constexpr int kNormChunksMax = 4;  // features per thread in a norm task: W <= 4
 #define FLASH_RT_MK_SPLIT_TOKENS 0
 #endif
 constexpr int kGemmGroups = FLASH_RT_MK_SPLIT_TOKENS ? 2 : 1;
+// FLASH_RT_MK_MMA_CHAINS=2 (build switch, default 1; 2 for an A/B): a GEMM task's k32 steps
+// alternate between two accumulators (even steps, odd steps), added at the end. Why: run
+// 13 showed a task's MMA time is its chain of dependent k32 steps (~30 ns each, ~1 us for
+// K = 1024 at any N), not its FLOPs; two independent chains let the tensor cores work on
+// one while the other's previous step completes (two chains on two warpgroups ran at
+// 1.3-1.4x the time of one for twice the steps). Costs TN / 2 registers and changes the
+// fp32 summation order (two partial sums).
+#ifndef FLASH_RT_MK_MMA_CHAINS
+#define FLASH_RT_MK_MMA_CHAINS 1
+#endif
+constexpr int kMmaChains = FLASH_RT_MK_MMA_CHAINS;
+static_assert(kMmaChains == 1 || kMmaChains == 2, "one or two MMA chains a task");
 constexpr int kGemmThreads = 128 * kGemmGroups;  // a GEMM task's MMA + epilogue threads
 static_assert(kGemmThreads <= kConsumers, "the GEMM warpgroups are consumer threads");
 // Tokens of a GEMM warpgroup (its accumulator's N: TP / 2 is a multiple of 8 for every
@@ -419,6 +431,40 @@ __device__ __forceinline__ void mma_tile(const ExpertParams& p, const Task& t,
   for (int pg = 0; pg < task_pages(t); ++pg) ring.wait_page(first_page + pg);
   mbar_wait(act_bar, static_cast<uint32_t>(act_parity));
   marks.inputs_in(p, tid);
+  if constexpr (kMmaChains == 2) {
+    constexpr int kStepsPerPage = kPageK / 32;
+    const int steps = t.klen / 32;
+    // even k steps into d, odd ones into e (the schedule's K slices are whole pages or
+    // heads: an even number of k32 steps), e added in at the end
+    if (steps & 1) __trap();  // (a schedule bug: no K slice of the expert is odd)
+    float e[TN / 2];
+#pragma unroll
+    for (int i = 0; i < TN / 2; ++i) d[i] = e[i] = 0.f;
+    wgmma_fence_operands(d);
+    wgmma_fence_operands(e);
+    wgmma_fence();
+    for (int kk = 0; kk < steps; kk += 2) {
+      const unsigned char* a = ring.page(first_page + kk / kStepsPerPage) +
+                               (kk % kStepsPerPage) * 2 * kA_lbo;
+      const unsigned char* b = work + 2 * kk * kB_lbo + group_token0<TP>(tid) * 16;
+      const uint64_t da = swap ? make_desc(a, kA_sbo, kA_lbo) : make_desc(a, kA_lbo, kA_sbo);
+      const uint64_t db = swap ? make_desc(b, kB_sbo, kB_lbo) : make_desc(b, kB_lbo, kB_sbo);
+      const uint64_t da2 = swap ? make_desc(a + 2 * kA_lbo, kA_sbo, kA_lbo)
+                                : make_desc(a + 2 * kA_lbo, kA_lbo, kA_sbo);
+      const uint64_t db2 = swap ? make_desc(b + 2 * kB_lbo, kB_sbo, kB_lbo)
+                                : make_desc(b + 2 * kB_lbo, kB_lbo, kB_sbo);
+      Wgmma<TN>::run(d, da, db, kk > 0);
+      Wgmma<TN>::run(e, da2, db2, kk > 0);
+    }
+    wgmma_commit();
+    wgmma_wait_all();
+    wgmma_fence_operands(d);
+    wgmma_fence_operands(e);
+#pragma unroll
+    for (int i = 0; i < TN / 2; ++i) d[i] += e[i];
+    marks.math_done(p, tid);
+    return;
+  }
 #pragma unroll
   for (int i = 0; i < TN / 2; ++i) d[i] = 0.f;
   wgmma_fence_operands(d);
