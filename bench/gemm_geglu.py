@@ -26,6 +26,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 from flash_rt import kernels  # noqa: E402
 from flash_rt.configs import load_config  # noqa: E402
+from flash_rt.core.weight_spec import split_interleaved  # noqa: E402
 from flash_rt.models.common.paligemma_pipeline.dims import GATE_UP_GROUP  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -49,10 +50,8 @@ def replay_us(launch, layers: int, reps: int) -> dict:
 
 def reference(a8, sa, w8, sw, s_out):
     """fp32 GeGLU of the dequantised FP8 operands, w in the gate/up interleave."""
-    y = (a8.float() * sa) @ (w8.float() * sw).T
-    M, F2 = y.shape
-    v = y.reshape(M, F2 // (2 * GATE_UP_GROUP), 2, GATE_UP_GROUP)
-    return (F.gelu(v[:, :, 0], approximate="tanh") * v[:, :, 1]).reshape(M, F2 // 2) / s_out
+    gate, up = split_interleaved((a8.float() * sa) @ (w8.float() * sw).T, 2, GATE_UP_GROUP, dim=-1)
+    return F.gelu(gate, approximate="tanh") * up / s_out
 
 
 def cosine(a, b):

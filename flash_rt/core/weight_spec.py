@@ -141,6 +141,14 @@ def interleave_rows(parts: list[torch.Tensor], group: int) -> torch.Tensor:
     return grouped.reshape(len(parts) * rows, *tail)
 
 
+def split_interleaved(t: torch.Tensor, parts: int, group: int, dim: int = 0) -> list[torch.Tensor]:
+    """The inverse of :func:`interleave_rows` along ``dim`` (0: a stacked weight's rows; -1:
+    the columns of a GEMM output over it): ``parts`` tensors, each 1 / parts of ``dim``."""
+    d = dim % t.dim()
+    v = t.unflatten(d, (-1, parts, group))
+    return [v.select(d + 1, i).flatten(d, d + 1) for i in range(parts)]
+
+
 def convert_linear(item: Linear, get: Callable[[str], torch.Tensor]) -> dict[str, torch.Tensor]:
     def stacked(keys):
         parts = [get(k).float() for k in keys]

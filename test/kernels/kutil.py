@@ -67,10 +67,10 @@ def scalar(v: float) -> torch.Tensor:
 def gate_up_halves(gu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(M, 2F) gate/up columns in the engine's interleave (GATE_UP_GROUP at a time) ->
     (gate, up), each (M, F)."""
-    from flash_rt.models.common.paligemma_pipeline.dims import GATE_UP_GROUP as G
-    M, F2 = gu.shape
-    v = gu.reshape(M, F2 // (2 * G), 2, G)
-    return v[:, :, 0].reshape(M, F2 // 2), v[:, :, 1].reshape(M, F2 // 2)
+    from flash_rt.core.weight_spec import split_interleaved
+    from flash_rt.models.common.paligemma_pipeline.dims import GATE_UP_GROUP
+    gate, up = split_interleaved(gu, 2, GATE_UP_GROUP, dim=-1)
+    return gate, up
 
 
 def gate_up_interleaved(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:

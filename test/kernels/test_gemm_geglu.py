@@ -12,6 +12,8 @@ import torch
 
 from kutil import Guarded, fp8_ref, ptr, scalar
 
+from flash_rt.core.weight_spec import interleave_rows, split_interleaved
+
 WS_BYTES = 32 << 20  # the engine's cuBLASLt workspace; the kernel needs none today
 CONFIGS = (0, 1)      # 0: cooperative 128x256 tile, 1: ping-pong 128x128
 
@@ -29,17 +31,6 @@ def hk(fk):
 
 
 # ---------------------------------------------------------------- reference
-
-def interleave(gate: torch.Tensor, up: torch.Tensor, n: int) -> torch.Tensor:
-    """(F, K) gate and up weights -> (2F, K) rows interleaved in groups of n."""
-    F, K = gate.shape
-    return torch.stack([gate.reshape(F // n, n, K), up.reshape(F // n, n, K)], 1).reshape(2 * F, K)
-
-
-def deinterleave(w: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    v = w.reshape(w.shape[0] // (2 * n), 2, n, w.shape[1])
-    return v[:, 0].reshape(-1, w.shape[1]), v[:, 1].reshape(-1, w.shape[1])
-
 
 def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     # csrc/common.h gelu_tanh (there with a fast exp; ~1e-7 absolute from this)
@@ -59,14 +50,14 @@ class Problem:
         a = torch.randn(M, K, device="cuda", generator=gen)
         gate = torch.randn(F, K, device="cuda", generator=gen) / math.sqrt(K)
         up = torch.randn(F, K, device="cuda", generator=gen) / math.sqrt(K)
-        w = interleave(gate, up, interleave_n)
+        w = interleave_rows([gate, up], interleave_n)
         self.M, self.F, self.K, self.n = M, F, K, interleave_n
         self.sa, self.sw = f32(float(a.abs().max()) / 448), f32(float(w.abs().max()) / 448)
         self.aq, self.wq = fp8_ref(a, self.sa), fp8_ref(w, self.sw)
         self.sa_t, self.sw_t = scalar(self.sa), scalar(self.sw)  # kept alive for the kernel
         # fp64 reference of g, u from the dequantised operands
         A = self.aq.double() * self.sa
-        wg, wu = deinterleave(self.wq.double() * self.sw, interleave_n)
+        wg, wu = split_interleaved(self.wq.double() * self.sw, 2, interleave_n)
         g, u = A @ wg.t(), A @ wu.t()
         o = gelu_tanh(g) * u
         self.s_out = f32(max(float(o.abs().max()), 1e-6) / 448)
@@ -167,13 +158,13 @@ def test_wrong_pairing_or_scale_fails_the_bar(hk, stream):
     torch.cuda.synchronize()
     assert passes(agreement(out, p))
     # the weight stacked [W_gate; W_up] (not interleaved): gate and up columns mix
-    wg, wu = deinterleave(p.wq, hk.GEGLU_INTERLEAVE)
+    wg, wu = split_interleaved(p.wq, 2, hk.GEGLU_INTERLEAVE)
     p.run(hk, out, stream, w=torch.cat([wg, wu]).contiguous())
     torch.cuda.synchronize()
     r = agreement(out, p)
     assert not passes(r) and r["exact"] < 0.3 and r["cos"] < 0.9, r
     # gate and up swapped within each group: gelu(u) * g instead of gelu(g) * u
-    p.run(hk, out, stream, w=interleave(wu, wg, hk.GEGLU_INTERLEAVE).contiguous())
+    p.run(hk, out, stream, w=interleave_rows([wu, wg], hk.GEGLU_INTERLEAVE).contiguous())
     torch.cuda.synchronize()
     r = agreement(out, p)
     assert not passes(r) and r["exact"] < 0.5, r
@@ -197,9 +188,9 @@ def test_gate_is_gelu_and_up_is_linear(hk, stream):
     up = torch.zeros(F, K, device="cuda")
     up[:, 1] = 0.5
     aq = a.to(torch.float8_e4m3fn)
-    wq = interleave(gate, up, n).to(torch.float8_e4m3fn)
-    g = aq.float() @ deinterleave(wq.float(), n)[0].t()
-    u = aq.float() @ deinterleave(wq.float(), n)[1].t()
+    wq = interleave_rows([gate, up], n).to(torch.float8_e4m3fn)
+    g = aq.float() @ split_interleaved(wq.float(), 2, n)[0].t()
+    u = aq.float() @ split_interleaved(wq.float(), 2, n)[1].t()
     want = (gelu_tanh(g.double()) * u).float() * 8  # out_scale 1/8
     one, s_out = scalar(1.0), scalar(0.125)
     out = torch.empty(M, F, device="cuda", dtype=torch.float8_e4m3fn)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from flash_rt.models.common.functional import MASK_VALUE, apply_rope, rope_angles, rotate_half
+from flash_rt.core.weight_spec import split_interleaved
 from flash_rt.models.common.expert_schedule import TRACE_STAMPS
 from flash_rt.models.common.paligemma_pipeline.dims import GATE_UP_GROUP
 from flash_rt.processing.image import resize_with_pad, resized_shape, to_model_range
@@ -42,6 +43,12 @@ def q8(x: torch.Tensor, s: float) -> torch.Tensor:
 
 def gelu(x):
     return F.gelu(x, approximate="tanh")
+
+
+def geglu_of(gu: torch.Tensor) -> torch.Tensor:
+    """gelu(gate) * up of fp32 gate/up columns in the weight spec's interleave."""
+    gate, up = split_interleaved(gu, 2, GATE_UP_GROUP, dim=-1)
+    return gelu(gate) * up
 
 
 def rms(x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -118,9 +125,7 @@ class EmulatedKernels:
             raise ValueError("gemm_fp8_geglu: out overlaps a")
         A = view(a, (M, K), FP8).float() * scalar(a_scale)
         W = view(w, (2 * F_, K), FP8).float() * scalar(w_scale)
-        v = (A @ W.T).reshape(M, F_ // GATE_UP_GROUP, 2, GATE_UP_GROUP)
-        view(out, (M, F_), FP8).copy_(q8((gelu(v[:, :, 0]) * v[:, :, 1]).reshape(M, F_),
-                                         scalar(out_scale)))
+        view(out, (M, F_), FP8).copy_(q8(geglu_of(A @ W.T), scalar(out_scale)))
 
     def gemm_bf16(self, a, b, d, M, N, K, stream, *, bias=0, c=0, epilogue=Epilogue.NONE, **_):
         aligned("gemm_bf16", a=a, b=b)
@@ -191,8 +196,7 @@ class EmulatedKernels:
     # -- elementwise ------------------------------------------------------------------------
     def _geglu(self, gu, M, F_):
         """gelu(gate) * up from a (M, 2F) GEMM output in the weight spec's interleave."""
-        v = view(gu, (M, F_ // GATE_UP_GROUP, 2, GATE_UP_GROUP), BF16).float()
-        return (gelu(v[:, :, 0]) * v[:, :, 1]).reshape(M, F_)
+        return geglu_of(view(gu, (M, 2 * F_), BF16).float())
 
     def geglu_bf16(self, gu, out, M, F_, stream):
         view(out, (M, F_), BF16).copy_(self._geglu(gu, M, F_).to(BF16))
