@@ -49,6 +49,7 @@ __device__ __forceinline__ void store8_inv(bf16* p, const float (&in)[8], float)
 // out[m, f] = gelu_tanh(gate) * up, gu's rows in the weight spec's gate/up interleave
 // (GATE_UP_GROUP = 8, models/common/paligemma_pipeline/dims.py): gate column f at
 // 16 (f / 8) + f % 8, its up partner 8 columns on. One 8-column group per thread.
+static_assert(kGegluInterleave == 8, "geglu_kernel reads one gate group as one 8-value vector");
 template <typename Out>
 __global__ void geglu_kernel(const bf16* __restrict__ gu, Out* __restrict__ out,
                              const float* __restrict__ out_scale, int F, i64 n_vec) {
