@@ -61,7 +61,8 @@ __global__ void __launch_bounds__(kThreads, 1) expert_megakernel_kernel(const __
       case kNormIn:
       case kNormMid:
       case kNormOut:
-        norm_task<TP, PLAIN>(p, t, tid, reinterpret_cast<float*>(work), pre.norm, marks);
+        norm_task<TP, PLAIN>(p, t, tid, reinterpret_cast<float*>(work), pre.norm, marks, act_bar,
+                             state.act_loads);
         break;
       case kQkv:
       case kOProj:

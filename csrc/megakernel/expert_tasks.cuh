@@ -97,6 +97,27 @@ static_assert(wg_attn::kBytes <= kWorkBytes && wg_attn::kKeys == kAttnKeys &&
                   wg_attn::kDim == kAttnHeadDim,
               "the wgmma attention tile: the same split and head dim, within the work area");
 constexpr int kNormChunksMax = 4;  // features per thread in a norm task: W <= 4 * 256
+// FLASH_RT_MK_NORM_BULK=1 (build switch, default 0 until measured): a norm task's inputs
+// (the previous GEMM's K-split partial rows of its tokens and their x rows) arrive in shared
+// memory by bulk copies that thread 0 issues after its acquire, one mbarrier wait, instead
+// of 32 scalar L2 loads a thread. Why: after the wait a norm task spends 1.7-2.0 us on its
+// inputs (run 13 on the H100: 32 KB of partials and 2 KB of x a token), a GEMM task 0.4-0.7
+// us on its 16-64 KB activation tile, which arrives by one bulk copy. The producers (the O /
+// down epilogues, the norms for x) fence their generic stores for the async proxy, as the
+// norms already do for the FP8 activations. Same values, same summation order.
+#ifndef FLASH_RT_MK_NORM_BULK
+#define FLASH_RT_MK_NORM_BULK 0
+#endif
+constexpr bool kNormBulk = FLASH_RT_MK_NORM_BULK != 0;
+// Where a norm task's bulk inputs land in the work area: after its reduction scratch (the
+// warps' sums, then the fold's W floats); partial slices [kMaxSplitK][kNormTokens][W] fp32,
+// then x [kNormTokens][W] bf16.
+constexpr int kNormStageOffset = 8192;
+constexpr int kNormMaxWidth = kNormChunksMax * kConsumers;
+static_assert((kConsumerWarps * kNormTokens + kNormMaxWidth) * 4 <= kNormStageOffset &&
+                  kNormStageOffset + kNormTokens * kNormMaxWidth * (kMaxSplitK * 4 + 2) <=
+                      kWorkBytes,
+              "a norm task's scratch and bulk inputs fit the work area");
 
 // FLASH_RT_MK_SPLIT_TOKENS (build switch, default 0; 1 for an A/B): a GEMM task's tokens
 // split over the block's two warpgroups, each an m64n(TP/2) MMA chain over the same weight
@@ -285,15 +306,49 @@ __device__ __noinline__ void action_out_euler(const ExpertParams& p, int tok,
 // aside (here: K splits in order, so the step is deterministic). PLAIN (Pi0's expert): the
 // residual is x += sum, rounded once (its sequence adds the branch in the GEMM's epilogue
 // with C = x), and the adaRMS rows are the constant zero table (scale 0, shift 0).
+// (kNormBulk) Thread 0 brings the task's partial rows (n_parts slices) and, unless `embed`,
+// its x rows into `stage` by bulk copies on `bar`; every thread waits (load number `loads`
+// of the block's activation barrier, as load_activation's).
+template <int TP>
+__device__ __forceinline__ void norm_bulk_inputs(const ExpertParams& p, int t0, int ntok,
+                                                 int n_parts, bool embed, float* stage,
+                                                 uint64_t* bar, int& loads, int tid) {
+  const uint32_t row_f = static_cast<uint32_t>(ntok * p.W);
+  const uint32_t bytes = n_parts * row_f * 4u + (embed ? 0u : row_f * 2u);
+  if (bytes == 0) return;
+  if (tid == 0) {
+    fence_proxy_async_global();  // the producers' generic stores, acquired, before the copies
+    fence_proxy_async_smem();    // and the block's own generic use of the work area
+    mbar_arrive_expect_tx(bar, bytes);
+    for (int ks = 0; ks < n_parts; ++ks)
+      bulk_g2s(stage + ks * kNormTokens * p.W, p.part + (static_cast<size_t>(ks) * TP + t0) * p.W,
+               row_f * 4u, bar);
+    if (!embed)
+      bulk_g2s(stage + kMaxSplitK * kNormTokens * p.W, p.x + static_cast<size_t>(t0) * p.W,
+               row_f * 2u, bar);
+  }
+  mbar_wait(bar, static_cast<uint32_t>(loads & 1));
+  ++loads;
+}
+
 template <int TP, bool PLAIN>
 __device__ __forceinline__ void norm_task(const ExpertParams& p, const Task& t, int tid,
-                                          float* red, const NormRows& m, TaskMarks& marks) {
+                                          float* red, const NormRows& m, TaskMarks& marks,
+                                          uint64_t* bar, int& loads) {
   constexpr int kMaxFpt = kNormChunksMax;  // W <= kMaxFpt * kConsumers
   const int W = p.W, fpt = W / kConsumers;
   const int t0 = t.tile, ntok = min(kNormTokens, p.H - t0);
   const NormSites ns = norm_sites(p, t);
   const int gate_row = ns.gate_row;
   float v[kNormTokens][kMaxFpt], a[kMaxFpt][kNormTokens];
+  // layer 0's residual stream is the step's action embedding: read it, or (fold_in) make it
+  const bool embed = kFoldIo && p.fold_in && t.op == kNormIn && t.layer == 0;
+  float* stage = red + kNormStageOffset / 4;
+  const bf16* x_stage = reinterpret_cast<const bf16*>(stage + kMaxSplitK * kNormTokens * W);
+  if constexpr (kNormBulk) {
+    const int n_bulk = gate_row < 0 ? 0 : t.op == kNormMid ? p.o_splits : p.down_splits;
+    norm_bulk_inputs<TP>(p, t0, ntok, n_bulk, embed, stage, bar, loads, tid);
+  }
   // 1. every load the previous phase feeds: the partials of all its K splits, then x
   if (gate_row >= 0) {
     const int n_parts = t.op == kNormMid ? p.o_splits : p.down_splits;
@@ -305,9 +360,12 @@ __device__ __forceinline__ void norm_task(const ExpertParams& p, const Task& t, 
 #pragma unroll
       for (int k = 0; k < kNormTokens; ++k) {
         const float* src = p.part + (static_cast<size_t>(ks) * TP + t0 + k) * W;
+        const float* staged = stage + (ks * kNormTokens + k) * W;
 #pragma unroll
-        for (int i = 0; i < kMaxFpt; ++i)
-          pv[ks][k][i] = ks < n_parts && i < fpt ? __ldcg(src + norm_feature(tid, i)) : 0.f;
+        for (int i = 0; i < kMaxFpt; ++i) {
+          const int f = norm_feature(tid, i);
+          pv[ks][k][i] = ks < n_parts && i < fpt ? (kNormBulk ? staged[f] : __ldcg(src + f)) : 0.f;
+        }
       }
     }
 #pragma unroll
@@ -321,8 +379,6 @@ __device__ __forceinline__ void norm_task(const ExpertParams& p, const Task& t, 
       }
     }
   }
-  // layer 0's residual stream is the step's action embedding: read it, or (fold_in) make it
-  const bool embed = kFoldIo && p.fold_in && t.op == kNormIn && t.layer == 0;
 #pragma unroll
   for (int k = 0; k < kNormTokens; ++k) {
     if (k >= ntok) break;
@@ -330,8 +386,9 @@ __device__ __forceinline__ void norm_task(const ExpertParams& p, const Task& t, 
 #pragma unroll
     for (int i = 0; i < kMaxFpt; ++i) {
       if (i < fpt) {
-        v[k][i] = embed ? action_embedding(p, t0 + k, norm_feature(tid, i))
-                        : __bfloat162float(__ldcg(xs + norm_feature(tid, i)));
+        const int f = norm_feature(tid, i);
+        v[k][i] = embed ? action_embedding(p, t0 + k, f)
+                        : __bfloat162float(kNormBulk ? x_stage[k * W + f] : __ldcg(xs + f));
       }
     }
   }
@@ -680,6 +737,7 @@ __device__ __forceinline__ void splitk_epilogue(const ExpertParams& p, const Tas
       }
     }
   }
+  if (kNormBulk) fence_proxy_async_global();  // the next norm bulk-copies the slices
 }
 
 // gate/up epilogue: rows r0 / r0 + 8 are gate / up of MLP column f; GeGLU of the bf16
