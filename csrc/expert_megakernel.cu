@@ -69,7 +69,7 @@ __global__ void __launch_bounds__(kThreads, 1) expert_megakernel_kernel(const __
       case kGateUp:
       case kDown: gemm_task<TP>(p, t, work, act_bar, ring, state, pre.rope, marks, tid); break;
       case kAttn: attention_task(p, t, work, state.valid_len, pre.kv_loaded, marks, tid); break;
-      case kCombine: combine_task<TP>(p, t, tid); break;
+      case kCombine: combine_task<TP>(p, t, tid, work, act_bar, state.act_loads); break;
       default: __trap();
     }
     const unsigned long long t_body = p.trace ? global_ns() : 0ull;

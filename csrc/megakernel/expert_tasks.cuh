@@ -93,6 +93,18 @@ constexpr int kCombineMaxSplits = 32;
 constexpr int kCombineBatch = FLASH_RT_MK_COMBINE_BATCH;
 static_assert(kCombineBatch == 8 || kCombineBatch == 16, "a combine batch of 8 or 16 splits");
 constexpr int kWorkBytes = AttnCfg::kOneTileSmem;
+// FLASH_RT_MK_COMBINE_BULK=1 (build switch, default 0 until measured): a combine task's
+// inputs (its 4 rows' fp32 partial outputs and lse values of every split: 4 KB and 16 bytes
+// a split) arrive in shared memory by bulk copies after its acquire, one mbarrier wait,
+// and its items read them there; tasks whose rows or splits do not fit take the L2 path.
+// Why: the combine's body is two or three dependent L2 round trips (the lse values, then
+// the partials 8 splits at a time): 1.7 us at 8 splits, 2.8 us at 12 (run 13 on the H100),
+// where a GEMM task's 16-64 KB activation tile arrives by one bulk copy in 0.4-0.7 us. The
+// attention tasks fence their partial stores for the async proxy. Same values, same order.
+#ifndef FLASH_RT_MK_COMBINE_BULK
+#define FLASH_RT_MK_COMBINE_BULK 0
+#endif
+constexpr bool kCombineBulk = FLASH_RT_MK_COMBINE_BULK != 0;
 static_assert(wg_attn::kBytes <= kWorkBytes && wg_attn::kKeys == kAttnKeys &&
                   wg_attn::kDim == kAttnHeadDim,
               "the wgmma attention tile: the same split and head dim, within the work area");
@@ -922,6 +934,7 @@ __device__ __forceinline__ void attention_task(const ExpertParams& p, const Task
     attn_tiles::attn_v2_tile<kAttnHeadDim, kAttnKeys, 2, 2, false, ConsumerSync, true,
                              AttentionMarks>(a, work, t.tile * attn_tiles::kBlockM, 0, 0, t.k0,
                                              tid, hooks);
+  if (kCombineBulk) fence_proxy_async_global();  // the combine bulk-copies the partials
 }
 
 // A task's launch inputs, issued before its wait.
@@ -934,13 +947,69 @@ __device__ __forceinline__ void prefetch_inputs(const ExpertParams& p, const Tas
   else if (t.op == kAttn) pre.kv_loaded = attention_prefetch(p, t, work, valid_len, tid);
 }
 
+// (kCombineBulk) One combine task from shared memory: its kRows rows of every split's
+// partials and lse values by bulk copies on `bar` (load number `loads`), then each thread
+// one (row, 4-column) item, with attn_combine_item's math in its order. False (nothing
+// done): the task's rows or splits do not fit, the caller takes the L2 path.
 template <int TP>
-__device__ __forceinline__ void combine_task(const ExpertParams& p, const Task& t, int tid) {
+__device__ __forceinline__ bool combine_task_bulk(const ExpertParams& p, const attn_tiles::Params& a,
+                                                  const Task& t, unsigned char* work,
+                                                  uint64_t* bar, int& loads, int tid) {
+  constexpr int kD = kAttnHeadDim, kChunks = kD / kCombineCols;
+  constexpr int kRows = kCombineItems / kChunks;  // rows a task covers
+  constexpr uint32_t kPartBytes = kRows * kD * 4;
+  const int total = p.H * p.heads, S = p.splits, r0 = t.tile * kRows;
+  if (p.D != kD || total % kRows || r0 + kRows > total ||
+      S * (kPartBytes + kRows * 4) > static_cast<uint32_t>(kWorkBytes))
+    return false;
+  float* part = reinterpret_cast<float*>(work);
+  float* lse = part + S * kRows * kD;
+  if (tid == 0) {
+    fence_proxy_async_global();  // the attention tasks' generic stores, acquired
+    fence_proxy_async_smem();    // and the block's own generic use of the work area
+    mbar_arrive_expect_tx(bar, S * (kPartBytes + kRows * 4));
+    for (int s = 0; s < S; ++s) {
+      const size_t row = static_cast<size_t>(s) * total + r0;
+      bulk_g2s(part + s * kRows * kD, p.part_o + row * kD, kPartBytes, bar);
+      bulk_g2s(lse + s * kRows, p.part_lse + row, kRows * 4, bar);
+    }
+  }
+  mbar_wait(bar, static_cast<uint32_t>(loads & 1));
+  ++loads;
+  const int lr = tid / kChunks, c = tid % kChunks, row = r0 + lr;
+  float mx = -INFINITY;
+  for (int s = 0; s < S; ++s) mx = fmaxf(mx, lse[s * kRows + lr]);
+  float acc[kCombineCols] = {}, wsum = 0.f;
+  for (int s = 0; s < S; ++s) {
+    const float l = lse[s * kRows + lr];
+    const float w = l == -INFINITY ? 0.f : __expf(l - mx);
+    wsum += w;
+    const float4 x = *reinterpret_cast<const float4*>(part + (s * kRows + lr) * kD + kCombineCols * c);
+    acc[0] += w * x.x; acc[1] += w * x.y; acc[2] += w * x.z; acc[3] += w * x.w;
+  }
+  const float inv = wsum > 0.f ? 1.f / wsum : 0.f, sc = *a.o_scale;
+  const int tok = row % p.H, h = row / p.H;
+  const long long col = static_cast<long long>(h) * kD + kCombineCols * c;
+  const long long off = (col >> 4) * TP * 16 + tok * 16 + (col & 15);
+#pragma unroll
+  for (int i = 0; i < kCombineCols; i += 2)
+    attn_tiles::store_out_pair(a, off + i, acc[i] * inv, acc[i + 1] * inv, sc);
+  return true;
+}
+
+template <int TP>
+__device__ __forceinline__ void combine_task(const ExpertParams& p, const Task& t, int tid,
+                                             unsigned char* work, uint64_t* bar, int& loads) {
   attn_tiles::Params a = attention_params(p, t.layer, -1);  // (the combine reads no length)
   a.o8 = p.act_attn;
   a.o8_chunk_rows = TP;
   a.o8_via_bf16 = true;  // the sequence quantises the bf16 attention output
   a.o_scale = p.ascale + (t.layer * kSitesPerLayer + 1) * kScaleStride;
+  static_assert(kCombineCols == 4, "the bulk combine's items are float4 columns");
+  if (kCombineBulk && !wg_attn::kBf16Partials && combine_task_bulk<TP>(p, a, t, work, bar, loads, tid)) {
+    fence_proxy_async_global();  // act_attn is read by bulk copies
+    return;
+  }
   // The split count is a template bound of the combine (its loads are unrolled to it and
   // clamped): the smallest instance that holds this launch's splits, not always 32.
   const long long item = static_cast<long long>(t.tile) * kCombineItems + tid;
