@@ -19,8 +19,8 @@ from setuptools.command.build_ext import build_ext
 # Build needs: cmake >= 3.24, pybind11, cuBLASLt (CUDA toolkit or the nvidia-cublas
 # wheel) and the CUTLASS headers (nvidia-cutlass wheel) importable by this Python, so use
 # `pip install --no-build-isolation`.
-# nvidia-cutlass: CUTLASS / CuTe headers only (csrc/gemm_geglu_sm90.cu; pinned, the
-# kernel's epilogue uses CUTLASS's internal adapter API).
+# nvidia-cutlass: CUTLASS / CuTe headers only (csrc/gemm_geglu_sm90.cu, the megakernel's
+# wgmma atoms; pinned, the GeGLU kernel's epilogue uses CUTLASS's internal adapter API).
 KERNEL_REQUIREMENTS = ["pybind11>=2.12", "nvidia-cublas>=13,<14", "nvidia-cutlass==4.2.0.0"]
 # The rosbag replay tools (python -m flash_rt_ros.bag, flash_rt_bag): pure-Python bag I/O
 # and the comparison plot. requirements.txt (scripts/setup.sh) installs them too.

@@ -6,8 +6,9 @@
 //
 // This is the one file of the megakernel with architecture-specific instructions. Outside
 // an sm_90a compilation (Thor sm_110a, RTX sm_120a builds) every primitive compiles to a
-// trap, and the host launcher refuses to run on a GPU that is not sm_90 (see
-// expert_megakernel.cu); a tcgen05 / sm_120 variant replaces only this file.
+// trap (the wgmma shapes, CuTe's atoms, to CuTe's invalid-path assert), and the host
+// launcher refuses to run on a GPU that is not sm_90 (see expert_megakernel.cu); a
+// tcgen05 / sm_120 variant replaces only this file.
 //
 // Operand layout (PTX ISA, "Shared Memory Matrix Layout", K-major, no swizzle): a matrix is
 // tiled into core matrices of 8 rows x 16 bytes stored as 128 contiguous bytes. The
@@ -18,6 +19,14 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
+
+// (the m64n24 / m64n48 shapes are CuTe's "extended" ones: tpad 48, the split-tokens switch)
+#ifndef CUTE_SM90_EXTENDED_MMA_SHAPES_ENABLED
+#define CUTE_SM90_EXTENDED_MMA_SHAPES_ENABLED
+#endif
+#include <cute/arch/config.hpp>
+#include <cute/arch/mma_sm90_gmma.hpp>
 
 #include "../common.h"
 
@@ -29,6 +38,8 @@
 
 namespace flash_rt {
 namespace mk {
+
+namespace gmma = cute::SM90::GMMA;
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
@@ -191,127 +202,36 @@ __device__ __forceinline__ void wgmma_wait_all() {
 #endif
 }
 
+// One wgmma shape as CuTe's atom (cute/arch/mma_sm90_gmma.hpp, CUTLASS 4.2: the same
+// wgmma.mma_async instruction, its accumulators as Regs separate operands): run(d, da, db,
+// accumulate) passes d[0 .. Regs) in order; accumulate = false overwrites D (scale-d 0).
+// Outside sm_90a CuTe's atom is an invalid path (never launched: see the top).
+template <typename Atom, int Regs>
+struct GmmaAtom {
+  static constexpr int kRegs = Regs;
+  __device__ __forceinline__ static void run(float (&d)[Regs], uint64_t da, uint64_t db, bool acc) {
+    run_each(d, da, db, acc, std::make_integer_sequence<int, Regs>{});
+  }
+
+ private:
+  template <int... I>
+  __device__ __forceinline__ static void run_each(float (&d)[Regs], uint64_t da, uint64_t db,
+                                                  bool acc, std::integer_sequence<int, I...>) {
+    Atom::fma(da, db, d[I]..., acc ? gmma::ScaleOut::One : gmma::ScaleOut::Zero);
+  }
+};
+
 // D (64 x N, f32, the m64nNk32 accumulator fragment) (+)= A (64 x 32 e4m3) * B (N x 32
-// e4m3)^T, both K-major in shared memory. accumulate = false overwrites D.
+// e4m3)^T, both K-major in shared memory. N 8 and 24: FLASH_RT_MK_SPLIT_TOKENS at tpad 16
+// and 48 (8 / 24 tokens a warpgroup).
 template <int N>
 struct Wgmma;
-
-template <>
-struct Wgmma<8> {  // (FLASH_RT_MK_SPLIT_TOKENS at tpad 16: 8 tokens a warpgroup)
-  static constexpr int kRegs = 4;
-  __device__ __forceinline__ static void run(float (&d)[4], uint64_t da, uint64_t db, bool acc) {
-#if FLASH_RT_MK_SM90
-    asm volatile(
-        "{\n .reg .pred p;\n setp.ne.b32 p, %6, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n8k32.f32.e4m3.e4m3 "
-        "{%0,%1,%2,%3}, %4, %5, p, 1, 1;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "l"(da), "l"(db), "r"(static_cast<int>(acc)));
-#else
-    __trap();
-#endif
-  }
-};
-
-template <>
-struct Wgmma<16> {
-  static constexpr int kRegs = 8;
-  __device__ __forceinline__ static void run(float (&d)[8], uint64_t da, uint64_t db, bool acc) {
-#if FLASH_RT_MK_SM90
-    asm volatile(
-        "{\n .reg .pred p;\n setp.ne.b32 p, %10, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n16k32.f32.e4m3.e4m3 "
-        "{%0,%1,%2,%3,%4,%5,%6,%7}, %8, %9, p, 1, 1;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
-          "+f"(d[7])
-        : "l"(da), "l"(db), "r"(static_cast<int>(acc)));
-#else
-    __trap();
-#endif
-  }
-};
-
-template <>
-struct Wgmma<32> {
-  static constexpr int kRegs = 16;
-  __device__ __forceinline__ static void run(float (&d)[16], uint64_t da, uint64_t db, bool acc) {
-#if FLASH_RT_MK_SM90
-    asm volatile(
-        "{\n .reg .pred p;\n setp.ne.b32 p, %18, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n32k32.f32.e4m3.e4m3 "
-        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, %16, %17, p, 1, 1;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
-          "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]),
-          "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
-        : "l"(da), "l"(db), "r"(static_cast<int>(acc)));
-#else
-    __trap();
-#endif
-  }
-};
-
-template <>
-struct Wgmma<24> {  // (FLASH_RT_MK_SPLIT_TOKENS at tpad 48: 24 tokens a warpgroup)
-  static constexpr int kRegs = 12;
-  __device__ __forceinline__ static void run(float (&d)[12], uint64_t da, uint64_t db, bool acc) {
-#if FLASH_RT_MK_SM90
-    asm volatile(
-        "{\n .reg .pred p;\n setp.ne.b32 p, %14, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n24k32.f32.e4m3.e4m3 "
-        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11}, %12, %13, p, 1, 1;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
-          "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11])
-        : "l"(da), "l"(db), "r"(static_cast<int>(acc)));
-#else
-    __trap();
-#endif
-  }
-};
-
-template <>
-struct Wgmma<48> {
-  static constexpr int kRegs = 24;
-  __device__ __forceinline__ static void run(float (&d)[24], uint64_t da, uint64_t db, bool acc) {
-#if FLASH_RT_MK_SM90
-    asm volatile(
-        "{\n .reg .pred p;\n setp.ne.b32 p, %26, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n48k32.f32.e4m3.e4m3 "
-        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,"
-        "%23}, %24, %25, p, 1, 1;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
-          "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]),
-          "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]),
-          "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23])
-        : "l"(da), "l"(db), "r"(static_cast<int>(acc)));
-#else
-    __trap();
-#endif
-  }
-};
-
-template <>
-struct Wgmma<64> {
-  static constexpr int kRegs = 32;
-  __device__ __forceinline__ static void run(float (&d)[32], uint64_t da, uint64_t db, bool acc) {
-#if FLASH_RT_MK_SM90
-    asm volatile(
-        "{\n .reg .pred p;\n setp.ne.b32 p, %34, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 "
-        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,"
-        "%23,%24,%25,%26,%27,%28,%29,%30,%31}, %32, %33, p, 1, 1;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
-          "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]),
-          "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]),
-          "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
-          "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]),
-          "+f"(d[31])
-        : "l"(da), "l"(db), "r"(static_cast<int>(acc)));
-#else
-    __trap();
-#endif
-  }
-};
-
+template <> struct Wgmma<8> : GmmaAtom<gmma::MMA_64x8x32_F32E4M3E4M3_SS_TN<>, 4> {};
+template <> struct Wgmma<16> : GmmaAtom<gmma::MMA_64x16x32_F32E4M3E4M3_SS_TN<>, 8> {};
+template <> struct Wgmma<24> : GmmaAtom<gmma::MMA_64x24x32_F32E4M3E4M3_SS_TN<>, 12> {};
+template <> struct Wgmma<32> : GmmaAtom<gmma::MMA_64x32x32_F32E4M3E4M3_SS_TN<>, 16> {};
+template <> struct Wgmma<48> : GmmaAtom<gmma::MMA_64x48x32_F32E4M3E4M3_SS_TN<>, 24> {};
+template <> struct Wgmma<64> : GmmaAtom<gmma::MMA_64x64x32_F32E4M3E4M3_SS_TN<>, 32> {};
 
 // D = the sum over k < Steps of Mma(A_k, B_k), D zeroed first: the Steps wgmma are issued
 // back to back (desc(k, da, db) gives step k's descriptors), then waited for. The
@@ -345,57 +265,11 @@ template <int N>
 struct WgmmaBf16;
 template <int N>
 struct WgmmaBf16TransB;
-
 template <>
-struct WgmmaBf16<32> {
-  static constexpr int kRegs = 16;
-  __device__ __forceinline__ static void run(float (&d)[16], uint64_t da, uint64_t db, bool acc) {
-#if FLASH_RT_MK_SM90
-    asm volatile(
-        "{\n .reg .pred p;\n setp.ne.b32 p, %18, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 "
-        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}"
-        ", %16, %17, p, 1, 1, 0, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
-          "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
-          "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
-        : "l"(da), "l"(db), "r"(static_cast<int>(acc)));
-#else
-    __trap();
-#endif
-  }
-};
-
+struct WgmmaBf16<32> : GmmaAtom<gmma::MMA_64x32x16_F32BF16BF16_SS<gmma::Major::K, gmma::Major::K>, 16> {};
 template <>
-struct WgmmaBf16TransB<128> {
-  static constexpr int kRegs = 64;
-  __device__ __forceinline__ static void run(float (&d)[64], uint64_t da, uint64_t db, bool acc) {
-#if FLASH_RT_MK_SM90
-    asm volatile(
-        "{\n .reg .pred p;\n setp.ne.b32 p, %66, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
-        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,"
-        "%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,"
-        "%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,"
-        "%62,%63}"
-        ", %64, %65, p, 1, 1, 0, 1;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
-          "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
-          "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]),
-          "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
-          "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),
-          "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),
-          "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]),
-          "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),
-          "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-        : "l"(da), "l"(db), "r"(static_cast<int>(acc)));
-#else
-    __trap();
-#endif
-  }
-};
+struct WgmmaBf16TransB<128>
+    : GmmaAtom<gmma::MMA_64x128x16_F32BF16BF16_SS<gmma::Major::K, gmma::Major::MN>, 64> {};
 
 }  // namespace mk
 }  // namespace flash_rt
