@@ -960,6 +960,7 @@ __device__ __forceinline__ bool combine_task_bulk(const ExpertParams& p, const a
   constexpr uint32_t kPartBytes = kRows * kD * 4;
   const int total = p.H * p.heads, S = p.splits, r0 = t.tile * kRows;
   if (p.D != kD || total % kRows || r0 + kRows > total ||
+      (reinterpret_cast<uintptr_t>(p.part_lse) & 15) ||  // (its own allocation: 16 B copies)
       S * (kPartBytes + kRows * 4) > static_cast<uint32_t>(kWorkBytes))
     return false;
   float* part = reinterpret_cast<float*>(work);
