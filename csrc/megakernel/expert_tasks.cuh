@@ -185,6 +185,23 @@ struct TaskMarks {
   }
 };
 
+// The block's bulk input loads (a GEMM task's activation tile; a norm's or a combine's
+// inputs under the bulk switches) take turns on one mbarrier. Thread 0 opens a load: the
+// producers' generic stores (acquired by its wait) and the block's own generic use of the
+// work area are ordered before the async-proxy copies it then issues on `bar`, `bytes` in
+// all.
+__device__ __forceinline__ void bulk_load_begin(uint64_t* bar, uint32_t bytes) {
+  fence_proxy_async_global();
+  fence_proxy_async_smem();
+  mbar_arrive_expect_tx(bar, bytes);
+}
+
+// Every thread of the block: wait for the block's load number `loads` (its parity), count it.
+__device__ __forceinline__ void bulk_load_wait(uint64_t* bar, int& loads) {
+  mbar_wait(bar, static_cast<uint32_t>(loads & 1));
+  ++loads;
+}
+
 // Byte offset of (row, col) in a chunk-major FP8 activation of TP rows (see the top).
 template <int TP>
 __device__ __forceinline__ size_t act_offset(int row, int col) {
@@ -307,6 +324,28 @@ __device__ __noinline__ void action_out_euler(const ExpertParams& p, int tok,
   }
 }
 
+// (kNormBulk) Thread 0 brings the task's partial rows (n_parts slices) and, unless `embed`,
+// its x rows into `stage` by bulk copies on `bar`; every thread waits (the block's load
+// number `loads`).
+template <int TP>
+__device__ __forceinline__ void norm_bulk_inputs(const ExpertParams& p, int t0, int ntok,
+                                                 int n_parts, bool embed, float* stage,
+                                                 uint64_t* bar, int& loads, int tid) {
+  const uint32_t row_f = static_cast<uint32_t>(ntok * p.W);
+  const uint32_t bytes = n_parts * row_f * 4u + (embed ? 0u : row_f * 2u);
+  if (bytes == 0) return;
+  if (tid == 0) {
+    bulk_load_begin(bar, bytes);
+    for (int ks = 0; ks < n_parts; ++ks)
+      bulk_g2s(stage + ks * kNormTokens * p.W, p.part + (static_cast<size_t>(ks) * TP + t0) * p.W,
+               row_f * 4u, bar);
+    if (!embed)
+      bulk_g2s(stage + kMaxSplitK * kNormTokens * p.W, p.x + static_cast<size_t>(t0) * p.W,
+               row_f * 2u, bar);
+  }
+  bulk_load_wait(bar, loads);
+}
+
 // kNormTokens tokens x all W features per task, feature-parallel: thread `tid` owns
 // features norm_feature(tid, 0 .. FPT) of every token, so all its loads (the previous
 // GEMM's split-K partials of its features, x) are issued before any store; the adaRMS rows
@@ -318,31 +357,6 @@ __device__ __noinline__ void action_out_euler(const ExpertParams& p, int tok,
 // aside (here: K splits in order, so the step is deterministic). PLAIN (Pi0's expert): the
 // residual is x += sum, rounded once (its sequence adds the branch in the GEMM's epilogue
 // with C = x), and the adaRMS rows are the constant zero table (scale 0, shift 0).
-// (kNormBulk) Thread 0 brings the task's partial rows (n_parts slices) and, unless `embed`,
-// its x rows into `stage` by bulk copies on `bar`; every thread waits (load number `loads`
-// of the block's activation barrier, as load_activation's).
-template <int TP>
-__device__ __forceinline__ void norm_bulk_inputs(const ExpertParams& p, int t0, int ntok,
-                                                 int n_parts, bool embed, float* stage,
-                                                 uint64_t* bar, int& loads, int tid) {
-  const uint32_t row_f = static_cast<uint32_t>(ntok * p.W);
-  const uint32_t bytes = n_parts * row_f * 4u + (embed ? 0u : row_f * 2u);
-  if (bytes == 0) return;
-  if (tid == 0) {
-    fence_proxy_async_global();  // the producers' generic stores, acquired, before the copies
-    fence_proxy_async_smem();    // and the block's own generic use of the work area
-    mbar_arrive_expect_tx(bar, bytes);
-    for (int ks = 0; ks < n_parts; ++ks)
-      bulk_g2s(stage + ks * kNormTokens * p.W, p.part + (static_cast<size_t>(ks) * TP + t0) * p.W,
-               row_f * 4u, bar);
-    if (!embed)
-      bulk_g2s(stage + kMaxSplitK * kNormTokens * p.W, p.x + static_cast<size_t>(t0) * p.W,
-               row_f * 2u, bar);
-  }
-  mbar_wait(bar, static_cast<uint32_t>(loads & 1));
-  ++loads;
-}
-
 template <int TP, bool PLAIN>
 __device__ __forceinline__ void norm_task(const ExpertParams& p, const Task& t, int tid,
                                           float* red, const NormRows& m, TaskMarks& marks,
@@ -473,10 +487,8 @@ __device__ __forceinline__ void load_activation(const ExpertParams& p, const Tas
                                                 unsigned char* work, uint64_t* bar, int tid) {
   if (tid != 0) return;
   const fp8* src = t.op == kOProj ? p.act_attn : t.op == kDown ? p.act_mlp : p.act_w;
-  fence_proxy_async_global();  // the producers' generic stores, acquired, before the copy
-  fence_proxy_async_smem();    // and the block's own generic use of `work` (previous tasks)
   const uint32_t bytes = static_cast<uint32_t>(TP * t.klen);
-  mbar_arrive_expect_tx(bar, bytes);
+  bulk_load_begin(bar, bytes);
   bulk_g2s(work, src + static_cast<size_t>(t.k0) * TP, bytes, bar);
 }
 
@@ -500,9 +512,17 @@ __device__ __forceinline__ void mma_tile(const ExpertParams& p, const Task& t,
   for (int pg = 0; pg < task_pages(t); ++pg) ring.wait_page(first_page + pg);
   mbar_wait(act_bar, static_cast<uint32_t>(act_parity));
   marks.inputs_in(p, tid);
+  constexpr int kStepsPerPage = kPageK / 32;
+  const int steps = t.klen / 32;
+  // k32 step kk's descriptors: A from its weight page, B the warpgroup's tokens of `work`
+  const auto step_desc = [&](int kk, uint64_t& da, uint64_t& db) {
+    const unsigned char* a = ring.page(first_page + kk / kStepsPerPage) +
+                             (kk % kStepsPerPage) * 2 * kA_lbo;
+    const unsigned char* b = work + 2 * kk * kB_lbo + group_token0<TP>(tid) * 16;
+    da = swap ? make_desc(a, kA_sbo, kA_lbo) : make_desc(a, kA_lbo, kA_sbo);
+    db = swap ? make_desc(b, kB_sbo, kB_lbo) : make_desc(b, kB_lbo, kB_sbo);
+  };
   if constexpr (kMmaChains == 2) {
-    constexpr int kStepsPerPage = kPageK / 32;
-    const int steps = t.klen / 32;
     // even k steps into d, odd ones into e (the schedule's K slices are whole pages or
     // heads: an even number of k32 steps), e added in at the end
     if (steps & 1) __trap();  // (a schedule bug: no K slice of the expert is odd)
@@ -513,15 +533,9 @@ __device__ __forceinline__ void mma_tile(const ExpertParams& p, const Task& t,
     wgmma_fence_operands(e);
     wgmma_fence();
     for (int kk = 0; kk < steps; kk += 2) {
-      const unsigned char* a = ring.page(first_page + kk / kStepsPerPage) +
-                               (kk % kStepsPerPage) * 2 * kA_lbo;
-      const unsigned char* b = work + 2 * kk * kB_lbo + group_token0<TP>(tid) * 16;
-      const uint64_t da = swap ? make_desc(a, kA_sbo, kA_lbo) : make_desc(a, kA_lbo, kA_sbo);
-      const uint64_t db = swap ? make_desc(b, kB_sbo, kB_lbo) : make_desc(b, kB_lbo, kB_sbo);
-      const uint64_t da2 = swap ? make_desc(a + 2 * kA_lbo, kA_sbo, kA_lbo)
-                                : make_desc(a + 2 * kA_lbo, kA_lbo, kA_sbo);
-      const uint64_t db2 = swap ? make_desc(b + 2 * kB_lbo, kB_sbo, kB_lbo)
-                                : make_desc(b + 2 * kB_lbo, kB_lbo, kB_sbo);
+      uint64_t da, db, da2, db2;
+      step_desc(kk, da, db);
+      step_desc(kk + 1, da2, db2);
       Wgmma<TN>::run(d, da, db, kk > 0);
       Wgmma<TN>::run(e, da2, db2, kk > 0);
     }
@@ -538,14 +552,9 @@ __device__ __forceinline__ void mma_tile(const ExpertParams& p, const Task& t,
   for (int i = 0; i < TN / 2; ++i) d[i] = 0.f;
   wgmma_fence_operands(d);
   wgmma_fence();
-  constexpr int kStepsPerPage = kPageK / 32;
-  const int steps = t.klen / 32;
   for (int kk = 0; kk < steps; ++kk) {
-    const unsigned char* a = ring.page(first_page + kk / kStepsPerPage) +
-                             (kk % kStepsPerPage) * 2 * kA_lbo;
-    const unsigned char* b = work + 2 * kk * kB_lbo + group_token0<TP>(tid) * 16;
-    const uint64_t da = swap ? make_desc(a, kA_sbo, kA_lbo) : make_desc(a, kA_lbo, kA_sbo);
-    const uint64_t db = swap ? make_desc(b, kB_sbo, kB_lbo) : make_desc(b, kB_lbo, kB_sbo);
+    uint64_t da, db;
+    step_desc(kk, da, db);
     Wgmma<TN>::run(d, da, db, kk > 0);
   }
   wgmma_commit();
@@ -955,6 +964,7 @@ template <int TP>
 __device__ __forceinline__ bool combine_task_bulk(const ExpertParams& p, const attn_tiles::Params& a,
                                                   const Task& t, unsigned char* work,
                                                   uint64_t* bar, int& loads, int tid) {
+  static_assert(kCombineCols == 4, "the bulk combine's items are float4 columns");
   constexpr int kD = kAttnHeadDim, kChunks = kD / kCombineCols;
   constexpr int kRows = kCombineItems / kChunks;  // rows a task covers
   constexpr uint32_t kPartBytes = kRows * kD * 4;
@@ -966,17 +976,14 @@ __device__ __forceinline__ bool combine_task_bulk(const ExpertParams& p, const a
   float* part = reinterpret_cast<float*>(work);
   float* lse = part + S * kRows * kD;
   if (tid == 0) {
-    fence_proxy_async_global();  // the attention tasks' generic stores, acquired
-    fence_proxy_async_smem();    // and the block's own generic use of the work area
-    mbar_arrive_expect_tx(bar, S * (kPartBytes + kRows * 4));
+    bulk_load_begin(bar, S * (kPartBytes + kRows * 4));
     for (int s = 0; s < S; ++s) {
       const size_t row = static_cast<size_t>(s) * total + r0;
       bulk_g2s(part + s * kRows * kD, p.part_o + row * kD, kPartBytes, bar);
       bulk_g2s(lse + s * kRows, p.part_lse + row, kRows * 4, bar);
     }
   }
-  mbar_wait(bar, static_cast<uint32_t>(loads & 1));
-  ++loads;
+  bulk_load_wait(bar, loads);
   const int lr = tid / kChunks, c = tid % kChunks, row = r0 + lr;
   float mx = -INFINITY;
   for (int s = 0; s < S; ++s) mx = fmaxf(mx, lse[s * kRows + lr]);
@@ -1006,7 +1013,6 @@ __device__ __forceinline__ void combine_task(const ExpertParams& p, const Task& 
   a.o8_chunk_rows = TP;
   a.o8_via_bf16 = true;  // the sequence quantises the bf16 attention output
   a.o_scale = p.ascale + (t.layer * kSitesPerLayer + 1) * kScaleStride;
-  static_assert(kCombineCols == 4, "the bulk combine's items are float4 columns");
   if (kCombineBulk && !wg_attn::kBf16Partials && combine_task_bulk<TP>(p, a, t, work, bar, loads, tid)) {
     fence_proxy_async_global();  // act_attn is read by bulk copies
     return;
