@@ -114,7 +114,8 @@ def procs(tmp_path, domain):
 class Listener:
     """An in-test rclpy node (own context) recording chunks and diagnostics."""
 
-    def __init__(self, domain: int, chunk_topic="/flash_rt_policy/action_chunk"):
+    def __init__(self, domain: int, chunk_topic="/flash_rt_policy/action_chunk",
+                 name: str = "test_listener"):
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from diagnostic_msgs.msg import DiagnosticArray
@@ -124,7 +125,7 @@ class Listener:
 
         self.ctx = rclpy.Context()
         rclpy.init(context=self.ctx, domain_id=domain)
-        self.node = rclpy.create_node("test_listener", context=self.ctx)
+        self.node = rclpy.create_node(name, context=self.ctx)
         self.chunks, self.diags, self.trajs = [], [], []
         self.lock = threading.RLock()
         self.chunk_sub = self.node.create_subscription(ActionChunk, chunk_topic,

@@ -32,7 +32,8 @@ def test_two_robots_in_their_own_namespaces(procs, domain):
             procs.start(f"node_{ns}", [FAKE_NODE, "--ros-args", "-r", f"__ns:=/{ns}",
                                        "--params-file", "config/pi05_cpu.yaml",
                                        "-p", "rate_hz:=5.0"])
-            listeners[ns] = Listener(domain, chunk_topic=f"/{ns}/flash_rt_policy/action_chunk")
+            listeners[ns] = Listener(domain, chunk_topic=f"/{ns}/flash_rt_policy/action_chunk",
+                                     name=f"test_listener_{ns}")
         for ns, (w, h) in ROBOTS.items():
             lst = listeners[ns]
             lst.wait_for(lambda l: len(l.chunks) >= 3, 60, f"3 chunks from /{ns}")
@@ -45,10 +46,18 @@ def test_two_robots_in_their_own_namespaces(procs, domain):
                 expected = fake_actions(images, np.asarray(chunk.state), chunk.seed,
                                         chunk.horizon, chunk.action_dim)
                 np.testing.assert_array_equal(actions_of(chunk), expected)
-            names = {(n, s) for n, s in lst.node.get_node_names_and_namespaces()}
-            assert ("flash_rt_policy", f"/{ns}") in names, names
-            subs = lst.node.get_subscriptions_info_by_topic(f"/{ns}/cam0/image_raw")
-            assert [i.node_namespace for i in subs] == [f"/{ns}"], subs
+            # The ROS graph reaches the listener by discovery, asynchronously to the
+            # chunks: the node's reader endpoints can be seen later than its chunks, so
+            # the graph is waited for (not read once) before its exact content is checked.
+            lst.wait_for(lambda l: ("flash_rt_policy", f"/{ns}")
+                         in l.node.get_node_names_and_namespaces(), 15,
+                         f"the node /{ns}/flash_rt_policy in the graph")
+            cam0 = f"/{ns}/cam0/image_raw"
+            lst.wait_for(lambda l: l.node.get_subscriptions_info_by_topic(cam0), 15,
+                         f"a subscription to {cam0} in the graph")
+            subs = lst.node.get_subscriptions_info_by_topic(cam0)
+            assert [(i.node_name, i.node_namespace) for i in subs] == \
+                [("flash_rt_policy", f"/{ns}")], subs
     finally:
         for lst in listeners.values():
             lst.close()
