@@ -5,6 +5,12 @@
 # SASS instruction mix. Everything lands in $OUT (log.txt, *.json).
 #   bash bench/device/megakernel_session.sh [stage ...]
 #   stages: build diag tests ncu full frontends ab switches splitk baseline fold stepgap
+#           variants
+#   (variants: for a call of a few minutes. The default build and each of VARIANTS (space
+#   between builds, comma between one build's flags) built side by side in copies of the
+#   tree, then every build's step (kernel only, with its agreement to the sequence)
+#   interleaved config by config, into one variants.json; then the last variant's kernel
+#   tests on the small configurations (VARIANT_TESTS, a pytest -k expression))
 #   (ab: AB_FLAGS=-DNAME=0 ... ab, a build-switch A/B against this call's default build;
 #   switches: SWITCHES="-DA=1 -DB=1" each that way; splitk: SPLITK=2, the engine knob;
 #   docs/performance.md runs 7-10;
@@ -96,6 +102,62 @@ do_baseline() {
   (cd /tmp/base && PYTHONPATH="/tmp/site:/tmp/base" step_bench 240 \
       --configs ${FULL_CONFIGS:-full:2:50 full:1:10 full:3:10} --iters ${STEP_ITERS:-200} \
       --out "$OUT/expert_step_baseline.json")
+}
+do_variants() {
+  local variants=(${VARIANTS:?set VARIANTS, e.g. "-DA=1 -DB=1 -DA=1,-DB=1"}) n i label
+  local jobs=$(( 16 / (${#variants[@]} + 1) )); (( jobs < 2 )) && jobs=2
+  local dirs=("$PWD") labels=(default) pids=()
+  stage "variants: ${#variants[@]} + the default build side by side, $jobs jobs each"
+  for i in "${!variants[@]}"; do
+    dirs+=("/tmp/variant$i"); labels+=("${variants[$i]//-DFLASH_RT_MK_/}")
+    rm -rf "/tmp/variant$i" && mkdir -p "/tmp/variant$i"
+    tar -cf - --exclude=./build --exclude=./carry --exclude=./.git --exclude=./.venv --exclude=./.whl . \
+        | tar -xf - -C "/tmp/variant$i"
+  done
+  for i in "${!dirs[@]}"; do
+    local flags=""; (( i > 0 )) && flags=${variants[$((i - 1))]//,/ }
+    (cd "${dirs[$i]}" && BUILD_JOBS=$jobs BUILD_LOG="/tmp/cmake_$i.log" build_kernels "$flags" \
+        > "/tmp/build_$i.log" 2>&1; echo "build ${labels[$i]}: exit $?" >> "/tmp/build_$i.log") &
+    pids+=($!)
+  done
+  wait "${pids[@]}"  # (a bare `wait` also waits for the log's tee, which never ends)
+  for i in "${!dirs[@]}"; do cat "/tmp/build_$i.log"; done
+  rm -f /tmp/variant_step_*.json "$OUT/variants.json"
+  for cfg in ${FULL_CONFIGS:-full:2:50 full:1:10}; do
+    for i in "${!dirs[@]}"; do
+      stage "variants: ${labels[$i]} $cfg"
+      (cd "${dirs[$i]}" && PYTHONPATH="/tmp/site:${dirs[$i]}" step_bench 60 --configs "$cfg" \
+          --iters ${STEP_ITERS:-100} --kernel-only --out "/tmp/variant_step_${i}_${cfg//:/_}.json" \
+          > "/tmp/variant_bench.log" 2>&1) || tail -5 /tmp/variant_bench.log
+      python3 - "${labels[$i]}" "/tmp/variant_step_${i}_${cfg//:/_}.json" "$OUT/variants.json" <<'PY'
+import json, os, sys
+label, path, out = sys.argv[1:]
+merged = json.load(open(out)) if os.path.exists(out) else {
+    "what": "megakernel build variants, interleaved (bench/device/megakernel_session.sh variants)",
+    "runs": []}
+if not os.path.exists(path):
+    print(label, "no result"); sys.exit(0)
+d = json.load(open(path))
+for r in d["results"]:
+    merged["runs"].append({"build": label, **{k: d[k] for k in ("device", "date", "torch", "cuda")},
+                           "result": r})
+    if "megakernel_us" not in r:
+        print(label, r.get("config"), r.get("error")); continue
+    drift = {k: 1 - r["precision"][k]["cosine"] for k in ("xn", "q")}
+    floor = {k: 1 - r["sequence_flash_vs_gemm"][k]["cosine"] for k in ("xn", "q")}
+    ok = all(drift[k] <= 4 * floor[k] + 1e-4 for k in drift)
+    print(f"{label} {r['config']}: p50 {r['megakernel_us']['p50']:.1f} us, p99 "
+          f"{r['megakernel_us']['p99']:.1f}, drift xn {drift['xn']:.2e} q {drift['q']:.2e} "
+          f"(floor {floor['xn']:.2e} / {floor['q']:.2e}) agrees: {ok}")
+json.dump(merged, open(out, "w"), indent=1)
+PY
+    done
+  done
+  local last=${dirs[-1]}
+  stage "variants: kernel tests of ${labels[-1]}"
+  (cd "$last" && PYTHONPATH="/tmp/site:$last" timeout 90 python3 -m pytest -q -x \
+      test/kernels/test_expert_megakernel.py -k "${VARIANT_TESTS:-small or depth1 or depth2}" \
+      -p no:cacheprovider 2>&1 | tail -4)
 }
 do_tests() {
   stage tests

@@ -27,10 +27,12 @@ use_carried_wheels() {
 }
 
 build_kernels() {
+  # (BUILD_LOG, BUILD_JOBS: for builds side by side, `do_variants`)
+  local log=${BUILD_LOG:-$OUT/cmake.log}
   cmake -S csrc -B build/dev -G Ninja -DGPU_ARCH=90a -DPython_EXECUTABLE="$(command -v python3)" \
-        -DCMAKE_CUDA_COMPILER="$(command -v nvcc)" -DCMAKE_CUDA_FLAGS="${1:-}" >"$OUT/cmake.log" 2>&1 \
-    || { tail -30 "$OUT/cmake.log"; return 1; }
-  cmake --build build/dev -j 16 2>&1 | grep -E "error|warning|spill|FAILED|Performance Loss" | head -40
+        -DCMAKE_CUDA_COMPILER="$(command -v nvcc)" -DCMAKE_CUDA_FLAGS="${1:-}" >"$log" 2>&1 \
+    || { tail -30 "$log"; return 1; }
+  cmake --build build/dev -j "${BUILD_JOBS:-16}" 2>&1 | grep -E "error|warning|spill|FAILED|Performance Loss" | head -40
   python3 -c "from flash_rt import kernels; print('module', kernels.load().built_archs())"
 }
 
