@@ -61,13 +61,14 @@ __global__ void __launch_bounds__(kThreads, 1) expert_megakernel_kernel(const __
       case kNormIn:
       case kNormMid:
       case kNormOut:
-        norm_task<TP, PLAIN>(p, t, tid, reinterpret_cast<float*>(work), pre.norm, marks, act_bar,
-                             state.act_loads);
+        norm_task<TP, PLAIN>(p, t, tid, reinterpret_cast<float*>(work), pre.norm, pre.scales,
+                             marks, act_bar, state.act_loads);
         break;
       case kQkv:
       case kOProj:
       case kGateUp:
-      case kDown: gemm_task<TP>(p, t, work, act_bar, ring, state, pre.rope, marks, tid); break;
+      case kDown: gemm_task<TP>(p, t, work, act_bar, ring, state, pre.rope, pre.scales, marks, tid);
+        break;
       case kAttn: attention_task(p, t, work, state.valid_len, pre.kv_loaded, marks, tid); break;
       case kCombine: combine_task<TP>(p, t, tid, work, act_bar, state.act_loads); break;
       default: __trap();

@@ -225,10 +225,43 @@ struct NormSites {
 
 __device__ __forceinline__ NormSites norm_sites(const ExpertParams& p, const Task& t) {
   const int L = t.layer;
-  if (t.op == kNormIn) return {L > 0 ? 2 * L - 1 : -1, 2 * L, 0};  // the layer's QKV input
-  if (t.op == kNormMid) return {2 * L, 2 * L + 1, 2};                // the gate/up input
-  return {2 * p.depth - 1, 2 * p.depth, 0};                          // kNormOut (bf16 out)
+  if (t.op == kNormIn) return {L > 0 ? 2 * L - 1 : -1, 2 * L, kSiteQkv};  // the QKV input
+  if (t.op == kNormMid) return {2 * L, 2 * L + 1, kSiteGateUp};             // the gate/up input
+  return {2 * p.depth - 1, 2 * p.depth, kSiteQkv};  // kNormOut (bf16 out: unused)
 }
+
+// FLASH_RT_MK_PREFETCH_SCALES=1 (build switch, default 0 until measured): a task's static
+// scales (task_scales) are loaded before its wait with its other launch inputs, instead of
+// after its MMAs (GEMM epilogues) or after its reduction barrier (norms). Why: those loads
+// follow a barrier, so each is one L2 round trip on the task's critical path (SASS of the
+// default build: the epilogue's two LDG right after the MMA wait's BAR.SYNC), in four GEMM
+// and two norm phases a layer. Same values.
+#ifndef FLASH_RT_MK_PREFETCH_SCALES
+#define FLASH_RT_MK_PREFETCH_SCALES 0
+#endif
+constexpr bool kPrefetchScales = FLASH_RT_MK_PREFETCH_SCALES != 0;
+
+// The static scales a task's output uses: `s` multiplies a GEMM's accumulator (input x
+// weight dequantisation) or is a norm's FP8 output scale (1: the final norm's bf16 output);
+// `inv_s` is gate/up's FP8 output scale, the down projection's input, inverted. Without the
+// switch each task loads its own where it uses them, in the same expressions (the measured
+// default build's code).
+struct TaskScales {
+  float s = 1.f, inv_s = 1.f;
+};
+
+__device__ __forceinline__ TaskScales task_scales(const ExpertParams& p, const Task& t) {
+  switch (t.op) {
+    case kQkv: return {gemm_scale(p, t.layer, kSiteQkv), 1.f};
+    case kOProj: return {gemm_scale(p, t.layer, kSiteO), 1.f};
+    case kGateUp: return {gemm_scale(p, t.layer, kSiteGateUp), 1.f / site_scale(p, t.layer, kSiteDown)};
+    case kDown: return {gemm_scale(p, t.layer, kSiteDown), 1.f};
+    case kNormIn:
+    case kNormMid: return {site_scale(p, t.layer, norm_sites(p, t).site), 1.f};
+    default: return {};  // kNormOut (bf16), attention, combine
+  }
+}
+
 
 // Feature `i` of thread `tid` in a norm task: strided by the block's thread count, so one
 // warp's load or store of feature i touches 32 consecutive elements (whole sectors). A
@@ -359,7 +392,8 @@ __device__ __forceinline__ void norm_bulk_inputs(const ExpertParams& p, int t0, 
 // with C = x), and the adaRMS rows are the constant zero table (scale 0, shift 0).
 template <int TP, bool PLAIN>
 __device__ __forceinline__ void norm_task(const ExpertParams& p, const Task& t, int tid,
-                                          float* red, const NormRows& m, TaskMarks& marks,
+                                          float* red, const NormRows& m,
+                                          const TaskScales& pre_scales, TaskMarks& marks,
                                           uint64_t* bar, int& loads) {
   constexpr int kMaxFpt = kNormChunksMax;  // W <= kMaxFpt * kConsumers
   const int W = p.W, fpt = W / kConsumers;
@@ -444,7 +478,9 @@ __device__ __forceinline__ void norm_task(const ExpertParams& p, const Task& t, 
   ConsumerSync::sync();
   marks.math_done(p, tid);
   // 3. every store
-  const float s = t.op == kNormOut ? 1.f : site_scale(p, t.layer, ns.site);
+  const float s = kPrefetchScales      ? pre_scales.s
+                  : t.op == kNormOut ? 1.f
+                                     : site_scale(p, t.layer, ns.site);
   float xn[kNormTokens][kMaxFpt];  // the final norm's output as stored (bf16), for the fold
 #pragma unroll
   for (int k = 0; k < kNormTokens; ++k) {
@@ -651,12 +687,13 @@ __device__ __forceinline__ bf16* qkv_row(const ExpertParams& p, int head, size_t
 // valid_len + t.
 template <int TP, int TN = kGroupTokens<TP>>
 __device__ __forceinline__ void qkv_epilogue(const ExpertParams& p, const Task& t, int off, int tid,
-                                             const float (&d)[TN / 2], const RopeCs<TN>& rc) {
+                                             const float (&d)[TN / 2], const RopeCs<TN>& rc,
+                                             const TaskScales& sc) {
   const int q4 = tid & 3, tok0 = group_token0<TP>(tid);
   const int head = t.tile / (p.D / kTileRows);
   const RopePair rp = rope_pair(p, t, tid);
   const int i = rp.i, half = p.D / 2;
-  const float s = gemm_scale(p, t.layer, 0);
+  const float s = kPrefetchScales ? sc.s : gemm_scale(p, t.layer, kSiteQkv);
   const size_t layer_rows = static_cast<size_t>(t.layer) * p.cache_rows;
 #pragma unroll
   for (int j = 0; j < TN / 8; ++j) {
@@ -705,14 +742,15 @@ struct MmaGroupSync {
 template <int TP, int TN = kGroupTokens<TP>>
 __device__ __forceinline__ void qkv_epilogue_staged(const ExpertParams& p, const Task& t, int off,
                                                     int tid, const float (&d)[TN / 2],
-                                                    const RopeCs<TN>& rc, unsigned char* work) {
+                                                    const RopeCs<TN>& rc, const TaskScales& sc,
+                                                    unsigned char* work) {
   constexpr int kRun = kTileRows / 2;  // features per half of a tile, per token
   const int q4 = tid & 3, tok0 = group_token0<TP>(tid);
   const RopePair rp = rope_pair(p, t, tid);
   const int half = p.D / 2, i0 = (t.tile % (p.D / kTileRows)) * kRun, il = rp.i - i0;
   const int head = t.tile / (p.D / kTileRows);
   const size_t layer_rows = static_cast<size_t>(t.layer) * p.cache_rows;
-  const float s = gemm_scale(p, t.layer, 0);
+  const float s = kPrefetchScales ? sc.s : gemm_scale(p, t.layer, kSiteQkv);
   bf16* stage = reinterpret_cast<bf16*>(work);
 #pragma unroll
   for (int j = 0; j < TN / 8; ++j) {
@@ -741,9 +779,9 @@ __device__ __forceinline__ void qkv_epilogue_staged(const ExpertParams& p, const
 // each address), and the norm that sums the slices reads as many sectors as it did.
 template <int TP, int TN = kGroupTokens<TP>>
 __device__ __forceinline__ void splitk_epilogue(const ExpertParams& p, const Task& t, int tid,
-                                                const float (&d)[TN / 2]) {
+                                                const float (&d)[TN / 2], const TaskScales& sc) {
   const int w = group_warp(tid), l = tid & 31, q4 = l & 3, tok0 = group_token0<TP>(tid);
-  const float s = gemm_scale(p, t.layer, t.op == kOProj ? 1 : 3);
+  const float s = kPrefetchScales ? sc.s : gemm_scale(p, t.layer, t.op == kOProj ? kSiteO : kSiteDown);
   float* slice = p.part + static_cast<size_t>(t.k0 / t.klen) * TP * p.W;
 #pragma unroll
   for (int j = 0; j < TN / 8; ++j) {
@@ -772,11 +810,11 @@ __device__ __forceinline__ fp8 geglu_out(const float (&d)[TN / 2], int j, int e,
 
 template <int TP, int TN = kGroupTokens<TP>>
 __device__ __forceinline__ void geglu_epilogue(const ExpertParams& p, const Task& t, int tid,
-                                               const float (&d)[TN / 2]) {
+                                               const float (&d)[TN / 2], const TaskScales& sc) {
   const int w = group_warp(tid), l = tid & 31, q4 = l & 3, tok0 = group_token0<TP>(tid);
   const int f = t.tile * (kTileRows / 2) + 8 * w + (l >> 2);
-  const float s = gemm_scale(p, t.layer, 2);
-  const float inv_s = 1.f / site_scale(p, t.layer, 3);
+  const float s = kPrefetchScales ? sc.s : gemm_scale(p, t.layer, kSiteGateUp);
+  const float inv_s = kPrefetchScales ? sc.inv_s : 1.f / site_scale(p, t.layer, kSiteDown);
 #pragma unroll
   for (int j = 0; j < TN / 8; ++j) {
 #pragma unroll
@@ -796,11 +834,11 @@ __device__ __forceinline__ void geglu_epilogue(const ExpertParams& p, const Task
 template <int TP, int TN = kGroupTokens<TP>>
 __device__ __forceinline__ void geglu_epilogue_staged(const ExpertParams& p, const Task& t,
                                                       int tid, const float (&d)[TN / 2],
-                                                      unsigned char* work) {
+                                                      const TaskScales& sc, unsigned char* work) {
   const int w = group_warp(tid), l = tid & 31, q4 = l & 3, tok0 = group_token0<TP>(tid);
   const int fl = 8 * w + (l >> 2), f0 = t.tile * (kTileRows / 2);
-  const float s = gemm_scale(p, t.layer, 2);
-  const float inv_s = 1.f / site_scale(p, t.layer, 3);
+  const float s = kPrefetchScales ? sc.s : gemm_scale(p, t.layer, kSiteGateUp);
+  const float inv_s = kPrefetchScales ? sc.inv_s : 1.f / site_scale(p, t.layer, kSiteDown);
   fp8* stage = reinterpret_cast<fp8*>(work);
 #pragma unroll
   for (int j = 0; j < TN / 8; ++j) {
@@ -836,6 +874,7 @@ template <int TP>
 struct Prefetched {
   NormRows norm;
   RopeCs<kGroupTokens<TP>> rope;
+  TaskScales scales;  // (kPrefetchScales)
   bool kv_loaded = false;
 };
 
@@ -848,8 +887,8 @@ template <int TP>
 __device__ __forceinline__ void gemm_task(const ExpertParams& p, const Task& t,
                                           unsigned char* work, uint64_t* act_bar,
                                           const WeightRing& ring, BlockState& state,
-                                          const RopeCs<kGroupTokens<TP>>& rope, TaskMarks& marks,
-                                          int tid) {
+                                          const RopeCs<kGroupTokens<TP>>& rope,
+                                          const TaskScales& pre_scales, TaskMarks& marks, int tid) {
   load_activation<TP>(p, t, work, act_bar, tid);
   float d[kGroupTokens<TP> / 2];
   if (tid < kGemmThreads)
@@ -860,12 +899,13 @@ __device__ __forceinline__ void gemm_task(const ExpertParams& p, const Task& t,
   if (!kRefillAfterSignal && tid == kPageIssuer)
     refill_pages(state.tables, p.sched.wpack, ring, state.issued, state.consumed);
   if (tid < kGemmThreads) {
+    const TaskScales& sc = pre_scales;  // (used only under kPrefetchScales)
     if (kStagedEpilogue && t.op == kQkv)
-      qkv_epilogue_staged<TP>(p, t, state.valid_len, tid, d, rope, work);
-    else if (kStagedEpilogue && t.op == kGateUp) geglu_epilogue_staged<TP>(p, t, tid, d, work);
-    else if (t.op == kQkv) qkv_epilogue<TP>(p, t, state.valid_len, tid, d, rope);
-    else if (t.op == kGateUp) geglu_epilogue<TP>(p, t, tid, d);
-    else splitk_epilogue<TP>(p, t, tid, d);
+      qkv_epilogue_staged<TP>(p, t, state.valid_len, tid, d, rope, sc, work);
+    else if (kStagedEpilogue && t.op == kGateUp) geglu_epilogue_staged<TP>(p, t, tid, d, sc, work);
+    else if (t.op == kQkv) qkv_epilogue<TP>(p, t, state.valid_len, tid, d, rope, sc);
+    else if (t.op == kGateUp) geglu_epilogue<TP>(p, t, tid, d, sc);
+    else splitk_epilogue<TP>(p, t, tid, d, sc);
   }
 }
 
@@ -954,6 +994,7 @@ __device__ __forceinline__ void prefetch_inputs(const ExpertParams& p, const Tas
   if (is_norm(t.op)) pre.norm = norm_rows(p, t, tid);
   else if (t.op == kQkv && tid < kGemmThreads) pre.rope = rope_cs<TP>(p, t, tid);  // epilogue threads
   else if (t.op == kAttn) pre.kv_loaded = attention_prefetch(p, t, work, valid_len, tid);
+  if (kPrefetchScales && (is_norm(t.op) || tid < kGemmThreads)) pre.scales = task_scales(p, t);
 }
 
 // (kCombineBulk) One combine task from shared memory: its kRows rows of every split's
@@ -975,6 +1016,7 @@ __device__ __forceinline__ bool combine_task_bulk(const ExpertParams& p, const a
     return false;
   float* part = reinterpret_cast<float*>(work);
   float* lse = part + S * kRows * kD;
+  const float sc = *a.o_scale;  // (a launch input: its round trip overlaps the copies)
   if (tid == 0) {
     bulk_load_begin(bar, S * (kPartBytes + kRows * 4));
     for (int s = 0; s < S; ++s) {
@@ -995,7 +1037,7 @@ __device__ __forceinline__ bool combine_task_bulk(const ExpertParams& p, const a
     const float4 x = *reinterpret_cast<const float4*>(part + (s * kRows + lr) * kD + kCombineCols * c);
     acc[0] += w * x.x; acc[1] += w * x.y; acc[2] += w * x.z; acc[3] += w * x.w;
   }
-  const float inv = wsum > 0.f ? 1.f / wsum : 0.f, sc = *a.o_scale;
+  const float inv = wsum > 0.f ? 1.f / wsum : 0.f;
   const int tok = row % p.H, h = row / p.H;
   const long long col = static_cast<long long>(h) * kD + kCombineCols * c;
   const long long off = (col >> 4) * TP * 16 + tok * 16 + (col & 15);
@@ -1012,7 +1054,7 @@ __device__ __forceinline__ void combine_task(const ExpertParams& p, const Task& 
   a.o8 = p.act_attn;
   a.o8_chunk_rows = TP;
   a.o8_via_bf16 = true;  // the sequence quantises the bf16 attention output
-  a.o_scale = p.ascale + (t.layer * kSitesPerLayer + 1) * kScaleStride;
+  a.o_scale = p.ascale + (t.layer * kSitesPerLayer + kSiteO) * kScaleStride;
   if (kCombineBulk && !wg_attn::kBf16Partials && combine_task_bulk<TP>(p, a, t, work, bar, loads, tid)) {
     fence_proxy_async_global();  // act_attn is read by bulk copies
     return;

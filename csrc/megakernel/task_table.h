@@ -68,6 +68,9 @@ constexpr int kTraceStamps = 6;
 // Weight dequantisation scales per layer, and activation-scale sites per layer, in the
 // pipeline's scale-table order: qkv, o, gate_up, down.
 constexpr int kSitesPerLayer = 4;
+// The sites, in order: the inputs of QKV, O, gate/up and down (a GEMM's weight scale has
+// its input's index)
+constexpr int kSiteQkv = 0, kSiteO = 1, kSiteGateUp = 2, kSiteDown = 3;
 constexpr int kScaleStride = 4;  // floats per site in the scale table (16-byte slots)
 
 }  // namespace mk
