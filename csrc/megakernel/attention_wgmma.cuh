@@ -138,6 +138,59 @@ constexpr bool kPartialPrefetch = FLASH_RT_MK_ATTN_PARTIAL_PREFETCH != 0;
 #endif
 constexpr bool kBf16Partials = FLASH_RT_MK_ATTN_BF16_PARTIALS != 0;
 
+// FLASH_RT_MK_ATTN_STAGED_STORE=1 (build switch, default 0 until measured): the tile's fp32
+// partial output goes through shared memory (over Q, K and V, dead once both products are
+// done) and out as 16-byte stores, a warp writing 512 contiguous bytes of one output row,
+// instead of one 8-byte store per fragment pair, a warp instruction touching 8 rows
+// (packed query rows are heads of one token: their partial rows lie Lq rows apart). Why:
+// the tile's partial stores are 1.7 us of a 5.4 us attention task at 2 views h50 (run 13
+// on the H100), the QKV epilogue's staging did the same for its scattered stores (run 11:
+// one step 706 -> 693 us). Same values; splits > 1 with fp32 partials only.
+#ifndef FLASH_RT_MK_ATTN_STAGED_STORE
+#define FLASH_RT_MK_ATTN_STAGED_STORE 0
+#endif
+constexpr bool kStagedStore = FLASH_RT_MK_ATTN_STAGED_STORE != 0;
+// A staged row: the head dims and 8 floats of padding, so that the 8 rows of a fragment
+// store start 32 bytes apart in the banks (two wavefronts a warp store, not eight).
+constexpr int kStageRow = kDim + 8;
+static_assert(kRows * kStageRow * 4 <= kRed, "the staged partials fit over Q, K and V");
+
+// The tile's normalised partial output (o: a warpgroup's kGroupDims columns from col0 of
+// rows r0, r0 + 8) and lse values (lse_of) into split `split`'s rows of ws_o / ws_lse, as
+// attn_tiles::store_rows (batch 1, one KV head), staged through `work` (kStagedStore).
+template <int NT, typename Sync, typename LseOf>
+__device__ __forceinline__ void store_partials_staged(const attn_tiles::Params& p,
+                                                      const float (&o)[kGroupDims / 8][4],
+                                                      const float (&l)[2], int m0, int r0,
+                                                      int rows, int split, int col0, int tig,
+                                                      int tid, unsigned char* work, LseOf lse_of) {
+  constexpr int kVecs = kDim / 4;  // 16-byte pieces of a row
+  float* stage = reinterpret_cast<float*>(work);
+  // (the rows' output offset in ws_o, in rows of D: store_rows' with b = 0, kvh = 0)
+  const auto prow = [&](int R) {
+    return (static_cast<long long>(split) * p.batch * p.H + R % p.G) * p.Lq + R / p.G;
+  };
+  Sync::sync();  // both warpgroups' P V products are done: P, K and V are dead
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int row = r0 + 8 * r;
+    const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
+#pragma unroll
+    for (int i = 0; i < kGroupDims / 8; ++i)
+      *reinterpret_cast<float2*>(stage + row * kStageRow + col0 + i * 8 + 2 * tig) =
+          make_float2(o[i][2 * r] * inv, o[i][2 * r + 1] * inv);
+    if (tig == 0 && col0 == 0 && m0 + row < rows)
+      p.ws_lse[prow(m0 + row)] = l[r] > 0.f ? lse_of(r) : -INFINITY;
+  }
+  Sync::sync();
+  for (int c = tid; c < kRows * kVecs; c += NT) {
+    const int row = c / kVecs, v = c % kVecs;
+    if (m0 + row < rows)
+      reinterpret_cast<float4*>(p.ws_o + prow(m0 + row) * p.D)[v] =
+          reinterpret_cast<const float4*>(stage + row * kStageRow)[v];
+  }
+}
+
 // K and V of `span`'s one key tile into their places (cp.async, uncommitted); rows past
 // span.kv_hi are zero-filled (their logits are -inf, and a zero V row keeps 0 * V finite).
 // Ranged: only the tile's keys in [lo, hi), so that the rows of a split that lie before
@@ -257,11 +310,15 @@ __device__ __forceinline__ void attention_tile(const attn_tiles::Params& p, unsi
         db = Layout::desc_mn_major(work + kV, ks, g * (kGroupDims / 8));
       });
   hooks.math_done();
-  // m is in the log2 domain; the combine works in natural-log units. Both groups write
-  // the same lse (one store would need a branch on g for nothing).
-  attn_tiles::store_rows<kGroupDims, kBf16Partials>(
-      p, o, l, m0, r0, rows, 0, 0, split, tig,
-      [&](int r) { return (m[r] + log2f(l[r])) * 0.6931471805599453f; }, g * kGroupDims);
+  // m is in the log2 domain; the combine works in natural-log units. store_rows: both
+  // groups write the same lse (one store would need a branch on g for nothing).
+  const auto lse_of = [&](int r) { return (m[r] + log2f(l[r])) * 0.6931471805599453f; };
+  if (kStagedStore && !kBf16Partials && p.splits > 1)
+    store_partials_staged<NT, Sync>(p, o, l, m0, r0, rows, split, g * kGroupDims, tig, tid,
+                                    work, lse_of);
+  else
+    attn_tiles::store_rows<kGroupDims, kBf16Partials>(p, o, l, m0, r0, rows, 0, 0, split, tig,
+                                                      lse_of, g * kGroupDims);
 }
 
 }  // namespace wg_attn
