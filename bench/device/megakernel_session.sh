@@ -10,7 +10,9 @@
 #   between builds, comma between one build's flags) built side by side in copies of the
 #   tree, then every build's step (kernel only, with its agreement to the sequence)
 #   interleaved config by config, into one variants.json; then the last variant's kernel
-#   tests on the small configurations (VARIANT_TESTS, a pytest -k expression))
+#   tests on the small configurations (VARIANT_TESTS, a pytest -k expression);
+#   variant_full: on the same warm machine after `variants`, the whole pipeline (replays,
+#   full-size precision) with the last variant's build against the default build's)
 #   (ab: AB_FLAGS=-DNAME=0 ... ab, a build-switch A/B against this call's default build;
 #   switches: SWITCHES="-DA=1 -DB=1" each that way; splitk: SPLITK=2, the engine knob;
 #   docs/performance.md runs 7-10;
@@ -113,6 +115,7 @@ do_variants() {
     rm -rf "/tmp/variant$i" && mkdir -p "/tmp/variant$i"
     tar -cf - --exclude=./build --exclude=./carry --exclude=./.git --exclude=./.venv --exclude=./.whl . \
         | tar -xf - -C "/tmp/variant$i"
+    echo "${variants[$i]//,/ }" > "/tmp/variant$i/.variant_flags"  # (for variant_full)
   done
   for i in "${!dirs[@]}"; do
     local flags=""; (( i > 0 )) && flags=${variants[$((i - 1))]//,/ }
@@ -158,6 +161,22 @@ PY
   (cd "$last" && PYTHONPATH="/tmp/site:$last" timeout 90 python3 -m pytest -q -x \
       test/kernels/test_expert_megakernel.py -k "${VARIANT_TESTS:-small or depth1 or depth2}" \
       -p no:cacheprovider 2>&1 | tail -4)
+}
+do_variant_full() {
+  # the last variant `variants` built on this machine (/tmp/variantN), in the whole
+  # pipeline: its replays and full-size precision, and the default build's replays beside
+  # them (both with the megakernel expert)
+  local dir
+  dir=$(ls -d /tmp/variant[0-9]* 2>/dev/null | sort -V | tail -1)
+  if [ -z "$dir" ] || ! ls "$dir"/flash_rt/flash_rt_kernels*.so >/dev/null 2>&1; then
+    echo "variant_full: no variant build on this machine (run the variants stage first)"
+    return
+  fi
+  stage "variant_full: $(cat "$dir/.variant_flags") from $dir"
+  full_checkpoint
+  pipeline_replay default_build FLASH_RT_EXPERT=megakernel
+  (cd "$dir" && PYTHONPATH="/tmp/site:$dir" pipeline_replay variant FLASH_RT_EXPERT=megakernel &&
+   PYTHONPATH="/tmp/site:$dir" pipeline_precision variant FLASH_RT_EXPERT=megakernel)
 }
 do_tests() {
   stage tests
