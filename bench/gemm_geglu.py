@@ -119,7 +119,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, nargs="+", default=[712, 968])
     ap.add_argument("--layers", type=int, default=17)
     ap.add_argument("--reps", type=int, default=30)
-    ap.add_argument("--configs", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--configs", type=int, nargs="+", default=[0, 1, 2, 3])
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     fk = kernels.load()

@@ -177,10 +177,10 @@ PYBIND11_MODULE(flash_rt_kernels, m) {
         "rows interleaved in groups of GEGLU_INTERLEAVE (rows [16j, 16j+8) = gate rows\n"
         "[8j, 8j+8), rows [16j+8, 16j+16) = up rows [8j, 8j+8)); scales: device float32\n"
         "scalars. g, u are not rounded to bf16 (unlike gemm_fp8 + geglu_fp8). F % 8 == 0,\n"
-        "K % 16 == 0, a / w 16-byte aligned, out 2-byte aligned. workspace (may be 0): the\n"
-        "kernel needs none today; workspace_bytes is checked against its need. config: 0\n"
-        "(cooperative 128x256 tile) or 1 (ping-pong 128x128). No allocation, no sync:\n"
-        "capture-safe.");
+        "K % 16 == 0, a / w 16-byte aligned, out 2-byte aligned (8-byte for configs 2, 3).\n"
+        "workspace (may be 0): the kernel needs none today; workspace_bytes is checked\n"
+        "against its need. config: 0 (cooperative 128x256 tile), 1 (ping-pong 128x128), 2 / 3\n"
+        "(0 / 1 with 8-byte packed output stores). No allocation, no sync: capture-safe.");
 
   // ------------------------------------------------------------------ norms
   m.def("layernorm_fp8", &layernorm_fp8, py::arg("x"), py::arg("w"), py::arg("b"),

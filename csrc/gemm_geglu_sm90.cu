@@ -7,7 +7,8 @@
 // Built on CUTLASS 3.x (nvidia-cutlass 4.2 headers): the SM90 TMA warp-specialised FP8
 // mainloop with fast accumulation (CollectiveBuilder, persistent tile scheduler) and our
 // own register-to-global epilogue (gemm_geglu_sm90.cuh, through CUTLASS's
-// Sm90TmaWarpSpecializedAdapter). Two tile configs (see the .cuh), chosen by `config`.
+// Sm90TmaWarpSpecializedAdapter). Two tile configs, each with a 2-byte-store and an 8-byte
+// packed-store epilogue (see the .cuh), chosen by `config`.
 //
 // Layout contract (all row-major, contiguous):
 //   a   (M, K)  float8_e4m3fn
@@ -27,8 +28,9 @@
 // rounding boundary), and the accumulation order inside the GEMM is CUTLASS's, not
 // cuBLASLt's (both with FP8 fast accumulation).
 // Constraints: M >= 1, F % 8 == 0, K % 16 == 0 (TMA: 16-byte rows), a / w 16-byte
-// aligned, out 2-byte aligned; M, N and K residues of the tiles are handled (TMA
-// zero-fills the loads, the epilogue predicates the stores). No workspace is needed
+// aligned, out 2-byte aligned (8-byte for the packed configs 2 and 3); M, N and K
+// residues of the tiles are handled (TMA zero-fills the loads, the epilogue predicates
+// the stores). No workspace is needed
 // (the persistent scheduler keeps none); capture-safe: no allocation, no sync.
 #include <atomic>
 #include <string>
@@ -147,7 +149,6 @@ void gemm_fp8_geglu(ptr_t a, ptr_t w, ptr_t out, i64 M, i64 F, i64 K, ptr_t a_sc
   check(M <= kMax && 2 * F <= kMax && K <= kMax, wh, "M, 2F and K must be < 2^31");
   check_ptr(a, wh, "a", 16);
   check_ptr(w, wh, "w", 16);
-  check_ptr(out, wh, "out", 2);  // 2-byte stores of adjacent outputs
   check_ptr(a_scale, wh, "a_scale", 4);
   check_ptr(w_scale, wh, "w_scale", 4);
   check_ptr(out_scale, wh, "out_scale", 4);
@@ -162,15 +163,21 @@ void gemm_fp8_geglu(ptr_t a, ptr_t w, ptr_t out, i64 M, i64 F, i64 K, ptr_t a_sc
         "workspace_bytes > 0 needs a workspace pointer");
   if (workspace) check_ptr(workspace, wh, "workspace", 256);
   check(config >= 0 && config < kConfigs, wh,
-        "config must be 0 (cooperative 128x256) or 1 (ping-pong 128x128), got " +
-            std::to_string(config));
+        "config must be 0 (cooperative 128x256), 1 (ping-pong 128x128), 2 or 3 (0 or 1 with "
+        "8-byte packed stores), got " + std::to_string(config));
+  check_ptr(out, wh, "out", kOutAlign[config]);  // the config's store width
   const int dev = check_device_arch();
   const cudaStream_t s = as_stream(stream);
   const int m = static_cast<int>(M), f = static_cast<int>(F), k = static_cast<int>(K);
-  if (config == 0) {
-    run<Config0>(a, w, out, m, f, k, a_scale, w_scale, out_scale, workspace, workspace_bytes, s, dev);
-  } else {
-    run<Config1>(a, w, out, m, f, k, a_scale, w_scale, out_scale, workspace, workspace_bytes, s, dev);
+  const auto launch = [&](auto cfg) {
+    run<decltype(cfg)>(a, w, out, m, f, k, a_scale, w_scale, out_scale, workspace,
+                       workspace_bytes, s, dev);
+  };
+  switch (config) {
+    case 0: launch(Config0{}); break;
+    case 1: launch(Config1{}); break;
+    case 2: launch(Config2{}); break;
+    default: launch(Config3{}); break;
   }
 }
 

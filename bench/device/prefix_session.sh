@@ -7,7 +7,8 @@
 #   tests: the fused GEMM's kernel tests, the GeGLU and GEMM kernel tests
 #   micro: bench/gemm_geglu.py (the prefix MLP alone, 17 layers' weights, both paths)
 #   geglu: whole-pipeline replays with FLASH_RT_FUSED_GEGLU=1 / 0 alternated (VIEWS,
-#          HORIZONS; stage breakdown incl. the prefix), then full-size precision with it on
+#          HORIZONS; stage breakdown incl. the prefix), then full-size precision with it on;
+#          GEGLU_CONFIG (default 0): the fused kernel's config (FLASH_RT_FUSED_GEGLU_CONFIG)
 #   siglip_fp8: SigLIP in FP8 (precision mode fp8-all) against bf16 (fp8, the default):
 #          replays at 1-3 views, h50 (stage breakdown), then its full-size precision on the
 #          six configurations (issue 15 keeps it only if all six stay >= 0.999)
@@ -31,10 +32,10 @@ fi
 if has geglu; then
   full_checkpoint
   for round in 1 2; do
-    pipeline_replay "geglu_on_$round" FLASH_RT_FUSED_GEGLU=1
+    pipeline_replay "geglu_on_$round" FLASH_RT_FUSED_GEGLU=1 FLASH_RT_FUSED_GEGLU_CONFIG=${GEGLU_CONFIG:-0}
     pipeline_replay "geglu_off_$round" FLASH_RT_FUSED_GEGLU=0
   done
-  pipeline_precision geglu FLASH_RT_FUSED_GEGLU=1
+  pipeline_precision geglu FLASH_RT_FUSED_GEGLU=1 FLASH_RT_FUSED_GEGLU_CONFIG=${GEGLU_CONFIG:-0}
 fi
 if has siglip_fp8; then
   full_checkpoint

@@ -16,3 +16,6 @@ class Tuning:
     # FP8 gate/up Linears with fast accumulation; else the GEMM writes bf16 and a GeGLU
     # kernel reads it back
     fused_geglu: bool = False
+    # its tile / store config (the binding's ``config``: 0 cooperative 128x256, 1 ping-pong
+    # 128x128, 2 / 3 the same with 8-byte packed output stores)
+    fused_geglu_config: int = 0

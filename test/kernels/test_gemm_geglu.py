@@ -15,7 +15,9 @@ from kutil import Guarded, fp8_ref, ptr, scalar
 from flash_rt.core.weight_spec import interleave_rows, split_interleaved
 
 WS_BYTES = 32 << 20  # the engine's cuBLASLt workspace; the kernel needs none today
-CONFIGS = (0, 1)      # 0: cooperative 128x256 tile, 1: ping-pong 128x128
+# 0: cooperative 128x256 tile, 1: ping-pong 128x128; 2, 3: the same with 8-byte packed stores
+CONFIGS = (0, 1, 2, 3)
+PACKED = {2: 0, 3: 1}  # packed config -> the config with the same tile and mainloop
 
 
 def is_hopper() -> bool:
@@ -146,6 +148,24 @@ def test_configs_agree(hk, stream):
     torch.cuda.synchronize()
     same = float((out1.view(torch.uint8) == out0.t.view(torch.uint8)).float().mean())
     assert same >= 0.95, same
+
+
+@pytest.mark.parametrize("M,F", [(300, 1024), (77, 520)])  # (the second: M and F residues)
+def test_packed_stores_write_the_same_bytes(hk, stream, M, F):
+    # a packed config is its unpacked twin's tile and mainloop with another store path: the
+    # same accumulators, the same math, so every output byte must be the same
+    K = 512
+    p = Problem(M, F, K, hk.GEGLU_INTERLEAVE)
+    for packed, plain in PACKED.items():
+        outs = {}
+        for c in (plain, packed):
+            # poisoned (0x7f: e4m3 NaN): a byte a config leaves unwritten cannot match
+            outs[c] = torch.full((M, F), 0x7F, device="cuda", dtype=torch.uint8).view(
+                torch.float8_e4m3fn)
+            p.run(hk, outs[c], stream, c)
+        torch.cuda.synchronize()
+        assert torch.equal(outs[packed].view(torch.uint8), outs[plain].view(torch.uint8)), \
+            f"config {packed} differs from config {plain} at M={M} F={F}"
 
 
 # ---------------------------------------------------------------- the bar discriminates
@@ -317,8 +337,10 @@ def test_bad_arguments_raise_clear_errors(fk, stream):
         call(workspace=ptr(ws) + 16, workspace_bytes=512)
     with pytest.raises(ValueError, match=r"workspace_bytes must be >= 0"):
         call(workspace=ptr(ws), workspace_bytes=-1)
-    with pytest.raises(ValueError, match=r"config must be 0 .* or 1 .*, got 2"):
-        call(config=2)
+    with pytest.raises(ValueError, match=r"config must be 0 .*, 1 .*, 2 or 3 .*, got 4"):
+        call(config=4)
+    with pytest.raises(ValueError, match=r"out = 0x[0-9a-f]+ is not 8-byte aligned"):
+        call(out=ptr(out) + 2, config=2)  # the packed configs' 8-byte stores
     # the output written over the input it is still reading (the pipeline did this once)
     with pytest.raises(ValueError, match=r"out must not overlap a or w"):
         call(out=ptr(a))

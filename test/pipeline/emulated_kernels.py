@@ -121,6 +121,8 @@ class EmulatedKernels:
         """The fused gate/up + GeGLU GEMM: g and u stay fp32 (no bf16 round trip). The real
         kernel streams ``a`` while it writes ``out``: overlapping buffers are refused."""
         aligned("gemm_fp8_geglu", a=a, w=w, out=out)
+        if not 0 <= config < 4:  # the binding's configs (the values are config-independent)
+            raise ValueError(f"gemm_fp8_geglu: config must be 0 .. 3, got {config}")
         if a < out + M * F_ and out < a + M * K:
             raise ValueError("gemm_fp8_geglu: out overlaps a")
         A = view(a, (M, K), FP8).float() * scalar(a_scale)

@@ -244,6 +244,30 @@ def test_fused_gate_up_geglu_replaces_the_gemm_and_geglu_launches(
     assert "gemm_fp8_geglu" not in unfused.k.calls
 
 
+def test_fused_geglu_config_knob_reaches_the_kernel(tiny_pi05_ckpt, camera_images, state,
+                                                    monkeypatch):
+    # FLASH_RT_FUSED_GEGLU_CONFIG picks gemm_fp8_geglu's config (the packed-store A/B);
+    # without it every launch takes the GPU tuning's (0 on Hopper)
+    seen = {}
+    for knob in ("2", None):
+        if knob is None:
+            monkeypatch.delenv("FLASH_RT_FUSED_GEGLU_CONFIG", raising=False)
+        else:
+            monkeypatch.setenv("FLASH_RT_FUSED_GEGLU_CONFIG", knob)
+        monkeypatch.setenv("FLASH_RT_FUSED_GEGLU", "1")
+        em = Emulated(tiny_pi05_ckpt, HOPPER, monkeypatch)
+        em.calibrate([(camera_images[:1], state, 11)])
+        real, configs = em.k.gemm_fp8_geglu, set()
+
+        def spy(*args, _real=real, _configs=configs):
+            _configs.add(args[12])
+            return _real(*args)
+        monkeypatch.setattr(em.k, "gemm_fp8_geglu", spy)
+        em.run(camera_images[:1], state, seed=5)
+        seen[knob] = configs
+    assert seen == {"2": {2}, None: {0}}
+
+
 def test_unknown_decoder_attention_is_rejected(tiny_pi05_ckpt, monkeypatch):
     monkeypatch.setenv("FLASH_RT_DECODER_ATTN", "fast")
     with pytest.raises(ValueError, match="unknown decoder attention"):

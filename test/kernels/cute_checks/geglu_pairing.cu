@@ -86,10 +86,69 @@ static int check(const char* name) {
   return errors;
 }
 
+// The packed epilogue's quad exchange (for_each_output_quad + quad_gather), simulated with
+// every thread's absolute coordinates: thread t (lane % 4 = tig) stores 8 bytes at
+// (m, f + 6 tig) made of the pieces that lanes s = 0..3 of its quad (threads t ^ (tig ^ s))
+// hold for its group; each piece must be that lane's outputs (m, 8 g + 2 s, + 1) of the
+// group g = the stored chunk's, and the tile's outputs must be stored exactly once.
+template <class Cfg>
+static int check_quads(const char* name) {
+  using TileShape = typename Cfg::Kernel::TileShape;
+  constexpr int BM = size<0>(TileShape{}), BN = size<1>(TileShape{});
+  using TiledMma = typename Cfg::TiledMma;
+  TiledMma mma;
+  const int threads = size(mma);
+  int errors = 0, stores = 0;
+  std::vector<int> hits(BM * (BN / 2), 0);
+  auto err = [&](const char* what, int t, int i) {
+    if (++errors <= 10) std::printf("  %s: thread %d base %d: %s\n", name, t, i, what);
+  };
+  auto coords = [&](int t) {
+    return mma.get_thread_slice(t).partition_C(make_identity_tensor(make_shape(Int<BM>{}, Int<BN>{})));
+  };
+  for (int t = 0; t < threads; ++t) {
+    Tensor tCc = coords(t);
+    const int tig = t & 3;
+    for_each_output_quad(tCc, [&](auto i0, auto i1, auto i2, auto i3, auto, int m, int f_tile) {
+      const int idx[4] = {decltype(i0)::value, decltype(i1)::value, decltype(i2)::value,
+                          decltype(i3)::value};
+      const int f = f_tile + 6 * tig;  // the chunk the kernel stores (tile-local)
+      if (f % 8 != 0) err("stored chunk is not 8-byte aligned in the row", t, idx[0]);
+      ++stores;
+      for (int s = 0; s < 4; ++s) {
+        // quad_gather: byte slot s holds what lane s sent, its element of group index tig
+        const int src = (t & ~3) | s;
+        Tensor sc = coords(src);
+        const int e = idx[tig];  // the sender's element for this lane's group
+        const int ms = get<0>(sc(e)), fs = out_col(get<1>(sc(e)));
+        if (ms != m) err("a quad partner holds another row", t, idx[0]);
+        if (fs != f + 2 * s) err("a piece is not at its byte slot of the chunk", t, idx[0]);
+        for (int k = 0; k < 2; ++k) {
+          if (ms >= 0 && ms < BM && fs + k >= 0 && fs + k < BN / 2) ++hits[ms * (BN / 2) + fs + k];
+          else err("output outside the tile", t, idx[0]);
+        }
+      }
+    });
+  }
+  int bad_cover = 0;
+  for (int h : hits) bad_cover += (h != 1);
+  if (bad_cover) {
+    ++errors;
+    std::printf("  %s: %d output elements stored %s\n", name, bad_cover, "not exactly once");
+  }
+  std::printf("%s: packed stores, %d 8-byte chunks from %d threads: %s\n", name, stores, threads,
+              errors ? "FAILED" : "ok");
+  return errors;
+}
+
 int main() {
   int errors = 0;
   errors += check<Config0>("config 0 (cooperative 128x256x128)");
   errors += check<Config1>("config 1 (ping-pong 128x128x128)");
+  errors += check<Config2>("config 2 (config 0, packed stores)");
+  errors += check<Config3>("config 3 (config 1, packed stores)");
+  errors += check_quads<Config2>("config 2");
+  errors += check_quads<Config3>("config 3");
   std::printf(errors ? "pairing check FAILED\n" : "pairing check passed\n");
   return errors ? 1 : 0;
 }

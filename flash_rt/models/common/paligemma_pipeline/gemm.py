@@ -14,6 +14,7 @@ AUTOTUNE_COLD_ENV = "FLASH_RT_AUTOTUNE_COLD"
 FAST_ACCUM_ENV = "FLASH_RT_FAST_ACCUM_MAX_K"
 CANDIDATES_ENV = "FLASH_RT_AUTOTUNE_CANDIDATES"
 FUSED_GEGLU_ENV = "FLASH_RT_FUSED_GEGLU"
+FUSED_GEGLU_CONFIG_ENV = "FLASH_RT_FUSED_GEGLU_CONFIG"
 
 
 class GemmRunner:
@@ -26,7 +27,8 @@ class GemmRunner:
     accumulation. Development knobs for A/B runs, read here: ``FLASH_RT_AUTOTUNE_COLD=0``
     (time one weight), ``FLASH_RT_FAST_ACCUM_MAX_K``, ``FLASH_RT_AUTOTUNE_CANDIDATES``,
     ``FLASH_RT_FUSED_GEGLU=1|0`` (the fused gate/up + GeGLU GEMM on / off whatever the
-    GPU's tuning says; it exists for sm_90a only)."""
+    GPU's tuning says; it exists for sm_90a only), ``FLASH_RT_FUSED_GEGLU_CONFIG`` (its
+    config, ``gemm_fp8_geglu``'s ``config``)."""
 
     def __init__(self, kernels: Any, device: Any, tuning: Tuning,
                  same_shape: dict[tuple[int, int, bool], list[int]] | None = None):
@@ -35,6 +37,7 @@ class GemmRunner:
         self.candidates = int(os.environ.get(CANDIDATES_ENV, tuning.autotune_candidates))
         fused = os.environ.get(FUSED_GEGLU_ENV)
         self.fused_geglu = tuning.fused_geglu if fused is None else fused == "1"
+        self.geglu_config = int(os.environ.get(FUSED_GEGLU_CONFIG_ENV, tuning.fused_geglu_config))
         self._ws = torch.empty(GEMM_WORKSPACE_BYTES, dtype=torch.uint8, device=device)
         self.tuning = False
         self._tuned: set[tuple] = set()
@@ -79,7 +82,8 @@ class GemmRunner:
         """FP8 ``out`` (M, N/2) = GeGLU(a @ w^T) quantised with ``out_scale``; ``w``'s rows in
         the weight spec's gate/up interleave."""
         self.k.gemm_fp8_geglu(a, w.w, out, M, w.N // 2, w.K, a_scale, w.ws, out_scale,
-                              self._ws.data_ptr(), GEMM_WORKSPACE_BYTES, stream)
+                              self._ws.data_ptr(), GEMM_WORKSPACE_BYTES, stream,
+                              self.geglu_config)
 
     def bf16(self, a: int, w: "LinearPtrs", d: int, M: int, stream: int, *, c: int = 0,
              gelu: bool = False) -> None:
