@@ -159,18 +159,24 @@ CUTE_HOST_DEVICE void for_each_output_quad(TcTensor const& tCc, Fn&& fn) {
 
 // The exchange of a quad (lane % 4 = `tig`): v[k] is this lane's 2-byte piece of group
 // base + k (bytes 2 tig, 2 tig + 1 of that group's 8); returns the 8 bytes of group
-// base + tig, gathered from the four lanes. Round d trades with lane tig ^ d.
-CUTE_DEVICE uint64_t quad_gather(const uint32_t (&v)[4], int tig) {
+// base + tig, gathered from the four lanes. Round d trades with lane tig ^ d through
+// shfl_xor(value, d) (the warp shuffle in the kernel; a simulated quad in the host check).
+template <class ShflXor>
+CUTE_HOST_DEVICE uint64_t quad_gather(const uint32_t (&v)[4], int tig, ShflXor&& shfl_xor) {
   uint64_t chunk = 0;
 #pragma unroll
   for (int d = 0; d < 4; ++d) {
     const int k = tig ^ d;  // the group lane tig ^ d gathers (and the byte slot it fills here)
     const uint32_t send = k == 0 ? v[0] : k == 1 ? v[1] : k == 2 ? v[2] : v[3];
-    const uint32_t got = d == 0 ? send : __shfl_xor_sync(0xffffffffu, send, d);
+    const uint32_t got = d == 0 ? send : shfl_xor(send, d);
     chunk |= static_cast<uint64_t>(got & 0xffffu) << (16 * k);
   }
   return chunk;
 }
+
+// The first output (tile-local) of the group lane `tig` stores, from its quad base lead's
+// output f_lead = 8 base + 2 tig: group base + tig starts at 8 (base + tig).
+CUTE_HOST_DEVICE constexpr int packed_first_output(int f_lead, int tig) { return f_lead + 6 * tig; }
 
 // ---------------------------------------------------------------- the epilogue
 // Register-to-global epilogue for the SM90 warp-specialised kernels, used through
@@ -270,9 +276,11 @@ class GegluEpilogue {
       for_each_output_quad(tCc, [&](auto i0, auto i1, auto i2, auto i3, auto up, int m, int f_tile) {
         // every lane of the warp takes part in the exchange; only the stores are predicated
         const uint32_t v[4] = {pair_of(i0, up), pair_of(i1, up), pair_of(i2, up), pair_of(i3, up)};
-        const uint64_t chunk = quad_gather(v, tig);
+        const uint64_t chunk = quad_gather(v, tig, [](uint32_t x, int d) {
+          return __shfl_xor_sync(0xffffffffu, x, d);
+        });
         const int row = row0 + m;
-        const int f = f0 + f_tile + 6 * tig;  // = group (base + tig)'s first output
+        const int f = f0 + packed_first_output(f_tile, tig);
         // F % 8 == 0: a group that starts inside F ends inside it
         if (row < M && f < F) *reinterpret_cast<uint64_t*>(out + static_cast<int64_t>(row) * F + f) = chunk;
       });
