@@ -152,6 +152,10 @@ for r in d["results"]:
     print(f"{label} {r['config']}: p50 {r['megakernel_us']['p50']:.1f} us, p99 "
           f"{r['megakernel_us']['p99']:.1f}, drift xn {drift['xn']:.2e} q {drift['q']:.2e} "
           f"(floor {floor['xn']:.2e} / {floor['q']:.2e}) agrees: {ok}")
+    # each phase's span (us) and its inputs / epilogue parts, to see where a switch acts
+    ph = r.get("megakernel_phases", {})
+    print("  spans:", " ".join(f"{k} {v['span_us']:.2f} ({v['inputs_us']:.2f}/{v['epilogue_us']:.2f})"
+                               for k, v in ph.items() if isinstance(v, dict) and "span_us" in v))
 json.dump(merged, open(out, "w"), indent=1)
 PY
     done
