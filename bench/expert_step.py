@@ -23,7 +23,7 @@ import torch
 import flash_rt
 from flash_rt import kernels
 from flash_rt.configs import load_config
-from flash_rt.tools.expert_testbed import ExpertTestbed
+from flash_rt.tools.expert_testbed import ExpertTestbed, drift_allowed
 
 
 def pct(v) -> dict:
@@ -89,6 +89,9 @@ def run_config(spec: str, fk, iters: int, hbm_tbps: float, depth: int | None,
            "weight_bytes": int(tb.mk.wpack.numel()), "build_s": build_s,
            "precision": None}
     res["precision"], res["sequence_flash_vs_gemm"] = compare(tb, step)
+    # per output: does the kernel keep the kernel tests' drift bound against the sequence
+    res["within_drift"] = {k: 1.0 - v["cosine"] <= drift_allowed(
+        res["sequence_flash_vs_gemm"][k]["cosine"]) for k, v in res["precision"].items()}
     tb.restore()
     if not kernel_only:
         res["sequence_us"] = replay_us(tb, lambda: tb.run_sequence(step), iters)
