@@ -166,10 +166,8 @@ __device__ __forceinline__ void store_partials_staged(const attn_tiles::Params& 
                                                       int tid, unsigned char* work, LseOf lse_of) {
   constexpr int kVecs = kDim / 4;  // 16-byte pieces of a row
   float* stage = reinterpret_cast<float*>(work);
-  // (the rows' output offset in ws_o, in rows of D: store_rows' with b = 0, kvh = 0)
-  const auto prow = [&](int R) {
-    return (static_cast<long long>(split) * p.batch * p.H + R % p.G) * p.Lq + R / p.G;
-  };
+  // packed query row R's workspace row (store_rows' with b = 0, kvh = 0)
+  const auto prow = [&](int R) { return attn_tiles::ws_row(p, split, 0, R % p.G, R / p.G); };
   Sync::sync();  // both warpgroups' P V products are done: P, K and V are dead
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
