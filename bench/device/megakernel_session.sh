@@ -12,7 +12,8 @@
 #   interleaved config by config, into one variants.json; then the last variant's kernel
 #   tests on the small configurations (VARIANT_TESTS, a pytest -k expression);
 #   variant_full: on the same warm machine after `variants`, the whole pipeline (replays,
-#   full-size precision) with the last variant's build against the default build's)
+#   full-size precision) with the last variant's build against the default build's, then
+#   that build's whole kernel and attention tests)
 #   (ab: AB_FLAGS=-DNAME=0 ... ab, a build-switch A/B against this call's default build;
 #   switches: SWITCHES="-DA=1 -DB=1" each that way; splitk: SPLITK=2, the engine knob;
 #   docs/performance.md runs 7-10;
@@ -181,6 +182,14 @@ do_variant_full() {
   pipeline_replay default_build FLASH_RT_EXPERT=megakernel
   (cd "$dir" && PYTHONPATH="/tmp/site:$dir" pipeline_replay variant FLASH_RT_EXPERT=megakernel &&
    PYTHONPATH="/tmp/site:$dir" pipeline_precision variant FLASH_RT_EXPERT=megakernel)
+  # the whole kernel and attention test files on that build (VARIANT_FULL_TESTS=0: skip):
+  # the same flags made the default are the same binary, so these stand for that default
+  if [ "${VARIANT_FULL_TESTS:-1}" = 1 ]; then
+    stage "variant_full: kernel and attention tests of $(cat "$dir/.variant_flags")"
+    (cd "$dir" && PYTHONPATH="/tmp/site:$dir" timeout 200 python3 -m pytest -q -x \
+        test/kernels/test_expert_megakernel.py test/kernels/test_attention.py \
+        -p no:cacheprovider 2>&1 | tail -8)
+  fi
 }
 do_tests() {
   stage tests
