@@ -5,7 +5,7 @@
 # SASS instruction mix. Everything lands in $OUT (log.txt, *.json).
 #   bash bench/device/megakernel_session.sh [stage ...]
 #   stages: build diag tests ncu full frontends ab switches splitk baseline fold stepgap
-#           variants
+#           variants variant_full clusters
 #   (variants: for a call of a few minutes. The default build and each of VARIANTS (space
 #   between builds, comma between one build's flags) built side by side in copies of the
 #   tree, then every build's step (kernel only, with its agreement to the sequence)
@@ -234,6 +234,14 @@ do_fold() {
   pipeline_precision fold FLASH_RT_MK_FOLD_IO=1
   stage "default build again"
   build_kernels || exit 1
+}
+do_clusters() {
+  # resident thread-block clusters per size at the kernel's footprint, and where a full
+  # launch's blocks land (bench/device/cluster_probe.cu) -> $OUT/clusters.json
+  stage clusters
+  nvcc -O2 -std=c++17 -arch=sm_90a -o /tmp/cluster_probe bench/device/cluster_probe.cu \
+    && timeout 60 /tmp/cluster_probe > "$OUT/clusters.json"
+  python3 -c "import json; d = json.load(open('$OUT/clusters.json')); print(d['device'], d['sms'], 'SMs:', ', '.join(f\"{c['size']} x {c['max_resident']} = {c['blocks']}\" for c in d['clusters']))"
 }
 do_stepgap() {
   # Is the kernel itself slower inside the pipeline's graph than in bench/expert_step.py's
