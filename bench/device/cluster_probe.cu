@@ -32,19 +32,26 @@ bool ok(cudaError_t e, const char* what) {
   return false;
 }
 
-// Resident clusters of `size` blocks with `smem` bytes each (0 where the size is refused).
-int max_clusters(int size, int smem) {
+// A launch of `blocks` blocks in clusters of `size` with `smem` bytes each (`attr` holds
+// the cluster attribute the config points to).
+cudaLaunchConfig_t cluster_config(int blocks, int size, int smem, cudaLaunchAttribute& attr) {
   cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(size * 16, 1, 1);
+  cfg.gridDim = dim3(blocks, 1, 1);
   cfg.blockDim = dim3(kThreads, 1, 1);
   cfg.dynamicSmemBytes = smem;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = size;
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  cfg.attrs = attr;
+  attr.id = cudaLaunchAttributeClusterDimension;
+  attr.val.clusterDim.x = size;
+  attr.val.clusterDim.y = 1;
+  attr.val.clusterDim.z = 1;
+  cfg.attrs = &attr;
   cfg.numAttrs = 1;
+  return cfg;
+}
+
+// Resident clusters of `size` blocks with `smem` bytes each (0 where the size is refused).
+int max_clusters(int size, int smem) {
+  cudaLaunchAttribute attr;
+  const cudaLaunchConfig_t cfg = cluster_config(size * 16, size, smem, attr);
   int n = 0;
   if (cudaOccupancyMaxActiveClusters(&n, probe_kernel, &cfg) != cudaSuccess) {
     cudaGetLastError();
@@ -59,17 +66,8 @@ std::vector<int> placement(int size, int clusters, int smem) {
   int* d = nullptr;
   std::vector<int> out;
   if (cudaMalloc(&d, blocks * sizeof(int)) != cudaSuccess) return out;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(blocks, 1, 1);
-  cfg.blockDim = dim3(kThreads, 1, 1);
-  cfg.dynamicSmemBytes = smem;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = size;
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
+  cudaLaunchAttribute attr;
+  const cudaLaunchConfig_t cfg = cluster_config(blocks, size, smem, attr);
   if (cudaLaunchKernelEx(&cfg, probe_kernel, d) == cudaSuccess && cudaDeviceSynchronize() == cudaSuccess) {
     out.resize(blocks);
     cudaMemcpy(out.data(), d, blocks * sizeof(int), cudaMemcpyDeviceToHost);
