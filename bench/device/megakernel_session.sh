@@ -111,6 +111,7 @@ do_variants() {
   local jobs=$(( 16 / (${#variants[@]} + 1) )); (( jobs < 2 )) && jobs=2
   local dirs=("$PWD") labels=(default) pids=()
   stage "variants: ${#variants[@]} + the default build side by side, $jobs jobs each"
+  rm -rf /tmp/variant[0-9]*  # (an earlier call's builds: variant_full takes the last of these)
   for i in "${!variants[@]}"; do
     dirs+=("/tmp/variant$i"); labels+=("${variants[$i]//-DFLASH_RT_MK_/}")
     rm -rf "/tmp/variant$i" && mkdir -p "/tmp/variant$i"
@@ -172,7 +173,7 @@ do_variant_full() {
   # pipeline: its replays and full-size precision, and the default build's replays beside
   # them (both with the megakernel expert)
   local dir
-  dir=$(ls -d /tmp/variant[0-9]* 2>/dev/null | sort -V | tail -1)
+  dir=$(ls -d /tmp/variant[0-9]* 2>/dev/null | sort -V | tail -1)  # (variants clears older ones)
   if [ -z "$dir" ] || ! ls "$dir"/flash_rt/flash_rt_kernels*.so >/dev/null 2>&1; then
     echo "variant_full: no variant build on this machine (run the variants stage first)"
     return

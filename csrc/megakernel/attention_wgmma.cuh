@@ -138,14 +138,17 @@ constexpr bool kPartialPrefetch = FLASH_RT_MK_ATTN_PARTIAL_PREFETCH != 0;
 #endif
 constexpr bool kBf16Partials = FLASH_RT_MK_ATTN_BF16_PARTIALS != 0;
 
-// FLASH_RT_MK_ATTN_STAGED_STORE=1 (build switch, default 0 until measured): the tile's fp32
+// FLASH_RT_MK_ATTN_STAGED_STORE=1 (build switch, default 0: measured slower): the tile's fp32
 // partial output goes through shared memory (over Q, K and V, dead once both products are
 // done) and out as 16-byte stores, a warp writing 512 contiguous bytes of one output row,
 // instead of one 8-byte store per fragment pair, a warp instruction touching 8 rows
 // (packed query rows are heads of one token: their partial rows lie Lq rows apart). Why:
 // the tile's partial stores are 1.7 us of a 5.4 us attention task at 2 views h50 (run 13
 // on the H100), the QKV epilogue's staging did the same for its scattered stores (run 11:
-// one step 706 -> 693 us). Same values; splits > 1 with fp32 partials only.
+// one step 706 -> 693 us). Same values; splits > 1 with fp32 partials only. Measured (H200,
+// 2026-12-07, docs/performance.md): slower, the tile's epilogue 1.7 -> 3.2 us at 2 views h50
+// (631.7 -> 666.6 us a step; 1 view h10 525.3 -> 551.5): the staging's two block barriers
+// and shared-memory round trip cost more than the wider stores save.
 #ifndef FLASH_RT_MK_ATTN_STAGED_STORE
 #define FLASH_RT_MK_ATTN_STAGED_STORE 0
 #endif

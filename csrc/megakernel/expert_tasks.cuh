@@ -93,7 +93,7 @@ constexpr int kCombineMaxSplits = 32;
 constexpr int kCombineBatch = FLASH_RT_MK_COMBINE_BATCH;
 static_assert(kCombineBatch == 8 || kCombineBatch == 16, "a combine batch of 8 or 16 splits");
 constexpr int kWorkBytes = AttnCfg::kOneTileSmem;
-// FLASH_RT_MK_COMBINE_BULK=1 (build switch, default 0 until measured): a combine task's
+// FLASH_RT_MK_COMBINE_BULK (build switch, default 1; 0: the L2 path): a combine task's
 // inputs (its 4 rows' fp32 partial outputs and lse values of every split: 4 KB and 16 bytes
 // a split) arrive in shared memory by bulk copies after its acquire, one mbarrier wait,
 // and its items read them there; tasks whose rows or splits do not fit take the L2 path.
@@ -101,15 +101,17 @@ constexpr int kWorkBytes = AttnCfg::kOneTileSmem;
 // the partials 8 splits at a time): 1.7 us at 8 splits, 2.8 us at 12 (run 13 on the H100),
 // where a GEMM task's 16-64 KB activation tile arrives by one bulk copy in 0.4-0.7 us. The
 // attention tasks fence their partial stores for the async proxy. Same values, same order.
+// Measured (H200, 2026-12-07, docs/performance.md): combine span 3.7 -> 2.9 us at 2 views
+// h50; with NORM_BULK and PREFETCH_SCALES, 604.0 -> 585.5 us a step (1 view h10: even).
 #ifndef FLASH_RT_MK_COMBINE_BULK
-#define FLASH_RT_MK_COMBINE_BULK 0
+#define FLASH_RT_MK_COMBINE_BULK 1
 #endif
 constexpr bool kCombineBulk = FLASH_RT_MK_COMBINE_BULK != 0;
 static_assert(wg_attn::kBytes <= kWorkBytes && wg_attn::kKeys == kAttnKeys &&
                   wg_attn::kDim == kAttnHeadDim,
               "the wgmma attention tile: the same split and head dim, within the work area");
 constexpr int kNormChunksMax = 4;  // features per thread in a norm task: W <= 4 * 256
-// FLASH_RT_MK_NORM_BULK=1 (build switch, default 0 until measured): a norm task's inputs
+// FLASH_RT_MK_NORM_BULK (build switch, default 1; 0: scalar L2 loads): a norm task's inputs
 // (the previous GEMM's K-split partial rows of its tokens and their x rows) arrive in shared
 // memory by bulk copies that thread 0 issues after its acquire, one mbarrier wait, instead
 // of 32 scalar L2 loads a thread. Why: after the wait a norm task spends 1.7-2.0 us on its
@@ -117,8 +119,10 @@ constexpr int kNormChunksMax = 4;  // features per thread in a norm task: W <= 4
 // us on its 16-64 KB activation tile, which arrives by one bulk copy. The producers (the O /
 // down epilogues, the norms for x) fence their generic stores for the async proxy, as the
 // norms already do for the FP8 activations. Same values, same summation order.
+// Measured (H200, 2026-12-07): 631.7 -> 607.4 us a step at 2 views h50, 525.3 -> 500.8 at 1
+// view h10 (norm inputs 2.0 -> 1.4 / 1.7 -> 1.1 us).
 #ifndef FLASH_RT_MK_NORM_BULK
-#define FLASH_RT_MK_NORM_BULK 0
+#define FLASH_RT_MK_NORM_BULK 1
 #endif
 constexpr bool kNormBulk = FLASH_RT_MK_NORM_BULK != 0;
 // Where a norm task's bulk inputs land in the work area: after its reduction scratch (the
@@ -150,7 +154,8 @@ constexpr int kGemmGroups = FLASH_RT_MK_SPLIT_TOKENS ? 2 : 1;
 // K = 1024 at any N), not its FLOPs; two independent chains let the tensor cores work on
 // one while the other's previous step completes (two chains on two warpgroups ran at
 // 1.3-1.4x the time of one for twice the steps). Costs TN / 2 registers and changes the
-// fp32 summation order (two partial sums).
+// fp32 summation order (two partial sums). Measured (H200, 2026-12-07): 631.7 -> 656.7 us
+// a step at 2 views h50 (slower), 525.3 -> 517.2 at 1 view h10; kept off.
 #ifndef FLASH_RT_MK_MMA_CHAINS
 #define FLASH_RT_MK_MMA_CHAINS 1
 #endif
@@ -230,14 +235,15 @@ __device__ __forceinline__ NormSites norm_sites(const ExpertParams& p, const Tas
   return {2 * p.depth - 1, 2 * p.depth, kSiteQkv};  // kNormOut (bf16 out: unused)
 }
 
-// FLASH_RT_MK_PREFETCH_SCALES=1 (build switch, default 0 until measured): a task's static
+// FLASH_RT_MK_PREFETCH_SCALES (build switch, default 1; 0: loaded where used): a task's static
 // scales (task_scales) are loaded before its wait with its other launch inputs, instead of
 // after its MMAs (GEMM epilogues) or after its reduction barrier (norms). Why: those loads
 // follow a barrier, so each is one L2 round trip on the task's critical path (SASS of the
 // default build: the epilogue's two LDG right after the MMA wait's BAR.SYNC), in four GEMM
-// and two norm phases a layer. Same values.
+// and two norm phases a layer. Same values. Measured (H200, 2026-12-07): 631.7 -> 621.0 us a
+// step at 2 views h50, 525.3 -> 517.8 at 1 view h10 (GEMM epilogues 0.1-0.2 us shorter).
 #ifndef FLASH_RT_MK_PREFETCH_SCALES
-#define FLASH_RT_MK_PREFETCH_SCALES 0
+#define FLASH_RT_MK_PREFETCH_SCALES 1
 #endif
 constexpr bool kPrefetchScales = FLASH_RT_MK_PREFETCH_SCALES != 0;
 

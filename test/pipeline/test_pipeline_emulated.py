@@ -16,6 +16,7 @@ import torch
 from flash_rt.core.checkpoint import expected_layout, open_checkpoint, plan_keys
 from flash_rt.core.weight_spec import dequantize
 from flash_rt.frontends.torch._pi05_spec import adarms_tables, build_spec
+from flash_rt.hardware.hopper.tuning import TUNING as HOPPER_TUNING
 from flash_rt.models.pi05.pipeline_hopper import PIPELINE as HOPPER
 from flash_rt.models.pi05.pipeline_thor import PIPELINE as THOR
 
@@ -247,7 +248,7 @@ def test_fused_gate_up_geglu_replaces_the_gemm_and_geglu_launches(
 def test_fused_geglu_config_knob_reaches_the_kernel(tiny_pi05_ckpt, camera_images, state,
                                                     monkeypatch):
     # FLASH_RT_FUSED_GEGLU_CONFIG picks gemm_fp8_geglu's config (the packed-store A/B);
-    # without it every launch takes the GPU tuning's (0 on Hopper)
+    # without it every launch takes the GPU tuning's (hopper/tuning.py)
     seen = {}
     for knob in ("2", None):
         if knob is None:
@@ -265,7 +266,8 @@ def test_fused_geglu_config_knob_reaches_the_kernel(tiny_pi05_ckpt, camera_image
         monkeypatch.setattr(em.k, "gemm_fp8_geglu", spy)
         em.run(camera_images[:1], state, seed=5)
         seen[knob] = configs
-    assert seen == {"2": {2}, None: {0}}
+    assert seen == {"2": {2}, None: {HOPPER_TUNING.fused_geglu_config}}
+    assert HOPPER_TUNING.fused_geglu_config != 2  # (else the knob would go unseen)
 
 
 def test_unknown_decoder_attention_is_rejected(tiny_pi05_ckpt, monkeypatch):
