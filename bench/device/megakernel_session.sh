@@ -114,7 +114,7 @@ do_variants() {
   rm -rf /tmp/variant[0-9]*  # (an earlier call's builds: variant_full takes the last of these)
   for i in "${!variants[@]}"; do
     dirs+=("/tmp/variant$i"); labels+=("${variants[$i]//-DFLASH_RT_MK_/}")
-    rm -rf "/tmp/variant$i" && mkdir -p "/tmp/variant$i"
+    mkdir -p "/tmp/variant$i"
     tar -cf - --exclude=./build --exclude=./carry --exclude=./.git --exclude=./.venv --exclude=./.whl . \
         | tar -xf - -C "/tmp/variant$i"
     echo "${variants[$i]//,/ }" > "/tmp/variant$i/.variant_flags"  # (for variant_full)

@@ -238,8 +238,8 @@ __device__ __forceinline__ NormSites norm_sites(const ExpertParams& p, const Tas
 // FLASH_RT_MK_PREFETCH_SCALES (build switch, default 1; 0: loaded where used): a task's static
 // scales (task_scales) are loaded before its wait with its other launch inputs, instead of
 // after its MMAs (GEMM epilogues) or after its reduction barrier (norms). Why: those loads
-// follow a barrier, so each is one L2 round trip on the task's critical path (SASS of the
-// default build: the epilogue's two LDG right after the MMA wait's BAR.SYNC), in four GEMM
+// follow a barrier, so each is one L2 round trip on the task's critical path (SASS with the
+// switch off: the epilogue's two LDG right after the MMA wait's BAR.SYNC), in four GEMM
 // and two norm phases a layer. Same values. Measured (H200, 2026-12-07): 631.7 -> 621.0 us a
 // step at 2 views h50, 525.3 -> 517.8 at 1 view h10 (GEMM epilogues 0.1-0.2 us shorter).
 #ifndef FLASH_RT_MK_PREFETCH_SCALES
@@ -250,8 +250,8 @@ constexpr bool kPrefetchScales = FLASH_RT_MK_PREFETCH_SCALES != 0;
 // The static scales a task's output uses: `s` multiplies a GEMM's accumulator (input x
 // weight dequantisation) or is a norm's FP8 output scale (1: the final norm's bf16 output);
 // `inv_s` is gate/up's FP8 output scale, the down projection's input, inverted. Without the
-// switch each task loads its own where it uses them, in the same expressions (the measured
-// default build's code).
+// switch each task loads its own where it uses them, in the same expressions (the code
+// measured as the default until 2026-12-07, kept for A/Bs).
 struct TaskScales {
   float s = 1.f, inv_s = 1.f;
 };
