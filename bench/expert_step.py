@@ -86,6 +86,7 @@ def run_config(spec: str, fk, iters: int, hbm_tbps: float, depth: int | None,
     res = {"config": spec, "depth": cfg.expert.depth, "cache_rows": tb.d.cache_rows,
            "blocks": tb.mk.schedule.blocks, "tasks": int(tb.mk.tables["tasks"].shape[0]),
            "splitk_scale": tb.mk.dims.splitk_scale,
+           "grouped_deps": tb.mk.dims.grouped_deps,
            "weight_bytes": int(tb.mk.wpack.numel()), "build_s": build_s,
            "precision": None}
     res["precision"], res["sequence_flash_vs_gemm"] = compare(tb, step)

@@ -5,7 +5,7 @@
 # SASS instruction mix. Everything lands in $OUT (log.txt, *.json).
 #   bash bench/device/megakernel_session.sh [stage ...]
 #   stages: build diag tests ncu full frontends ab switches splitk baseline fold stepgap
-#           variants variant_full clusters
+#           variants variant_full clusters grouped
 #   (variants: for a call of a few minutes. The default build and each of VARIANTS (space
 #   between builds, comma between one build's flags) built side by side in copies of the
 #   tree, then every build's step (kernel only, with its agreement to the sequence)
@@ -16,6 +16,7 @@
 #   that build's whole kernel and attention tests)
 #   (ab: AB_FLAGS=-DNAME=0 ... ab, a build-switch A/B against this call's default build;
 #   switches: SWITCHES="-DA=1 -DB=1" each that way; splitk: SPLITK=2, the engine knob;
+#   grouped: FLASH_RT_MK_GROUPED_DEPS=1 / 0 alternated (GROUPED_FULL=1: + the pipeline);
 #   docs/performance.md runs 7-10;
 #   baseline: an earlier commit's whole tree, `git archive REF | gzip > carry/base.tar.gz`
 #   here, built in /tmp/base on the device and its step measured in the same call)
@@ -83,6 +84,39 @@ do_splitk() {
       --out "$OUT/expert_step_splitk$scale.json"
   kernel_tests
   unset FLASH_RT_MK_SPLITK_SCALE
+}
+do_grouped() {
+  # the schedule's finer dependencies (FLASH_RT_MK_GROUPED_DEPS=1, an engine knob: no
+  # rebuild) against this call's default build, alternated twice config by config; then
+  # their kernel tests, and (GROUPED_FULL=1) the whole pipeline with it on and off
+  local round cfg on
+  for round in 1 2; do
+    for cfg in ${FULL_CONFIGS:-full:2:50 full:1:10}; do
+      for on in 0 1; do
+        stage "grouped deps $on, $cfg, round $round"
+        FLASH_RT_MK_GROUPED_DEPS=$on step_bench 120 --configs "$cfg" --iters ${STEP_ITERS:-100} \
+            --kernel-only --out "$OUT/expert_step_grouped${on}_${cfg//:/_}_r$round.json" \
+            | grep -E "megakernel .* us|ERROR|^    (o|down):" | cut -c1-240
+      done
+    done
+  done
+  python3 - "$OUT" <<'PY'
+import glob, json, os, sys
+for path in sorted(glob.glob(os.path.join(sys.argv[1], "expert_step_grouped*.json"))):
+    for r in json.load(open(path))["results"]:
+        p50 = r.get("megakernel_us", {}).get("p50")
+        print(os.path.basename(path), r["config"], r.get("grouped_deps"), p50,
+              all(r.get("within_drift", {}).values()) if "within_drift" in r else r.get("error"))
+PY
+  stage "grouped deps: kernel tests"
+  timeout 200 python3 -m pytest -q -x test/kernels/test_expert_megakernel.py -k grouped \
+      -p no:cacheprovider 2>&1 | tail -3
+  if [ "${GROUPED_FULL:-0}" = 1 ]; then
+    full_checkpoint
+    pipeline_replay grouped_on FLASH_RT_MK_GROUPED_DEPS=1
+    pipeline_replay grouped_off FLASH_RT_MK_GROUPED_DEPS=0
+    pipeline_precision grouped FLASH_RT_MK_GROUPED_DEPS=1
+  fi
 }
 do_switches() {
   # build switches (SWITCHES="-DNAME=1 ..."), one at a time as the `ab` stage: their step,

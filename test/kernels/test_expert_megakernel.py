@@ -76,6 +76,19 @@ def test_megakernel_with_longer_split_k_tasks_keeps_the_result(fk, monkeypatch):
         assert 1.0 - got[key] <= drift_allowed(floor[key]), (key, got)
 
 
+@pytest.mark.parametrize("name", ["full_h50_2views", "full_depth2_h10", "full_depth1_h24"])
+def test_megakernel_with_grouped_dependencies_keeps_the_result(fk, monkeypatch, name):
+    # FLASH_RT_MK_GROUPED_DEPS=1 (down waits for its K slice's gate/up tiles, O for its
+    # heads' combine tasks where they align) changes only when tasks start: the same bound
+    monkeypatch.setenv("FLASH_RT_MK_GROUPED_DEPS", "1")
+    tb = ExpertTestbed(CONFIGS[name], fk)
+    assert any(ph.group_size for ph in tb.mk.schedule.phases)
+    tb.calibrate([3])
+    got, floor = compare(tb, 3)
+    for key in ("xn", "x", "q", "k_rows", "v_rows"):
+        assert 1.0 - got[key] <= drift_allowed(floor[key]), (key, got)
+
+
 def test_megakernel_replays_in_a_graph_and_across_steps(fk):
     tb = ExpertTestbed(CONFIGS["full_depth2_h10"], fk)
     tb.calibrate([0, 1])

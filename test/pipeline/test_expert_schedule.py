@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -128,11 +129,84 @@ def test_a_block_list_out_of_phase_order_deadlocks():
         simulate(sched)
 
 
+@pytest.mark.parametrize("grouped", [False, True])
 @pytest.mark.parametrize("preset, horizon", [("small", 50), ("small", 10), ("full", 10)])
-def test_schedule_is_race_free(preset, horizon):
-    d = dims(preset, depth=2, num_views=1, horizon=horizon)
+def test_schedule_is_race_free(preset, horizon, grouped):
+    d = dataclasses.replace(dims(preset, depth=2, num_views=1, horizon=horizon),
+                            grouped_deps=grouped)
     sched = es.build_schedule(d, 16)
     assert find_races(sched, es.task_accesses(d)) == []
+
+
+@pytest.mark.parametrize("views, horizon, o_groups", [(1, 10, 1), (2, 50, 4), (1, 16, 8)])
+def test_grouped_dependencies_wait_for_the_producers_of_their_inputs(views, horizon, o_groups):
+    """FLASH_RT_MK_GROUPED_DEPS: each down task waits for the gate/up tiles of its K slice
+    and each O task for the combine tasks of its heads (when no combine task spans two O
+    slices, as at horizon 10 with one head per slice: then O waits for the whole phase)."""
+    d = dataclasses.replace(dims(num_views=views, horizon=horizon), grouped_deps=True)
+    sched = es.build_schedule(d, 132)
+    simulate(sched, rng=random.Random(views))
+    t = sched.tables()["tasks"]
+    op, wait_ctr, target, signal = t[:, 0], t[:, 5], t[:, 6], t[:, 7]
+    layer0 = t[:, 1] == 0
+    gate_up = layer0 & (op == es.GATE_UP)
+    down = layer0 & (op == es.DOWN)
+    # gate/up tile g makes MLP columns 32 g .. 32 g + 31: the K slice g * 32 // down_klen
+    slice_ctr = {}
+    for row in t[gate_up]:
+        slice_ctr.setdefault(row[2] * 32 // d.down_klen, set()).add(int(row[7]))
+    assert all(len(c) == 1 for c in slice_ctr.values()) and len(slice_ctr) == d.down_splits
+    tiles_per_slice = d.down_klen // 32
+    for row in t[down]:
+        assert row[5] == next(iter(slice_ctr[row[3] // d.down_klen])) and row[6] == tiles_per_slice
+    assert len(set(signal[down])) == 1  # the next norm waits for all of down again
+    o, combine = layer0 & (op == es.O_PROJ), layer0 & (op == es.COMBINE)
+    group_tasks = Counter(signal[combine].tolist())
+    assert len(set(wait_ctr[o])) == o_groups == len(group_tasks)
+    assert all(group_tasks[c] == n for c, n in zip(wait_ctr[o].tolist(), target[o].tolist()))
+    small = dataclasses.replace(dims("small", depth=1, num_views=views, horizon=horizon),
+                                grouped_deps=True)
+    assert find_races(es.build_schedule(small, 16), es.task_accesses(small)) == []
+
+
+def test_race_check_finds_a_consumer_waiting_for_the_wrong_group():
+    d = dims("full", depth=1, num_views=1, horizon=10)  # (8 K slices of down)
+    good = es.build_schedule(d, 8)
+    bad = Schedule(8)
+    gate_up, down = good.phases[6].tasks, good.phases[7].tasks
+    assert (gate_up[0].op, down[0].op) == (es.GATE_UP, es.DOWN)
+    bad.add("gate_up", gate_up, groups=lambda t: t.tile * 32 // d.down_klen)
+    # each down task waits for the next slice's tiles instead of its own
+    bad.add("down", down, waits_for_group=lambda t: (t.k0 // t.klen + 1) % d.down_splits)
+    problems = find_races(bad, es.task_accesses(d))
+    assert problems and all("act_mlp" in p and "another group" in p for p in problems)
+    right = Schedule(8)
+    right.add("gate_up", gate_up, groups=lambda t: t.tile * 32 // d.down_klen)
+    right.add("down", down, waits_for_group=lambda t: t.k0 // t.klen)
+    assert find_races(right, es.task_accesses(d)) == []
+
+
+def test_grouped_phases_refuse_what_would_leave_tasks_unordered():
+    def phase(op, n):
+        return [Task(op, 0, i) for i in range(n)]
+    s = Schedule(4)
+    s.add("a", phase(0, 4), groups=lambda t: t.tile % 2)
+    with pytest.raises(ValueError, match="give waits_for_group"):
+        s.add("b", phase(1, 4))
+    with pytest.raises(ValueError, match="no task waits"):
+        s.add("b", phase(1, 4), waits_for_group=lambda t: 0)
+    with pytest.raises(ValueError, match="does not have"):
+        s.add("b", phase(1, 4), waits_for_group=lambda t: 2)
+    with pytest.raises(ValueError, match="two grouped phases"):
+        s.add("b", phase(1, 4), groups=lambda t: 0, waits_for_group=lambda t: t.tile % 2)
+    b = s.add("b", phase(1, 4), waits_for_group=lambda t: t.tile % 2)
+    assert [b.wait(i) for i in range(4)] == [(0, 2), (1, 2), (0, 2), (1, 2)]
+    assert s.counters == 3 and b.signal(0) == 2
+    with pytest.raises(ValueError, match="needs a grouped phase"):
+        s.add("c", phase(2, 1), waits_for_group=lambda t: 0)
+    s.add("c", phase(2, 1))
+    assert s.phases[2].wait(0) == (2, 4)
+    assert len(simulate(s, rng=random.Random(0))) == 9
 
 
 def test_phase_profile_splits_each_task_run_into_its_stamps():
@@ -274,11 +348,13 @@ def test_unsupported_models_are_named():
     assert "FP8" in megakernel_unsupported(d, {})
 
 
-@pytest.mark.parametrize("model, horizon, views, depth, splitk_scale",
-                         [("pi05", 50, 2, 2, 1), ("pi05", 10, 1, 3, 1), ("pi05", 10, 1, 2, 2),
-                          ("pi0", 10, 1, 3, 1), ("pi0", 50, 2, 2, 2)])
+@pytest.mark.parametrize("model, horizon, views, depth, splitk_scale, grouped",
+                         [("pi05", 50, 2, 2, 1, False), ("pi05", 10, 1, 3, 1, False),
+                          ("pi05", 10, 1, 2, 2, False), ("pi0", 10, 1, 3, 1, False),
+                          ("pi0", 50, 2, 2, 2, False), ("pi05", 50, 2, 2, 2, True),
+                          ("pi05", 16, 1, 2, 1, True)])
 def test_megakernel_contract_equals_the_kernel_sequence(monkeypatch, model, horizon, views,
-                                                        depth, splitk_scale):
+                                                        depth, splitk_scale, grouped):
     # the kernel's contract, interpreted from its own tables and packed weights, against
     # the kernel sequence (both emulated on the CPU): the same step from the same state.
     # Not bit-identical: the split-K attention sums in another order, and a rounding
@@ -286,13 +362,19 @@ def test_megakernel_contract_equals_the_kernel_sequence(monkeypatch, model, hori
     # and the next layers carry it on (seen: 0.99998 at horizon 50 and 2 layers, 0.99987
     # for the last layer's q at horizon 10 and 3 layers of this narrow preset); a wrong
     # tile, row order or scale gives < 0.9. Pi0: its RMSNorm expert (zero adaRMS table,
-    # plain residuals) with the state token's row counted as prefix.
+    # plain residuals) with the state token's row counted as prefix. Grouped dependencies
+    # (FLASH_RT_MK_GROUPED_DEPS): an MLP of four 512-wide K slices for down to wait on apart.
     cfg = load_config(model, "small", num_views=views, horizon=horizon)
+    mlp = 2048 if grouped else cfg.expert.mlp_dim
     cfg = dataclasses.replace(cfg, prefix=dataclasses.replace(cfg.prefix, depth=depth),
-                              expert=dataclasses.replace(cfg.expert, depth=depth))
+                              expert=dataclasses.replace(cfg.expert, depth=depth, mlp_dim=mlp))
     monkeypatch.setenv("FLASH_RT_MK_SPLITK_SCALE", str(splitk_scale))  # K per O / down task
+    monkeypatch.setenv("FLASH_RT_MK_GROUPED_DEPS", str(int(grouped)))
     tb = ExpertTestbed(cfg, EmulatedKernels(), "cpu", blocks=7)
     assert tb.mk.dims.o_splits == tb.mk.dims.heads // splitk_scale
+    if grouped:  # down and O each wait for one group of their producers
+        assert any(ph.group_size for ph in tb.mk.schedule.phases if ph.name.startswith("gate_up"))
+        assert any(ph.group_size for ph in tb.mk.schedule.phases if ph.name.startswith("combine"))
     tb.calibrate([4])
     tb.restore()
     tb.run_sequence(4)

@@ -55,6 +55,9 @@ SPLITK_SCALE_ENV = "FLASH_RT_MK_SPLITK_SCALE"
 # (run 10, docs/performance.md) 790 vs 809 us a step at 2 views h50 (tpad 64), and 584 vs
 # 576 at 1 view h10 (tpad 16, kept at 1); tpad 32 / 48 are unmeasured and keep 1.
 SPLITK_SCALE_2_FROM_TPAD = 64
+# FLASH_RT_MK_GROUPED_DEPS=1: finer dependencies between combine and O, gate/up and down
+# (ExpertDims.grouped_deps; a schedule choice, no rebuild). Off until measured.
+GROUPED_DEPS_ENV = "FLASH_RT_MK_GROUPED_DEPS"
 
 
 def default_splitk_scale(horizon: int) -> int:
@@ -70,7 +73,8 @@ def expert_dims(d: Any, rows: int | None = None, kv_only_last: bool = False) -> 
                       kv_heads=d.kv_heads, head_dim=d.head_dim, depth=d.depth,
                       cache_rows=d.cache_rows,
                       splitk_scale=int(scale) if scale else default_splitk_scale(rows),
-                      kv_only_last=kv_only_last)
+                      kv_only_last=kv_only_last,
+                      grouped_deps=os.environ.get(GROUPED_DEPS_ENV, "0") == "1")
 
 
 def megakernel_unsupported(d: Any, weights: dict[str, torch.Tensor]) -> str | None:

@@ -86,6 +86,11 @@ class ExpertDims:
     # The last layer only makes its K/V (norm_in and QKV; no final norm): a pass whose
     # rows are keys for later passes and whose output feeds nothing (Pi0's state token).
     kv_only_last: bool = False
+    # Finer dependencies (FLASH_RT_MK_GROUPED_DEPS, an A/B knob read by
+    # expert_megakernel.expert_dims): a down task waits only for the gate/up tiles of its K
+    # slice, and an O task only for the combine tasks of its heads (where no combine task
+    # holds rows of two O slices), not for the whole phase before it.
+    grouped_deps: bool = False
 
     @property
     def tpad(self) -> int:
@@ -232,6 +237,25 @@ def _pages(offset: int, klen: int) -> tuple[tuple[int, int], ...]:
     return tuple(pages)
 
 
+def combine_o_slices(d: ExpertDims, tile: int) -> tuple[int, int]:
+    """The O K-slices (heads // (o_klen / head_dim)) of combine task ``tile``'s first and
+    last row (combine rows are head * horizon + token, COMBINE_ITEMS / (head_dim /
+    COMBINE_COLS) rows a task; the padding past the last row belongs to the last)."""
+    rows = COMBINE_ITEMS // (d.head_dim // COMBINE_COLS)
+    heads_per_slice = d.o_klen // d.head_dim
+    first = tile * rows
+    last = min(first + rows, d.attn_rows) - 1
+    return (first // d.horizon // heads_per_slice, last // d.horizon // heads_per_slice)
+
+
+def combine_groups_align(d: ExpertDims) -> bool:
+    """Whether every combine task's rows lie in one O K-slice (then an O task can wait for
+    its slice's combine tasks alone)."""
+    rows = COMBINE_ITEMS // (d.head_dim // COMBINE_COLS)
+    tasks = -(-d.attn_rows // rows)
+    return all(a == b for a, b in (combine_o_slices(d, i) for i in range(tasks)))
+
+
 def build_schedule(d: ExpertDims, blocks: int) -> Schedule:
     """The step's phases dealt onto ``blocks`` persistent blocks."""
     reason = unsupported_reason(d)
@@ -253,6 +277,11 @@ def build_schedule(d: ExpertDims, blocks: int) -> Schedule:
     def norm(op: int, layer: int) -> list[Task]:
         return [Task(op, layer, NORM_TOKENS * i) for i in range(norm_tasks)]
 
+    by_o_slice = d.grouped_deps and combine_groups_align(d)
+    combine_slice = (lambda t: combine_o_slices(d, t.tile)[0]) if by_o_slice else None
+    o_slice = (lambda t: t.k0 // t.klen) if by_o_slice else None
+    gate_up_slice = (lambda t: t.tile * TILE_ROWS // 2 // d.down_klen) if d.grouped_deps else None
+    down_slice = (lambda t: t.k0 // t.klen) if d.grouped_deps else None
     for layer in range(d.depth):
         sched.add(f"norm_in.{layer}", norm(NORM_IN, layer))
         sched.add(f"qkv.{layer}", gemm(QKV, layer, "qkv"))
@@ -260,11 +289,12 @@ def build_schedule(d: ExpertDims, blocks: int) -> Schedule:
             return sched
         sched.add(f"attn.{layer}", [Task(ATTN, layer, rb, s) for rb in range(attn_blocks)
                                      for s in range(d.splits)])
-        sched.add(f"combine.{layer}", [Task(COMBINE, layer, i) for i in range(combine_tasks)])
-        sched.add(f"o.{layer}", gemm(O_PROJ, layer, "o"))
+        sched.add(f"combine.{layer}", [Task(COMBINE, layer, i) for i in range(combine_tasks)],
+                  groups=combine_slice)
+        sched.add(f"o.{layer}", gemm(O_PROJ, layer, "o"), waits_for_group=o_slice)
         sched.add(f"norm_mid.{layer}", norm(NORM_MID, layer))
-        sched.add(f"gate_up.{layer}", gemm(GATE_UP, layer, "gate_up"))
-        sched.add(f"down.{layer}", gemm(DOWN, layer, "down"))
+        sched.add(f"gate_up.{layer}", gemm(GATE_UP, layer, "gate_up"), groups=gate_up_slice)
+        sched.add(f"down.{layer}", gemm(DOWN, layer, "down"), waits_for_group=down_slice)
     sched.add("norm_out", norm(NORM_OUT, d.depth - 1))
     return sched
 
