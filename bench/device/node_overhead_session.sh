@@ -16,6 +16,7 @@ ROSVENV=/tmp/rosvenv
 PRESET=${PRESET:-full}  # make_checkpoint preset (small: a short run when device time is short)
 CKPT=${FULL_CKPT:-/tmp/pi05_$PRESET}
 CHUNKS=${CHUNKS:-200}
+use_carried_wheels  # pybind11 and the CUTLASS headers for the `kernels` stage's build
 gpu_info
 
 do_ros() {
