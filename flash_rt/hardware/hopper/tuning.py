@@ -8,8 +8,9 @@ The fused gate/up + GeGLU GEMM (``fused_geglu``, sm_90a only) stays off: on the 
 measured at parity with cuBLASLt + the GeGLU kernel (91.2 vs 94.6 us a prefix layer at 712
 rows, 127.3 vs 127.3 at 968; docs/performance.md run 13). Its config 3 (ping-pong tiles,
 8-byte packed stores) took 0.05 ms off the 2-view replay on an H200 (2026-12-07, two
-pairs), precision measured at 2 views h50 only: it is the config an A/B gets
-(``FLASH_RT_FUSED_GEGLU=1``) until 1 and 3 views are measured with it.
+pairs) but on the H100 (run 15, h50, alternated twice) it added 0.1 ms at 1 and 2 views and
+saved 0.07 at 3; precision >= 0.9993 on all six configurations. It is the config an A/B
+gets (``FLASH_RT_FUSED_GEGLU=1``).
 """
 from flash_rt.hardware.gemm_tuning import Tuning
 

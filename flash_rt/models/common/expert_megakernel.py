@@ -56,7 +56,8 @@ SPLITK_SCALE_ENV = "FLASH_RT_MK_SPLITK_SCALE"
 # 576 at 1 view h10 (tpad 16, kept at 1); tpad 32 / 48 are unmeasured and keep 1.
 SPLITK_SCALE_2_FROM_TPAD = 64
 # FLASH_RT_MK_GROUPED_DEPS=1: finer dependencies between combine and O, gate/up and down
-# (ExpertDims.grouped_deps; a schedule choice, no rebuild). Off until measured.
+# (ExpertDims.grouped_deps; a schedule choice, no rebuild). Off: no faster on the H100
+# (run 15: 607-613 vs 605-612 us a step at 2 views h50, 505 vs 504 at 1 view h10).
 GROUPED_DEPS_ENV = "FLASH_RT_MK_GROUPED_DEPS"
 
 
