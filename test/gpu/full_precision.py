@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -80,19 +81,11 @@ def sequence_chunk(full_ckpt, model, images, views, horizon, precision, cache_di
                    decoder_attn: str | None = None):
     """The same prediction with the kernel sequence as the expert (FLASH_RT_EXPERT), and
     optionally another decoder attention (FLASH_RT_DECODER_ATTN)."""
-    env = {EXPERT_ENV: SEQUENCE, IMPL_ENV[DECODER]: decoder_attn}
-    before = {k: os.environ.get(k) for k in env}
-    os.environ.update({k: v for k, v in env.items() if v is not None})
-    try:
+    env = {EXPERT_ENV: SEQUENCE, **({IMPL_ENV[DECODER]: decoder_attn} if decoder_attn else {})}
+    with mock.patch.dict(os.environ, env):  # (read when the engine is built)
         m, chunk = calibrated_chunk(full_ckpt, model, images, views, horizon, precision,
                                     cache_dir, seed)
         assert m.engine.expert_path == SEQUENCE
-    finally:
-        for k, v in before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     del m
     torch.cuda.empty_cache()
     return chunk
