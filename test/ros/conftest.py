@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import CHUNK_TOPIC
+
 REPO = Path(__file__).resolve().parents[2]
 _DOMAINS = itertools.count()
 _DOMAIN_IDS = range(10, 200)  # Fast DDS derives ports from the id; they stay valid to 232
@@ -114,7 +116,7 @@ def procs(tmp_path, domain):
 class Listener:
     """An in-test rclpy node (own context) recording chunks and diagnostics."""
 
-    def __init__(self, domain: int, chunk_topic="/flash_rt_policy/action_chunk",
+    def __init__(self, domain: int, chunk_topic=CHUNK_TOPIC,
                  name: str = "test_listener"):
         import rclpy
         from rclpy.executors import SingleThreadedExecutor

@@ -11,6 +11,7 @@ from flash_rt_ros.messages import stamp_ns
 from flash_rt_ros.synthetic import DEFAULT_JOINTS, encode, frame
 
 NODE = "flash_rt_policy"
+CHUNK_TOPIC = f"/{NODE}/action_chunk"  # the node's chunks, outside a namespace
 
 
 def write_params(path, **overrides) -> str:

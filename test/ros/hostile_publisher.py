@@ -14,8 +14,12 @@ behind sends every step late but skips none), ``joint_topic``, ``joints`` [names
 ``prompt_topic``, ``events`` [{t, kind, camera, duration, count}] (during [t, t + duration)
 each step sends ``count`` messages of ``kind``; a hostile frame replaces the camera's good
 frame of that step), ``silence`` [{camera, from, to}] (no good frames from that camera in
-that window). When done it prints ``hostile: sent {...} last at <ns>``: messages per kind,
-and the node clock when the last hostile message went out.
+that window), ``after_chunk`` (optional: an ActionChunk topic; the plan's clock for events,
+silences and ``duration`` then starts when the first chunk arrives there, good frames
+flowing until then, so no hostile input meets a node that is still discovering its
+publishers; ``chunk_wait_s``, default 60, bounds that wait). When done it prints
+``hostile: sent {...} last at <ns>``: messages per kind, and the node clock when the last
+hostile message went out.
 """
 from __future__ import annotations
 
@@ -191,6 +195,11 @@ def main(path: str) -> int:
     last_hostile_ns = 0
     silence = spec.get("silence", [])
     period = 1.0 / spec["rate"]
+    first_chunk = []  # the step at which the first chunk arrived (after_chunk)
+    if spec.get("after_chunk"):
+        from flash_rt_ros_msgs.msg import ActionChunk
+        node.create_subscription(ActionChunk, spec["after_chunk"],
+                                 lambda _: first_chunk or first_chunk.append(None), 10)
     try:
         deadline = time.monotonic() + 60
         while any(p.get_subscription_count() == 0 for p in cams + [jpub, ppub]):
@@ -201,14 +210,22 @@ def main(path: str) -> int:
         start = time.monotonic()
         # The plan runs on step time (step k is at k * period), paced by the wall clock: a
         # publisher that falls behind sends every step late, never skips an event.
+        t0 = 0.0 if not spec.get("after_chunk") else None  # when the plan's clock starts
         for step in itertools.count():
-            elapsed = step * period
-            if elapsed >= spec["duration"] or not rclpy.ok():
+            if t0 is None:
+                rclpy.spin_once(node, timeout_sec=0.0)
+                if first_chunk:
+                    t0 = step * period
+                elif step * period > spec.get("chunk_wait_s", 60.0):
+                    raise RuntimeError(f"no chunk on {spec['after_chunk']} after "
+                                       f"{step * period:.0f} s of good inputs")
+            elapsed = step * period - (t0 if t0 is not None else 0.0)
+            if t0 is not None and elapsed >= spec["duration"] or not rclpy.ok():
                 break
-            time.sleep(max(0.0, start + elapsed - time.monotonic()))
+            time.sleep(max(0.0, start + step * period - time.monotonic()))
             now = node.get_clock().now().nanoseconds
-            active = [ev for ev in spec["events"]
-                      if ev["t"] <= elapsed < ev["t"] + ev.get("duration", period)]
+            active = [ev for ev in spec["events"] if t0 is not None
+                      and ev["t"] <= elapsed < ev["t"] + ev.get("duration", period)]
             hostile = [(ev, *plan.hostile(ev["kind"], ev.get("camera", 0), now))
                        for ev in active for _ in range(ev.get("count", 1))]
             # A camera with a hostile frame in this step sends that instead of its good one
@@ -216,7 +233,8 @@ def main(path: str) -> int:
             # it before the node could take it).
             replaced = {ev.get("camera", 0) for ev, what, _ in hostile if what == "camera"}
             for i, pub in enumerate(cams):
-                quiet = any(q["camera"] == i and q["from"] <= elapsed < q["to"] for q in silence)
+                quiet = t0 is not None and any(q["camera"] == i and q["from"] <= elapsed < q["to"]
+                                               for q in silence)
                 if not quiet and i not in replaced:
                     pub.publish(plan.camera(i, now))
             jpub.publish(plan.joints(now))
