@@ -21,6 +21,7 @@ between tasks that no counter orders on the buffers they declare (:func:`find_ra
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
@@ -105,20 +106,20 @@ class Schedule:
                    waits_on=prev.counter if prev else NO_COUNTER,
                    wait_target=len(prev.tasks) if prev else 0)
         if groups is not None:
-            keys = list(dict.fromkeys(groups(t) for t in tasks))  # first-seen order
-            ctr = {k: self._counters + i for i, k in enumerate(keys)}
-            ph.signal_of = [ctr[groups(t)] for t in tasks]
-            ph.group_size = {c: ph.signal_of.count(c) for c in ctr.values()}
+            keys = [groups(t) for t in tasks]
+            ctr = {k: self._counters + i for i, k in enumerate(dict.fromkeys(keys))}
+            ph.signal_of = [ctr[k] for k in keys]
+            ph.group_size = dict(Counter(ph.signal_of))
             ph.group_ctr = ctr
         if waits_for_group is not None:
-            ctr = prev.group_ctr
-            missing = {waits_for_group(t) for t in tasks} - set(ctr)
+            keys = [waits_for_group(t) for t in tasks]
+            missing = set(keys) - set(prev.group_ctr)
             if missing:
                 raise ValueError(f"phase {name!r} waits for groups {sorted(map(str, missing))} "
                                  f"that {prev.name!r} does not have")
-            ph.wait_of = [(ctr[waits_for_group(t)], prev.group_size[ctr[waits_for_group(t)]])
-                          for t in tasks]
-            unwaited = set(prev.group_size) - {c for c, _ in ph.wait_of}
+            waited = [prev.group_ctr[k] for k in keys]
+            ph.wait_of = [(c, prev.group_size[c]) for c in waited]
+            unwaited = set(prev.group_size) - set(waited)
             if unwaited:
                 raise ValueError(f"phase {name!r}: groups of {prev.name!r} that no task waits "
                                  f"for (counters {sorted(unwaited)}) would order nothing")

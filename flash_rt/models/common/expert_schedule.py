@@ -127,6 +127,15 @@ class ExpertDims:
         return self.q_dim // self.o_klen
 
     @property
+    def combine_rows(self) -> int:
+        """Packed attention rows per combine task (COMBINE_COLS columns an item)."""
+        return COMBINE_ITEMS // (self.head_dim // COMBINE_COLS)
+
+    @property
+    def combine_tasks(self) -> int:
+        return -(-(self.attn_rows * self.head_dim // COMBINE_COLS) // COMBINE_ITEMS)
+
+    @property
     def max_klen(self) -> int:
         """The widest activation slice a GEMM task stages in shared memory."""
         return max(self.width, self.o_klen, self.down_klen)
@@ -237,23 +246,25 @@ def _pages(offset: int, klen: int) -> tuple[tuple[int, int], ...]:
     return tuple(pages)
 
 
+def k_slice(t: Task) -> int:
+    """Which K slice of its GEMM a split-K task (O, down) computes."""
+    return t.k0 // t.klen
+
+
 def combine_o_slices(d: ExpertDims, tile: int) -> tuple[int, int]:
     """The O K-slices (heads // (o_klen / head_dim)) of combine task ``tile``'s first and
     last row (combine rows are head * horizon + token, COMBINE_ITEMS / (head_dim /
     COMBINE_COLS) rows a task; the padding past the last row belongs to the last)."""
-    rows = COMBINE_ITEMS // (d.head_dim // COMBINE_COLS)
     heads_per_slice = d.o_klen // d.head_dim
-    first = tile * rows
-    last = min(first + rows, d.attn_rows) - 1
+    first = tile * d.combine_rows
+    last = min(first + d.combine_rows, d.attn_rows) - 1
     return (first // d.horizon // heads_per_slice, last // d.horizon // heads_per_slice)
 
 
 def combine_groups_align(d: ExpertDims) -> bool:
     """Whether every combine task's rows lie in one O K-slice (then an O task can wait for
     its slice's combine tasks alone)."""
-    rows = COMBINE_ITEMS // (d.head_dim // COMBINE_COLS)
-    tasks = -(-d.attn_rows // rows)
-    return all(a == b for a, b in (combine_o_slices(d, i) for i in range(tasks)))
+    return all(a == b for a, b in (combine_o_slices(d, i) for i in range(d.combine_tasks)))
 
 
 def build_schedule(d: ExpertDims, blocks: int) -> Schedule:
@@ -265,7 +276,6 @@ def build_schedule(d: ExpertDims, blocks: int) -> Schedule:
     sched = Schedule(blocks)
     norm_tasks = -(-d.horizon // NORM_TOKENS)
     attn_blocks = -(-d.attn_rows // ATTN_ROWS)
-    combine_tasks = -(-(d.attn_rows * d.head_dim // COMBINE_COLS) // COMBINE_ITEMS)
 
     def gemm(op: int, layer: int, site: str) -> list[Task]:
         e = plan[(layer, site)]
@@ -279,9 +289,9 @@ def build_schedule(d: ExpertDims, blocks: int) -> Schedule:
 
     by_o_slice = d.grouped_deps and combine_groups_align(d)
     combine_slice = (lambda t: combine_o_slices(d, t.tile)[0]) if by_o_slice else None
-    o_slice = (lambda t: t.k0 // t.klen) if by_o_slice else None
+    o_slice = k_slice if by_o_slice else None
     gate_up_slice = (lambda t: t.tile * TILE_ROWS // 2 // d.down_klen) if d.grouped_deps else None
-    down_slice = (lambda t: t.k0 // t.klen) if d.grouped_deps else None
+    down_slice = k_slice if d.grouped_deps else None
     for layer in range(d.depth):
         sched.add(f"norm_in.{layer}", norm(NORM_IN, layer))
         sched.add(f"qkv.{layer}", gemm(QKV, layer, "qkv"))
@@ -289,7 +299,7 @@ def build_schedule(d: ExpertDims, blocks: int) -> Schedule:
             return sched
         sched.add(f"attn.{layer}", [Task(ATTN, layer, rb, s) for rb in range(attn_blocks)
                                      for s in range(d.splits)])
-        sched.add(f"combine.{layer}", [Task(COMBINE, layer, i) for i in range(combine_tasks)],
+        sched.add(f"combine.{layer}", [Task(COMBINE, layer, i) for i in range(d.combine_tasks)],
                   groups=combine_slice)
         sched.add(f"o.{layer}", gemm(O_PROJ, layer, "o"), waits_for_group=o_slice)
         sched.add(f"norm_mid.{layer}", norm(NORM_MID, layer))
@@ -349,14 +359,14 @@ def task_accesses(d: ExpertDims):
         elif t.op == O_PROJ:
             yield "act_attn", [(r, c) for r in toks
                                for c in range(t.k0, t.k0 + t.klen, COMBINE_COLS)], READ
-            yield "splitk", splitk_cells(range(t.k0 // t.klen, t.k0 // t.klen + 1),
+            yield "splitk", splitk_cells(range(k_slice(t), k_slice(t) + 1),
                                          t.tile * TILE_ROWS, (t.tile + 1) * TILE_ROWS), WRITE
         elif t.op == GATE_UP:
             yield "act_w", [(r, 0) for r in toks], READ
             yield "act_mlp", [(r, t.tile * 32 + c) for r in toks for c in range(32)], WRITE
         elif t.op == DOWN:
             yield "act_mlp", [(r, c) for r in toks for c in range(t.k0, t.k0 + t.klen)], READ
-            yield "splitk", splitk_cells(range(t.k0 // t.klen, t.k0 // t.klen + 1),
+            yield "splitk", splitk_cells(range(k_slice(t), k_slice(t) + 1),
                                          t.tile * TILE_ROWS, (t.tile + 1) * TILE_ROWS), WRITE
     return fn
 
