@@ -39,7 +39,6 @@ __global__ void __launch_bounds__(kThreads, 1) expert_megakernel_kernel(const __
   uint64_t* table_bar = act_bar + 1;
   const int tid = threadIdx.x, block = blockIdx.x;
   BlockState state;
-  state.valid_len = *p.valid_len;
   if (tid == 0) {
     for (int i = 0; i < kWeightSlots; ++i) mbar_init(ring.full + i, 1);
     mbar_init(act_bar, 1);
@@ -49,6 +48,12 @@ __global__ void __launch_bounds__(kThreads, 1) expert_megakernel_kernel(const __
   __syncthreads();
   state.tables = block_tables(p.sched, block, smem + kSmemBytes, table_bar, tid);
   if (tid == kPageIssuer) refill_pages(state.tables, p.sched.wpack, ring, state.issued, 0);
+  // Launched with programmatic dependent launch (ExpertMegakernel's `pdl`), this block may
+  // have started while the previous launch drains: the tables and the first weight pages
+  // above are load-time constants; everything below may read what earlier launches wrote.
+  grid_dependency_wait();
+  allow_dependents();  // the next step's blocks may take the SMs this grid's blocks leave
+  state.valid_len = *p.valid_len;
   for (int i = 0; i < state.tables.n_tasks; ++i) {
     const Task t = state.tables.tasks[i];
     const unsigned long long t_wait = p.trace ? global_ns() : 0ull;
@@ -100,7 +105,8 @@ int max_block_smem(int dev) {
 }
 
 template <int TP, bool PLAIN>
-void launch_tp(const ExpertParams& p, int blocks, int smem_limit, int smem, cudaStream_t s) {
+void launch_tp(const ExpertParams& p, int blocks, int smem_limit, int smem, bool pdl,
+               cudaStream_t s) {
   static bool attr_set = false;  // host-side, once per instance: safe before and in capture
   if (!attr_set) {
     check_cuda(cudaFuncSetAttribute(expert_megakernel_kernel<TP, PLAIN>,
@@ -113,16 +119,27 @@ void launch_tp(const ExpertParams& p, int blocks, int smem_limit, int smem, cuda
     check(per_sm >= 1, "expert_megakernel", "the kernel does not fit on one SM");
     attr_set = true;
   }
-  expert_megakernel_kernel<TP, PLAIN><<<blocks, kThreads, smem, s>>>(p);
+  cudaLaunchAttribute attr{};
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(blocks);
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = static_cast<size_t>(smem);
+  cfg.stream = s;
+  cfg.attrs = &attr;
+  cfg.numAttrs = pdl ? 1 : 0;
+  check_cuda(cudaLaunchKernelEx(&cfg, expert_megakernel_kernel<TP, PLAIN>, p),
+             "expert_megakernel: launch");
 }
 
 template <bool PLAIN>
 void launch_residual(const ExpertParams& p, i64 tp, int blocks, int smem_limit, int smem,
-                     cudaStream_t s) {
-  if (tp == 16) launch_tp<16, PLAIN>(p, blocks, smem_limit, smem, s);
-  else if (tp == 32) launch_tp<32, PLAIN>(p, blocks, smem_limit, smem, s);
-  else if (tp == 48) launch_tp<48, PLAIN>(p, blocks, smem_limit, smem, s);
-  else launch_tp<64, PLAIN>(p, blocks, smem_limit, smem, s);
+                     bool pdl, cudaStream_t s) {
+  if (tp == 16) launch_tp<16, PLAIN>(p, blocks, smem_limit, smem, pdl, s);
+  else if (tp == 32) launch_tp<32, PLAIN>(p, blocks, smem_limit, smem, pdl, s);
+  else if (tp == 48) launch_tp<48, PLAIN>(p, blocks, smem_limit, smem, pdl, s);
+  else launch_tp<64, PLAIN>(p, blocks, smem_limit, smem, pdl, s);
 }
 
 // Looks a key up in the binding's dicts, with an error naming it when absent.
@@ -219,6 +236,8 @@ void expert_megakernel(const std::map<std::string, ptr_t>& ptrs,
   p.down_splits = static_cast<int>(S("down_splits"));
   const i64 kv_heads = S("kv_heads"), max_klen = S("max_klen"), table_bytes = S("table_bytes");
   const i64 plain_residual = S("plain_residual");
+  // programmatic dependent launch (optional key, default off; see the kernel's prologue)
+  const bool pdl = sizes.count("pdl") && sizes.at("pdl") != 0;
   p.eps = eps;
   p.attn_scale = attn_scale;
   p.theta = theta;
@@ -264,8 +283,8 @@ void expert_megakernel(const std::map<std::string, ptr_t>& ptrs,
             "): use more blocks");
   cudaStream_t s = as_stream(stream);
   const int nb = static_cast<int>(blocks);
-  if (plain_residual) launch_residual<true>(p, tp, nb, smem_limit, smem, s);
-  else launch_residual<false>(p, tp, nb, smem_limit, smem, s);
+  if (plain_residual) launch_residual<true>(p, tp, nb, smem_limit, smem, pdl, s);
+  else launch_residual<false>(p, tp, nb, smem_limit, smem, pdl, s);
   check_launch(w);
 }
 

@@ -4,8 +4,8 @@
 # both step times), run its kernel tests and the attention regression tests, and save the
 # SASS instruction mix. Everything lands in $OUT (log.txt, *.json).
 #   bash bench/device/megakernel_session.sh [stage ...]
-#   stages: build diag tests ncu full frontends ab switches splitk baseline fold stepgap
-#           variants variant_full clusters grouped
+#   stages: build diag tests ncu full frontends ab switches splitk baseline fold fold_ab
+#           fold_pdl step vs_sequence stepgap variants variant_full clusters grouped
 #   (variants: for a call of a few minutes. The default build and each of VARIANTS (space
 #   between builds, comma between one build's flags) built side by side in copies of the
 #   tree, then every build's step (kernel only, with its agreement to the sequence)
@@ -269,6 +269,49 @@ do_fold() {
   pipeline_precision fold FLASH_RT_MK_FOLD_IO=1
   stage "default build again"
   build_kernels || exit 1
+}
+do_fold_ab() {
+  # the fold's pipeline A/B alone, for a call of < 10 minutes: the FLASH_RT_MK_FOLD_IO=1
+  # build, the pipeline with the fold on and off on it, its precision (no tests, and the
+  # build is left in place: run `build` to get the default back)
+  stage "build with FLASH_RT_MK_FOLD_IO=1"
+  build_kernels -DFLASH_RT_MK_FOLD_IO=1 || exit 1
+  full_checkpoint
+  pipeline_replay fold_on FLASH_RT_MK_FOLD_IO=1
+  pipeline_replay fold_off FLASH_RT_MK_FOLD_IO=0
+  pipeline_precision fold FLASH_RT_MK_FOLD_IO=1
+}
+do_step() {
+  # the step alone of whatever build is in place (kernel only, FULL_CONFIGS), labelled
+  # STEP_LABEL: for an A/B across builds on one warm machine without their tests
+  stage "step alone, ${STEP_LABEL:=current}"
+  step_bench 200 --configs ${FULL_CONFIGS:-full:2:50 full:1:10} --iters ${STEP_ITERS:-100} \
+      --kernel-only --out "$OUT/expert_step_$STEP_LABEL.json" | grep -E "megakernel .* us|ERROR"
+}
+do_fold_pdl() {
+  # the FLASH_RT_MK_FOLD_IO=1 build (run 16's one-round-trip action projections) and
+  # programmatic dependent launch between the steps (FLASH_RT_MK_PDL, a launch attribute):
+  # their kernel and frontend tests, then the pipeline with fold + PDL, fold alone and
+  # neither on that build, and the precision of fold + PDL
+  stage "build with FLASH_RT_MK_FOLD_IO=1"
+  build_kernels -DFLASH_RT_MK_FOLD_IO=1 || exit 1
+  stage "tests: PDL launches, graph replays, the fold"
+  timeout 150 python3 -m pytest -q -x test/kernels/test_expert_megakernel.py -p no:cacheprovider \
+      -k "programmatic or replays or small_h50 or full_h50_2views" 2>&1 | tail -3
+  FLASH_RT_MK_PDL=1 timeout 150 python3 -m pytest -q -rs -k "fold or Fold" test/gpu/test_pi05_frontends.py \
+      test/gpu/test_pi0_frontends.py -p no:cacheprovider 2>&1 | tail -3
+  full_checkpoint
+  pipeline_replay fold_pdl FLASH_RT_MK_FOLD_IO=1 FLASH_RT_MK_PDL=1
+  pipeline_replay fold FLASH_RT_MK_FOLD_IO=1 FLASH_RT_MK_PDL=0
+  pipeline_replay neither FLASH_RT_MK_FOLD_IO=0 FLASH_RT_MK_PDL=0
+  pipeline_precision fold_pdl FLASH_RT_MK_FOLD_IO=1 FLASH_RT_MK_PDL=1
+}
+do_vs_sequence() {
+  # the kernel against the sequence at the chunk, beside the chunk-level floor (the
+  # sequence with its flash decoder attention against its GEMM one): test/gpu/
+  # full_precision.py with FLASH_RT_PRECISION_VS_SEQUENCE=1 (PRECISION_CONFIGS)
+  full_checkpoint
+  pipeline_precision vs_sequence FLASH_RT_EXPERT=megakernel FLASH_RT_PRECISION_VS_SEQUENCE=1
 }
 do_clusters() {
   # resident thread-block clusters per size at the kernel's footprint, and where a full

@@ -63,8 +63,10 @@ struct ExpertParams {
   float dt;
 };
 
-// FLASH_RT_MK_FOLD_IO=1 (build switch for an A/B; off: measured no faster in run 12 on the
-// H100, whole replays within +-0.4 % with it on and off on one build): the fold above.
+// FLASH_RT_MK_FOLD_IO=1 (build switch for an A/B; off: measured no faster in runs 12 and 16
+// on the H100, whole replays within +-0.5 % with it on and off on one build, while its
+// projections were a dependent L2 round trip per loop iteration; since run 16 each is one
+// round trip, see action_embedding): the fold above.
 // Why: outside the kernel each denoising step still launches the action-in GEMM, the
 // action-out GEMM and the Euler kernel (run 11 on the H100: the graph's step 38-46 us longer
 // than the kernel alone); here they are a few hundred MACs a feature inside tasks that
@@ -299,52 +301,94 @@ __device__ __forceinline__ NormRows norm_rows(const ExpertParams& p, const Task&
 }
 
 // ---------------------------------------------------------------- folded action I/O
-// dec_x[tok, f] = bf16(x_bf16[tok] . act_in_w[f] + act_in_b[f]): the action-in GEMM's
-// value (fp32 products and sum, bias, one bf16 rounding; the sum's order aside). Launch
-// inputs only (x_bf16 is the previous launch's).
-__device__ __forceinline__ float action_embedding(const ExpertParams& p, int tok, int f) {
+// Both folded projections issue every load they need before their first product: one L2
+// round trip each. (Their first version looped over the action dims / the features with a
+// runtime bound, a dependent round trip per iteration: ~40 us a step at 2 views h50 on the
+// H100, what the three launches it replaces cost; run 16.)
+constexpr int kActionChunks = kMaxActionDim / 8;  // 16-byte bf16 chunks of an action row
+
+// dec_x[tok, f] for the thread's features f = norm_feature(tid, i), i < fpt: bf16(x_bf16[tok]
+// . act_in_w[f] + act_in_b[f]), the action-in GEMM's value (fp32 products summed in dim
+// order, bias, one bf16 rounding). Launch inputs only (x_bf16 is the previous launch's).
+__device__ __forceinline__ void action_embedding(const ExpertParams& p, int tok, int tid,
+                                                 float (&out)[kNormChunksMax]) {
+  const int chunks = p.A / 8, fpt = p.W / kConsumers;
   const uint4* x4 = reinterpret_cast<const uint4*>(p.act_x_bf16 + static_cast<size_t>(tok) * p.A);
-  const uint4* w4 = reinterpret_cast<const uint4*>(p.act_in_w + static_cast<size_t>(f) * p.A);
-  float acc = 0.f;
-  for (int c = 0; c < p.A / 8; ++c) {
-    const uint4 xv = x4[c], wv = w4[c];
-    const __nv_bfloat162* xh = reinterpret_cast<const __nv_bfloat162*>(&xv);
-    const __nv_bfloat162* wh = reinterpret_cast<const __nv_bfloat162*>(&wv);
+  uint4 xv[kActionChunks], wv[kNormChunksMax][kActionChunks];
+  float bias[kNormChunksMax];
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const float2 a = __bfloat1622float2(xh[j]), b = __bfloat1622float2(wh[j]);
-      acc = fmaf(a.x, b.x, acc);
-      acc = fmaf(a.y, b.y, acc);
-    }
+  for (int c = 0; c < kActionChunks; ++c) xv[c] = c < chunks ? x4[c] : make_uint4(0, 0, 0, 0);
+#pragma unroll
+  for (int i = 0; i < kNormChunksMax; ++i) {
+    const int f = norm_feature(tid, i);
+    const uint4* w4 = reinterpret_cast<const uint4*>(p.act_in_w + static_cast<size_t>(f) * p.A);
+#pragma unroll
+    for (int c = 0; c < kActionChunks; ++c)
+      wv[i][c] = i < fpt && c < chunks ? w4[c] : make_uint4(0, 0, 0, 0);
+    bias[i] = i < fpt ? __bfloat162float(p.act_in_b[f]) : 0.f;
   }
-  return bf16r(acc + __bfloat162float(p.act_in_b[f]));
+#pragma unroll
+  for (int i = 0; i < kNormChunksMax; ++i) {
+    float acc = 0.f;
+#pragma unroll
+    for (int c = 0; c < kActionChunks; ++c) {  // zero chunks past A add exact zeros
+      const __nv_bfloat162* xh = reinterpret_cast<const __nv_bfloat162*>(&xv[c]);
+      const __nv_bfloat162* wh = reinterpret_cast<const __nv_bfloat162*>(&wv[i][c]);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const float2 a = __bfloat1622float2(xh[j]), b = __bfloat1622float2(wh[j]);
+        acc = fmaf(a.x, b.x, acc);
+        acc = fmaf(a.y, b.y, acc);
+      }
+    }
+    out[i] = bf16r(acc + bias[i]);
+  }
 }
 
 // The step's tail for one token, by the final norm task's threads: v = bf16(xn . act_out_w[a]
 // + act_out_b[a]) (the action-out GEMM's value), then the Euler kernel's x += dt * v and
 // x_bf16 = bf16(x). The token's xn (as stored) goes through shared memory (`red`, W floats)
-// so that warp w takes action dims [4 w, 4 w + 4) over all features: one barrier, and four
-// shuffle sums a warp instead of a block-wide reduction of every dim. Out of line: inlined,
-// its registers made the tpad-48 instance spill (20 bytes).
+// so that warp w takes action dims [4 w, 4 w + 4) over all features, lane l the 16-byte
+// weight chunks l, l + 32, ... of each of its dims' rows (coalesced, all issued at once):
+// one barrier, and four shuffle sums a warp instead of a block-wide reduction of every dim.
+// Out of line: inlined, its registers made the tpad-48 instance spill (20 bytes).
 __device__ __noinline__ void action_out_euler(const ExpertParams& p, int tok,
                                                  const float (&xn)[kNormChunksMax], int tid,
                                                  float* red) {
   constexpr int kDimsPerWarp = kMaxActionDim / kConsumerWarps;
+  constexpr int kRowChunks = kNormChunksMax * kConsumers / (8 * 32);  // per lane, W <= 1024
   const int warp = tid >> 5, lane = tid & 31, fpt = p.W / kConsumers;
+  const int row_chunks = p.W / (8 * 32);  // W is a multiple of 256
 #pragma unroll
   for (int i = 0; i < kNormChunksMax; ++i) {
     if (i < fpt) red[norm_feature(tid, i)] = xn[i];
   }
-  ConsumerSync::sync();
   const int a0 = warp * kDimsPerWarp;
+  uint4 wv[kDimsPerWarp][kRowChunks];
+#pragma unroll
+  for (int j = 0; j < kDimsPerWarp; ++j) {
+    const uint4* w4 = reinterpret_cast<const uint4*>(p.act_out_w + static_cast<size_t>(a0 + j) * p.W);
+#pragma unroll
+    for (int c = 0; c < kRowChunks; ++c)
+      wv[j][c] = a0 + j < p.A && c < row_chunks ? w4[c * 32 + lane] : make_uint4(0, 0, 0, 0);
+  }
+  ConsumerSync::sync();
   float acc[kDimsPerWarp] = {};
-  for (int f = lane; f < p.W; f += 32) {
-    const float x = red[f];
+#pragma unroll
+  for (int c = 0; c < kRowChunks; ++c) {
+    if (c >= row_chunks) break;
+    const float4* x4 = reinterpret_cast<const float4*>(red + 8 * (c * 32 + lane));
+    const float4 lo = x4[0], hi = x4[1];
+    const float x[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
 #pragma unroll
     for (int j = 0; j < kDimsPerWarp; ++j) {
-      if (a0 + j < p.A)
-        acc[j] = fmaf(x, __bfloat162float(p.act_out_w[static_cast<size_t>(a0 + j) * p.W + f]),
-                      acc[j]);
+      const __nv_bfloat162* wh = reinterpret_cast<const __nv_bfloat162*>(&wv[j][c]);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float2 w = __bfloat1622float2(wh[e]);
+        acc[j] = fmaf(x[2 * e], w.x, acc[j]);
+        acc[j] = fmaf(x[2 * e + 1], w.y, acc[j]);
+      }
     }
   }
   float mine = 0.f;
@@ -361,6 +405,7 @@ __device__ __noinline__ void action_out_euler(const ExpertParams& p, int tok,
     p.act_x[i] = x;
     p.act_x_bf16[i] = __float2bfloat16_rn(x);
   }
+  if constexpr (kNormTokens > 1) ConsumerSync::sync();  // `red` is the next token's
 }
 
 // (kNormBulk) Thread 0 brings the task's partial rows (n_parts slices) and, unless `embed`,
@@ -448,13 +493,16 @@ __device__ __forceinline__ void norm_task(const ExpertParams& p, const Task& t, 
 #pragma unroll
   for (int k = 0; k < kNormTokens; ++k) {
     if (k >= ntok) break;
+    if (embed) {
+      action_embedding(p, t0 + k, tid, v[k]);
+      continue;
+    }
     const bf16* xs = p.x + static_cast<size_t>(t0 + k) * W;
 #pragma unroll
     for (int i = 0; i < kMaxFpt; ++i) {
       if (i < fpt) {
         const int f = norm_feature(tid, i);
-        v[k][i] = embed ? action_embedding(p, t0 + k, f)
-                        : __bfloat162float(kNormBulk ? x_stage[k * W + f] : __ldcg(xs + f));
+        v[k][i] = __bfloat162float(kNormBulk ? x_stage[k * W + f] : __ldcg(xs + f));
       }
     }
   }

@@ -113,6 +113,36 @@ def test_megakernel_replays_in_a_graph_and_across_steps(fk):
     assert int(tb.mk.scratch["counters"].abs().sum()) == 0
 
 
+def test_steps_launched_with_programmatic_dependent_launch_match_plain_launches(fk):
+    # Two steps back to back in one graph, the second reading the residual stream (and
+    # overwriting the K/V rows) the first wrote. With FLASH_RT_MK_PDL's launch attribute the
+    # second grid's blocks start on the SMs the first grid's blocks leave and must wait for
+    # the whole first grid before touching any of it: a missing wait is a race here.
+    tb = ExpertTestbed(CONFIGS["full_depth2_h10"], fk)
+    tb.calibrate([0, 1])
+
+    def two_steps():
+        tb.run_megakernel(0)
+        tb.run_megakernel(1)
+
+    outs = {}
+    for pdl in (0, 1, 0, 1):
+        tb.mk.sizes["pdl"] = pdl
+        g = tb.capture_graph(two_steps)
+        for _ in range(3):
+            tb.restore()
+            tb.acts.t["dec_xn"].fill_(float("nan"))
+            with torch.cuda.stream(tb.torch_stream):
+                g.replay()
+            torch.cuda.synchronize()
+            out = tb.outputs()
+            ref = outs.setdefault("plain", out)  # (the first replay: plain launches)
+            for key in ("xn", "x", "q", "k_rows", "v_rows"):
+                assert cos(out[key], ref[key]) > 0.99999, (pdl, key)
+    tb.mk.sizes["pdl"] = 0
+    assert int(tb.mk.scratch["counters"].abs().sum()) == 0
+
+
 def test_megakernel_refuses_bad_sizes(fk):
     tb = ExpertTestbed(CONFIGS["small_h50"], fk)
     ptrs = dict(tb.mk._fixed, ascale=tb.ctx.scale("ex.0.0.qkv"), mod=mod_row(tb.ctx, 0, 0),

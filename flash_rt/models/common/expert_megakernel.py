@@ -59,6 +59,10 @@ SPLITK_SCALE_2_FROM_TPAD = 64
 # (ExpertDims.grouped_deps; a schedule choice, no rebuild). Off: no faster on the H100
 # (run 15: 607-613 vs 605-612 us a step at 2 views h50, 505 vs 504 at 1 view h10).
 GROUPED_DEPS_ENV = "FLASH_RT_MK_GROUPED_DEPS"
+# FLASH_RT_MK_PDL=1: launch with programmatic dependent launch, so that a step's blocks
+# load their tables and first weight pages while the previous step's grid drains (the
+# kernel waits for it before reading anything it wrote). A launch attribute: no rebuild.
+PDL_ENV = "FLASH_RT_MK_PDL"
 
 
 def default_splitk_scale(horizon: int) -> int:
@@ -165,7 +169,8 @@ class ExpertMegakernel:
                          and all(k in weights for k in FOLD_IN_WEIGHTS))
         self.sizes = dict(kernel_sizes(ed, self.schedule, tables, rope_rows=d.cache_rows),
                           plain_residual=int(plain_residual), fold_in=int(self.folds_in),
-                          fold_out=int(self.folds_out), action_dim=d.action_dim, steps=d.steps)
+                          fold_out=int(self.folds_out), action_dim=d.action_dim, steps=d.steps,
+                          pdl=int(os.environ.get(PDL_ENV, "0") == "1"))
         self.eps, self.attn_scale, self.theta = d.ex_eps, d.head_dim ** -0.5, d.theta
         self._fixed = {**{k: v.data_ptr() for k, v in self.tables.items()},
                        **{k: v.data_ptr() for k, v in self.scratch.items()},
