@@ -21,7 +21,7 @@
 #   baseline: an earlier commit's whole tree, `git archive REF | gzip > carry/base.tar.gz`
 #   here, built in /tmp/base on the device and its step measured in the same call)
 #   MK_MODEL=pi0: the step of Pi0's expert (bench/expert_step.py --model pi0);
-#   fold: the folded action I/O build (FLASH_RT_MK_FOLD_IO=1), its tests, and the whole
+#   fold: the folded action I/O build (FLASH_RT_MK_FOLD_IO=1, the default since run 16), its tests, and the whole
 #   pipeline with the fold on and off on that build (VIEWS, HORIZONS, PRECISION_CONFIGS))
 # Wheels the device lacks travel in carry/ (pybind11).
 # shellcheck source=bench/device/session_common.sh

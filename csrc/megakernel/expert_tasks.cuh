@@ -63,16 +63,17 @@ struct ExpertParams {
   float dt;
 };
 
-// FLASH_RT_MK_FOLD_IO=1 (build switch for an A/B; off: measured no faster in runs 12 and 16
-// on the H100, whole replays within +-0.5 % with it on and off on one build, while its
-// projections were a dependent L2 round trip per loop iteration; since run 16 each is one
-// round trip, see action_embedding): the fold above.
+// FLASH_RT_MK_FOLD_IO (build switch, default 1 since run 16; 0: the projections and the
+// Euler update run as three launches around the kernel): the fold above. Measured no
+// faster in runs 12 and 16 while its projections paid a dependent L2 round trip per loop
+// iteration; with one round trip each (see action_embedding) and FLASH_RT_MK_PDL, whole
+// replays on the H100 0.04-0.15 ms faster at every view count and horizon (run 16).
 // Why: outside the kernel each denoising step still launches the action-in GEMM, the
 // action-out GEMM and the Euler kernel (run 11 on the H100: the graph's step 38-46 us longer
 // than the kernel alone); here they are a few hundred MACs a feature inside tasks that
 // already hold the token's row.
 #ifndef FLASH_RT_MK_FOLD_IO
-#define FLASH_RT_MK_FOLD_IO 0
+#define FLASH_RT_MK_FOLD_IO 1
 #endif
 constexpr bool kFoldIo = FLASH_RT_MK_FOLD_IO != 0;
 constexpr int kMaxActionDim = 32;  // fold: the action dims (a multiple of 8, <= 32)
@@ -310,6 +311,8 @@ constexpr int kActionChunks = kMaxActionDim / 8;  // 16-byte bf16 chunks of an a
 // dec_x[tok, f] for the thread's features f = norm_feature(tid, i), i < fpt: bf16(x_bf16[tok]
 // . act_in_w[f] + act_in_b[f]), the action-in GEMM's value (fp32 products summed in dim
 // order, bias, one bf16 rounding). Launch inputs only (x_bf16 is the previous launch's).
+// Inlined (as measured in run 16), the tpad-48 instance spills 4 bytes (as the first
+// version did); out of line no instance spills (compiled, not yet timed).
 __device__ __forceinline__ void action_embedding(const ExpertParams& p, int tok, int tid,
                                                  float (&out)[kNormChunksMax]) {
   const int chunks = p.A / 8, fpt = p.W / kConsumers;

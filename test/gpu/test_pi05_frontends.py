@@ -66,7 +66,7 @@ def test_gemma_head_shape_matches_reference(gpu, small_pi05_ckpt, camera_images,
 
 def test_folded_action_io_matches_the_launches_it_replaces(gpu, small_pi05_ckpt, camera_images,
                                                            state, tmp_path, monkeypatch):
-    # a module built with FLASH_RT_MK_FOLD_IO=1: the persistent kernel also runs the action
+    # a module built with FLASH_RT_MK_FOLD_IO=1 (the default): the kernel also runs the action
     # projections and the Euler update; FLASH_RT_MK_FOLD_IO=0 launches them as before, on the
     # same module. Same observation, noise and calibration frame: both as close to the FP32
     # reference, and to each other within issue 14's kernel-vs-sequence bar (the folded sums'
