@@ -42,6 +42,7 @@ __device__ __forceinline__ void load_kv_tile(bf16* s, const bf16* base, long lon
 
 template <int DP, int BN>
 __global__ void __launch_bounds__(kWarps * 32) attn_kernel(Params p) {
+  pdl_begin();
   constexpr int SD = DP + 8;  // padded smem row (conflict-free fragment loads)
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* Qs = reinterpret_cast<bf16*>(smem_raw);
@@ -176,6 +177,7 @@ __global__ void __launch_bounds__(kWarps * 32) attn_kernel(Params p) {
 // kv head, split).
 template <int DP, int BN, int WG, int STAGES, bool QREG>
 __global__ void __launch_bounds__(WG * 128) attn_kernel_v2(Params p) {
+  pdl_begin();
   extern __shared__ __align__(16) unsigned char smem_raw[];
   attn_v2_tile<DP, BN, WG, STAGES, QREG, BlockSync>(p, smem_raw, blockIdx.x * kBlockM,
                                                     blockIdx.y / p.Hkv, blockIdx.y % p.Hkv,
@@ -185,15 +187,20 @@ __global__ void __launch_bounds__(WG * 128) attn_kernel_v2(Params p) {
 // Split-K merge, one thread per (output row, 8 columns) item.
 template <int MAXS>
 __global__ void __launch_bounds__(128) attn_combine_kernel(Params p) {
+  pdl_begin();
   attn_combine_item<MAXS>(p, blockIdx.x * (long long)blockDim.x + threadIdx.x);
 }
 
 void launch_combine(const Params& p, long long rows, cudaStream_t s) {
   const unsigned blocks = ceil_div(rows * (p.D / 8), 128);
-  if (p.splits <= 8) attn_combine_kernel<8><<<blocks, 128, 0, s>>>(p);
-  else if (p.splits <= 16) attn_combine_kernel<16><<<blocks, 128, 0, s>>>(p);
-  else if (p.splits <= 32) attn_combine_kernel<32><<<blocks, 128, 0, s>>>(p);
-  else attn_combine_kernel<64><<<blocks, 128, 0, s>>>(p);
+  if (p.splits <= 8) launch_kernel("attn_combine_kernel", attn_combine_kernel<8>,
+                                   dim3(blocks), dim3(128), 0, s, p);
+  else if (p.splits <= 16) launch_kernel("attn_combine_kernel", attn_combine_kernel<16>,
+                                         dim3(blocks), dim3(128), 0, s, p);
+  else if (p.splits <= 32) launch_kernel("attn_combine_kernel", attn_combine_kernel<32>,
+                                         dim3(blocks), dim3(128), 0, s, p);
+  else launch_kernel("attn_combine_kernel", attn_combine_kernel<64>,
+                     dim3(blocks), dim3(128), 0, s, p);
 }
 
 template <int DP, int BN>
@@ -206,7 +213,7 @@ void launch_dp(const Params& p, dim3 grid, cudaStream_t s) {
                "attention: cudaFuncSetAttribute");
     attr_set = true;
   }
-  attn_kernel<DP, BN><<<grid, kWarps * 32, smem, s>>>(p);
+  launch_kernel("attn_kernel", attn_kernel<DP, BN>, dim3(grid), dim3(kWarps * 32), smem, s, p);
 }
 
 
@@ -237,7 +244,8 @@ bool launch_v2(const Params& p, dim3 grid, cudaStream_t s) {
                "attention: cudaFuncSetAttribute");
     attr_set = true;
   }
-  attn_kernel_v2<DP, BN, WG, STAGES, QREG><<<grid, C::kThreads, C::kSmem, s>>>(p);
+  launch_kernel("attn_kernel_v2", attn_kernel_v2<DP, BN, WG, STAGES, QREG>,
+                dim3(grid), dim3(C::kThreads), C::kSmem, s, p);
   return true;
 }
 

@@ -28,6 +28,7 @@ __global__ void __launch_bounds__(kSoftmaxWarps * 32)
 masked_softmax_kernel(const float* __restrict__ S, bf16* __restrict__ P, int rows, int cols,
                       int key_rows, const int* __restrict__ n_keys, int n_add,
                       const unsigned char* __restrict__ key_mask) {
+  pdl_begin();
   const int row = blockIdx.x * kSoftmaxWarps + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
   if (row >= rows) return;
@@ -125,11 +126,14 @@ void attention_mqa_gemm(ptr_t q, ptr_t k_cache, ptr_t v_cache, ptr_t out, i64 n_
   auto* pp = as_ptr<bf16>(p_buf);
   const dim3 grid(blocks), block(kSoftmaxWarps * 32);
   if (keys_pad <= 512) {
-    masked_softmax_kernel<4><<<grid, block, 0, s>>>(sp, pp, r, cols, kr, nk, add, km);
+    launch_kernel("masked_softmax_kernel", masked_softmax_kernel<4>,
+                  dim3(grid), dim3(block), 0, s, sp, pp, r, cols, kr, nk, add, km);
   } else if (keys_pad <= 1024) {
-    masked_softmax_kernel<8><<<grid, block, 0, s>>>(sp, pp, r, cols, kr, nk, add, km);
+    launch_kernel("masked_softmax_kernel", masked_softmax_kernel<8>,
+                  dim3(grid), dim3(block), 0, s, sp, pp, r, cols, kr, nk, add, km);
   } else {
-    masked_softmax_kernel<16><<<grid, block, 0, s>>>(sp, pp, r, cols, kr, nk, add, km);
+    launch_kernel("masked_softmax_kernel", masked_softmax_kernel<16>,
+                  dim3(grid), dim3(block), 0, s, sp, pp, r, cols, kr, nk, add, km);
   }
   check_launch("attention_mqa_gemm (softmax)");
 

@@ -440,6 +440,16 @@ PYBIND11_MODULE(flash_rt_kernels, m) {
         "Whether this build can fold the action-in / action-out projections and the Euler "
         "update into expert_megakernel (build switch FLASH_RT_MK_FOLD_IO=1).");
 
+  m.def("set_programmatic_launch", [](bool on) {
+    const bool before = programmatic_launch();
+    programmatic_launch() = on;
+    return before;
+  }, py::arg("on"),
+        "Launch the module's kernels (all but expert_megakernel, which takes its own `pdl`)\n"
+        "with programmatic dependent launch from now on (process-wide; graphs keep what they\n"
+        "captured). Returns the previous setting. Every kernel waits for the ones before it\n"
+        "before touching memory, so either setting computes the same.");
+
   m.def("built_archs", [] {
     std::vector<std::string> v;
     std::string s = FLASH_RT_GPU_ARCHS;

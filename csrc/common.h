@@ -10,6 +10,11 @@
 #include <cstdio>
 #include <stdexcept>
 #include <string>
+#include <utility>
+
+#ifdef __CUDACC__
+#include "pdl.cuh"  // grid_dependency_wait, allow_dependents (device side of the PDL below)
+#endif
 
 namespace flash_rt {
 
@@ -99,10 +104,56 @@ inline int require_sm90a(const char* where, const char* what, const char* instea
 template <typename T>
 inline T* as_ptr(uintptr_t p) { return reinterpret_cast<T*>(p); }
 
+// ---------------------------------------------------------------- programmatic dependent launch
+// With the launch attribute cudaLaunchAttributeProgrammaticStreamSerialization a kernel may
+// start launching while the kernel before it in its stream still runs (once every block of
+// that one has let it: pdl_begin() / allow_dependents(), or exited), so its launch and its
+// blocks' start-up overlap the previous kernel's tail; in a captured graph the edge becomes
+// a programmatic one. Every kernel of the module waits for its predecessors in pdl_begin()
+// before touching memory, so the attribute is always safe to set. The module's kernels are
+// launched with it when the process asks (set_programmatic_launch: the hardware Tuning's
+// `programmatic_launch`, FLASH_RT_PDL); the persistent expert kernel has its own switch.
+inline bool& programmatic_launch() {
+  static bool on = false;
+  return on;
+}
+
+// kernel<<<grid, block, smem, s>>>(args...), with the PDL attribute when `pdl`.
+template <typename... Params, typename... Args>
+inline void launch_kernel(const char* where, bool pdl, void (*kernel)(Params...), dim3 grid,
+                          dim3 block, size_t smem, cudaStream_t s, Args&&... args) {
+  cudaLaunchAttribute attr{};
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cfg.attrs = &attr;
+  cfg.numAttrs = pdl ? 1 : 0;
+  check_cuda(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...), where);
+}
+
+// The module's kernels (not the persistent one): PDL as the process asked.
+template <typename... Params, typename... Args>
+inline void launch_kernel(const char* where, void (*kernel)(Params...), dim3 grid, dim3 block,
+                          size_t smem, cudaStream_t s, Args&&... args) {
+  launch_kernel(where, programmatic_launch(), kernel, grid, block, smem, s,
+                std::forward<Args>(args)...);
+}
+
 inline unsigned ceil_div(long long a, long long b) { return static_cast<unsigned>((a + b - 1) / b); }
 
 // ---------------------------------------------------------------- device helpers
 #ifdef __CUDACC__
+
+// The first statement of every kernel of the module: wait for the kernels before it (a
+// PDL launch may have started early), then let the next one start launching.
+__device__ __forceinline__ void pdl_begin() {
+  grid_dependency_wait();
+  allow_dependents();
+}
 
 // An already scaled value to e4m3: saturate to +-kE4M3Max, round to nearest even.
 __device__ __forceinline__ fp8 sat_fp8(float v) {

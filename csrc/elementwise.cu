@@ -19,6 +19,7 @@ unsigned grid_for(i64 n_vec) {
 __global__ void gated_residual_kernel(bf16* __restrict__ x, const bf16* __restrict__ y,
                                       const float* __restrict__ mod, int N, i64 n_vec,
                                       int rows_per_cond) {
+  pdl_begin();
   const int nv_row = N / 8;
   for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n_vec;
        i += (i64)gridDim.x * blockDim.x) {
@@ -53,6 +54,7 @@ static_assert(kGegluInterleave == 8, "geglu_kernel reads one gate group as one 8
 template <typename Out>
 __global__ void geglu_kernel(const bf16* __restrict__ gu, Out* __restrict__ out,
                              const float* __restrict__ out_scale, int F, i64 n_vec) {
+  pdl_begin();
   const float inv_s = out_scale ? 1.f / *out_scale : 1.f;
   const int nv_row = F / 8;
   for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n_vec;
@@ -70,6 +72,7 @@ __global__ void geglu_kernel(const bf16* __restrict__ gu, Out* __restrict__ out,
 
 // out = x * sigmoid(x) = x / (1 + exp(-x)) in fp32, rounded to bf16; out may alias x.
 __global__ void silu_kernel(const bf16* x, bf16* out, i64 n_vec) {
+  pdl_begin();
   for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n_vec;
        i += (i64)gridDim.x * blockDim.x) {
     float v[8];
@@ -83,6 +86,7 @@ __global__ void silu_kernel(const bf16* x, bf16* out, i64 n_vec) {
 __global__ void quantize_kernel(const bf16* __restrict__ x, fp8* __restrict__ out,
                                 const float* __restrict__ scale, const float* __restrict__ amax,
                                 float* __restrict__ scale_out, i64 n_vec) {
+  pdl_begin();
   // Static: s = *scale. Dynamic: s = max(amax, tiny) / 448 (block 0 publishes it).
   const float s = scale ? *scale : fmaxf(*amax, 1e-12f) / kE4M3Max;
   if (scale_out && blockIdx.x == 0 && threadIdx.x == 0) *scale_out = s;
@@ -96,6 +100,7 @@ __global__ void quantize_kernel(const bf16* __restrict__ x, fp8* __restrict__ ou
 
 // amax = max(amax, max |x|). Non-negative floats order like their int bit patterns.
 __global__ void amax_kernel(const bf16* __restrict__ x, float* __restrict__ amax, i64 n_vec) {
+  pdl_begin();
   float m = 0.f;
   for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n_vec;
        i += (i64)gridDim.x * blockDim.x) {
@@ -111,6 +116,7 @@ __global__ void amax_kernel(const bf16* __restrict__ x, float* __restrict__ amax
 // x (fp32) += dt * v (bf16); optional bf16 copy of the new x for the next GEMM.
 __global__ void euler_kernel(float* __restrict__ x, const bf16* __restrict__ v,
                              bf16* __restrict__ x_bf16, float dt, i64 n_vec) {
+  pdl_begin();
   for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n_vec;
        i += (i64)gridDim.x * blockDim.x) {
     float vv[8];
@@ -144,7 +150,8 @@ void gated_residual(ptr_t x, ptr_t y, ptr_t mod, i64 M, i64 N, i64 rows_per_cond
   check_ptr(y, w, "y", 16);
   check_ptr(mod, w, "mod", 4);
   const i64 nv = M * N / 8;
-  gated_residual_kernel<<<grid_for(nv), kThreads, 0, as_stream(stream)>>>(
+  launch_kernel("gated_residual_kernel", gated_residual_kernel,
+                dim3(grid_for(nv)), dim3(kThreads), 0, as_stream(stream),
       as_ptr<bf16>(x), as_ptr<const bf16>(y), as_ptr<const float>(mod), static_cast<int>(N), nv,
       static_cast<int>(std::min<i64>(rows_per_cond, M)));
   check_launch(w);
@@ -162,11 +169,13 @@ void geglu_impl(const char* w, bool fp8_out, ptr_t gu, ptr_t out, ptr_t out_scal
   const i64 nv = M * F / 8;
   if (fp8_out) {
     check_ptr(out_scale, w, "out_scale", 4);
-    geglu_kernel<fp8><<<grid_for(nv), kThreads, 0, as_stream(stream)>>>(
+    launch_kernel("geglu_kernel", geglu_kernel<fp8>,
+                  dim3(grid_for(nv)), dim3(kThreads), 0, as_stream(stream),
         as_ptr<const bf16>(gu), as_ptr<fp8>(out), as_ptr<const float>(out_scale),
         static_cast<int>(F), nv);
   } else {
-    geglu_kernel<bf16><<<grid_for(nv), kThreads, 0, as_stream(stream)>>>(
+    launch_kernel("geglu_kernel", geglu_kernel<bf16>,
+                  dim3(grid_for(nv)), dim3(kThreads), 0, as_stream(stream),
         as_ptr<const bf16>(gu), as_ptr<bf16>(out), nullptr, static_cast<int>(F), nv);
   }
   check_launch(w);
@@ -186,7 +195,8 @@ void silu_bf16(ptr_t x, ptr_t out, i64 n, ptr_t stream) {
   check_n(w, n);
   check_ptr(x, w, "x", 16);
   check_ptr(out, w, "out", 16);
-  silu_kernel<<<grid_for(n / 8), kThreads, 0, as_stream(stream)>>>(
+  launch_kernel("silu_kernel", silu_kernel,
+                dim3(grid_for(n / 8)), dim3(kThreads), 0, as_stream(stream),
       as_ptr<const bf16>(x), as_ptr<bf16>(out), n / 8);
   check_launch(w);
 }
@@ -197,7 +207,8 @@ void quantize_fp8_static(ptr_t x, ptr_t out, ptr_t scale, i64 n, ptr_t stream) {
   check_ptr(x, w, "x", 16);
   check_ptr(out, w, "out", 8);
   check_ptr(scale, w, "scale", 4);
-  quantize_kernel<<<grid_for(n / 8), kThreads, 0, as_stream(stream)>>>(
+  launch_kernel("quantize_kernel", quantize_kernel,
+                dim3(grid_for(n / 8)), dim3(kThreads), 0, as_stream(stream),
       as_ptr<const bf16>(x), as_ptr<fp8>(out), as_ptr<const float>(scale), nullptr, nullptr,
       n / 8);
   check_launch(w);
@@ -214,10 +225,10 @@ void quantize_fp8_dynamic(ptr_t x, ptr_t out, ptr_t scale_out, ptr_t amax_ws, i6
   check(scale_out != amax_ws, w, "scale_out and amax_ws must be different floats");
   cudaStream_t s = as_stream(stream);
   check_cuda(cudaMemsetAsync(as_ptr<void>(amax_ws), 0, sizeof(float), s), w);
-  amax_kernel<<<grid_for(n / 8), kThreads, 0, s>>>(as_ptr<const bf16>(x), as_ptr<float>(amax_ws),
-                                                 n / 8);
+  launch_kernel("amax_kernel", amax_kernel, dim3(grid_for(n / 8)), dim3(kThreads), 0, s,
+                as_ptr<const bf16>(x), as_ptr<float>(amax_ws), n / 8);
   check_launch(w);
-  quantize_kernel<<<grid_for(n / 8), kThreads, 0, s>>>(
+  launch_kernel("quantize_kernel", quantize_kernel, dim3(grid_for(n / 8)), dim3(kThreads), 0, s,
       as_ptr<const bf16>(x), as_ptr<fp8>(out), nullptr, as_ptr<const float>(amax_ws),
       as_ptr<float>(scale_out), n / 8);
   check_launch(w);
@@ -228,7 +239,8 @@ void amax_update(ptr_t x, i64 n, ptr_t amax, ptr_t stream) {
   check_n(w, n);
   check_ptr(x, w, "x", 16);
   check_ptr(amax, w, "amax", 4);
-  amax_kernel<<<grid_for(n / 8), kThreads, 0, as_stream(stream)>>>(
+  launch_kernel("amax_kernel", amax_kernel,
+                dim3(grid_for(n / 8)), dim3(kThreads), 0, as_stream(stream),
       as_ptr<const bf16>(x), as_ptr<float>(amax), n / 8);
   check_launch(w);
 }
@@ -239,7 +251,8 @@ void euler_step(ptr_t x, ptr_t v, ptr_t x_bf16, i64 n, float dt, ptr_t stream) {
   check_ptr(x, w, "x", 16);
   check_ptr(v, w, "v", 16);
   check_ptr(x_bf16, w, "x_bf16", 16, true);
-  euler_kernel<<<grid_for(n / 8), kThreads, 0, as_stream(stream)>>>(
+  launch_kernel("euler_kernel", euler_kernel,
+                dim3(grid_for(n / 8)), dim3(kThreads), 0, as_stream(stream),
       as_ptr<float>(x), as_ptr<const bf16>(v), as_ptr<bf16>(x_bf16), dt, n / 8);
   check_launch(w);
 }

@@ -8,6 +8,7 @@ namespace {
 __global__ void embed_kernel(const int* __restrict__ ids, const bf16* __restrict__ table,
                              bf16* __restrict__ out, int N, long long vocab, float scale,
                              long long n_vec) {
+  pdl_begin();
   const int nv_row = N / 8;
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n_vec;
        i += (long long)gridDim.x * blockDim.x) {
@@ -41,7 +42,8 @@ void embed_gather(ptr_t ids, ptr_t table, ptr_t out, i64 M, i64 N, i64 vocab, fl
   check_ptr(out, w, "out", 16);
   const long long nv = M * N / 8;
   const unsigned blocks = static_cast<unsigned>(std::min<long long>((nv + 255) / 256, 65535ll * 8));
-  embed_kernel<<<blocks, 256, 0, as_stream(stream)>>>(as_ptr<const int>(ids),
+  launch_kernel("embed_kernel", embed_kernel,
+                dim3(blocks), dim3(256), 0, as_stream(stream), as_ptr<const int>(ids),
                                                       as_ptr<const bf16>(table), as_ptr<bf16>(out),
                                                       static_cast<int>(N), vocab, scale, nv);
   check_launch(w);

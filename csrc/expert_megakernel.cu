@@ -119,18 +119,8 @@ void launch_tp(const ExpertParams& p, int blocks, int smem_limit, int smem, bool
     check(per_sm >= 1, "expert_megakernel", "the kernel does not fit on one SM");
     attr_set = true;
   }
-  cudaLaunchAttribute attr{};
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(blocks);
-  cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = static_cast<size_t>(smem);
-  cfg.stream = s;
-  cfg.attrs = &attr;
-  cfg.numAttrs = pdl ? 1 : 0;
-  check_cuda(cudaLaunchKernelEx(&cfg, expert_megakernel_kernel<TP, PLAIN>, p),
-             "expert_megakernel: launch");
+  launch_kernel("expert_megakernel: launch", pdl, expert_megakernel_kernel<TP, PLAIN>,
+                dim3(blocks), dim3(kThreads), static_cast<size_t>(smem), s, p);
 }
 
 template <bool PLAIN>

@@ -37,6 +37,7 @@ struct ImgParams {
 };
 
 __global__ void image_patches_kernel(ImgParams p) {
+  pdl_begin();
   const int kpp = 3 * p.P * p.P;
   const long long total = static_cast<long long>(p.G) * p.G * p.row_stride;
   for (long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x; idx < total;
@@ -103,7 +104,8 @@ std::vector<i64> image_patches(ptr_t src, ptr_t out, i64 H, i64 W, i64 S, i64 P,
               static_cast<int>(out_row_stride)};
   const long long total = (S / P) * (S / P) * out_row_stride;
   const unsigned blocks = static_cast<unsigned>(std::min<long long>((total + 255) / 256, 65535ll * 8));
-  image_patches_kernel<<<blocks, 256, 0, as_stream(stream)>>>(p);
+  launch_kernel("image_patches_kernel", image_patches_kernel,
+                dim3(blocks), dim3(256), 0, as_stream(stream), p);
   check_launch(w);
   return nhw;
 }

@@ -61,6 +61,7 @@ __device__ __forceinline__ void load_params(const NormParams& p, int cond, int c
 // typical widths keep few registers and many blocks per SM.
 template <NormKind kind, typename Out, int CH>
 __global__ void __launch_bounds__(kThreads) norm_kernel(NormParams p, Out* __restrict__ out) {
+  pdl_begin();
   __shared__ float scratch[32];
   const int row = blockIdx.x;
   const int nchunks = p.N / 8;
@@ -136,9 +137,12 @@ void launch(const char* where, const NormParams& p, ptr_t out, i64 M, ptr_t stre
   const dim3 grid(static_cast<unsigned>(M)), block(kThreads);
   cudaStream_t s = as_stream(stream);
   const int per_thread = (p.N / 8 + kThreads - 1) / kThreads;
-  if (per_thread <= 1) norm_kernel<kind, Out, 1><<<grid, block, 0, s>>>(p, as_ptr<Out>(out));
-  else if (per_thread <= 2) norm_kernel<kind, Out, 2><<<grid, block, 0, s>>>(p, as_ptr<Out>(out));
-  else norm_kernel<kind, Out, kChunks><<<grid, block, 0, s>>>(p, as_ptr<Out>(out));
+  if (per_thread <= 1) launch_kernel("norm_kernel", norm_kernel<kind, Out, 1>,
+                                     dim3(grid), dim3(block), 0, s, p, as_ptr<Out>(out));
+  else if (per_thread <= 2) launch_kernel("norm_kernel", norm_kernel<kind, Out, 2>,
+                                          dim3(grid), dim3(block), 0, s, p, as_ptr<Out>(out));
+  else launch_kernel("norm_kernel", norm_kernel<kind, Out, kChunks>,
+                     dim3(grid), dim3(block), 0, s, p, as_ptr<Out>(out));
   check_launch(where);
 }
 

@@ -24,6 +24,7 @@ struct RopeParams {
 };
 
 __global__ void rope_table_kernel(float2* __restrict__ table, int rows, int D, float theta) {
+  pdl_begin();
   const int half = D / 2;
   for (int idx = blockIdx.x * blockDim.x + threadIdx.x; idx < rows * half;
        idx += gridDim.x * blockDim.x) {
@@ -39,6 +40,7 @@ constexpr int kPairs = 2;
 static_assert(kPairs == 2, "rope_kernel's float4 table read and bf16x2 accesses hold 2 pairs");
 
 __global__ void rope_kernel(RopeParams p) {
+  pdl_begin();
   const int half = p.D / 2;
   const int vec_per_head = half / kPairs;
   const int heads = p.H + 2 * p.Hkv;
@@ -105,7 +107,8 @@ void rope_table(ptr_t table, i64 rows, i64 D, float theta, ptr_t stream) {
   check_ptr(table, w, "table", 16);
   const long long n = rows * (D / 2);
   const unsigned blocks = static_cast<unsigned>(std::min<long long>((n + 255) / 256, 65535ll));
-  rope_table_kernel<<<blocks, 256, 0, as_stream(stream)>>>(as_ptr<float2>(table),
+  launch_kernel("rope_table_kernel", rope_table_kernel,
+                dim3(blocks), dim3(256), 0, as_stream(stream), as_ptr<float2>(table),
                                                            static_cast<int>(rows),
                                                            static_cast<int>(D), theta);
   check_launch(w);
@@ -139,7 +142,7 @@ void rope_qkv_split(ptr_t qkv, ptr_t positions, ptr_t q_out, ptr_t k_cache, ptr_
                static_cast<int>(table_rows), theta, q_scale};
   const long long total = M * (H + 2 * Hkv) * (D / (2 * kPairs));
   const unsigned blocks = static_cast<unsigned>(std::min<long long>((total + 255) / 256, 65535ll * 8));
-  rope_kernel<<<blocks, 256, 0, as_stream(stream)>>>(p);
+  launch_kernel("rope_kernel", rope_kernel, dim3(blocks), dim3(256), 0, as_stream(stream), p);
   check_launch(w);
 }
 

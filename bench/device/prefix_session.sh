@@ -12,6 +12,9 @@
 #   siglip_fp8: SigLIP in FP8 (precision mode fp8-all) against bf16 (fp8, the default):
 #          replays at 1-3 views, h50 (stage breakdown), then its full-size precision on the
 #          six configurations (issue 15 keeps it only if all six stay >= 0.999)
+#   pdl: every kernel of the module with programmatic dependent launch (FLASH_RT_PDL=1,
+#          csrc/common.h) against plain launches: its GPU frontend test, whole-pipeline
+#          replays alternated twice (VIEWS, HORIZONS; stage breakdown), its precision
 # Wheels the device lacks travel in carry/ (pybind11, nvidia-cutlass).
 # shellcheck source=bench/device/session_common.sh
 source "$(dirname "$0")/session_common.sh"
@@ -52,5 +55,16 @@ for l in sys.stdin:
                   'stages', {k: round(v['p50'], 3) for k, v in f.get('stages_ms', {}).items()})" 2>&1
   PRECISION_CONFIGS=${PRECISION_CONFIGS_ALL:-1x10,1x50,2x10,2x50,3x10,3x50} \
       pipeline_precision fp8_all FLASH_RT_PRECISIONS=fp8-all
+fi
+if has pdl; then
+  stage "PDL: frontend tests"
+  timeout 200 python3 -m pytest -q -rs -k "programmatic or capture" test/gpu/test_pi05_frontends.py \
+      -p no:cacheprovider 2>&1 | tail -3
+  full_checkpoint
+  for round in 1 2; do
+    pipeline_replay "pdl_on_$round" FLASH_RT_PDL=1
+    pipeline_replay "pdl_off_$round" FLASH_RT_PDL=0
+  done
+  pipeline_precision pdl FLASH_RT_PDL=1
 fi
 stage done

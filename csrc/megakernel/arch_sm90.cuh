@@ -96,25 +96,6 @@ __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
 #endif
 }
 
-// ---------------------------------------------------------------- programmatic dependent launch
-// griddepcontrol (PTX ISA 7.8, sm_90+). A launch with the attribute
-// cudaLaunchAttributeProgrammaticStreamSerialization may start while the launch before it
-// in its stream still runs, once every block of that one has called allow_dependents() or
-// exited; grid_dependency_wait() then returns when every earlier launch has completed and
-// its memory is visible. Without the attribute the wait returns at once. Outside sm_90a
-// builds both are no-ops (the kernel refuses to launch there anyway).
-__device__ __forceinline__ void grid_dependency_wait() {
-#if FLASH_RT_MK_SM90
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
-#endif
-}
-
-__device__ __forceinline__ void allow_dependents() {
-#if FLASH_RT_MK_SM90
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-#endif
-}
-
 // ---------------------------------------------------------------- bulk copy (TMA engine)
 // `bytes` (multiple of 16) from global `src` to shared `dst`, completing on `bar`.
 __device__ __forceinline__ void bulk_g2s(void* dst, const void* src, uint32_t bytes,

@@ -87,6 +87,22 @@ def test_folded_action_io_matches_the_launches_it_replaces(gpu, small_pi05_ckpt,
     assert cosine(chunks["1"], chunks["0"]) > 0.9999
 
 
+def test_programmatic_launch_of_every_kernel_keeps_the_chunk(gpu, small_pi05_ckpt, camera_images,
+                                                            state, tmp_path, monkeypatch):
+    # FLASH_RT_PDL=1: every kernel of the module launched with programmatic dependent launch
+    # (each may start while the one before it drains and waits for it in pdl_begin): both
+    # as close to the FP32 reference, and to each other as two loads of one model are
+    reference = load_model(small_pi05_ckpt, hardware="cpu")
+    chunks = {}
+    for pdl in ("1", "0"):
+        monkeypatch.setenv("FLASH_RT_PDL", pdl)
+        m = load_model(small_pi05_ckpt, hardware="hopper", cache_dir=tmp_path / pdl)
+        check_against_reference(m, reference, camera_images[:2], state, PROMPT, seed=4)
+        chunks[pdl] = m.predict(camera_images[:2], state, prompt=PROMPT,
+                                seed=9).actions_normalized
+    assert cosine(chunks["1"], chunks["0"]) > 0.9999
+
+
 def test_capture_survives_cuda_work_in_another_thread(gpu, tiny_pi05_ckpt, reference,
                                                      camera_images, state, tmp_path):
     # The ROS node decodes camera JPEGs on the GPU in its executor thread (own stream, an

@@ -355,6 +355,10 @@ class EmulatedKernels:
     def expert_megakernel_smem_bytes(self):
         return 0
 
+    def set_programmatic_launch(self, on):
+        before, self.programmatic_launch = getattr(self, "programmatic_launch", False), bool(on)
+        return before  # (launch timing only: nothing to emulate)
+
     def expert_megakernel_folds_io(self):
         return True  # the emulation implements the folded action I/O (FLASH_RT_MK_FOLD_IO)
 

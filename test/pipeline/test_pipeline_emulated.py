@@ -270,6 +270,25 @@ def test_fused_geglu_config_knob_reaches_the_kernel(tiny_pi05_ckpt, camera_image
     assert HOPPER_TUNING.fused_geglu_config != 2  # (else the knob would go unseen)
 
 
+def test_programmatic_launch_follows_the_pipeline_unless_the_knob_says(tiny_pi05_ckpt,
+                                                                      monkeypatch):
+    # The engine sets the kernel module's launch policy when it is built: the hardware
+    # pipeline's `programmatic_launch`, FLASH_RT_PDL=1|0 over it
+    import dataclasses
+    seen = {}
+    for pipeline, knob in ((HOPPER, None), (HOPPER, "1"),
+                           (dataclasses.replace(HOPPER, programmatic_launch=True), None),
+                           (dataclasses.replace(HOPPER, programmatic_launch=True), "0")):
+        if knob is None:
+            monkeypatch.delenv("FLASH_RT_PDL", raising=False)
+        else:
+            monkeypatch.setenv("FLASH_RT_PDL", knob)
+        em = Emulated(tiny_pi05_ckpt, pipeline, monkeypatch)
+        seen[(pipeline.programmatic_launch, knob)] = em.k.programmatic_launch
+    assert seen == {(HOPPER.programmatic_launch, None): HOPPER.programmatic_launch,
+                    (HOPPER.programmatic_launch, "1"): True, (True, None): True, (True, "0"): False}
+
+
 def test_unknown_decoder_attention_is_rejected(tiny_pi05_ckpt, monkeypatch):
     monkeypatch.setenv("FLASH_RT_DECODER_ATTN", "fast")
     with pytest.raises(ValueError, match="unknown decoder attention"):

@@ -30,6 +30,8 @@ class PaliGemmaEngine:
         self.dims = d = pp.PaliGemmaDims.from_config(cfg, patch_k(cfg))
         self.weights = weights
         self.pipeline = pipeline
+        # process-wide, read by every launch (and so by every graph captured from now on)
+        kernels.set_programmatic_launch(pipeline.wants_programmatic_launch())
         self.acts = pp.Activations(d, device)
         self.scales = pp.ScaleTable(model.scale_sites(d), device)
         self.acts.t["pos"].copy_(weights["sig.pos"].repeat(d.views, 1))

@@ -3,6 +3,7 @@ attention sites, FP8 scale sites, inference and stage launchers, persistent expe
 and the GPU's choices (attention backend, GEMM tuning, how the expert runs)."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -16,6 +17,9 @@ from flash_rt.models.common.paligemma_pipeline.dims import PaliGemmaDims
 # FLASH_RT_EXPERT overrides a pipeline's choice (A/B knob, read when the engine is built).
 SEQUENCE, MEGAKERNEL = "sequence", "megakernel"
 EXPERT_ENV = "FLASH_RT_EXPERT"
+# FLASH_RT_PDL=1|0 overrides a pipeline's ``programmatic_launch`` (A/B knob, read when the
+# engine is built).
+PDL_ENV = "FLASH_RT_PDL"
 
 
 @dataclass(frozen=True)
@@ -45,3 +49,11 @@ class HardwarePipeline:
     # With expert=MEGAKERNEL: the largest horizon it is chosen for (None: any); larger ones
     # take the sequence, where that was measured faster (FLASH_RT_EXPERT still overrides).
     megakernel_max_horizon: Optional[int] = None
+    # The module's kernels (not cuBLASLt's, not the persistent expert kernel, which has its
+    # own FLASH_RT_MK_PDL) launched with programmatic dependent launch: each kernel's launch
+    # and start-up overlap the previous kernel's tail (csrc/common.h). Off until measured.
+    programmatic_launch: bool = False
+
+    def wants_programmatic_launch(self) -> bool:
+        env = os.environ.get(PDL_ENV)
+        return self.programmatic_launch if env is None else env == "1"
