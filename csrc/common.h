@@ -111,8 +111,9 @@ inline T* as_ptr(uintptr_t p) { return reinterpret_cast<T*>(p); }
 // blocks' start-up overlap the previous kernel's tail; in a captured graph the edge becomes
 // a programmatic one. Every kernel of the module waits for its predecessors in pdl_begin()
 // before touching memory, so the attribute is always safe to set. The module's kernels are
-// launched with it when the process asks (set_programmatic_launch: the hardware Tuning's
-// `programmatic_launch`, FLASH_RT_PDL); the persistent expert kernel has its own switch.
+// launched with it when the process asks (set_programmatic_launch, which the engine calls
+// with the hardware pipeline's `programmatic_launch` or FLASH_RT_PDL); the persistent expert
+// kernel has its own switch (its `pdl` size, FLASH_RT_MK_PDL).
 inline bool& programmatic_launch() {
   static bool on = false;
   return on;
