@@ -193,14 +193,10 @@ __global__ void __launch_bounds__(128) attn_combine_kernel(Params p) {
 
 void launch_combine(const Params& p, long long rows, cudaStream_t s) {
   const unsigned blocks = ceil_div(rows * (p.D / 8), 128);
-  if (p.splits <= 8) launch_kernel("attn_combine_kernel", attn_combine_kernel<8>,
-                                   dim3(blocks), dim3(128), 0, s, p);
-  else if (p.splits <= 16) launch_kernel("attn_combine_kernel", attn_combine_kernel<16>,
-                                         dim3(blocks), dim3(128), 0, s, p);
-  else if (p.splits <= 32) launch_kernel("attn_combine_kernel", attn_combine_kernel<32>,
-                                         dim3(blocks), dim3(128), 0, s, p);
-  else launch_kernel("attn_combine_kernel", attn_combine_kernel<64>,
-                     dim3(blocks), dim3(128), 0, s, p);
+  if (p.splits <= 8) launch_kernel(attn_combine_kernel<8>, dim3(blocks), dim3(128), 0, s, p);
+  else if (p.splits <= 16) launch_kernel(attn_combine_kernel<16>, dim3(blocks), dim3(128), 0, s, p);
+  else if (p.splits <= 32) launch_kernel(attn_combine_kernel<32>, dim3(blocks), dim3(128), 0, s, p);
+  else launch_kernel(attn_combine_kernel<64>, dim3(blocks), dim3(128), 0, s, p);
 }
 
 template <int DP, int BN>
@@ -213,7 +209,7 @@ void launch_dp(const Params& p, dim3 grid, cudaStream_t s) {
                "attention: cudaFuncSetAttribute");
     attr_set = true;
   }
-  launch_kernel("attn_kernel", attn_kernel<DP, BN>, dim3(grid), dim3(kWarps * 32), smem, s, p);
+  launch_kernel(attn_kernel<DP, BN>, dim3(grid), dim3(kWarps * 32), smem, s, p);
 }
 
 
@@ -244,7 +240,7 @@ bool launch_v2(const Params& p, dim3 grid, cudaStream_t s) {
                "attention: cudaFuncSetAttribute");
     attr_set = true;
   }
-  launch_kernel("attn_kernel_v2", attn_kernel_v2<DP, BN, WG, STAGES, QREG>,
+  launch_kernel(attn_kernel_v2<DP, BN, WG, STAGES, QREG>,
                 dim3(grid), dim3(C::kThreads), C::kSmem, s, p);
   return true;
 }

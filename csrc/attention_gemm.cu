@@ -126,13 +126,13 @@ void attention_mqa_gemm(ptr_t q, ptr_t k_cache, ptr_t v_cache, ptr_t out, i64 n_
   auto* pp = as_ptr<bf16>(p_buf);
   const dim3 grid(blocks), block(kSoftmaxWarps * 32);
   if (keys_pad <= 512) {
-    launch_kernel("masked_softmax_kernel", masked_softmax_kernel<4>,
+    launch_kernel(masked_softmax_kernel<4>,
                   dim3(grid), dim3(block), 0, s, sp, pp, r, cols, kr, nk, add, km);
   } else if (keys_pad <= 1024) {
-    launch_kernel("masked_softmax_kernel", masked_softmax_kernel<8>,
+    launch_kernel(masked_softmax_kernel<8>,
                   dim3(grid), dim3(block), 0, s, sp, pp, r, cols, kr, nk, add, km);
   } else {
-    launch_kernel("masked_softmax_kernel", masked_softmax_kernel<16>,
+    launch_kernel(masked_softmax_kernel<16>,
                   dim3(grid), dim3(block), 0, s, sp, pp, r, cols, kr, nk, add, km);
   }
   check_launch("attention_mqa_gemm (softmax)");

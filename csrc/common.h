@@ -119,10 +119,11 @@ inline bool& programmatic_launch() {
   return on;
 }
 
-// kernel<<<grid, block, smem, s>>>(args...), with the PDL attribute when `pdl`.
+// kernel<<<grid, block, smem, s>>>(args...), with the PDL attribute when `pdl`. As with
+// <<<>>>, a failed launch is left for the launcher's check_launch (cudaGetLastError).
 template <typename... Params, typename... Args>
-inline void launch_kernel(const char* where, bool pdl, void (*kernel)(Params...), dim3 grid,
-                          dim3 block, size_t smem, cudaStream_t s, Args&&... args) {
+inline void launch_kernel(bool pdl, void (*kernel)(Params...), dim3 grid, dim3 block,
+                          size_t smem, cudaStream_t s, Args&&... args) {
   cudaLaunchAttribute attr{};
   attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr.val.programmaticStreamSerializationAllowed = 1;
@@ -133,15 +134,14 @@ inline void launch_kernel(const char* where, bool pdl, void (*kernel)(Params...)
   cfg.stream = s;
   cfg.attrs = &attr;
   cfg.numAttrs = pdl ? 1 : 0;
-  check_cuda(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...), where);
+  cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
 }
 
 // The module's kernels (not the persistent one): PDL as the process asked.
 template <typename... Params, typename... Args>
-inline void launch_kernel(const char* where, void (*kernel)(Params...), dim3 grid, dim3 block,
-                          size_t smem, cudaStream_t s, Args&&... args) {
-  launch_kernel(where, programmatic_launch(), kernel, grid, block, smem, s,
-                std::forward<Args>(args)...);
+inline void launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
+                          cudaStream_t s, Args&&... args) {
+  launch_kernel(programmatic_launch(), kernel, grid, block, smem, s, std::forward<Args>(args)...);
 }
 
 inline unsigned ceil_div(long long a, long long b) { return static_cast<unsigned>((a + b - 1) / b); }
@@ -149,8 +149,9 @@ inline unsigned ceil_div(long long a, long long b) { return static_cast<unsigned
 // ---------------------------------------------------------------- device helpers
 #ifdef __CUDACC__
 
-// The first statement of every kernel of the module: wait for the kernels before it (a
-// PDL launch may have started early), then let the next one start launching.
+// Wait for the kernels before this one (a PDL launch may have started early), then let the
+// next one start launching: the first statement of every kernel of the module (the
+// persistent one first prefetches load-time constants).
 __device__ __forceinline__ void pdl_begin() {
   grid_dependency_wait();
   allow_dependents();

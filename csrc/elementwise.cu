@@ -150,8 +150,7 @@ void gated_residual(ptr_t x, ptr_t y, ptr_t mod, i64 M, i64 N, i64 rows_per_cond
   check_ptr(y, w, "y", 16);
   check_ptr(mod, w, "mod", 4);
   const i64 nv = M * N / 8;
-  launch_kernel("gated_residual_kernel", gated_residual_kernel,
-                dim3(grid_for(nv)), dim3(kThreads), 0, as_stream(stream),
+  launch_kernel(gated_residual_kernel, dim3(grid_for(nv)), dim3(kThreads), 0, as_stream(stream),
       as_ptr<bf16>(x), as_ptr<const bf16>(y), as_ptr<const float>(mod), static_cast<int>(N), nv,
       static_cast<int>(std::min<i64>(rows_per_cond, M)));
   check_launch(w);
@@ -169,13 +168,11 @@ void geglu_impl(const char* w, bool fp8_out, ptr_t gu, ptr_t out, ptr_t out_scal
   const i64 nv = M * F / 8;
   if (fp8_out) {
     check_ptr(out_scale, w, "out_scale", 4);
-    launch_kernel("geglu_kernel", geglu_kernel<fp8>,
-                  dim3(grid_for(nv)), dim3(kThreads), 0, as_stream(stream),
+    launch_kernel(geglu_kernel<fp8>, dim3(grid_for(nv)), dim3(kThreads), 0, as_stream(stream),
         as_ptr<const bf16>(gu), as_ptr<fp8>(out), as_ptr<const float>(out_scale),
         static_cast<int>(F), nv);
   } else {
-    launch_kernel("geglu_kernel", geglu_kernel<bf16>,
-                  dim3(grid_for(nv)), dim3(kThreads), 0, as_stream(stream),
+    launch_kernel(geglu_kernel<bf16>, dim3(grid_for(nv)), dim3(kThreads), 0, as_stream(stream),
         as_ptr<const bf16>(gu), as_ptr<bf16>(out), nullptr, static_cast<int>(F), nv);
   }
   check_launch(w);
@@ -195,8 +192,7 @@ void silu_bf16(ptr_t x, ptr_t out, i64 n, ptr_t stream) {
   check_n(w, n);
   check_ptr(x, w, "x", 16);
   check_ptr(out, w, "out", 16);
-  launch_kernel("silu_kernel", silu_kernel,
-                dim3(grid_for(n / 8)), dim3(kThreads), 0, as_stream(stream),
+  launch_kernel(silu_kernel, dim3(grid_for(n / 8)), dim3(kThreads), 0, as_stream(stream),
       as_ptr<const bf16>(x), as_ptr<bf16>(out), n / 8);
   check_launch(w);
 }
@@ -207,8 +203,7 @@ void quantize_fp8_static(ptr_t x, ptr_t out, ptr_t scale, i64 n, ptr_t stream) {
   check_ptr(x, w, "x", 16);
   check_ptr(out, w, "out", 8);
   check_ptr(scale, w, "scale", 4);
-  launch_kernel("quantize_kernel", quantize_kernel,
-                dim3(grid_for(n / 8)), dim3(kThreads), 0, as_stream(stream),
+  launch_kernel(quantize_kernel, dim3(grid_for(n / 8)), dim3(kThreads), 0, as_stream(stream),
       as_ptr<const bf16>(x), as_ptr<fp8>(out), as_ptr<const float>(scale), nullptr, nullptr,
       n / 8);
   check_launch(w);
@@ -225,10 +220,10 @@ void quantize_fp8_dynamic(ptr_t x, ptr_t out, ptr_t scale_out, ptr_t amax_ws, i6
   check(scale_out != amax_ws, w, "scale_out and amax_ws must be different floats");
   cudaStream_t s = as_stream(stream);
   check_cuda(cudaMemsetAsync(as_ptr<void>(amax_ws), 0, sizeof(float), s), w);
-  launch_kernel("amax_kernel", amax_kernel, dim3(grid_for(n / 8)), dim3(kThreads), 0, s,
+  launch_kernel(amax_kernel, dim3(grid_for(n / 8)), dim3(kThreads), 0, s,
                 as_ptr<const bf16>(x), as_ptr<float>(amax_ws), n / 8);
   check_launch(w);
-  launch_kernel("quantize_kernel", quantize_kernel, dim3(grid_for(n / 8)), dim3(kThreads), 0, s,
+  launch_kernel(quantize_kernel, dim3(grid_for(n / 8)), dim3(kThreads), 0, s,
       as_ptr<const bf16>(x), as_ptr<fp8>(out), nullptr, as_ptr<const float>(amax_ws),
       as_ptr<float>(scale_out), n / 8);
   check_launch(w);
@@ -239,8 +234,7 @@ void amax_update(ptr_t x, i64 n, ptr_t amax, ptr_t stream) {
   check_n(w, n);
   check_ptr(x, w, "x", 16);
   check_ptr(amax, w, "amax", 4);
-  launch_kernel("amax_kernel", amax_kernel,
-                dim3(grid_for(n / 8)), dim3(kThreads), 0, as_stream(stream),
+  launch_kernel(amax_kernel, dim3(grid_for(n / 8)), dim3(kThreads), 0, as_stream(stream),
       as_ptr<const bf16>(x), as_ptr<float>(amax), n / 8);
   check_launch(w);
 }
@@ -251,8 +245,7 @@ void euler_step(ptr_t x, ptr_t v, ptr_t x_bf16, i64 n, float dt, ptr_t stream) {
   check_ptr(x, w, "x", 16);
   check_ptr(v, w, "v", 16);
   check_ptr(x_bf16, w, "x_bf16", 16, true);
-  launch_kernel("euler_kernel", euler_kernel,
-                dim3(grid_for(n / 8)), dim3(kThreads), 0, as_stream(stream),
+  launch_kernel(euler_kernel, dim3(grid_for(n / 8)), dim3(kThreads), 0, as_stream(stream),
       as_ptr<float>(x), as_ptr<const bf16>(v), as_ptr<bf16>(x_bf16), dt, n / 8);
   check_launch(w);
 }

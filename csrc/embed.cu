@@ -42,10 +42,9 @@ void embed_gather(ptr_t ids, ptr_t table, ptr_t out, i64 M, i64 N, i64 vocab, fl
   check_ptr(out, w, "out", 16);
   const long long nv = M * N / 8;
   const unsigned blocks = static_cast<unsigned>(std::min<long long>((nv + 255) / 256, 65535ll * 8));
-  launch_kernel("embed_kernel", embed_kernel,
-                dim3(blocks), dim3(256), 0, as_stream(stream), as_ptr<const int>(ids),
-                                                      as_ptr<const bf16>(table), as_ptr<bf16>(out),
-                                                      static_cast<int>(N), vocab, scale, nv);
+  launch_kernel(embed_kernel, dim3(blocks), dim3(256), 0, as_stream(stream),
+                as_ptr<const int>(ids), as_ptr<const bf16>(table), as_ptr<bf16>(out),
+                static_cast<int>(N), vocab, scale, nv);
   check_launch(w);
 }
 

@@ -51,8 +51,7 @@ __global__ void __launch_bounds__(kThreads, 1) expert_megakernel_kernel(const __
   // Launched with programmatic dependent launch (ExpertMegakernel's `pdl`), this block may
   // have started while the previous launch drains: the tables and the first weight pages
   // above are load-time constants; everything below may read what earlier launches wrote.
-  grid_dependency_wait();
-  allow_dependents();  // the next step's blocks may take the SMs this grid's blocks leave
+  pdl_begin();  // then the next step's blocks may take the SMs this grid's blocks leave
   state.valid_len = *p.valid_len;
   for (int i = 0; i < state.tables.n_tasks; ++i) {
     const Task t = state.tables.tasks[i];
@@ -119,7 +118,7 @@ void launch_tp(const ExpertParams& p, int blocks, int smem_limit, int smem, bool
     check(per_sm >= 1, "expert_megakernel", "the kernel does not fit on one SM");
     attr_set = true;
   }
-  launch_kernel("expert_megakernel: launch", pdl, expert_megakernel_kernel<TP, PLAIN>,
+  launch_kernel(pdl, expert_megakernel_kernel<TP, PLAIN>,
                 dim3(blocks), dim3(kThreads), static_cast<size_t>(smem), s, p);
 }
 

@@ -104,8 +104,7 @@ std::vector<i64> image_patches(ptr_t src, ptr_t out, i64 H, i64 W, i64 S, i64 P,
               static_cast<int>(out_row_stride)};
   const long long total = (S / P) * (S / P) * out_row_stride;
   const unsigned blocks = static_cast<unsigned>(std::min<long long>((total + 255) / 256, 65535ll * 8));
-  launch_kernel("image_patches_kernel", image_patches_kernel,
-                dim3(blocks), dim3(256), 0, as_stream(stream), p);
+  launch_kernel(image_patches_kernel, dim3(blocks), dim3(256), 0, as_stream(stream), p);
   check_launch(w);
   return nhw;
 }

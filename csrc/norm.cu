@@ -137,11 +137,11 @@ void launch(const char* where, const NormParams& p, ptr_t out, i64 M, ptr_t stre
   const dim3 grid(static_cast<unsigned>(M)), block(kThreads);
   cudaStream_t s = as_stream(stream);
   const int per_thread = (p.N / 8 + kThreads - 1) / kThreads;
-  if (per_thread <= 1) launch_kernel("norm_kernel", norm_kernel<kind, Out, 1>,
+  if (per_thread <= 1) launch_kernel(norm_kernel<kind, Out, 1>,
                                      dim3(grid), dim3(block), 0, s, p, as_ptr<Out>(out));
-  else if (per_thread <= 2) launch_kernel("norm_kernel", norm_kernel<kind, Out, 2>,
+  else if (per_thread <= 2) launch_kernel(norm_kernel<kind, Out, 2>,
                                           dim3(grid), dim3(block), 0, s, p, as_ptr<Out>(out));
-  else launch_kernel("norm_kernel", norm_kernel<kind, Out, kChunks>,
+  else launch_kernel(norm_kernel<kind, Out, kChunks>,
                      dim3(grid), dim3(block), 0, s, p, as_ptr<Out>(out));
   check_launch(where);
 }

@@ -107,10 +107,8 @@ void rope_table(ptr_t table, i64 rows, i64 D, float theta, ptr_t stream) {
   check_ptr(table, w, "table", 16);
   const long long n = rows * (D / 2);
   const unsigned blocks = static_cast<unsigned>(std::min<long long>((n + 255) / 256, 65535ll));
-  launch_kernel("rope_table_kernel", rope_table_kernel,
-                dim3(blocks), dim3(256), 0, as_stream(stream), as_ptr<float2>(table),
-                                                           static_cast<int>(rows),
-                                                           static_cast<int>(D), theta);
+  launch_kernel(rope_table_kernel, dim3(blocks), dim3(256), 0, as_stream(stream),
+                as_ptr<float2>(table), static_cast<int>(rows), static_cast<int>(D), theta);
   check_launch(w);
 }
 
@@ -142,7 +140,7 @@ void rope_qkv_split(ptr_t qkv, ptr_t positions, ptr_t q_out, ptr_t k_cache, ptr_
                static_cast<int>(table_rows), theta, q_scale};
   const long long total = M * (H + 2 * Hkv) * (D / (2 * kPairs));
   const unsigned blocks = static_cast<unsigned>(std::min<long long>((total + 255) / 256, 65535ll * 8));
-  launch_kernel("rope_kernel", rope_kernel, dim3(blocks), dim3(256), 0, as_stream(stream), p);
+  launch_kernel(rope_kernel, dim3(blocks), dim3(256), 0, as_stream(stream), p);
   check_launch(w);
 }
 
