@@ -31,7 +31,9 @@ def test_receipt_time_stamps_unstamped_inputs(procs, listener, tmp_path):
     pf = write_params(tmp_path / "p.yaml", stamp_source="receipt")
     procs.start("pub", PUB)
     node = procs.start("node", [FAKE_NODE] + node_args(pf))
-    listener.wait_for(lambda l: len(l.chunks) >= 3, START_TIMEOUT, "3 chunks")
+    # (chunks come at the camera rate, diagnostics slower: 3 chunks can precede the first)
+    listener.wait_for(lambda l: len(l.chunks) >= 3 and l.latest_diag(), START_TIMEOUT,
+                      "3 chunks and diagnostics")
     d = listener.latest_diag()
     assert d.get("stamp_source") == "receipt", d
     assert not [k for k in d if k.startswith("malformed/")], d
