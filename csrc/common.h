@@ -110,6 +110,7 @@ inline T* as_ptr(uintptr_t p) { return reinterpret_cast<T*>(p); }
 // that one has let it: pdl_begin() / allow_dependents(), or exited), so its launch and its
 // blocks' start-up overlap the previous kernel's tail; in a captured graph the edge becomes
 // a programmatic one. Every kernel of the module waits for its predecessors in pdl_begin()
+// (the persistent one: grid_dependency_wait after its load-time prefetches)
 // before touching memory, so the attribute is always safe to set. The module's kernels are
 // launched with it when the process asks (set_programmatic_launch, which the engine calls
 // with the hardware pipeline's `programmatic_launch` or FLASH_RT_PDL); the persistent expert
@@ -149,12 +150,25 @@ inline unsigned ceil_div(long long a, long long b) { return static_cast<unsigned
 // ---------------------------------------------------------------- device helpers
 #ifdef __CUDACC__
 
-// Wait for the kernels before this one (a PDL launch may have started early), then let the
-// next one start launching: the first statement of every kernel of the module (the
-// persistent one first prefetches load-time constants).
+// FLASH_RT_PDL_EARLY_TRIGGER (build switch, default 1; 0 for an A/B): whether pdl_begin()
+// lets the next launch start at once (1) or leaves that to this grid's blocks exiting (0).
+// Why the A/B: with the trigger first, the next kernel's blocks may become resident while
+// this grid still has blocks to place, taking their SM slots only to wait; at 0 the next
+// launch overlaps only this grid's drain and completion. Measured with FLASH_RT_PDL=1
+// (H100, 2026-12-07, docs/performance.md run 17): at 1 the replay was 0.06 ms slower than
+// without PDL.
+#ifndef FLASH_RT_PDL_EARLY_TRIGGER
+#define FLASH_RT_PDL_EARLY_TRIGGER 1
+#endif
+
+// Wait for the kernels before this one (a PDL launch may have started early), then (see
+// FLASH_RT_PDL_EARLY_TRIGGER) let the next one start launching: the first statement of
+// every kernel of the module but the persistent one, which triggers its next step itself.
 __device__ __forceinline__ void pdl_begin() {
   grid_dependency_wait();
+#if FLASH_RT_PDL_EARLY_TRIGGER
   allow_dependents();
+#endif
 }
 
 // An already scaled value to e4m3: saturate to +-kE4M3Max, round to nearest even.

@@ -51,7 +51,8 @@ __global__ void __launch_bounds__(kThreads, 1) expert_megakernel_kernel(const __
   // Launched with programmatic dependent launch (ExpertMegakernel's `pdl`), this block may
   // have started while the previous launch drains: the tables and the first weight pages
   // above are load-time constants; everything below may read what earlier launches wrote.
-  pdl_begin();  // then the next step's blocks may take the SMs this grid's blocks leave
+  grid_dependency_wait();
+  allow_dependents();  // the next step's blocks may take the SMs this grid's blocks leave
   state.valid_len = *p.valid_len;
   for (int i = 0; i < state.tables.n_tasks; ++i) {
     const Task t = state.tables.tasks[i];
