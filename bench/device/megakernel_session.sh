@@ -5,7 +5,7 @@
 # SASS instruction mix. Everything lands in $OUT (log.txt, *.json).
 #   bash bench/device/megakernel_session.sh [stage ...]
 #   stages: build diag tests ncu full frontends ab switches splitk baseline fold fold_ab
-#           fold_pdl step vs_sequence stepgap variants variant_full clusters grouped
+#           fold_pdl step vs_sequence stepgap variants variant_full clusters boundaries grouped
 #   (variants: for a call of a few minutes. The default build and each of VARIANTS (space
 #   between builds, comma between one build's flags) built side by side in copies of the
 #   tree, then every build's step (kernel only, with its agreement to the sequence)
@@ -320,6 +320,14 @@ do_clusters() {
   nvcc -O2 -std=c++17 -arch=sm_90a -o /tmp/cluster_probe bench/device/cluster_probe.cu \
     && timeout 60 /tmp/cluster_probe > "$OUT/clusters.json"
   python3 -c "import json; d = json.load(open('$OUT/clusters.json')); print(d['device'], d['sms'], 'SMs:', ', '.join(f\"{c['size']} x {c['max_resident']} = {c['blocks']}\" for c in d['clusters']))"
+}
+do_boundaries() {
+  # what one phase boundary costs by protocol, counters (the kernel's) against flags in the
+  # data (bench/device/boundary_probe.cu) -> $OUT/boundaries.json
+  stage boundaries
+  nvcc -O3 -std=c++17 -arch=sm_90a -o /tmp/boundary_probe bench/device/boundary_probe.cu \
+    && timeout 120 /tmp/boundary_probe > "$OUT/boundaries.json"
+  python3 -c "import json; d = json.load(open('$OUT/boundaries.json')); print(d['device'], *(f\"{r['protocol']} {r['data_bytes_read_per_block']} B: {r['us_per_phase']:.3f} us/phase{'' if r['correct'] else ' WRONG'}\" for r in d['runs']), sep='\\n')"
 }
 do_stepgap() {
   # Is the kernel itself slower inside the pipeline's graph than in bench/expert_step.py's

@@ -1,0 +1,277 @@
+// What one phase boundary of the persistent expert kernel costs, by protocol, with nothing
+// else in the way. The question behind it (docs/performance.md, run 17): a layer of the
+// kernel is ~31 us at 2 views h50 over 8 phases, and ~10 us of that are the boundaries
+// themselves (the producer's release, the counter reaching the waiting block, the
+// consumer's loads after its wait). A flag-in-data protocol (NCCL's "LL": every 8-byte word
+// carries 4 bytes of data and a 4-byte phase flag, written by one 64-bit store, which is
+// single-copy atomic) needs no release, no counter and no load after the wait: the
+// consumer's loads are its wait. It doubles the bytes moved. This probe measures both on
+// a synthetic chain of phases shaped like the kernel's:
+//   grid = one block per SM (256 threads, a large dynamic shared memory so that no two share
+//   an SM), all resident; in every phase each block reads the whole buffer the previous
+//   phase wrote (as a GEMM task reads its activation), reduces it, and writes its own slice
+//   of the next buffer from that reduction (a real data dependency; two buffers by parity).
+//   counter: plain stores; bar.sync; thread 0 red.release.gpu on the phase's counter; the
+//            consumer's thread 0 spins on ld.acquire.gpu, bar.sync, then every thread loads
+//            (ld.global.cg, 16 bytes, all issued before the first use), as the kernel does.
+//   flags:   each word (flag = phase + 1) << 32 | data stored with st.relaxed.gpu.b64;
+//            the consumer issues all its 16-byte loads (ld.relaxed.gpu), then re-loads only
+//            the pairs whose flags are not yet the phase's.
+// Every block folds each phase's reduction into a running hash; the host recomputes the
+// chain and checks every block's hash (a consumer that read a stale word fails the check).
+// Per-phase time = (time of P2 phases - time of P1 phases) / (P2 - P1): launch excluded.
+//   nvcc -O3 -std=c++17 -arch=sm_90a -o /tmp/boundary_probe bench/device/boundary_probe.cu
+//   /tmp/boundary_probe            (one JSON object on stdout)
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <vector>
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kMaxVecs = 16;  // 16-byte loads a thread holds at once (per pass)
+constexpr unsigned long long kSpinLimitNs = 2ull * 1000 * 1000 * 1000;
+
+__host__ __device__ inline uint32_t mix(uint32_t x) {
+  x ^= x >> 16; x *= 0x7feb352dU; x ^= x >> 15; x *= 0x846ca68bU; x ^= x >> 16;
+  return x;
+}
+// The value of word i (of the whole buffer) in phase p, from the previous phase's reduction.
+__host__ __device__ inline uint32_t word_value(uint32_t prev, int i, int p) {
+  return mix(prev ^ (static_cast<uint32_t>(i) * 0x9e3779b9U) ^ static_cast<uint32_t>(p));
+}
+
+__device__ inline unsigned long long now_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+__device__ inline unsigned ld_acquire(const unsigned* p) {
+  unsigned v;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+__device__ inline void red_release(unsigned* p) {
+  asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(p) : "memory");
+}
+__device__ inline void st_relaxed_b64(unsigned long long* p, unsigned long long v) {
+  asm volatile("st.relaxed.gpu.global.b64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
+}
+__device__ inline void ld_relaxed_v2(const unsigned long long* p, unsigned long long& a,
+                                     unsigned long long& b) {
+  asm volatile("ld.relaxed.gpu.global.v2.b64 {%0, %1}, [%2];" : "=l"(a), "=l"(b) : "l"(p) : "memory");
+}
+
+// The block's xor of every thread's value (all threads get it).
+__device__ inline uint32_t block_xor(uint32_t v, uint32_t* red) {
+  for (int o = 16; o; o >>= 1) v ^= __shfl_xor_sync(0xffffffffu, v, o);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  __syncthreads();  // red is free (its last readers are past this barrier)
+  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  uint32_t s = 0;
+  for (int w = 0; w < kThreads / 32; ++w) s ^= red[w];
+  return s;
+}
+
+struct Args {
+  int phases;
+  int words;  // of the whole buffer (blocks x slice), a multiple of 4
+  int slice;  // words a block writes each phase
+  uint32_t* buf32;            // counter protocol: [2][words]
+  unsigned long long* buf64;  // flag protocol: [2][words]
+  unsigned* counters;         // [phases], zero at launch
+  uint32_t* hash_out;         // [blocks]
+  int* error;                 // a spin that timed out
+};
+
+template <bool Flags>
+__global__ void __launch_bounds__(kThreads, 1) probe(Args a) {
+  __shared__ uint32_t red[kThreads / 32];
+  const int tid = threadIdx.x, b = blockIdx.x;
+  uint32_t prev = 0, hash = 0;
+  for (int p = 0; p < a.phases; ++p) {
+    // ---- consume the previous phase's buffer (phase 0 starts from prev = 0)
+    if (p > 0) {
+      uint32_t acc = 0;
+      if (!Flags) {
+        if (tid == 0) {
+          const unsigned long long t0 = now_ns();
+          while (ld_acquire(a.counters + p - 1) < gridDim.x) {
+            if (now_ns() - t0 > kSpinLimitNs) { atomicExch(a.error, 1); break; }
+          }
+        }
+        __syncthreads();
+        const uint4* src = reinterpret_cast<const uint4*>(a.buf32 + ((p - 1) & 1) * a.words);
+        const int nv = a.words / 4;
+        for (int base = tid; base < nv; base += kThreads * kMaxVecs) {
+          uint4 v[kMaxVecs];
+#pragma unroll
+          for (int j = 0; j < kMaxVecs; ++j)
+            if (base + j * kThreads < nv) v[j] = __ldcg(src + base + j * kThreads);
+#pragma unroll
+          for (int j = 0; j < kMaxVecs; ++j)
+            if (base + j * kThreads < nv) acc ^= v[j].x ^ v[j].y ^ v[j].z ^ v[j].w;
+        }
+      } else {
+        const unsigned long long* src = a.buf64 + ((p - 1) & 1) * a.words;
+        const unsigned want = static_cast<unsigned>(p);  // the flag phase p - 1 wrote
+        const int np = a.words / 2;
+        for (int base = tid; base < np; base += kThreads * kMaxVecs) {
+          unsigned long long x[kMaxVecs], y[kMaxVecs];
+#pragma unroll
+          for (int j = 0; j < kMaxVecs; ++j)
+            if (base + j * kThreads < np) ld_relaxed_v2(src + 2 * (base + j * kThreads), x[j], y[j]);
+#pragma unroll
+          for (int j = 0; j < kMaxVecs; ++j) {
+            if (base + j * kThreads >= np) continue;
+            const unsigned long long t0 = now_ns();
+            while (static_cast<unsigned>(x[j] >> 32) != want || static_cast<unsigned>(y[j] >> 32) != want) {
+              if (now_ns() - t0 > kSpinLimitNs) { atomicExch(a.error, 1); break; }
+              ld_relaxed_v2(src + 2 * (base + j * kThreads), x[j], y[j]);
+            }
+            acc ^= static_cast<uint32_t>(x[j]) ^ static_cast<uint32_t>(y[j]);
+          }
+        }
+      }
+      prev = block_xor(acc, red);
+      hash = hash * 31u + prev;
+    }
+    // ---- produce this phase's slice
+    const int w0 = b * a.slice;
+    if (!Flags) {
+      uint32_t* dst = a.buf32 + (p & 1) * a.words;
+      for (int i = tid; i < a.slice; i += kThreads) dst[w0 + i] = word_value(prev, w0 + i, p);
+      __syncthreads();
+      if (tid == 0) red_release(a.counters + p);
+    } else {
+      unsigned long long* dst = a.buf64 + (p & 1) * a.words;
+      const unsigned long long flag = static_cast<unsigned long long>(p + 1) << 32;
+      for (int i = tid; i < a.slice; i += kThreads)
+        st_relaxed_b64(dst + w0 + i, flag | word_value(prev, w0 + i, p));
+    }
+  }
+  if (tid == 0) a.hash_out[b] = hash;
+}
+
+// The chain on the host: every block's expected hash (all equal).
+uint32_t expected_hash(int phases, int words) {
+  std::vector<uint32_t> cur(words);
+  uint32_t prev = 0, hash = 0;
+  for (int p = 0; p < phases; ++p) {
+    if (p > 0) {
+      uint32_t acc = 0;
+      for (uint32_t w : cur) acc ^= w;
+      prev = acc;
+      hash = hash * 31u + prev;
+    }
+    for (int i = 0; i < words; ++i) cur[i] = word_value(prev, i, p);
+  }
+  return hash;
+}
+
+bool ok(cudaError_t e, const char* what) {
+  if (e == cudaSuccess) return true;
+  std::printf("{\"error\": \"%s: %s\"}\n", what, cudaGetErrorString(e));
+  return false;
+}
+
+struct Result {
+  double us_per_phase = 0, launch_short_us = 0, launch_long_us = 0;
+  bool correct = false;
+};
+
+// p50 of `reps` launches of `phases` phases, in us; false on an error.
+bool time_launch(bool flags, Args a, int blocks, int smem, int reps, double& p50, bool& correct) {
+  std::vector<double> t;
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  const uint32_t want = expected_hash(a.phases, a.words);
+  correct = true;
+  for (int r = 0; r < reps; ++r) {
+    cudaMemset(a.counters, 0, sizeof(unsigned) * a.phases);
+    cudaMemset(a.buf64, 0, sizeof(unsigned long long) * 2 * a.words);
+    cudaMemset(a.hash_out, 0, sizeof(uint32_t) * blocks);
+    cudaEventRecord(e0);
+    if (flags) probe<true><<<blocks, kThreads, smem>>>(a);
+    else probe<false><<<blocks, kThreads, smem>>>(a);
+    cudaEventRecord(e1);
+    if (!ok(cudaEventSynchronize(e1), "launch")) return false;
+    float ms = 0;
+    cudaEventElapsedTime(&ms, e0, e1);
+    t.push_back(ms * 1e3);
+    std::vector<uint32_t> h(blocks);
+    int err = 0;
+    cudaMemcpy(h.data(), a.hash_out, sizeof(uint32_t) * blocks, cudaMemcpyDeviceToHost);
+    cudaMemcpy(&err, a.error, sizeof(int), cudaMemcpyDeviceToHost);
+    if (err) correct = false;
+    for (uint32_t x : h) correct = correct && x == want;
+  }
+  std::sort(t.begin(), t.end());
+  p50 = t[t.size() / 2];
+  return true;
+}
+
+}  // namespace
+
+int main() {
+  int dev = 0, sms = 0, smem_max = 0;
+  cudaDeviceProp prop;
+  if (!ok(cudaGetDeviceProperties(&prop, dev), "properties")) return 1;
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  cudaDeviceGetAttribute(&smem_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+  const int smem = smem_max - 1024;  // one block per SM, as the persistent kernel
+  cudaFuncSetAttribute(probe<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  cudaFuncSetAttribute(probe<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  const int blocks = sms;
+  // Bytes of data a consumer reads each phase: a norm's inputs (~4-8 KB), a GEMM task's
+  // activation tile (TP x klen FP8: 64 x 512 = 32 KB), a whole activation (50 x 1024 = 50 KB).
+  const int slices[] = {16, 64, 96};
+  const int short_phases = 16, long_phases = 272, reps = 21;
+  const int max_words = blocks * 96;
+  Args a{};
+  uint32_t* hash = nullptr;
+  int* err = nullptr;
+  unsigned long long* buf = nullptr;
+  unsigned* ctr = nullptr;
+  if (!ok(cudaMalloc(&buf, sizeof(unsigned long long) * 2 * max_words), "malloc") ||
+      !ok(cudaMalloc(&ctr, sizeof(unsigned) * long_phases), "malloc") ||
+      !ok(cudaMalloc(&hash, sizeof(uint32_t) * blocks), "malloc") ||
+      !ok(cudaMalloc(&err, sizeof(int)), "malloc"))
+    return 1;
+  cudaMemset(err, 0, sizeof(int));
+  std::printf("{\"device\": \"%s\", \"sms\": %d, \"threads\": %d, \"reps\": %d, \"phases\": [%d, %d], \"runs\": [",
+              prop.name, sms, kThreads, reps, short_phases, long_phases);
+  bool first = true;
+  for (int slice : slices) {
+    for (int flags = 0; flags < 2; ++flags) {
+      a.words = blocks * slice;
+      a.slice = slice;
+      a.buf64 = buf;
+      a.buf32 = reinterpret_cast<uint32_t*>(buf);
+      a.counters = ctr;
+      a.hash_out = hash;
+      a.error = err;
+      double t_short = 0, t_long = 0;
+      bool c1 = false, c2 = false;
+      a.phases = short_phases;
+      if (!time_launch(flags, a, blocks, smem, reps, t_short, c1)) return 1;
+      a.phases = long_phases;
+      if (!time_launch(flags, a, blocks, smem, reps, t_long, c2)) return 1;
+      const int data_bytes = a.words * 4;
+      std::printf("%s{\"protocol\": \"%s\", \"data_bytes_read_per_block\": %d, \"bytes_moved_per_block\": %d, "
+                  "\"us_per_phase\": %.4f, \"launch_us\": [%.2f, %.2f], \"correct\": %s}",
+                  first ? "" : ", ", flags ? "flags" : "counter", data_bytes,
+                  flags ? 2 * data_bytes : data_bytes,
+                  (t_long - t_short) / (long_phases - short_phases), t_short, t_long,
+                  (c1 && c2) ? "true" : "false");
+      first = false;
+    }
+  }
+  std::printf("]}\n");
+  return 0;
+}
