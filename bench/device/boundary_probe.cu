@@ -98,7 +98,7 @@ __global__ void __launch_bounds__(kThreads, 1) probe(Args a) {
     if (p > 0) {
       uint32_t acc = 0;
       if (!Flags) {
-        if (tid == 0) {
+        if (tid == 0 && ld_acquire(a.counters + p - 1) < gridDim.x) {
           const unsigned long long t0 = now_ns();
           while (ld_acquire(a.counters + p - 1) < gridDim.x) {
             if (now_ns() - t0 > kSpinLimitNs) { atomicExch(a.error, 1); break; }
@@ -128,10 +128,12 @@ __global__ void __launch_bounds__(kThreads, 1) probe(Args a) {
 #pragma unroll
           for (int j = 0; j < kMaxVecs; ++j) {
             if (base + j * kThreads >= np) continue;
-            const unsigned long long t0 = now_ns();
-            while (static_cast<unsigned>(x[j] >> 32) != want || static_cast<unsigned>(y[j] >> 32) != want) {
-              if (now_ns() - t0 > kSpinLimitNs) { atomicExch(a.error, 1); break; }
-              ld_relaxed_v2(src + 2 * (base + j * kThreads), x[j], y[j]);
+            if (static_cast<unsigned>(x[j] >> 32) != want || static_cast<unsigned>(y[j] >> 32) != want) {
+              const unsigned long long t0 = now_ns();
+              do {
+                if (now_ns() - t0 > kSpinLimitNs) { atomicExch(a.error, 1); break; }
+                ld_relaxed_v2(src + 2 * (base + j * kThreads), x[j], y[j]);
+              } while (static_cast<unsigned>(x[j] >> 32) != want || static_cast<unsigned>(y[j] >> 32) != want);
             }
             acc ^= static_cast<uint32_t>(x[j]) ^ static_cast<uint32_t>(y[j]);
           }
