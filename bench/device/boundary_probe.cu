@@ -6,7 +6,8 @@
 // carries 4 bytes of data and a 4-byte phase flag, written by one 64-bit store, which is
 // single-copy atomic) needs no release, no counter and no load after the wait: the
 // consumer's loads are its wait. It doubles the bytes moved. This probe measures both on
-// a synthetic chain of phases shaped like the kernel's:
+// a synthetic chain of phases shaped like the kernel's (and the same chain with no
+// synchronization at all, "none": what the data movement alone costs):
 //   grid = one block per SM (256 threads, a large dynamic shared memory so that no two share
 //   an SM), all resident; in every phase each block reads the whole buffer the previous
 //   phase wrote (as a GEMM task reads its activation), reduces it, and writes its own slice
@@ -32,6 +33,7 @@
 namespace {
 
 constexpr int kThreads = 256;
+const char* const kProtocols[] = {"counter", "flags", "none"};
 constexpr int kMaxVecs = 16;  // 16-byte loads a thread holds at once (per pass)
 constexpr unsigned long long kSpinLimitNs = 2ull * 1000 * 1000 * 1000;
 
@@ -88,9 +90,12 @@ struct Args {
   int* error;                 // a spin that timed out
 };
 
-template <bool Flags>
+// Proto: 0 counter, 1 flags, 2 none (the counter path without its wait and release: the
+// data movement and the reductions alone, its values unchecked: the floor both are above).
+template <int Proto>
 __global__ void __launch_bounds__(kThreads, 1) probe(Args a) {
   __shared__ uint32_t red[kThreads / 32];
+  constexpr bool Flags = Proto == 1;
   const int tid = threadIdx.x, b = blockIdx.x;
   uint32_t prev = 0, hash = 0;
   for (int p = 0; p < a.phases; ++p) {
@@ -98,7 +103,7 @@ __global__ void __launch_bounds__(kThreads, 1) probe(Args a) {
     if (p > 0) {
       uint32_t acc = 0;
       if (!Flags) {
-        if (tid == 0 && ld_acquire(a.counters + p - 1) < gridDim.x) {
+        if (Proto == 0 && tid == 0 && ld_acquire(a.counters + p - 1) < gridDim.x) {
           const unsigned long long t0 = now_ns();
           while (ld_acquire(a.counters + p - 1) < gridDim.x) {
             if (now_ns() - t0 > kSpinLimitNs) { atomicExch(a.error, 1); break; }
@@ -148,7 +153,7 @@ __global__ void __launch_bounds__(kThreads, 1) probe(Args a) {
       uint32_t* dst = a.buf32 + (p & 1) * a.words;
       for (int i = tid; i < a.slice; i += kThreads) dst[w0 + i] = word_value(prev, w0 + i, p);
       __syncthreads();
-      if (tid == 0) red_release(a.counters + p);
+      if (Proto == 0 && tid == 0) red_release(a.counters + p);
     } else {
       unsigned long long* dst = a.buf64 + (p & 1) * a.words;
       const unsigned long long flag = static_cast<unsigned long long>(p + 1) << 32;
@@ -187,7 +192,7 @@ struct Result {
 };
 
 // p50 of `reps` launches of `phases` phases, in us; false on an error.
-bool time_launch(bool flags, Args a, int blocks, int smem, int reps, double& p50, bool& correct) {
+bool time_launch(int proto, Args a, int blocks, int smem, int reps, double& p50, bool& correct) {
   std::vector<double> t;
   cudaEvent_t e0, e1;
   cudaEventCreate(&e0);
@@ -199,8 +204,9 @@ bool time_launch(bool flags, Args a, int blocks, int smem, int reps, double& p50
     cudaMemset(a.buf64, 0, sizeof(unsigned long long) * 2 * a.words);
     cudaMemset(a.hash_out, 0, sizeof(uint32_t) * blocks);
     cudaEventRecord(e0);
-    if (flags) probe<true><<<blocks, kThreads, smem>>>(a);
-    else probe<false><<<blocks, kThreads, smem>>>(a);
+    if (proto == 1) probe<1><<<blocks, kThreads, smem>>>(a);
+    else if (proto == 2) probe<2><<<blocks, kThreads, smem>>>(a);
+    else probe<0><<<blocks, kThreads, smem>>>(a);
     cudaEventRecord(e1);
     if (!ok(cudaEventSynchronize(e1), "launch")) return false;
     float ms = 0;
@@ -227,8 +233,9 @@ int main() {
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
   cudaDeviceGetAttribute(&smem_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
   const int smem = smem_max - 1024;  // one block per SM, as the persistent kernel
-  cudaFuncSetAttribute(probe<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  cudaFuncSetAttribute(probe<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  cudaFuncSetAttribute(probe<0>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  cudaFuncSetAttribute(probe<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  cudaFuncSetAttribute(probe<2>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   const int blocks = sms;
   // Bytes of data a consumer reads each phase: a norm's inputs (~4-8 KB), a GEMM task's
   // activation tile (TP x klen FP8: 64 x 512 = 32 KB), a whole activation (50 x 1024 = 50 KB).
@@ -250,7 +257,7 @@ int main() {
               prop.name, sms, kThreads, reps, short_phases, long_phases);
   bool first = true;
   for (int slice : slices) {
-    for (int flags = 0; flags < 2; ++flags) {
+    for (int proto = 0; proto < 3; ++proto) {
       a.words = blocks * slice;
       a.slice = slice;
       a.buf64 = buf;
@@ -261,16 +268,16 @@ int main() {
       double t_short = 0, t_long = 0;
       bool c1 = false, c2 = false;
       a.phases = short_phases;
-      if (!time_launch(flags, a, blocks, smem, reps, t_short, c1)) return 1;
+      if (!time_launch(proto, a, blocks, smem, reps, t_short, c1)) return 1;
       a.phases = long_phases;
-      if (!time_launch(flags, a, blocks, smem, reps, t_long, c2)) return 1;
+      if (!time_launch(proto, a, blocks, smem, reps, t_long, c2)) return 1;
       const int data_bytes = a.words * 4;
       std::printf("%s{\"protocol\": \"%s\", \"data_bytes_read_per_block\": %d, \"bytes_moved_per_block\": %d, "
                   "\"us_per_phase\": %.4f, \"launch_us\": [%.2f, %.2f], \"correct\": %s}",
-                  first ? "" : ", ", flags ? "flags" : "counter", data_bytes,
-                  flags ? 2 * data_bytes : data_bytes,
+                  first ? "" : ", ", kProtocols[proto], data_bytes,
+                  proto == 1 ? 2 * data_bytes : data_bytes,
                   (t_long - t_short) / (long_phases - short_phases), t_short, t_long,
-                  (c1 && c2) ? "true" : "false");
+                  proto == 2 ? "null" : (c1 && c2) ? "true" : "false");
       first = false;
     }
   }
