@@ -155,8 +155,8 @@ inline unsigned ceil_div(long long a, long long b) { return static_cast<unsigned
 // Why the A/B: with the trigger first, the next kernel's blocks may become resident while
 // this grid still has blocks to place, taking their SM slots only to wait; at 0 the next
 // launch overlaps only this grid's drain and completion. Measured with FLASH_RT_PDL=1
-// (H100, 2026-12-07, docs/performance.md run 17): at 1 the replay was 0.06 ms slower than
-// without PDL.
+// (H100, 2026-12-07, docs/performance.md run 17, 2 views h50): slower than plain launches
+// either way, +0.05-0.08 ms a replay at 1, +0.04-0.07 at 0; PDL stays off.
 #ifndef FLASH_RT_PDL_EARLY_TRIGGER
 #define FLASH_RT_PDL_EARLY_TRIGGER 1
 #endif
