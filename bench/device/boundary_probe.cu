@@ -35,7 +35,7 @@
 namespace {
 
 constexpr int kThreads = 256;
-const char* const kProtocols[] = {"counter", "flags", "none"};
+const char* const kProtocols[] = {"counter", "flags", "none", "block_flags"};
 constexpr int kMaxVecs = 16;  // 16-byte loads a thread holds at once (per pass)
 constexpr unsigned long long kSpinLimitNs = 2ull * 1000 * 1000 * 1000;
 
@@ -60,6 +60,14 @@ __device__ inline unsigned ld_acquire(const unsigned* p) {
 }
 __device__ inline void red_release(unsigned* p) {
   asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(p) : "memory");
+}
+__device__ inline unsigned ld_relaxed(const unsigned* p) {
+  unsigned v;
+  asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+__device__ inline void st_release(unsigned* p, unsigned v) {
+  asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
 }
 __device__ inline void st_relaxed_b64(unsigned long long* p, unsigned long long v) {
   asm volatile("st.relaxed.gpu.global.b64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
@@ -88,12 +96,18 @@ struct Args {
   uint32_t* buf32;            // counter protocol: [2][words]
   unsigned long long* buf64;  // flag protocol: [2][words]
   unsigned* counters;         // [phases], zero at launch
+  unsigned* block_flag;       // [blocks], zero at launch: the last phase each block finished, + 1
   uint32_t* hash_out;         // [blocks]
   int* error;                 // a spin that timed out
 };
 
 // Proto: 0 counter, 1 flags, 2 none (the counter path without its wait and release: the
-// data movement and the reductions alone, its values unchecked: the floor both are above).
+// data movement and the reductions alone, its values unchecked: the floor both are above),
+// 3 block_flags: the counter path with one flag word per producer block instead of one
+// counter all of them add to (st.release of the phase number; the consumer's first warp
+// polls all blocks' words with relaxed loads, a lane per 1-8 blocks, all in flight at
+// once, then fence.acq_rel and the block's barrier): no read-modify-write of one address
+// by 132 producers.
 template <int Proto>
 __global__ void __launch_bounds__(kThreads, 1) probe(Args a) {
   __shared__ uint32_t red[kThreads / 32];
@@ -105,6 +119,25 @@ __global__ void __launch_bounds__(kThreads, 1) probe(Args a) {
     if (p > 0) {
       uint32_t acc = 0;
       if (!Flags) {
+        if (Proto == 3 && tid < 32) {
+          // every lane's flags loaded at once (relaxed), until the whole warp saw them all;
+          // then one fence makes those observations acquires
+          constexpr int kPerLane = 8;  // up to 256 blocks
+          unsigned long long t0 = 0;
+          bool seen;
+          do {
+            unsigned v[kPerLane];
+#pragma unroll
+            for (int j = 0; j < kPerLane; ++j)
+              v[j] = tid + 32 * j < static_cast<int>(gridDim.x) ? ld_relaxed(a.block_flag + tid + 32 * j) : ~0u;
+            seen = true;
+#pragma unroll
+            for (int j = 0; j < kPerLane; ++j) seen = seen && v[j] >= static_cast<unsigned>(p);
+            if (!t0) t0 = now_ns();
+            else if (now_ns() - t0 > kSpinLimitNs) { atomicExch(a.error, 1); seen = true; }
+          } while (!__all_sync(0xffffffffu, seen));
+          asm volatile("fence.acq_rel.gpu;" ::: "memory");
+        }
         if (Proto == 0 && tid == 0 && ld_acquire(a.counters + p - 1) < gridDim.x) {
           const unsigned long long t0 = now_ns();
           while (ld_acquire(a.counters + p - 1) < gridDim.x) {
@@ -156,6 +189,7 @@ __global__ void __launch_bounds__(kThreads, 1) probe(Args a) {
       for (int i = tid; i < a.slice; i += kThreads) dst[w0 + i] = word_value(prev, w0 + i, p);
       __syncthreads();
       if (Proto == 0 && tid == 0) red_release(a.counters + p);
+      if (Proto == 3 && tid == 0) st_release(a.block_flag + b, static_cast<unsigned>(p + 1));
     } else {
       unsigned long long* dst = a.buf64 + (p & 1) * a.words;
       const unsigned long long flag = static_cast<unsigned long long>(p + 1) << 32;
@@ -203,11 +237,13 @@ bool time_launch(int proto, Args a, int blocks, int smem, int reps, double& p50,
   correct = true;
   for (int r = 0; r < reps; ++r) {
     cudaMemset(a.counters, 0, sizeof(unsigned) * a.phases);
+    cudaMemset(a.block_flag, 0, sizeof(unsigned) * blocks);
     cudaMemset(a.buf64, 0, sizeof(unsigned long long) * 2 * a.words);
     cudaMemset(a.hash_out, 0, sizeof(uint32_t) * blocks);
     cudaEventRecord(e0);
     if (proto == 1) probe<1><<<blocks, kThreads, smem>>>(a);
     else if (proto == 2) probe<2><<<blocks, kThreads, smem>>>(a);
+    else if (proto == 3) probe<3><<<blocks, kThreads, smem>>>(a);
     else probe<0><<<blocks, kThreads, smem>>>(a);
     cudaEventRecord(e1);
     if (!ok(cudaEventSynchronize(e1), "launch")) return false;
@@ -238,6 +274,7 @@ int main() {
   cudaFuncSetAttribute(probe<0>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   cudaFuncSetAttribute(probe<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   cudaFuncSetAttribute(probe<2>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  cudaFuncSetAttribute(probe<3>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   const int blocks = sms;
   // Bytes of data a consumer reads each phase: a norm's inputs (~4-8 KB), a GEMM task's
   // activation tile (TP x klen FP8: 64 x 512 = 32 KB), a whole activation (50 x 1024 = 50 KB).
@@ -249,8 +286,10 @@ int main() {
   int* err = nullptr;
   unsigned long long* buf = nullptr;
   unsigned* ctr = nullptr;
+  unsigned* bflag = nullptr;
   if (!ok(cudaMalloc(&buf, sizeof(unsigned long long) * 2 * max_words), "malloc") ||
       !ok(cudaMalloc(&ctr, sizeof(unsigned) * long_phases), "malloc") ||
+      !ok(cudaMalloc(&bflag, sizeof(unsigned) * blocks), "malloc") ||
       !ok(cudaMalloc(&hash, sizeof(uint32_t) * blocks), "malloc") ||
       !ok(cudaMalloc(&err, sizeof(int)), "malloc"))
     return 1;
@@ -259,12 +298,13 @@ int main() {
               prop.name, sms, kThreads, reps, short_phases, long_phases);
   bool first = true;
   for (int slice : slices) {
-    for (int proto = 0; proto < 3; ++proto) {
+    for (int proto = 0; proto < 4; ++proto) {
       a.words = blocks * slice;
       a.slice = slice;
       a.buf64 = buf;
       a.buf32 = reinterpret_cast<uint32_t*>(buf);
       a.counters = ctr;
+      a.block_flag = bflag;
       a.hash_out = hash;
       a.error = err;
       double t_short = 0, t_long = 0;
