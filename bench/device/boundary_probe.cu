@@ -33,6 +33,8 @@
 #include <cstdio>
 #include <vector>
 
+#include "../../csrc/megakernel/gpu_scope_sync.cuh"
+
 namespace {
 
 constexpr int kThreads = 256;
@@ -49,19 +51,9 @@ __host__ __device__ inline uint32_t word_value(uint32_t prev, int i, int p) {
   return mix(prev ^ (static_cast<uint32_t>(i) * 0x9e3779b9U) ^ static_cast<uint32_t>(p));
 }
 
-__device__ inline unsigned long long now_ns() {
-  unsigned long long t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
-__device__ inline unsigned ld_acquire(const unsigned* p) {
-  unsigned v;
-  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-__device__ inline void red_release(unsigned* p) {
-  asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(p) : "memory");
-}
+using flash_rt::mk::ld_acquire;  // the kernel's own primitives
+__device__ inline unsigned long long now_ns() { return flash_rt::mk::global_ns(); }
+__device__ inline void red_release(unsigned* p) { flash_rt::mk::red_release_add(p, 1u); }
 __device__ inline unsigned ld_relaxed(const unsigned* p) {
   unsigned v;
   asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");

@@ -13,6 +13,7 @@
 #include <cstdint>
 
 #include "arch_sm90.cuh"
+#include "gpu_scope_sync.cuh"
 #include "task_table.h"
 
 namespace flash_rt {
@@ -66,21 +67,6 @@ struct ConsumerSync {
   }
 };
 
-__device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
-  unsigned v;
-  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-
-__device__ __forceinline__ void red_release_add(unsigned* p, unsigned v) {
-  asm volatile("red.release.gpu.global.add.u32 [%0], %1;\n" ::"l"(p), "r"(v) : "memory");
-}
-
-__device__ __forceinline__ unsigned long long global_ns() {
-  unsigned long long t;
-  asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(t));
-  return t;
-}
 
 // A wait that cannot be satisfied (a schedule bug, or blocks that are not all resident)
 // traps after this long instead of hanging the GPU: the launch then fails with an error.
