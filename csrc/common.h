@@ -150,25 +150,13 @@ inline unsigned ceil_div(long long a, long long b) { return static_cast<unsigned
 // ---------------------------------------------------------------- device helpers
 #ifdef __CUDACC__
 
-// FLASH_RT_PDL_EARLY_TRIGGER (build switch, default 1; 0 for an A/B): whether pdl_begin()
-// lets the next launch start at once (1) or leaves that to this grid's blocks exiting (0).
-// Why the A/B: with the trigger first, the next kernel's blocks may become resident while
-// this grid still has blocks to place, taking their SM slots only to wait; at 0 the next
-// launch overlaps only this grid's drain and completion. Measured with FLASH_RT_PDL=1
-// (H100, 2026-12-07, docs/performance.md run 17, 2 views h50): slower than plain launches
-// either way, +0.05-0.08 ms a replay at 1, +0.04-0.07 at 0; PDL stays off.
-#ifndef FLASH_RT_PDL_EARLY_TRIGGER
-#define FLASH_RT_PDL_EARLY_TRIGGER 1
-#endif
-
-// Wait for the kernels before this one (a PDL launch may have started early), then (see
-// FLASH_RT_PDL_EARLY_TRIGGER) let the next one start launching: the first statement of
-// every kernel of the module but the persistent one, which triggers its next step itself.
+// Wait for the kernels before this one (a PDL launch may have started early), then let the
+// next one start launching: the first statement of every kernel of the module but the
+// persistent one, which triggers its next step itself. (Leaving the trigger to the blocks'
+// exit instead was measured in run 17 and was no better: docs/performance.md.)
 __device__ __forceinline__ void pdl_begin() {
   grid_dependency_wait();
-#if FLASH_RT_PDL_EARLY_TRIGGER
   allow_dependents();
-#endif
 }
 
 // An already scaled value to e4m3: saturate to +-kE4M3Max, round to nearest even.

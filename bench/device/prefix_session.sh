@@ -15,9 +15,6 @@
 #   pdl: every kernel of the module with programmatic dependent launch (FLASH_RT_PDL=1,
 #          csrc/common.h) against plain launches: its GPU frontend test, whole-pipeline
 #          replays alternated twice (VIEWS, HORIZONS; stage breakdown), its precision
-#   pdl_trigger: the same with the trigger left to the blocks' exit (a build with
-#          -DFLASH_RT_PDL_EARLY_TRIGGER=0): first the default build's PDL on / off, then
-#          that build's on / off alternated twice, its frontend tests and precision with PDL
 # Wheels the device lacks travel in carry/ (pybind11, nvidia-cutlass).
 # shellcheck source=bench/device/session_common.sh
 source "$(dirname "$0")/session_common.sh"
@@ -69,21 +66,5 @@ if has pdl; then
     pipeline_replay "pdl_off_$round" FLASH_RT_PDL=0
   done
   pipeline_precision pdl FLASH_RT_PDL=1
-fi
-if has pdl_trigger; then
-  full_checkpoint
-  stage "build: the default (trigger at each kernel's start)"; build_kernels || exit 1
-  pipeline_replay pdl_early_on FLASH_RT_PDL=1
-  pipeline_replay pdl_early_off FLASH_RT_PDL=0
-  stage "build: FLASH_RT_PDL_EARLY_TRIGGER=0"
-  build_kernels "-DFLASH_RT_PDL_EARLY_TRIGGER=0" || exit 1
-  for round in 1 2; do
-    pipeline_replay "pdl_late_on_$round" FLASH_RT_PDL=1
-    pipeline_replay "pdl_late_off_$round" FLASH_RT_PDL=0
-  done
-  stage "PDL, trigger at exit: frontend tests"
-  FLASH_RT_PDL=1 timeout 200 python3 -m pytest -q -rs test/gpu/test_pi05_frontends.py \
-      -p no:cacheprovider 2>&1 | tail -3
-  pipeline_precision pdl_late FLASH_RT_PDL=1
 fi
 stage done
