@@ -322,8 +322,9 @@ do_clusters() {
   python3 -c "import json; d = json.load(open('$OUT/clusters.json')); print(d['device'], d['sms'], 'SMs:', ', '.join(f\"{c['size']} x {c['max_resident']} = {c['blocks']}\" for c in d['clusters']))"
 }
 do_boundaries() {
-  # what one phase boundary costs by protocol, counters (the kernel's) against flags in the
-  # data (bench/device/boundary_probe.cu) -> $OUT/boundaries.json
+  # what one phase boundary costs by protocol: the kernel's counter, flags in the data, no
+  # synchronisation, a flag word per producer block (bench/device/boundary_probe.cu)
+  # -> $OUT/boundaries.json
   stage boundaries
   nvcc -O3 -std=c++17 -arch=sm_90a -o /tmp/boundary_probe bench/device/boundary_probe.cu \
     && timeout 120 /tmp/boundary_probe > "$OUT/boundaries.json"

@@ -67,7 +67,6 @@ struct ConsumerSync {
   }
 };
 
-
 // A wait that cannot be satisfied (a schedule bug, or blocks that are not all resident)
 // traps after this long instead of hanging the GPU: the launch then fails with an error.
 constexpr unsigned long long kWaitLimitNs = 5ull * 1000 * 1000 * 1000;
