@@ -70,6 +70,18 @@ __device__ inline void ld_relaxed_v2(const unsigned long long* p, unsigned long 
   asm volatile("ld.relaxed.gpu.global.v2.b64 {%0, %1}, [%2];" : "=l"(a), "=l"(b) : "l"(p) : "memory");
 }
 
+// A spin that started at t0 has waited too long: record it (the launch then reports a
+// failure instead of hanging the GPU) and tell the caller to stop waiting.
+__device__ inline bool spin_expired(unsigned long long t0, int* error) {
+  if (now_ns() - t0 <= kSpinLimitNs) return false;
+  atomicExch(error, 1);
+  return true;
+}
+// Both 8-byte words of a pair carry phase `want`'s flag (flags protocol).
+__device__ inline bool pair_ready(unsigned long long x, unsigned long long y, unsigned want) {
+  return static_cast<unsigned>(x >> 32) == want && static_cast<unsigned>(y >> 32) == want;
+}
+
 // The block's xor of every thread's value (all threads get it).
 __device__ inline uint32_t block_xor(uint32_t v, uint32_t* red) {
   for (int o = 16; o; o >>= 1) v ^= __shfl_xor_sync(0xffffffffu, v, o);
@@ -127,14 +139,14 @@ __global__ void __launch_bounds__(kThreads, 1) probe(Args a) {
 #pragma unroll
             for (int j = 0; j < kPerLane; ++j) seen = seen && v[j] >= static_cast<unsigned>(p);
             if (!t0) t0 = now_ns();
-            else if (now_ns() - t0 > kSpinLimitNs) { atomicExch(a.error, 1); seen = true; }
+            else if (spin_expired(t0, a.error)) seen = true;
           } while (!__all_sync(0xffffffffu, seen));
           asm volatile("fence.acq_rel.gpu;" ::: "memory");
         }
         if (Proto == 0 && tid == 0 && ld_acquire(a.counters + p - 1) < gridDim.x) {
           const unsigned long long t0 = now_ns();
           while (ld_acquire(a.counters + p - 1) < gridDim.x) {
-            if (now_ns() - t0 > kSpinLimitNs) { atomicExch(a.error, 1); break; }
+            if (spin_expired(t0, a.error)) break;
           }
         }
         __syncthreads();
@@ -161,12 +173,12 @@ __global__ void __launch_bounds__(kThreads, 1) probe(Args a) {
 #pragma unroll
           for (int j = 0; j < kMaxVecs; ++j) {
             if (base + j * kThreads >= np) continue;
-            if (static_cast<unsigned>(x[j] >> 32) != want || static_cast<unsigned>(y[j] >> 32) != want) {
+            if (!pair_ready(x[j], y[j], want)) {
               const unsigned long long t0 = now_ns();
               do {
-                if (now_ns() - t0 > kSpinLimitNs) { atomicExch(a.error, 1); break; }
+                if (spin_expired(t0, a.error)) break;
                 ld_relaxed_v2(src + 2 * (base + j * kThreads), x[j], y[j]);
-              } while (static_cast<unsigned>(x[j] >> 32) != want || static_cast<unsigned>(y[j] >> 32) != want);
+              } while (!pair_ready(x[j], y[j], want));
             }
             acc ^= static_cast<uint32_t>(x[j]) ^ static_cast<uint32_t>(y[j]);
           }
