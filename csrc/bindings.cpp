@@ -418,8 +418,9 @@ PYBIND11_MODULE(flash_rt_kernels, m) {
         py::arg("eps"), py::arg("attn_scale"), py::arg("theta"), py::arg("stream"),
         "One denoising step of the Pi0.5 action expert (every layer + the final adaRMS) as one\n"
         "persistent launch (sm_90a; raises ValueError on other GPUs or builds). ptrs: dict of\n"
-        "device pointers: the schedule (tasks, task_start, pages, page_start, counters: zero\n"
-        "before the first launch, left zero by every launch), wpack (packed FP8 weights),\n"
+        "device pointers: the schedule (tasks, task_start, pages, page_start, counters:\n"
+        "expert_megakernel_sync_words(counters, blocks) int32 words, zero before the first\n"
+        "launch, left reusable by every launch), wpack (packed FP8 weights),\n"
         "wscale (depth*4 weight scales), ascale (scale-table slot of this step's layer-0 qkv\n"
         "site), mod (this step's adaRMS table), x (H, W) bf16 in/out, xn (H, W) bf16 out,\n"
         "act_w / act_attn / act_mlp (FP8 scratch), part (8, tpad, W) fp32 split-K partials,\n"
@@ -429,13 +430,18 @@ PYBIND11_MODULE(flash_rt_kernels, m) {
         "%globaltimer ns per task, csrc/megakernel/task_table.h kTraceStamps). sizes: blocks,\n"
         "tpad, counters, H, W, F, heads, kv_heads, head_dim, cache_rows, rope_rows, splits,\n"
         "depth, o_splits, down_splits, max_klen, table_bytes (the largest block's task and page\n"
-        "rows), plain_residual, fold_in / fold_out (1 only in builds with FLASH_RT_MK_FOLD_IO:\n"
+        "rows), counter_words (the counters buffer's length), plain_residual, fold_in / fold_out (1 only in builds with FLASH_RT_MK_FOLD_IO:\n"
         "the action-in projection in layer 0's norm, the action-out projection and the Euler\n"
         "update in the final norm; they need action_dim, steps and the pointers act_x (H, A)\n"
         "fp32, act_x_bf16, act_in_w / act_in_b, act_out_w / act_out_b (bf16)).\n"
         "See flash_rt/models/common/expert_megakernel.py, which builds both.");
   m.def("expert_megakernel_smem_bytes", &expert_megakernel_smem_bytes,
         "Dynamic shared memory per block of expert_megakernel, before the block's tables.");
+  m.def("expert_megakernel_sync_words", &expert_megakernel_sync_words, py::arg("counters"),
+        py::arg("blocks"),
+        "int32 words of the counters buffer a schedule of `counters` counters on `blocks`\n"
+        "blocks needs in this build (counters + 1; one a counter and block + 2 with the build\n"
+        "switch FLASH_RT_MK_BLOCK_FLAGS=1).");
   m.def("expert_megakernel_folds_io", &expert_megakernel_folds_io,
         "Whether this build can fold the action-in / action-out projections and the Euler "
         "update into expert_megakernel (build switch FLASH_RT_MK_FOLD_IO=1).");

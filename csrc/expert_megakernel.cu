@@ -46,7 +46,10 @@ __global__ void __launch_bounds__(kThreads, 1) expert_megakernel_kernel(const __
     mbar_init_fence();
   }
   __syncthreads();
-  state.tables = block_tables(p.sched, block, smem + kSmemBytes, table_bar, tid);
+  // after the barriers: the block's signal counts (block flags), then its tables
+  unsigned char* sync_smem = smem + kSmemBytes;
+  state.tables = block_tables(p.sched, block, sync_smem + sync_state_bytes(p.sched.n_counters),
+                              table_bar, tid);
   if (tid == kPageIssuer) refill_pages(state.tables, p.sched.wpack, ring, state.issued, 0);
   // Launched with programmatic dependent launch (ExpertMegakernel's `pdl`), this block may
   // have started while the previous launch drains: the tables and the first weight pages
@@ -54,12 +57,13 @@ __global__ void __launch_bounds__(kThreads, 1) expert_megakernel_kernel(const __
   grid_dependency_wait();
   allow_dependents();  // the next step's blocks may take the SMs this grid's blocks leave
   state.valid_len = *p.valid_len;
+  const SyncState sync = sync_begin(p.sched, sync_smem, tid);
   for (int i = 0; i < state.tables.n_tasks; ++i) {
     const Task t = state.tables.tasks[i];
     const unsigned long long t_wait = p.trace ? global_ns() : 0ull;
     Prefetched<TP> pre;
     prefetch_inputs<TP>(p, t, tid, work, state.valid_len, pre);
-    wait_for(p.sched, t, tid);
+    wait_for(p.sched, sync, t, tid);
     const unsigned long long t_run = p.trace ? global_ns() : 0ull;
     TaskMarks marks{t_run, t_run};
     switch (t.op) {
@@ -79,7 +83,7 @@ __global__ void __launch_bounds__(kThreads, 1) expert_megakernel_kernel(const __
       default: __trap();
     }
     const unsigned long long t_body = p.trace ? global_ns() : 0ull;
-    signal_done(p.sched, t, tid);
+    signal_done(p.sched, sync, t, tid);
     if (kRefillAfterSignal && tid == kPageIssuer)
       refill_pages(state.tables, p.sched.wpack, ring, state.issued, state.consumed);
     if (p.trace && tid == 0) {
@@ -150,6 +154,10 @@ void check_device_arch() {
 int expert_megakernel_smem_bytes() { return kSmemBytes; }
 
 bool expert_megakernel_folds_io() { return kFoldIo; }
+
+i64 expert_megakernel_sync_words(i64 counters, i64 blocks) {
+  return sync_words(static_cast<int>(counters), static_cast<int>(blocks));
+}
 
 void expert_megakernel(const std::map<std::string, ptr_t>& ptrs,
                        const std::map<std::string, i64>& sizes, float eps, float attn_scale,
@@ -263,9 +271,19 @@ void expert_megakernel(const std::map<std::string, ptr_t>& ptrs,
         "blocks (" + std::to_string(blocks) + ") must be in [1, SMs = " + std::to_string(sms) + "]");
   check(table_bytes >= 0 && table_bytes % 16 == 0, w,
         "table_bytes must be a multiple of 16 (the largest block's tasks and pages)");
+  const i64 need_words = sync_words(p.sched.n_counters, static_cast<int>(blocks));
+  check(S("counter_words") >= need_words, w,
+        "the counters buffer (counter_words " + std::to_string(S("counter_words")) +
+            ") must hold expert_megakernel_sync_words(counters, blocks) = " +
+            std::to_string(need_words) + " words");
+  check(!kBlockFlags || blocks <= kMaxFlagBlocks, w,
+        "a build with FLASH_RT_MK_BLOCK_FLAGS runs at most " + std::to_string(kMaxFlagBlocks) +
+            " blocks");
   check_device_arch();
-  // Every block's tables go to shared memory (block_tables), after the ring and work area.
-  const int smem_limit = max_block_smem(dev), smem = kSmemBytes + static_cast<int>(table_bytes);
+  // Every block's tables go to shared memory (block_tables), after the ring, the work area
+  // and the block's signal counts.
+  const int smem_limit = max_block_smem(dev),
+            smem = kSmemBytes + sync_state_bytes(p.sched.n_counters) + static_cast<int>(table_bytes);
   check(smem <= smem_limit, w,
         "the largest block's schedule tables (" + std::to_string(table_bytes) +
             " bytes) do not fit in shared memory beside the kernel's " +

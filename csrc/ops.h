@@ -147,5 +147,8 @@ void expert_megakernel(const std::map<std::string, ptr_t>& ptrs,
 int expert_megakernel_smem_bytes();
 // Whether this build folds the action projections into the kernel (FLASH_RT_MK_FOLD_IO).
 bool expert_megakernel_folds_io();
+// Words the counters buffer of a schedule with `counters` counters on `blocks` blocks needs
+// in this build (FLASH_RT_MK_BLOCK_FLAGS: one a counter and block).
+i64 expert_megakernel_sync_words(i64 counters, i64 blocks);
 
 }  // namespace flash_rt

@@ -23,7 +23,7 @@
 // Per-phase time = (time of P2 phases - time of P1 phases) / (P2 - P1): launch excluded.
 // Measured (H100, 2026-12-07, docs/performance.md run 17): counters 1.62-1.91 us a phase,
 // ~0.87 over the unsynchronised chain; flags 3.9-8.5 us (every thread polling): slower.
-// block_flags was added after that run and has not run on a GPU yet.
+// block_flags and counter_relaxed_poll were added after that run.
 //   nvcc -O3 -std=c++17 -arch=sm_90a -o /tmp/boundary_probe bench/device/boundary_probe.cu
 //   /tmp/boundary_probe            (one JSON object on stdout)
 #include <cuda_runtime.h>
@@ -38,7 +38,8 @@
 namespace {
 
 constexpr int kThreads = 256;
-const char* const kProtocols[] = {"counter", "flags", "none", "block_flags"};
+const char* const kProtocols[] = {"counter", "flags", "none", "block_flags", "counter_relaxed_poll"};
+constexpr int kNumProtocols = 5;
 constexpr int kMaxVecs = 16;  // 16-byte loads a thread holds at once (per pass)
 constexpr unsigned long long kSpinLimitNs = 2ull * 1000 * 1000 * 1000;
 
@@ -54,14 +55,9 @@ __host__ __device__ inline uint32_t word_value(uint32_t prev, int i, int p) {
 using flash_rt::mk::ld_acquire;  // the kernel's own primitives
 __device__ inline unsigned long long now_ns() { return flash_rt::mk::global_ns(); }
 __device__ inline void red_release(unsigned* p) { flash_rt::mk::red_release_add(p, 1u); }
-__device__ inline unsigned ld_relaxed(const unsigned* p) {
-  unsigned v;
-  asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-__device__ inline void st_release(unsigned* p, unsigned v) {
-  asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
-}
+using flash_rt::mk::fence_acq_rel;
+using flash_rt::mk::ld_relaxed;
+using flash_rt::mk::st_release;
 __device__ inline void st_relaxed_b64(unsigned long long* p, unsigned long long v) {
   asm volatile("st.relaxed.gpu.global.b64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
 }
@@ -113,6 +109,9 @@ struct Args {
 // polls all blocks' words with relaxed loads, a lane per 1-8 blocks, all in flight at
 // once, then fence.acq_rel and the block's barrier): no read-modify-write of one address
 // by 132 producers.
+// 4 counter_relaxed_poll: the counter protocol whose waiting thread polls with relaxed
+// loads and makes the successful one an acquire with one fence.acq_rel (the kernel's
+// FLASH_RT_MK_POLL=2), instead of an acquire load on every poll.
 template <int Proto>
 __global__ void __launch_bounds__(kThreads, 1) probe(Args a) {
   __shared__ uint32_t red[kThreads / 32];
@@ -141,13 +140,22 @@ __global__ void __launch_bounds__(kThreads, 1) probe(Args a) {
             if (!t0) t0 = now_ns();
             else if (spin_expired(t0, a.error)) seen = true;
           } while (!__all_sync(0xffffffffu, seen));
-          asm volatile("fence.acq_rel.gpu;" ::: "memory");
+          fence_acq_rel();
         }
         if (Proto == 0 && tid == 0 && ld_acquire(a.counters + p - 1) < gridDim.x) {
           const unsigned long long t0 = now_ns();
           while (ld_acquire(a.counters + p - 1) < gridDim.x) {
             if (spin_expired(t0, a.error)) break;
           }
+        }
+        if (Proto == 4 && tid == 0) {
+          if (ld_relaxed(a.counters + p - 1) < gridDim.x) {
+            const unsigned long long t0 = now_ns();
+            while (ld_relaxed(a.counters + p - 1) < gridDim.x) {
+              if (spin_expired(t0, a.error)) break;
+            }
+          }
+          fence_acq_rel();
         }
         __syncthreads();
         const uint4* src = reinterpret_cast<const uint4*>(a.buf32 + ((p - 1) & 1) * a.words);
@@ -193,7 +201,7 @@ __global__ void __launch_bounds__(kThreads, 1) probe(Args a) {
       uint32_t* dst = a.buf32 + (p & 1) * a.words;
       for (int i = tid; i < a.slice; i += kThreads) dst[w0 + i] = word_value(prev, w0 + i, p);
       __syncthreads();
-      if (Proto == 0 && tid == 0) red_release(a.counters + p);
+      if ((Proto == 0 || Proto == 4) && tid == 0) red_release(a.counters + p);
       if (Proto == 3 && tid == 0) st_release(a.block_flag + b, static_cast<unsigned>(p + 1));
     } else {
       unsigned long long* dst = a.buf64 + (p & 1) * a.words;
@@ -249,6 +257,7 @@ bool time_launch(int proto, Args a, int blocks, int smem, int reps, double& p50,
     if (proto == 1) probe<1><<<blocks, kThreads, smem>>>(a);
     else if (proto == 2) probe<2><<<blocks, kThreads, smem>>>(a);
     else if (proto == 3) probe<3><<<blocks, kThreads, smem>>>(a);
+    else if (proto == 4) probe<4><<<blocks, kThreads, smem>>>(a);
     else probe<0><<<blocks, kThreads, smem>>>(a);
     cudaEventRecord(e1);
     if (!ok(cudaEventSynchronize(e1), "launch")) return false;
@@ -280,6 +289,7 @@ int main() {
   cudaFuncSetAttribute(probe<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   cudaFuncSetAttribute(probe<2>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   cudaFuncSetAttribute(probe<3>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  cudaFuncSetAttribute(probe<4>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   const int blocks = sms;
   // Bytes of data a consumer reads each phase: a norm's inputs (~4-8 KB), a GEMM task's
   // activation tile (TP x klen FP8: 64 x 512 = 32 KB), a whole activation (50 x 1024 = 50 KB).
@@ -303,7 +313,7 @@ int main() {
               prop.name, sms, kThreads, reps, short_phases, long_phases);
   bool first = true;
   for (int slice : slices) {
-    for (int proto = 0; proto < 4; ++proto) {
+    for (int proto = 0; proto < kNumProtocols; ++proto) {
       a.words = blocks * slice;
       a.slice = slice;
       a.buf64 = buf;

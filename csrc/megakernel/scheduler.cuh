@@ -25,9 +25,73 @@ struct Schedule {
   const long long* pages;     // (pages, 2): byte offset into wpack, bytes
   const int* page_start;      // (blocks + 1,) likewise for the weight pages, in consumption order
   const unsigned char* wpack; // packed FP8 weight tiles
-  unsigned* counters;         // (n_counters + 1,): zero at launch; the last one counts finished blocks
+  unsigned* counters;         // sync_words(n_counters, blocks) words, zero when allocated
   int n_counters;
 };
+
+// FLASH_RT_MK_BLOCK_FLAGS (build switch, default 0; 1 for an A/B): the counters become one
+// word per (counter, block) that only that block writes (a st.release of its running
+// count of signals on that counter, tagged with the launch's epoch), and a waiting block's
+// poll warp loads all blocks' words at once and sums the counts of this epoch; after the
+// launch the last block advances the epoch instead of zeroing anything. Why: with one
+// counter a phase, 40-128 producers' read-modify-writes and up to 132 blocks' polls meet
+// at one L2 address; run 17's probe put the counter protocol 0.87 us a boundary above an
+// unsynchronised chain (bench/device/boundary_probe.cu, protocol block_flags).
+#ifndef FLASH_RT_MK_BLOCK_FLAGS
+#define FLASH_RT_MK_BLOCK_FLAGS 0
+#endif
+constexpr bool kBlockFlags = FLASH_RT_MK_BLOCK_FLAGS != 0;
+constexpr int kFlagCountBits = 16;  // a block's signals on one counter in a launch: < 65536
+constexpr unsigned kFlagCountMask = (1u << kFlagCountBits) - 1u;
+constexpr int kMaxFlagBlocks = 256;  // blocks whose words one poll warp loads at once (8 a lane)
+
+// FLASH_RT_MK_POLL (build switch, default 0): which thread polls a task's counter and how.
+// 0: thread 0 with an acquire load every poll; 1: warp 1's lane 0 (thread 0 issues the
+// weight refills and a task's bulk input copies, which a fence on its warp may wait for),
+// acquire loads; 2: warp 1's lane 0 with relaxed loads and one fence.acq_rel after the
+// poll that succeeds (an acquire on every poll may invalidate the L1 each time).
+// (Block flags always poll from warp 1, relaxed, then the fence.)
+#ifndef FLASH_RT_MK_POLL
+#define FLASH_RT_MK_POLL 0
+#endif
+static_assert(FLASH_RT_MK_POLL >= 0 && FLASH_RT_MK_POLL <= 2, "FLASH_RT_MK_POLL is 0, 1 or 2");
+constexpr int kPollWarp = (FLASH_RT_MK_POLL != 0 || kBlockFlags) ? 1 : 0;
+static_assert(kPollWarp * 32 < kConsumers, "the poll warp is a consumer warp");
+
+// Words of the `counters` buffer a schedule of n_counters counters on `blocks` blocks
+// needs: the counters and a finished-blocks count; with block flags a word per (counter,
+// block), the finished-blocks count and the epoch.
+__host__ __device__ constexpr long long sync_words(int n_counters, int blocks) {
+  return kBlockFlags ? static_cast<long long>(n_counters) * blocks + 2 : n_counters + 1;
+}
+// Shared memory of the block's own signal counts (block flags: one 16-bit count a counter).
+__host__ __device__ constexpr int sync_state_bytes(int n_counters) {
+  return kBlockFlags ? (2 * n_counters + 15) / 16 * 16 : 0;
+}
+
+// What a block keeps of the launch's synchronisation (block flags only): this launch's
+// tag and how many times the block has signalled each counter (thread 0's alone).
+struct SyncState {
+  unsigned tag = 0;
+  uint16_t* counts = nullptr;
+};
+
+// Thread 0 and the poll warp: this launch's tag; thread 0 zeroes the block's counts
+// (`counts`: sync_state_bytes of shared memory). After the grid dependency wait: the epoch
+// is what the previous launch's last block left.
+__device__ __forceinline__ SyncState sync_begin(const Schedule& s, unsigned char* counts, int tid) {
+  SyncState st;
+  if constexpr (kBlockFlags) {
+    st.counts = reinterpret_cast<uint16_t*>(counts);
+    if (tid == 0 || tid / 32 == kPollWarp) {
+      const unsigned epoch = ld_relaxed(s.counters + static_cast<long long>(s.n_counters) * gridDim.x + 1);
+      st.tag = epoch << kFlagCountBits;
+    }
+    if (tid == 0)
+      for (int i = 0; i < s.n_counters; ++i) st.counts[i] = 0;
+  }
+  return st;
+}
 
 // One block's rows of the schedule: its tasks and its weight pages (offset, bytes).
 struct BlockTables {
@@ -80,11 +144,54 @@ __device__ __forceinline__ void spin_until(const unsigned* c, unsigned target) {
   }
 }
 
-__device__ __forceinline__ void wait_for(const Schedule& s, const Task& t, int tid) {
-  if (tid == 0 && t.wait_ctr >= 0) {
+// (FLASH_RT_MK_POLL=2) relaxed polls until *c >= target, then the fence that makes the
+// last one an acquire.
+__device__ __forceinline__ void spin_relaxed_then_acquire(const unsigned* c, unsigned target) {
+  if (ld_relaxed(c) < target) {
+    const unsigned long long t0 = global_ns();
+    while (ld_relaxed(c) < target) {
+      if (global_ns() - t0 > kWaitLimitNs) __trap();
+    }
+  }
+  fence_acq_rel();
+}
+
+// (block flags) The poll warp: until the blocks' words of counter `ctr` tagged with this
+// launch's tag count `target` signals in all; every lane then fences (each made its own
+// observations) before the block's barrier.
+__device__ __forceinline__ void wait_block_flags(const Schedule& s, const SyncState& st, int ctr,
+                                                 unsigned target, int lane) {
+  constexpr int kPerLane = kMaxFlagBlocks / 32;
+  const unsigned* words = s.counters + static_cast<long long>(ctr) * gridDim.x;
+  const int blocks = static_cast<int>(gridDim.x);
+  unsigned long long t0 = 0;
+  for (;;) {
+    unsigned w[kPerLane];
+#pragma unroll
+    for (int j = 0; j < kPerLane; ++j)
+      w[j] = lane + 32 * j < blocks ? ld_relaxed(words + lane + 32 * j) : 0u;
+    unsigned n = 0;
+#pragma unroll
+    for (int j = 0; j < kPerLane; ++j)
+      n += (w[j] & ~kFlagCountMask) == st.tag ? (w[j] & kFlagCountMask) : 0u;
+#pragma unroll
+    for (int o = 16; o; o >>= 1) n += __shfl_xor_sync(0xffffffffu, n, o);
+    if (n >= target) break;
+    if (!t0) t0 = global_ns();
+    else if (global_ns() - t0 > kWaitLimitNs) __trap();
+  }
+  fence_acq_rel();
+}
+
+__device__ __forceinline__ void wait_for(const Schedule& s, const SyncState& st, const Task& t,
+                                         int tid) {
+  const unsigned target = static_cast<unsigned>(t.wait_target);
+  if constexpr (kBlockFlags) {
+    if (tid / 32 == kPollWarp && t.wait_ctr >= 0) wait_block_flags(s, st, t.wait_ctr, target, tid & 31);
+  } else if (tid == kPollWarp * 32 && t.wait_ctr >= 0) {
     const unsigned* c = s.counters + t.wait_ctr;
-    const unsigned target = static_cast<unsigned>(t.wait_target);
-    if (ld_acquire(c) < target) spin_until(c, target);
+    if (FLASH_RT_MK_POLL == 2) spin_relaxed_then_acquire(c, target);
+    else if (ld_acquire(c) < target) spin_until(c, target);
   }
   ConsumerSync::sync();
 }
@@ -99,23 +206,38 @@ __device__ __forceinline__ void wait_for(const Schedule& s, const Task& t, int t
 #define FLASH_RT_MK_SIGNAL_FENCE 0
 #endif
 
-__device__ __forceinline__ void signal_done(const Schedule& s, const Task& t, int tid) {
+__device__ __forceinline__ void signal_done(const Schedule& s, const SyncState& st, const Task& t,
+                                            int tid) {
   ConsumerSync::sync();
   if (tid == 0) {
     if (FLASH_RT_MK_SIGNAL_FENCE) __threadfence();
-    red_release_add(s.counters + t.signal_ctr, 1u);
+    if constexpr (kBlockFlags) {
+      const unsigned n = ++st.counts[t.signal_ctr];
+      st_release(s.counters + static_cast<long long>(t.signal_ctr) * gridDim.x + blockIdx.x,
+                 st.tag | n);
+    } else {
+      red_release_add(s.counters + t.signal_ctr, 1u);
+    }
   }
 }
 
-// The last block to finish zeroes every counter for the next launch (all others are past
-// their last wait by then; the kernel boundary publishes the zeros).
+// The last block to finish leaves the words for the next launch: it zeroes every counter
+// (block flags: advances the epoch, which retires every word of this launch at once). All
+// others are past their last wait by then; the kernel boundary publishes the stores.
 __device__ __forceinline__ void finish_launch(const Schedule& s, int tid) {
   ConsumerSync::sync();
   if (tid == 0) {
     __threadfence();
-    const unsigned done = atomicAdd(s.counters + s.n_counters, 1u);
+    const long long done_word = kBlockFlags ? static_cast<long long>(s.n_counters) * gridDim.x
+                                            : s.n_counters;
+    const unsigned done = atomicAdd(s.counters + done_word, 1u);
     if (done == gridDim.x - 1) {
-      for (int i = 0; i <= s.n_counters; ++i) s.counters[i] = 0u;
+      if constexpr (kBlockFlags) {
+        s.counters[done_word + 1] += 1u;  // the epoch (only this block writes it)
+        s.counters[done_word] = 0u;
+      } else {
+        for (int i = 0; i <= s.n_counters; ++i) s.counters[i] = 0u;
+      }
       __threadfence();
     }
   }

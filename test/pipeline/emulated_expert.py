@@ -229,16 +229,70 @@ class _T:
             setattr(self, name, v)
 
 
-def run(ptrs: dict, sizes: dict, eps: float, attn_scale: float, seed: int = 0) -> None:
-    """Execute one launch of the kernel's contract."""
+class _Counters:
+    """The default build's words: a counter each, then the finished blocks; all zero
+    between launches (scheduler.cuh)."""
+
+    def __init__(self, ptr: int, n: int, blocks: int):
+        self.words = view(ptr, (n + 1,), I32)
+        assert int(self.words.abs().sum()) == 0, "counters must be zero at launch"
+
+    def count(self, ctr: int) -> int:
+        return int(self.words[ctr])
+
+    def signal(self, ctr: int, block: int) -> None:
+        self.words[ctr] += 1
+
+    def finish(self) -> None:
+        self.words.zero_()  # what the last block does
+
+
+class _BlockFlags:
+    """FLASH_RT_MK_BLOCK_FLAGS' words (scheduler.cuh): word (ctr, block) holds the launch's
+    tag (epoch << 16) | that block's signals on ctr so far; a wait sums the counts whose tag
+    is this launch's; the last block advances the epoch (word n * blocks + 1)."""
+
+    BITS = 16
+
+    def __init__(self, ptr: int, n: int, blocks: int):
+        self.n, self.blocks = n, blocks
+        self.words = view(ptr, (n * blocks + 2,), I32)
+        assert int(self.words[n * blocks]) == 0, "the finished-blocks count must be zero at launch"
+        epoch = int(self.words[n * blocks + 1]) & 0xFFFFFFFF
+        self.tag = (epoch << self.BITS) & 0xFFFFFFFF
+        self.mine = [[0] * blocks for _ in range(n)]  # each block's own counts (its shared memory)
+
+    def _u32(self, ctr: int) -> list[int]:
+        row = self.words[ctr * self.blocks:(ctr + 1) * self.blocks]
+        return [int(v) & 0xFFFFFFFF for v in row.tolist()]
+
+    def count(self, ctr: int) -> int:
+        mask = (1 << self.BITS) - 1
+        return sum(w & mask for w in self._u32(ctr) if w & ~mask == self.tag)
+
+    def signal(self, ctr: int, block: int) -> None:
+        self.mine[ctr][block] += 1
+        w = self.tag | self.mine[ctr][block]
+        self.words[ctr * self.blocks + block] = w - (1 << 32) if w >= 1 << 31 else w
+
+    def finish(self) -> None:
+        e = self.n * self.blocks + 1
+        nxt = (int(self.words[e]) + 1) & 0xFFFFFFFF
+        self.words[e] = nxt - (1 << 32) if nxt >= 1 << 31 else nxt
+
+
+def run(ptrs: dict, sizes: dict, eps: float, attn_scale: float, seed: int = 0,
+        block_flags: bool = False) -> None:
+    """Execute one launch of the kernel's contract (``block_flags``: with the words of a
+    FLASH_RT_MK_BLOCK_FLAGS build)."""
     z = dict(sizes)
     blocks = z["blocks"]
     starts = view(ptrs["task_start"], (blocks + 1,), I32).tolist()
     pstarts = view(ptrs["page_start"], (blocks + 1,), I32).tolist()
     tasks = view(ptrs["tasks"], (starts[-1], 8), I32)
     pages = view(ptrs["pages"], (max(pstarts[-1], 1), 2), torch.int64)
-    counters = view(ptrs["counters"], (z["counters"] + 1,), I32)
-    assert int(counters.abs().sum()) == 0, "counters must be zero at launch"
+    sync = (_BlockFlags if block_flags else _Counters)(ptrs["counters"], z["counters"], blocks)
+    assert z["counter_words"] >= sync.words.numel(), "the counters buffer is too short"
     st = _State(ptrs, z, eps, attn_scale)
     pos, pcur = list(starts[:-1]), list(pstarts[:-1])
     rng = random.Random(seed)
@@ -247,7 +301,7 @@ def run(ptrs: dict, sizes: dict, eps: float, attn_scale: float, seed: int = 0) -
         for b in range(blocks):
             if pos[b] < starts[b + 1]:
                 t = _T(tasks[pos[b]])
-                if t.wait_ctr < 0 or int(counters[t.wait_ctr]) >= t.wait_target:
+                if t.wait_ctr < 0 or sync.count(t.wait_ctr) >= t.wait_target:
                     ready.append((b, t))
         if not ready:
             left = [b for b in range(blocks) if pos[b] < starts[b + 1]]
@@ -266,7 +320,7 @@ def run(ptrs: dict, sizes: dict, eps: float, attn_scale: float, seed: int = 0) -
             _combine(st, t)
         else:
             raise AssertionError(f"unknown op {t.op}")
-        counters[t.signal_ctr] += 1
+        sync.signal(t.signal_ctr, b)
         pos[b] += 1
     assert pcur == pstarts[1:], "every block must consume exactly its pages"
-    counters.zero_()  # what the last block does
+    sync.finish()

@@ -346,7 +346,8 @@ class EmulatedKernels:
     # -- the persistent action-expert kernel (interprets its task tables) ---------------------
     def expert_megakernel(self, ptrs, sizes, eps, attn_scale, theta, stream):
         from .emulated_expert import run
-        run(ptrs, sizes, eps, attn_scale, seed=self.calls.get("expert_megakernel", 0))
+        run(ptrs, sizes, eps, attn_scale, seed=self.calls.get("expert_megakernel", 0),
+            block_flags=self.block_flags)
         if "trace" in ptrs:  # emulated tasks take no time: a flat profile
             view(ptrs["trace"], (int(view(ptrs["task_start"], (sizes["blocks"] + 1,), I32)[-1]),
                                  TRACE_STAMPS),
@@ -358,6 +359,13 @@ class EmulatedKernels:
     def set_programmatic_launch(self, on):
         before, self.programmatic_launch = getattr(self, "programmatic_launch", False), bool(on)
         return before  # (launch timing only: nothing to emulate)
+
+    # the emulated build's dependency words: counters (the default), or with
+    # FLASH_RT_MK_BLOCK_FLAGS one a counter and block (set the attribute to emulate it)
+    block_flags = False
+
+    def expert_megakernel_sync_words(self, counters, blocks):
+        return counters * blocks + 2 if self.block_flags else counters + 1
 
     def expert_megakernel_folds_io(self):
         return True  # the emulation implements the folded action I/O (FLASH_RT_MK_FOLD_IO)

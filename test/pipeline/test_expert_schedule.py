@@ -390,6 +390,41 @@ def test_megakernel_contract_equals_the_kernel_sequence(monkeypatch, model, hori
     assert int(tb.mk.scratch["counters"].abs().sum()) == 0
 
 
+def test_block_flags_order_the_launch_as_the_counters_do():
+    # FLASH_RT_MK_BLOCK_FLAGS' words (one a counter and block, tagged with the launch's
+    # epoch; emulated as scheduler.cuh keeps them) over three launches in a row, against
+    # the counters: the same interleavings are possible (the same seed picks the same order,
+    # so the outputs are bit-identical), and every launch leaves the words reusable without
+    # zeroing them: the finished count at zero, the epoch advanced, no signal carrying the
+    # next launch's tag. A wait that counted an earlier launch's signals would let a task
+    # run before its inputs and change the outputs.
+    cfg = load_config("pi05", "small", num_views=1, horizon=16)
+    cfg = dataclasses.replace(cfg, prefix=dataclasses.replace(cfg.prefix, depth=2),
+                              expert=dataclasses.replace(cfg.expert, depth=2))
+    outs = {}
+    for flags in (False, True):
+        k = EmulatedKernels()
+        k.block_flags = flags
+        tb = ExpertTestbed(cfg, k, "cpu", blocks=5)
+        tb.calibrate([2])
+        tb.restore()
+        for step in (2, 3, 4):
+            tb.run_megakernel(step)
+        outs[flags] = tb.outputs()
+        words = tb.mk.scratch["counters"]
+        n, blocks = tb.mk.schedule.counters, tb.mk.schedule.blocks
+        if not flags:
+            assert int(words.abs().sum()) == 0
+            continue
+        assert words.numel() >= k.expert_megakernel_sync_words(n, blocks) == n * blocks + 2
+        assert [int(v) for v in words[n * blocks:n * blocks + 2]] == [0, 3]
+        flag = words[:n * blocks].to(torch.int64) & 0xFFFFFFFF
+        signalled = flag[(flag & 0xFFFF) > 0]
+        assert set((signalled >> 16).tolist()) == {2}  # the last launch's (epoch 2) tag
+    for key in outs[False]:
+        assert torch.equal(outs[False][key], outs[True][key]), key
+
+
 def test_engine_expert_choice(monkeypatch):
     # the pipeline's choice, FLASH_RT_EXPERT's override, a fallback with its reason when the
     # model cannot use the kernel, and an error when the kernel was asked for explicitly

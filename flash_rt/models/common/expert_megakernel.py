@@ -101,6 +101,13 @@ def _folds_io(kernels: Any) -> bool:
             and bool(getattr(kernels, "expert_megakernel_folds_io", lambda: False)()))
 
 
+def sync_words(counters: int, blocks: int) -> int:
+    """int32 words of the kernel's counters buffer, enough for either build of the module
+    (the binding's expert_megakernel_sync_words: a counter each and one more, or one a
+    counter and block and two more with FLASH_RT_MK_BLOCK_FLAGS; ~80 KB at most)."""
+    return counters * blocks + 2
+
+
 def pack_weights(ed: ExpertDims, weights: dict[str, torch.Tensor],
                  device: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """(packed FP8 weight tiles, per-Linear weight scales) in the kernel's reading order."""
@@ -162,7 +169,8 @@ class ExpertMegakernel:
             "part": z(MAX_SPLIT_K, tp, ed.width, dtype=torch.float32),
             "part_o": z(ed.splits * ed.attn_rows * ed.head_dim, dtype=torch.float32),
             "part_lse": z(ed.splits * ed.attn_rows, dtype=torch.float32),
-            "counters": z(self.schedule.counters + 1, dtype=torch.int32),
+            "counters": z(sync_words(self.schedule.counters, self.schedule.blocks),
+                          dtype=torch.int32),
         }
         self.step_inputs, self.scale_site = step_inputs, scale_site
         # rows of a constant adaRMS table for an expert without one (see the module doc)
@@ -173,7 +181,8 @@ class ExpertMegakernel:
         self.sizes = dict(kernel_sizes(ed, self.schedule, tables, rope_rows=d.cache_rows),
                           plain_residual=int(plain_residual), fold_in=int(self.folds_in),
                           fold_out=int(self.folds_out), action_dim=d.action_dim, steps=d.steps,
-                          pdl=int(os.environ.get(PDL_ENV, "1") != "0"))
+                          pdl=int(os.environ.get(PDL_ENV, "1") != "0"),
+                          counter_words=self.scratch["counters"].numel())
         self.eps, self.attn_scale, self.theta = d.ex_eps, d.head_dim ** -0.5, d.theta
         self._fixed = {**{k: v.data_ptr() for k, v in self.tables.items()},
                        **{k: v.data_ptr() for k, v in self.scratch.items()},
