@@ -23,7 +23,8 @@
 // Per-phase time = (time of P2 phases - time of P1 phases) / (P2 - P1): launch excluded.
 // Measured (H100, 2026-12-07, docs/performance.md run 17): counters 1.62-1.91 us a phase,
 // ~0.87 over the unsynchronised chain; flags 3.9-8.5 us (every thread polling): slower.
-// block_flags and counter_relaxed_poll were added after that run.
+// Run 18 (H100): block_flags 2.6-2.9 and counter_relaxed_poll 1.9-2.2 us a phase, counters
+// 1.6-1.9 again: the kernel's protocol is the fastest of the five.
 //   nvcc -O3 -std=c++17 -arch=sm_90a -o /tmp/boundary_probe bench/device/boundary_probe.cu
 //   /tmp/boundary_probe            (one JSON object on stdout)
 #include <cuda_runtime.h>

@@ -36,7 +36,9 @@ struct Schedule {
 // launch the last block advances the epoch instead of zeroing anything. Why: with one
 // counter a phase, 40-128 producers' read-modify-writes and up to 132 blocks' polls meet
 // at one L2 address; run 17's probe put the counter protocol 0.87 us a boundary above an
-// unsynchronised chain (bench/device/boundary_probe.cu, protocol block_flags).
+// unsynchronised chain (bench/device/boundary_probe.cu, protocol block_flags). Measured
+// (run 18, H100): slower, 775 vs 612 us a step at 2 views h50 (the probe: 2.6-2.9 vs
+// 1.6-1.9 us a phase); the time goes to the poll warp's 132 loads and its fence. Off.
 #ifndef FLASH_RT_MK_BLOCK_FLAGS
 #define FLASH_RT_MK_BLOCK_FLAGS 0
 #endif
@@ -50,7 +52,9 @@ constexpr int kMaxFlagBlocks = 256;  // blocks whose words one poll warp loads a
 // weight refills and a task's bulk input copies, which a fence on its warp may wait for),
 // acquire loads; 2: warp 1's lane 0 with relaxed loads and one fence.acq_rel after the
 // poll that succeeds (an acquire on every poll may invalidate the L1 each time).
-// (Block flags always poll from warp 1, relaxed, then the fence.)
+// (Block flags always poll from warp 1, relaxed, then the fence.) Measured (run 18, H100,
+// 2 views h50): 611.4 (1) and 665.7 (2) against 612.3 us a step: the fence costs more than
+// acquire polls (the probe: +0.3 us a phase). 0 stays.
 #ifndef FLASH_RT_MK_POLL
 #define FLASH_RT_MK_POLL 0
 #endif

@@ -175,3 +175,7 @@ def test_megakernel_refuses_bad_sizes(fk):
     with pytest.raises(ValueError, match="schedule tables"):
         fk.expert_megakernel(ptrs, dict(tb.mk.sizes, table_bytes=1 << 20), 1e-6, 0.0625, 1e4,
                              tb.stream)
+    need = fk.expert_megakernel_sync_words(tb.mk.sizes["counters"], tb.mk.sizes["blocks"])
+    with pytest.raises(ValueError, match="counter_words"):
+        fk.expert_megakernel(ptrs, dict(tb.mk.sizes, counter_words=need - 1), 1e-6, 0.0625,
+                             1e4, tb.stream)
