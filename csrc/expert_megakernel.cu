@@ -8,6 +8,9 @@
 // megakernel/expert_tasks.cuh (the expert's task bodies), megakernel/arch_sm90.cuh (the
 // Hopper instructions: the only arch-specific file). Thor and RTX keep the kernel
 // sequence; on them the launcher refuses with a clear error.
+#include <cuda.h>
+#include <cudaTypedefs.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -78,7 +81,10 @@ __global__ void __launch_bounds__(kThreads, 1) expert_megakernel_kernel(const __
       case kGateUp:
       case kDown: gemm_task<TP>(p, t, work, act_bar, ring, state, pre.rope, pre.scales, marks, tid);
         break;
-      case kAttn: attention_task(p, t, work, state.valid_len, pre.kv_loaded, marks, tid); break;
+      case kAttn:
+        attention_task(p, t, work, state.valid_len, pre.kv_loaded, marks, act_bar,
+                       state.act_loads, tid);
+        break;
       case kCombine: combine_task<TP>(p, t, tid, work, act_bar, state.act_loads); break;
       default: __trap();
     }
@@ -98,6 +104,36 @@ __global__ void __launch_bounds__(kThreads, 1) expert_megakernel_kernel(const __
     }
   }
   finish_launch(p.sched, tid);
+}
+
+// (FLASH_RT_MK_ATTN_Q_TMA) The attention tiles' map of q: (rows, D) bf16, row-contiguous,
+// boxes of 64 rows x kQBoxDims dims with the 128-byte swizzle (the tile's Swizzled128
+// layout), rows past `rows` zero-filled. The driver's encoder comes through the runtime
+// (no link against libcuda).
+void encode_q_map(TmaMap& out, const bf16* q, int rows, int D, const char* w) {
+  static PFN_cuTensorMapEncodeTiled_v12000 encode = nullptr;
+  if (!encode) {
+    cudaDriverEntryPointQueryResult found{};
+    check_cuda(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled",
+                                                reinterpret_cast<void**>(&encode), 12000,
+                                                cudaEnableDefault, &found),
+               "expert_megakernel: cuTensorMapEncodeTiled");
+    check(found == cudaDriverEntryPointSuccess && encode != nullptr, w,
+          "the driver has no cuTensorMapEncodeTiled (FLASH_RT_MK_ATTN_Q_TMA needs CUDA 12+)");
+  }
+  static_assert(sizeof(TmaMap) == sizeof(CUtensorMap), "TmaMap holds a CUtensorMap");
+  CUtensorMap map;
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(D), static_cast<cuuint64_t>(rows)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(D) * sizeof(bf16)};
+  const cuuint32_t box[2] = {wg_attn::kQBoxDims, attn_tiles::kBlockM};
+  const cuuint32_t elem[2] = {1, 1};
+  const CUresult r = encode(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<bf16*>(q), dims,
+                            strides, box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                            CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  check(r == CUDA_SUCCESS, w, "cuTensorMapEncodeTiled refused q's map (error " +
+                                  std::to_string(static_cast<int>(r)) + ")");
+  std::memcpy(&out, &map, sizeof(map));
 }
 
 // The shared memory a launch may use on device `dev`: the opt-in maximum per block.
@@ -289,6 +325,7 @@ void expert_megakernel(const std::map<std::string, ptr_t>& ptrs,
             " bytes) do not fit in shared memory beside the kernel's " +
             std::to_string(kSmemBytes) + " (limit " + std::to_string(smem_limit) +
             "): use more blocks");
+  if (wg_attn::kQTma) encode_q_map(p.q_map, p.q, p.H * p.heads, p.D, w);
   cudaStream_t s = as_stream(stream);
   const int nb = static_cast<int>(blocks);
   if (plain_residual) launch_residual<true>(p, tp, nb, smem_limit, smem, pdl, s);

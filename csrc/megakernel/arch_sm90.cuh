@@ -109,6 +109,28 @@ __device__ __forceinline__ void bulk_g2s(void* dst, const void* src, uint32_t by
 #endif
 }
 
+// A TMA tensor map (CUtensorMap's 128 opaque bytes, encoded on the host by
+// cuTensorMapEncodeTiled) as a kernel parameter field: the device side needs only its
+// address, so this header does not depend on the driver API's cuda.h.
+struct alignas(64) TmaMap {
+  unsigned long long opaque[16];
+};
+
+// The box of the 2-D tensor `map` at element (c0 inner, r0 outer) into shared `dst`,
+// completing on `bar`: the hardware applies the map's swizzle and zero-fills rows past the
+// tensor's end. `map` lives in the kernel's __grid_constant__ parameters.
+__device__ __forceinline__ void tma_load_2d(void* dst, const TmaMap* map, int c0, int r0,
+                                            uint64_t* bar) {
+#if FLASH_RT_MK_SM90
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes "
+      "[%0], [%1, {%2, %3}], [%4];\n"
+      ::"r"(smem_addr(dst)), "l"(map), "r"(c0), "r"(r0), "r"(smem_addr(bar)) : "memory");
+#else
+  __trap();
+#endif
+}
+
 // An L2 eviction policy whose lines are evicted first: for data read once per launch (the
 // weight stream, 17 MB a layer), so that it recycles its own lines instead of evicting what
 // later tasks load on their critical path (K/V cache, adaRMS rows, activations, partials).

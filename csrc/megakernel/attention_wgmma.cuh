@@ -153,6 +153,20 @@ constexpr bool kBf16Partials = FLASH_RT_MK_ATTN_BF16_PARTIALS != 0;
 #define FLASH_RT_MK_ATTN_STAGED_STORE 0
 #endif
 constexpr bool kStagedStore = FLASH_RT_MK_ATTN_STAGED_STORE != 0;
+// FLASH_RT_MK_ATTN_Q_TMA=1 (build switch for an A/B): the tile's Q rows (64 packed rows x
+// 256 dims, written by this layer's QKV tasks, so loaded after the wait) arrive as four
+// TMA boxes of 64 rows x 64 dims, the map's 128-byte swizzle being Swizzled128's, issued by
+// thread 0 on the block's bulk-load barrier, instead of 8 cp.async of 16 bytes a thread.
+// Why: a cached split's inputs (its K/V tile prefetched before the wait, so mostly Q) are
+// 1.5 us of the attention task at 2 views h50 (run 15 on the H100), where a GEMM task's
+// 16-64 KB activation tile arrives by one bulk copy in 0.55-0.72 us. Swizzled layout only.
+#ifndef FLASH_RT_MK_ATTN_Q_TMA
+#define FLASH_RT_MK_ATTN_Q_TMA 0
+#endif
+constexpr bool kQTma = FLASH_RT_MK_ATTN_Q_TMA != 0;
+static_assert(!kQTma || FLASH_RT_MK_ATTN_SWIZZLE, "the Q boxes land in the swizzled layout");
+constexpr int kQBoxDims = 64;  // a box's inner extent: 128 bytes of bf16, the swizzle span
+
 // A staged row: the head dims and 8 floats of padding, so that the 8 rows of a fragment
 // store start 32 bytes apart in the banks (two wavefronts a warp store, not eight).
 constexpr int kStageRow = kDim + 8;
@@ -230,15 +244,17 @@ __device__ __forceinline__ void attention_tile(const attn_tiles::Params& p, unsi
   // the swizzle is a function of the shared-memory address: atoms must be 1 KiB aligned
   if (FLASH_RT_MK_ATTN_SWIZZLE && (smem_addr(work) & 1023u)) __trap();
 
-  for (int i = tid; i < kRows * kChunks; i += NT) {
-    int row, chunk;
-    Layout::slot(i, row, chunk);
-    const int R = m0 + row;
-    const bool ok = R < rows;
-    const bf16* src = ok ? p.q + (R / p.G) * p.q_row + static_cast<long long>(R % p.G) * p.D +
-                               chunk * 8
-                         : p.q;
-    attn_tiles::cp_async16(work + kQ + Layout::offset(row, chunk), src, ok);
+  if (!hooks.issue_q(work + kQ, m0)) {
+    for (int i = tid; i < kRows * kChunks; i += NT) {
+      int row, chunk;
+      Layout::slot(i, row, chunk);
+      const int R = m0 + row;
+      const bool ok = R < rows;
+      const bf16* src = ok ? p.q + (R / p.G) * p.q_row + static_cast<long long>(R % p.G) * p.D +
+                                 chunk * 8
+                           : p.q;
+      attn_tiles::cp_async16(work + kQ + Layout::offset(row, chunk), src, ok);
+    }
   }
   if (!hooks.first_tile_preloaded())
     load_kv_tile<NT>(p, span, work, tid);
@@ -249,6 +265,7 @@ __device__ __forceinline__ void attention_tile(const attn_tiles::Params& p, unsi
   unsigned char mk[kGroupKeys / 8][2];
   attn_tiles::load_mask_bytes(mk, jb, tig, span.kv_hi, span.mask);
   attn_tiles::cp_async_wait<0>();
+  hooks.wait_q();
   fence_proxy_async_smem();  // cp.async (generic proxy) writes before the wgmma reads
   Sync::sync();
   hooks.inputs_in();

@@ -61,6 +61,9 @@ struct ExpertParams {
   bf16* act_x_bf16;       // (H, A) its bf16 copy (act_in's input)
   int A, fold_in, fold_out;
   float dt;
+  // (FLASH_RT_MK_ATTN_Q_TMA) q as a 2-D tensor (H heads rows, D), boxes of 64 rows x 64
+  // dims with the 128-byte swizzle, rows past its end read as zeros
+  TmaMap q_map;
 };
 
 // FLASH_RT_MK_FOLD_IO (build switch, default 1 since run 16; 0: the projections and the
@@ -963,6 +966,7 @@ __device__ __forceinline__ void gemm_task(const ExpertParams& p, const Task& t,
     else if (t.op == kQkv) qkv_epilogue<TP>(p, t, state.valid_len, tid, d, rope, sc);
     else if (t.op == kGateUp) geglu_epilogue<TP>(p, t, tid, d, sc);
     else splitk_epilogue<TP>(p, t, tid, d, sc);
+    if (wg_attn::kQTma && t.op == kQkv) fence_proxy_async_global();  // q is read by TMA
   }
 }
 
@@ -1016,23 +1020,43 @@ __device__ __forceinline__ bool attention_prefetch(const ExpertParams& p, const 
   return true;
 }
 
-// The attention tile's hooks: the task's inputs-in and math-done stamps, and whether its
-// K/V tile was prefetched.
+// The attention tile's hooks: the task's inputs-in and math-done stamps, whether its K/V
+// tile was prefetched, and (FLASH_RT_MK_ATTN_Q_TMA) its Q rows by TMA on the block's
+// bulk-load barrier `bar` (load number `loads`).
 struct AttentionMarks {
   const ExpertParams& p;
   TaskMarks& marks;
   int tid;
   bool kv_loaded;
+  uint64_t* bar;
+  int& loads;
   __device__ __forceinline__ void inputs_in() const { marks.inputs_in(p, tid); }
   __device__ __forceinline__ void math_done() const { marks.math_done(p, tid); }
   __device__ __forceinline__ bool first_tile_preloaded() const { return kv_loaded; }
+  // Thread 0 issues packed rows [m0, m0 + 64) of q into `dst` (Swizzled128: one 8 KiB
+  // slice a box); false: the tile loads Q itself.
+  __device__ __forceinline__ bool issue_q(unsigned char* dst, int m0) const {
+    if constexpr (!wg_attn::kQTma) return false;
+    constexpr int kBoxes = kAttnHeadDim / wg_attn::kQBoxDims;
+    if (tid == 0) {
+      bulk_load_begin(bar, attn_tiles::kBlockM * kAttnHeadDim * 2);
+      for (int b = 0; b < kBoxes; ++b)
+        tma_load_2d(dst + b * wg_attn::Swizzled128::kSliceBytes, &p.q_map, b * wg_attn::kQBoxDims,
+                    m0, bar);
+    }
+    return true;
+  }
+  __device__ __forceinline__ void wait_q() const {
+    if constexpr (wg_attn::kQTma) bulk_load_wait(bar, loads);
+  }
 };
 
 __device__ __forceinline__ void attention_task(const ExpertParams& p, const Task& t,
                                                unsigned char* work, int valid_len, bool kv_loaded,
-                                               TaskMarks& marks, int tid) {
+                                               TaskMarks& marks, uint64_t* bar, int& loads,
+                                               int tid) {
   const attn_tiles::Params a = attention_params(p, t.layer, valid_len);
-  const AttentionMarks hooks{p, marks, tid, kv_loaded};
+  const AttentionMarks hooks{p, marks, tid, kv_loaded, bar, loads};
   if (wg_attn::kEnabled)
     wg_attn::attention_tile<AttnCfg::kThreads, ConsumerSync>(a, work, t.tile * attn_tiles::kBlockM,
                                                              t.k0, tid, hooks);
