@@ -106,11 +106,11 @@ __global__ void __launch_bounds__(kThreads, 1) expert_megakernel_kernel(const __
   finish_launch(p.sched, tid);
 }
 
-// (FLASH_RT_MK_ATTN_Q_TMA) The attention tiles' map of q: (rows, D) bf16, row-contiguous,
-// boxes of 64 rows x kQBoxDims dims with the 128-byte swizzle (the tile's Swizzled128
-// layout), rows past `rows` zero-filled. The driver's encoder comes through the runtime
-// (no link against libcuda).
-void encode_q_map(TmaMap& out, const bf16* q, int rows, int D, const char* w) {
+// (FLASH_RT_MK_ATTN_Q_TMA / _KV_TMA) A map the attention tiles load by: (rows, D) bf16,
+// row-contiguous (q, or a K / V cache of all layers), boxes of 64 rows x kQBoxDims dims
+// with the 128-byte swizzle (the tile's Swizzled128 layout), rows past `rows`
+// zero-filled. The driver's encoder comes through the runtime (no link against libcuda).
+void encode_rows_map(TmaMap& out, const bf16* q, long long rows, int D, const char* w) {
   static PFN_cuTensorMapEncodeTiled_v12000 encode = nullptr;
   if (!encode) {
     cudaDriverEntryPointQueryResult found{};
@@ -131,7 +131,7 @@ void encode_q_map(TmaMap& out, const bf16* q, int rows, int D, const char* w) {
                             strides, box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE,
                             CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
                             CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  check(r == CUDA_SUCCESS, w, "cuTensorMapEncodeTiled refused q's map (error " +
+  check(r == CUDA_SUCCESS, w, "cuTensorMapEncodeTiled refused an attention map (error " +
                                   std::to_string(static_cast<int>(r)) + ")");
   std::memcpy(&out, &map, sizeof(map));
 }
@@ -325,7 +325,12 @@ void expert_megakernel(const std::map<std::string, ptr_t>& ptrs,
             " bytes) do not fit in shared memory beside the kernel's " +
             std::to_string(kSmemBytes) + " (limit " + std::to_string(smem_limit) +
             "): use more blocks");
-  if (wg_attn::kQTma) encode_q_map(p.q_map, p.q, p.H * p.heads, p.D, w);
+  if (wg_attn::kQTma) encode_rows_map(p.q_map, p.q, p.H * p.heads, p.D, w);
+  if (wg_attn::kKvTma) {
+    const long long rows = static_cast<long long>(p.depth) * p.cache_rows;
+    encode_rows_map(p.k_map, p.k_cache, rows, p.D, w);
+    encode_rows_map(p.v_map, p.v_cache, rows, p.D, w);
+  }
   cudaStream_t s = as_stream(stream);
   const int nb = static_cast<int>(blocks);
   if (plain_residual) launch_residual<true>(p, tp, nb, smem_limit, smem, pdl, s);

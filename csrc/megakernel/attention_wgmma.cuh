@@ -164,7 +164,20 @@ constexpr bool kStagedStore = FLASH_RT_MK_ATTN_STAGED_STORE != 0;
 #define FLASH_RT_MK_ATTN_Q_TMA 0
 #endif
 constexpr bool kQTma = FLASH_RT_MK_ATTN_Q_TMA != 0;
-static_assert(!kQTma || FLASH_RT_MK_ATTN_SWIZZLE, "the Q boxes land in the swizzled layout");
+// FLASH_RT_MK_ATTN_KV_TMA=1 (build switch for an A/B): likewise the K and V tile of the
+// split holding the step's own rows (loaded after the wait: that split is the phase's
+// straggler, inputs 2.1 against 1.5 us, run 15), eight boxes on the same barrier. Rows past
+// the valid keys read what the cache holds there (finite: zeros or earlier keys) instead
+// of zeros; their logits are -inf either way. The prefix splits keep their cp.async
+// prefetch before the wait.
+#ifndef FLASH_RT_MK_ATTN_KV_TMA
+#define FLASH_RT_MK_ATTN_KV_TMA 0
+#endif
+constexpr bool kKvTma = FLASH_RT_MK_ATTN_KV_TMA != 0;
+static_assert(!(kQTma || kKvTma) || FLASH_RT_MK_ATTN_SWIZZLE,
+              "the TMA boxes land in the swizzled layout");
+static_assert(!(kKvTma && FLASH_RT_MK_ATTN_PARTIAL_PREFETCH),
+              "the own split's K/V by TMA or by a partial prefetch, not both");
 constexpr int kQBoxDims = 64;  // a box's inner extent: 128 bytes of bf16, the swizzle span
 
 // A staged row: the head dims and 8 floats of padding, so that the 8 rows of a fragment
@@ -244,7 +257,10 @@ __device__ __forceinline__ void attention_tile(const attn_tiles::Params& p, unsi
   // the swizzle is a function of the shared-memory address: atoms must be 1 KiB aligned
   if (FLASH_RT_MK_ATTN_SWIZZLE && (smem_addr(work) & 1023u)) __trap();
 
-  if (!hooks.issue_q(work + kQ, m0)) {
+  // (kKvTma) the split loaded after the wait takes its K/V by TMA with Q's issue
+  const bool kv_tma = kKvTma && !hooks.first_tile_preloaded();
+  if (!hooks.issue_q(work + kQ, m0, kv_tma ? work + kK : nullptr, work + kV,
+                     span.blk_lo * kKeys)) {
     for (int i = tid; i < kRows * kChunks; i += NT) {
       int row, chunk;
       Layout::slot(i, row, chunk);
@@ -256,7 +272,7 @@ __device__ __forceinline__ void attention_tile(const attn_tiles::Params& p, unsi
       attn_tiles::cp_async16(work + kQ + Layout::offset(row, chunk), src, ok);
     }
   }
-  if (!hooks.first_tile_preloaded())
+  if (!hooks.first_tile_preloaded() && !kv_tma)
     load_kv_tile<NT>(p, span, work, tid);
   else if (kPartialPrefetch)  // the rows from the step's own K/V on (none in a prefix split)
     load_kv_tile<NT, true>(p, span, work, tid, p.kv_len_value, INT_MAX);
@@ -265,7 +281,7 @@ __device__ __forceinline__ void attention_tile(const attn_tiles::Params& p, unsi
   unsigned char mk[kGroupKeys / 8][2];
   attn_tiles::load_mask_bytes(mk, jb, tig, span.kv_hi, span.mask);
   attn_tiles::cp_async_wait<0>();
-  hooks.wait_q();
+  hooks.wait_tma(kv_tma);
   fence_proxy_async_smem();  // cp.async (generic proxy) writes before the wgmma reads
   Sync::sync();
   hooks.inputs_in();

@@ -61,9 +61,10 @@ struct ExpertParams {
   bf16* act_x_bf16;       // (H, A) its bf16 copy (act_in's input)
   int A, fold_in, fold_out;
   float dt;
-  // (FLASH_RT_MK_ATTN_Q_TMA) q as a 2-D tensor (H heads rows, D), boxes of 64 rows x 64
-  // dims with the 128-byte swizzle, rows past its end read as zeros
-  TmaMap q_map;
+  // (FLASH_RT_MK_ATTN_Q_TMA / _KV_TMA) q as a 2-D tensor (H heads rows, D) and the K / V
+  // caches as (depth cache_rows, D), boxes of 64 rows x 64 dims with the 128-byte
+  // swizzle, rows past a tensor's end read as zeros
+  TmaMap q_map, k_map, v_map;
 };
 
 // FLASH_RT_MK_FOLD_IO (build switch, default 1 since run 16; 0: the projections and the
@@ -966,7 +967,8 @@ __device__ __forceinline__ void gemm_task(const ExpertParams& p, const Task& t,
     else if (t.op == kQkv) qkv_epilogue<TP>(p, t, state.valid_len, tid, d, rope, sc);
     else if (t.op == kGateUp) geglu_epilogue<TP>(p, t, tid, d, sc);
     else splitk_epilogue<TP>(p, t, tid, d, sc);
-    if (wg_attn::kQTma && t.op == kQkv) fence_proxy_async_global();  // q is read by TMA
+    if ((wg_attn::kQTma || wg_attn::kKvTma) && t.op == kQkv)
+      fence_proxy_async_global();  // q (and the K/V rows) are read by TMA
   }
 }
 
@@ -1030,24 +1032,37 @@ struct AttentionMarks {
   bool kv_loaded;
   uint64_t* bar;
   int& loads;
+  int layer;
   __device__ __forceinline__ void inputs_in() const { marks.inputs_in(p, tid); }
   __device__ __forceinline__ void math_done() const { marks.math_done(p, tid); }
   __device__ __forceinline__ bool first_tile_preloaded() const { return kv_loaded; }
-  // Thread 0 issues packed rows [m0, m0 + 64) of q into `dst` (Swizzled128: one 8 KiB
-  // slice a box); false: the tile loads Q itself.
-  __device__ __forceinline__ bool issue_q(unsigned char* dst, int m0) const {
-    if constexpr (!wg_attn::kQTma) return false;
+  // Thread 0 issues by TMA (Swizzled128: one 8 KiB slice a box of 64 rows x 64 dims):
+  // packed rows [m0, m0 + 64) of q into `dst_q` (kQTma), and unless `dst_k` is null the
+  // layer's K and V cache rows [kv_row0, kv_row0 + 64) into dst_k / dst_v (kKvTma), all on
+  // the block's bulk-load barrier. Returns whether Q comes so (else the tile loads it).
+  __device__ __forceinline__ bool issue_q(unsigned char* dst_q, int m0, unsigned char* dst_k,
+                                          unsigned char* dst_v, int kv_row0) const {
     constexpr int kBoxes = kAttnHeadDim / wg_attn::kQBoxDims;
-    if (tid == 0) {
-      bulk_load_begin(bar, attn_tiles::kBlockM * kAttnHeadDim * 2);
-      for (int b = 0; b < kBoxes; ++b)
-        tma_load_2d(dst + b * wg_attn::Swizzled128::kSliceBytes, &p.q_map, b * wg_attn::kQBoxDims,
-                    m0, bar);
+    constexpr uint32_t kTileBytes = attn_tiles::kBlockM * kAttnHeadDim * 2;
+    if constexpr (!(wg_attn::kQTma || wg_attn::kKvTma)) return false;
+    const bool kv = wg_attn::kKvTma && dst_k != nullptr;
+    if (tid == 0 && (wg_attn::kQTma || kv)) {
+      bulk_load_begin(bar, (wg_attn::kQTma ? kTileBytes : 0u) + (kv ? 2 * kTileBytes : 0u));
+      const int row = layer * p.cache_rows + kv_row0;
+      for (int b = 0; b < kBoxes; ++b) {
+        const int off = b * wg_attn::Swizzled128::kSliceBytes, c0 = b * wg_attn::kQBoxDims;
+        if (wg_attn::kQTma) tma_load_2d(dst_q + off, &p.q_map, c0, m0, bar);
+        if (kv) {
+          tma_load_2d(dst_k + off, &p.k_map, c0, row, bar);
+          tma_load_2d(dst_v + off, &p.v_map, c0, row, bar);
+        }
+      }
     }
-    return true;
+    return wg_attn::kQTma;
   }
-  __device__ __forceinline__ void wait_q() const {
-    if constexpr (wg_attn::kQTma) bulk_load_wait(bar, loads);
+  // Every thread: wait for what issue_q issued (`kv`: whether it took K/V).
+  __device__ __forceinline__ void wait_tma(bool kv) const {
+    if (wg_attn::kQTma || (wg_attn::kKvTma && kv)) bulk_load_wait(bar, loads);
   }
 };
 
@@ -1056,7 +1071,7 @@ __device__ __forceinline__ void attention_task(const ExpertParams& p, const Task
                                                TaskMarks& marks, uint64_t* bar, int& loads,
                                                int tid) {
   const attn_tiles::Params a = attention_params(p, t.layer, valid_len);
-  const AttentionMarks hooks{p, marks, tid, kv_loaded, bar, loads};
+  const AttentionMarks hooks{p, marks, tid, kv_loaded, bar, loads, t.layer};
   if (wg_attn::kEnabled)
     wg_attn::attention_tile<AttnCfg::kThreads, ConsumerSync>(a, work, t.tile * attn_tiles::kBlockM,
                                                              t.k0, tid, hooks);
