@@ -32,6 +32,7 @@ PUBLIC_BINDINGS: tuple[str, ...] = (
     "attention_workspace_bytes", "attention_mqa_gemm", "attention_mqa_gemm_workspace_bytes",
     # the persistent action-expert kernel (sm_90a)
     "expert_megakernel", "expert_megakernel_smem_bytes", "expert_megakernel_folds_io",
+    "expert_megakernel_sync_words",
     # launch policy (programmatic dependent launch) and build facts
     "set_programmatic_launch", "built_archs",
 )
