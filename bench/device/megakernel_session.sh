@@ -6,6 +6,7 @@
 #   bash bench/device/megakernel_session.sh [stage ...]
 #   stages: build diag tests ncu full frontends ab switches splitk baseline fold fold_ab
 #           fold_pdl step vs_sequence stepgap variants variant_full clusters boundaries grouped
+#           tma
 #   (variants: for a call of a few minutes. The default build and each of VARIANTS (space
 #   between builds, comma between one build's flags) built side by side in copies of the
 #   tree, then every build's step (kernel only, with its agreement to the sequence)
@@ -389,6 +390,28 @@ PY
     || ncu --import "$rep.ncu-rep" --page source --csv > "$OUT/ncu_source.csv" 2>&1
   head -c 600 "$OUT/ncu_source.csv"; echo
   gzip -f "$OUT/ncu_source.csv" "$OUT/ncu_raw.csv"
+}
+do_tma() {
+  # the attention tile's inputs by TMA (docs/performance.md, prepared after run 18): the
+  # default build beside Q_TMA, KV_TMA and both (kernel only, 2 views h50 and 1 view h10,
+  # and the both-build's whole kernel test file); then, if the both-build's step at 2 views
+  # h50 is more than 5 us faster, its whole pipeline (replays beside the default build's,
+  # full-size precision at 2 views h50) on the same machine
+  VARIANTS="-DFLASH_RT_MK_ATTN_Q_TMA=1 -DFLASH_RT_MK_ATTN_KV_TMA=1 -DFLASH_RT_MK_ATTN_Q_TMA=1,-DFLASH_RT_MK_ATTN_KV_TMA=1" \
+    FULL_CONFIGS=${FULL_CONFIGS:-full:2:50 full:1:10} VARIANT_TESTS="megakernel or programmatic" \
+    do_variants
+  if python3 - "$OUT/variants.json" <<'PY'
+import json, sys
+runs = json.load(open(sys.argv[1]))["runs"]
+p50 = {r["build"]: r["result"]["megakernel_us"]["p50"] for r in runs
+       if r["result"].get("config") == "full:2:50" and "megakernel_us" in r["result"]}
+print("2 views h50 p50 (us):", p50)
+sys.exit(0 if p50.get("ATTN_Q_TMA=1,ATTN_KV_TMA=1", 1e9) < p50.get("default", 0) - 5 else 1)
+PY
+  then
+    VIEWS=${VIEWS:-2} HORIZONS=${HORIZONS:-50} ITERS=${ITERS:-60} PRECISION_CONFIGS=${PRECISION_CONFIGS:-2x50} \
+      VARIANT_FULL_TESTS=0 do_variant_full
+  fi
 }
 for st in $STAGES; do "do_$st"; done
 stage done
