@@ -259,7 +259,7 @@ __device__ __forceinline__ void attention_tile(const attn_tiles::Params& p, unsi
 
   // (kKvTma) the split loaded after the wait takes its K/V by TMA with Q's issue
   const bool kv_tma = kKvTma && !hooks.first_tile_preloaded();
-  if (!hooks.issue_q(work + kQ, m0, kv_tma ? work + kK : nullptr, work + kV,
+  if (!hooks.issue_tma(work + kQ, m0, kv_tma ? work + kK : nullptr, work + kV,
                      span.blk_lo * kKeys)) {
     for (int i = tid; i < kRows * kChunks; i += NT) {
       int row, chunk;

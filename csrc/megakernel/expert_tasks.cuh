@@ -1040,7 +1040,7 @@ struct AttentionMarks {
   // packed rows [m0, m0 + 64) of q into `dst_q` (kQTma), and unless `dst_k` is null the
   // layer's K and V cache rows [kv_row0, kv_row0 + 64) into dst_k / dst_v (kKvTma), all on
   // the block's bulk-load barrier. Returns whether Q comes so (else the tile loads it).
-  __device__ __forceinline__ bool issue_q(unsigned char* dst_q, int m0, unsigned char* dst_k,
+  __device__ __forceinline__ bool issue_tma(unsigned char* dst_q, int m0, unsigned char* dst_k,
                                           unsigned char* dst_v, int kv_row0) const {
     constexpr int kBoxes = kAttnHeadDim / wg_attn::kQBoxDims;
     constexpr uint32_t kTileBytes = attn_tiles::kBlockM * kAttnHeadDim * 2;
@@ -1060,7 +1060,7 @@ struct AttentionMarks {
     }
     return wg_attn::kQTma;
   }
-  // Every thread: wait for what issue_q issued (`kv`: whether it took K/V).
+  // Every thread: wait for what issue_tma issued (`kv`: whether it took K/V).
   __device__ __forceinline__ void wait_tma(bool kv) const {
     if (wg_attn::kQTma || (wg_attn::kKvTma && kv)) bulk_load_wait(bar, loads);
   }

@@ -139,25 +139,22 @@ struct ConsumerSync {
 // traps after this long instead of hanging the GPU: the launch then fails with an error.
 constexpr unsigned long long kWaitLimitNs = 5ull * 1000 * 1000 * 1000;
 
+// A poll of a counter: an acquire load, or (Relaxed: FLASH_RT_MK_POLL=2) a relaxed one whose
+// success the caller turns into an acquire with fence_acq_rel.
+template <bool Relaxed>
+__device__ __forceinline__ unsigned poll_load(const unsigned* c) {
+  if constexpr (Relaxed) return ld_relaxed(c);
+  else return ld_acquire(c);
+}
+
+template <bool Relaxed = false>
 __device__ __forceinline__ void spin_until(const unsigned* c, unsigned target) {
   // (Staggered relaxed polls, four in flight ~128 ns apart, measured slower in run 10 on
   // the H100: 954 vs 899 us a step at 2 views h50, 673 vs 600 at 1 view h10.)
   const unsigned long long t0 = global_ns();
-  while (ld_acquire(c) < target) {
+  while (poll_load<Relaxed>(c) < target) {
     if (global_ns() - t0 > kWaitLimitNs) __trap();
   }
-}
-
-// (FLASH_RT_MK_POLL=2) relaxed polls until *c >= target, then the fence that makes the
-// last one an acquire.
-__device__ __forceinline__ void spin_relaxed_then_acquire(const unsigned* c, unsigned target) {
-  if (ld_relaxed(c) < target) {
-    const unsigned long long t0 = global_ns();
-    while (ld_relaxed(c) < target) {
-      if (global_ns() - t0 > kWaitLimitNs) __trap();
-    }
-  }
-  fence_acq_rel();
 }
 
 // (block flags) The poll warp: until the blocks' words of counter `ctr` tagged with this
@@ -194,8 +191,9 @@ __device__ __forceinline__ void wait_for(const Schedule& s, const SyncState& st,
     if (tid / 32 == kPollWarp && t.wait_ctr >= 0) wait_block_flags(s, st, t.wait_ctr, target, tid & 31);
   } else if (tid == kPollWarp * 32 && t.wait_ctr >= 0) {
     const unsigned* c = s.counters + t.wait_ctr;
-    if (FLASH_RT_MK_POLL == 2) spin_relaxed_then_acquire(c, target);
-    else if (ld_acquire(c) < target) spin_until(c, target);
+    constexpr bool kRelaxed = FLASH_RT_MK_POLL == 2;
+    if (poll_load<kRelaxed>(c) < target) spin_until<kRelaxed>(c, target);
+    if (kRelaxed) fence_acq_rel();  // the last poll's observation becomes an acquire
   }
   ConsumerSync::sync();
 }

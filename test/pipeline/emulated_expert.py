@@ -247,6 +247,11 @@ class _Counters:
         self.words.zero_()  # what the last block does
 
 
+def _as_i32(u: int) -> int:
+    """An unsigned 32-bit word as the int32 tensor holds it."""
+    return u - (1 << 32) if u >= 1 << 31 else u
+
+
 class _BlockFlags:
     """FLASH_RT_MK_BLOCK_FLAGS' words (scheduler.cuh): word (ctr, block) holds the launch's
     tag (epoch << 16) | that block's signals on ctr so far; a wait sums the counts whose tag
@@ -272,13 +277,11 @@ class _BlockFlags:
 
     def signal(self, ctr: int, block: int) -> None:
         self.mine[ctr][block] += 1
-        w = self.tag | self.mine[ctr][block]
-        self.words[ctr * self.blocks + block] = w - (1 << 32) if w >= 1 << 31 else w
+        self.words[ctr * self.blocks + block] = _as_i32(self.tag | self.mine[ctr][block])
 
     def finish(self) -> None:
         e = self.n * self.blocks + 1
-        nxt = (int(self.words[e]) + 1) & 0xFFFFFFFF
-        self.words[e] = nxt - (1 << 32) if nxt >= 1 << 31 else nxt
+        self.words[e] = _as_i32((int(self.words[e]) + 1) & 0xFFFFFFFF)
 
 
 def run(ptrs: dict, sizes: dict, eps: float, attn_scale: float, seed: int = 0,
