@@ -6,7 +6,7 @@
 #   bash bench/device/megakernel_session.sh [stage ...]
 #   stages: build diag tests ncu full frontends ab switches splitk baseline fold fold_ab
 #           fold_pdl step vs_sequence stepgap variants variant_full clusters boundaries grouped
-#           tma
+#           tma splitk_finish
 #   (variants: for a call of a few minutes. The default build and each of VARIANTS (space
 #   between builds, comma between one build's flags) built side by side in copies of the
 #   tree, then every build's step (kernel only, with its agreement to the sequence)
@@ -330,6 +330,15 @@ do_boundaries() {
   nvcc -O3 -std=c++17 -arch=sm_90a -o /tmp/boundary_probe bench/device/boundary_probe.cu \
     && timeout 120 /tmp/boundary_probe > "$OUT/boundaries.json"
   python3 -c "import json; d = json.load(open('$OUT/boundaries.json')); print(d['device'], *(f\"{r['protocol']} {r['data_bytes_read_per_block']} B: {r['us_per_phase']:.3f} us/phase{dict([(True, ''), (False, ' WRONG'), (None, ' (unchecked)')])[r['correct']]}\" for r in d['runs']), sep='\\n')"
+}
+do_splitk_finish() {
+  # a norm phase against the split-K sum finished by the tile's last K-split task (the norm
+  # applied in the consumer's epilogue): what "norms dissolved" would save, before building
+  # it (bench/device/splitk_finish_probe.cu) -> $OUT/splitk_finish.json
+  stage splitk_finish
+  nvcc -O3 -std=c++17 -arch=sm_90a -o /tmp/splitk_finish_probe bench/device/splitk_finish_probe.cu \
+    && timeout 120 /tmp/splitk_finish_probe > "$OUT/splitk_finish.json"
+  python3 -c "import json; d = json.load(open('$OUT/splitk_finish.json')); print(d['device'], *(f\"{r['protocol']} S={r['splits']}: {r['us_per_iteration']:.3f} us/iteration{'' if r['correct'] else ' WRONG'}\" for r in d['runs']), sep='\\n')"
 }
 do_stepgap() {
   # Is the kernel itself slower inside the pipeline's graph than in bench/expert_step.py's

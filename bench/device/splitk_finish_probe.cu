@@ -1,0 +1,398 @@
+// What a norm phase costs against finishing the split-K sum inside the GEMM phase: the
+// question behind "norms dissolved" (docs/performance.md, run 17's estimates), measured
+// before building it into the persistent kernel. In the kernel, O and down write split-K
+// partial products and a norm phase (one token a task) sums them, adds the residual,
+// reduces each token's sum of squares and writes the next GEMM's FP8 input; a third phase
+// (QKV or gate/up) reads it. The alternative: the last of a 64-feature tile's K-split tasks
+// (a ticket counter per tile, the CUDA "threadfence reduction" pattern) sums its tile,
+// writes x, the unnormalised FP8 input and the tile's partial sums of squares, and the
+// consumer applies each token's 1 / rms in its epilogue (the norm is linear in the
+// activation but for that per-token factor), so the norm phase and one boundary go.
+//
+// A synthetic chain with the kernel's shapes (W = 1024 features in 16 tiles, H = 50 tokens,
+// S K-splits; one block per SM, 256 threads, all resident), each iteration:
+//   split:   16 S tasks (blocks 0 .. 16 S - 1) wait for the previous iteration's consumers,
+//            each writes its tile's K-split partial (64 features x H tokens, fp32)
+//   norm:    (protocol "norm") H tasks, one token each: all S partial rows and x loaded
+//            before any use, v = x + sum, x stored, a block reduction of the token's sum of
+//            squares, the token's 1024 one-byte outputs stored
+//   finish:  (protocol "finish") every split task takes a ticket (atom.acq_rel) after its
+//            partial; the tile's last one loads the S partials and x of its tile, stores x,
+//            the 16-byte rows of one-byte outputs and the tile's per-token sums of squares,
+//            then signals
+//   consume: every block waits, loads the whole output (H x 1024 bytes, as a GEMM task
+//            reads its activation) and (finish) the 16 partial sums of squares a token,
+//            and hashes what the norm would have produced
+// Exact integer arithmetic stands in for the math (the costs measured are the loads,
+// stores and synchronisation), so both protocols' consumers must hash the same values;
+// the host replays the chain and checks every block's hash.
+// Per-iteration time = (time of N2 iterations - time of N1) / (N2 - N1): launch excluded.
+//   nvcc -O3 -std=c++17 -arch=sm_90a -o /tmp/splitk_finish_probe bench/device/splitk_finish_probe.cu
+//   /tmp/splitk_finish_probe        (one JSON object on stdout)
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <map>
+#include <vector>
+
+#include "../../csrc/megakernel/gpu_scope_sync.cuh"
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kW = 1024, kH = 50, kTileF = 64, kTiles = kW / kTileF;
+constexpr int kGroupF = 16;                    // features a finishing thread owns
+constexpr int kGroups = kTileF / kGroupF;      // threads a token in the finisher
+constexpr int kFeatPerThread = kW / kThreads;  // in a norm task
+constexpr int kWordsPerRow = kW / 4;           // 32-bit words of one token's outputs
+constexpr uint32_t kSeed = 0x1234u;
+constexpr unsigned long long kSpinLimitNs = 2ull * 1000 * 1000 * 1000;
+static_assert(kH * kGroups <= kThreads, "a finishing thread per (token, 16 features)");
+static_assert(kWordsPerRow == kThreads, "a consumer thread reads one word of every row");
+
+__host__ __device__ inline uint32_t mix(uint32_t x) {
+  x ^= x >> 16; x *= 0x7feb352dU; x ^= x >> 15; x *= 0x846ca68bU; x ^= x >> 16;
+  return x;
+}
+// Split ks's partial of (token t, feature f) in the iteration after consumer hash h: 0..15.
+__host__ __device__ inline uint32_t part_value(uint32_t h, int ks, int t, int f) {
+  return mix(h ^ static_cast<uint32_t>((ks * kH + t) * kW + f)) & 15u;
+}
+__host__ __device__ inline uint32_t word_hash(uint32_t word, int index) {
+  return mix(word ^ (static_cast<uint32_t>(index) * 0x9e3779b9U));
+}
+
+using flash_rt::mk::ld_acquire;
+using flash_rt::mk::red_release_add;
+__device__ inline unsigned long long now_ns() { return flash_rt::mk::global_ns(); }
+__device__ inline unsigned atom_add_acq_rel(unsigned* p, unsigned v) {
+  unsigned old;
+  asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], %2;\n" : "=r"(old) : "l"(p), "r"(v) : "memory");
+  return old;
+}
+
+struct Args {
+  int iters;
+  float* part;         // [S][H][W]
+  __nv_bfloat16* x;    // [H][W], zero at launch
+  uint8_t* out;        // [H][W]
+  uint32_t* ss_part;   // [tiles][H] (finish)
+  unsigned* ticket;    // [tiles], zero at launch (each finisher resets its own)
+  unsigned* counters;  // [3][iters]: split, norm, consume; zero at launch
+  uint32_t* hash_out;  // [blocks]
+  int* error;
+};
+
+// Thread 0 waits until *ctr >= target (acquire), then the block's barrier.
+__device__ inline void wait_counter(const unsigned* ctr, unsigned target, int* error) {
+  if (threadIdx.x == 0 && ld_acquire(ctr) < target) {
+    const unsigned long long t0 = now_ns();
+    while (ld_acquire(ctr) < target) {
+      if (now_ns() - t0 > kSpinLimitNs) { atomicExch(error, 1); break; }
+    }
+  }
+  __syncthreads();
+}
+__device__ inline void signal(unsigned* ctr) {
+  __syncthreads();
+  if (threadIdx.x == 0) red_release_add(ctr, 1u);
+}
+__device__ inline uint32_t block_sum(uint32_t v, uint32_t* red) {
+  for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  __syncthreads();
+  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  uint32_t s = 0;
+  for (int w = 0; w < kThreads / 32; ++w) s += red[w];
+  return s;
+}
+__device__ inline uint32_t block_xor(uint32_t v, uint32_t* red) {
+  for (int o = 16; o; o >>= 1) v ^= __shfl_xor_sync(0xffffffffu, v, o);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  __syncthreads();
+  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  uint32_t s = 0;
+  for (int w = 0; w < kThreads / 32; ++w) s ^= red[w];
+  return s;
+}
+__device__ inline uint32_t bf16_int(__nv_bfloat16 v) { return static_cast<uint32_t>(__bfloat162float(v)); }
+
+// The finisher: the tile's last split task. Thread (t, g) owns features f0 .. f0 + 15 of
+// token t: every load first (S partial rows of 16 floats, 16 bf16 of x), then x, the
+// outputs (one 16-byte store) and, from the token's 4 threads, its partial sum of squares.
+template <int S>
+__device__ inline void finish_tile(const Args& a, int tile) {
+  const int tid = threadIdx.x;
+  if (tid >= kH * kGroups) return;
+  const int t = tid / kGroups, g = tid % kGroups, f0 = tile * kTileF + g * kGroupF;
+  float4 p[S][kGroupF / 4];
+#pragma unroll
+  for (int ks = 0; ks < S; ++ks)
+#pragma unroll
+    for (int j = 0; j < kGroupF / 4; ++j)
+      p[ks][j] = __ldcg(reinterpret_cast<const float4*>(a.part + (static_cast<size_t>(ks) * kH + t) * kW + f0) + j);
+  uint4 xr[2];
+  const uint4* xs = reinterpret_cast<const uint4*>(a.x + static_cast<size_t>(t) * kW + f0);
+  xr[0] = __ldcg(xs);
+  xr[1] = __ldcg(xs + 1);
+  const __nv_bfloat16* xv = reinterpret_cast<const __nv_bfloat16*>(xr);
+  uint32_t v[kGroupF], ss = 0;
+#pragma unroll
+  for (int i = 0; i < kGroupF; ++i) {
+    float sum = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < S; ++ks) sum += reinterpret_cast<const float*>(&p[ks][0])[i];
+    v[i] = bf16_int(xv[i]) + static_cast<uint32_t>(sum);
+    ss += v[i] * v[i];
+  }
+  alignas(16) __nv_bfloat16 xn[kGroupF];
+  alignas(16) uint8_t o[kGroupF];
+#pragma unroll
+  for (int i = 0; i < kGroupF; ++i) {
+    xn[i] = __float2bfloat16_rn(static_cast<float>(v[i] & 0x7fu));
+    o[i] = static_cast<uint8_t>(v[i] & 0xffu);
+  }
+  uint4* xd = reinterpret_cast<uint4*>(a.x + static_cast<size_t>(t) * kW + f0);
+  __stcg(xd, reinterpret_cast<const uint4*>(xn)[0]);
+  __stcg(xd + 1, reinterpret_cast<const uint4*>(xn)[1]);
+  __stcg(reinterpret_cast<uint4*>(a.out + static_cast<size_t>(t) * kW + f0), *reinterpret_cast<const uint4*>(o));
+  ss += __shfl_xor_sync(0xffffffffu, ss, 1);  // the token's 4 threads are lanes 4k .. 4k + 3
+  ss += __shfl_xor_sync(0xffffffffu, ss, 2);
+  if (g == 0) __stcg(a.ss_part + tile * kH + t, ss);
+}
+
+// One token of the norm phase: thread tid owns features tid + 256 i.
+template <int S>
+__device__ inline void norm_token(const Args& a, int t, uint32_t* red) {
+  const int tid = threadIdx.x;
+  float p[S][kFeatPerThread];
+  __nv_bfloat16 xv[kFeatPerThread];
+#pragma unroll
+  for (int ks = 0; ks < S; ++ks)
+#pragma unroll
+    for (int i = 0; i < kFeatPerThread; ++i)
+      p[ks][i] = __ldcg(a.part + (static_cast<size_t>(ks) * kH + t) * kW + tid + kThreads * i);
+#pragma unroll
+  for (int i = 0; i < kFeatPerThread; ++i) xv[i] = __ldcg(a.x + static_cast<size_t>(t) * kW + tid + kThreads * i);
+  uint32_t v[kFeatPerThread], ss = 0;
+#pragma unroll
+  for (int i = 0; i < kFeatPerThread; ++i) {
+    float sum = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < S; ++ks) sum += p[ks][i];
+    v[i] = bf16_int(xv[i]) + static_cast<uint32_t>(sum);
+    ss += v[i] * v[i];
+  }
+  ss = block_sum(ss, red);
+#pragma unroll
+  for (int i = 0; i < kFeatPerThread; ++i) {
+    const size_t at = static_cast<size_t>(t) * kW + tid + kThreads * i;
+    a.x[at] = __float2bfloat16_rn(static_cast<float>(v[i] & 0x7fu));
+    a.out[at] = static_cast<uint8_t>((v[i] + ss) & 0xffu);
+  }
+}
+
+template <bool Finish, int S>
+__global__ void __launch_bounds__(kThreads, 1) probe(Args a) {
+  __shared__ uint32_t red[kThreads / 32];
+  __shared__ uint32_t ss_s[kH];
+  __shared__ int last_s;
+  const int tid = threadIdx.x, b = blockIdx.x, blocks = gridDim.x;
+  unsigned* c_split = a.counters;
+  unsigned* c_norm = a.counters + a.iters;
+  unsigned* c_cons = a.counters + 2 * a.iters;
+  uint32_t h = kSeed, hash = 0;
+  for (int it = 0; it < a.iters; ++it) {
+    // ---- split-K partials
+    if (b < kTiles * S) {
+      const int tile = b / S, ks = b % S;
+      if (it > 0) wait_counter(c_cons + it - 1, blocks, a.error);
+      for (int i = tid; i < kH * kTileF; i += kThreads) {
+        const int t = i / kTileF, f = tile * kTileF + i % kTileF;
+        __stcg(a.part + (static_cast<size_t>(ks) * kH + t) * kW + f,
+               static_cast<float>(part_value(h, ks, t, f)));
+      }
+      if (Finish) {
+        __syncthreads();
+        if (tid == 0) last_s = atom_add_acq_rel(a.ticket + tile, 1u) == S - 1;
+        __syncthreads();
+        if (last_s) {
+          finish_tile<S>(a, tile);
+          __syncthreads();
+          if (tid == 0) a.ticket[tile] = 0;  // the next iteration's splits wait for this one's consumers
+        }
+      }
+      signal(c_split + it);
+    }
+    // ---- the norm phase
+    if (!Finish) {
+      const int t = (b - kTiles * S + blocks) % blocks;
+      if (t < kH) {
+        wait_counter(c_split + it, kTiles * S, a.error);
+        norm_token<S>(a, t, red);
+        signal(c_norm + it);
+      }
+    }
+    // ---- the consumer: every block reads all outputs
+    wait_counter(Finish ? c_split + it : c_norm + it, Finish ? kTiles * S : kH, a.error);
+    uint32_t w[kH];
+#pragma unroll
+    for (int t = 0; t < kH; ++t) w[t] = __ldcg(reinterpret_cast<const uint32_t*>(a.out) + t * kWordsPerRow + tid);
+    if (Finish) {
+      if (tid < kH) {
+        uint32_t s = 0;
+        for (int tile = 0; tile < kTiles; ++tile) s += __ldcg(a.ss_part + tile * kH + tid);
+        ss_s[tid] = s;
+      }
+      __syncthreads();
+    }
+    uint32_t acc = 0;
+#pragma unroll
+    for (int t = 0; t < kH; ++t) {
+      const uint32_t word = Finish ? __vadd4(w[t], (ss_s[t] & 0xffu) * 0x01010101u) : w[t];
+      acc ^= word_hash(word, t * kWordsPerRow + tid);
+    }
+    h = block_xor(acc, red);
+    hash = hash * 31u + h;
+    signal(c_cons + it);
+  }
+  if (tid == 0) a.hash_out[b] = hash;
+}
+
+// The chain on the host: every block's expected hash (all equal).
+uint32_t expected_hash(int iters, int S) {
+  std::vector<uint32_t> x(kH * kW, 0), out(kH * kW);
+  uint32_t h = kSeed, hash = 0;
+  for (int it = 0; it < iters; ++it) {
+    for (int t = 0; t < kH; ++t) {
+      uint32_t ss = 0;
+      std::vector<uint32_t> v(kW);
+      for (int f = 0; f < kW; ++f) {
+        uint32_t sum = 0;
+        for (int ks = 0; ks < S; ++ks) sum += part_value(h, ks, t, f);
+        v[f] = x[t * kW + f] + sum;
+        ss += v[f] * v[f];
+      }
+      for (int f = 0; f < kW; ++f) {
+        x[t * kW + f] = v[f] & 0x7fu;
+        out[t * kW + f] = (v[f] + ss) & 0xffu;
+      }
+    }
+    uint32_t acc = 0;
+    for (int t = 0; t < kH; ++t)
+      for (int k = 0; k < kWordsPerRow; ++k) {
+        const uint32_t* o = &out[t * kW + 4 * k];
+        const uint32_t word = o[0] | o[1] << 8 | o[2] << 16 | o[3] << 24;
+        acc ^= word_hash(word, t * kWordsPerRow + k);
+      }
+    h = acc;
+    hash = hash * 31u + h;
+  }
+  return hash;
+}
+
+bool ok(cudaError_t e, const char* what) {
+  if (e == cudaSuccess) return true;
+  std::printf("{\"error\": \"%s: %s\"}\n", what, cudaGetErrorString(e));
+  return false;
+}
+
+using Kernel = void (*)(Args);
+
+// p50 of `reps` launches of `iters` iterations, in us; false on an error.
+bool time_launch(Kernel k, int S, Args a, int blocks, int smem, int reps, double& p50, bool& correct) {
+  static std::map<std::pair<int, int>, uint32_t> want_of;
+  const auto key = std::make_pair(a.iters, S);
+  if (!want_of.count(key)) want_of[key] = expected_hash(a.iters, S);
+  const uint32_t want = want_of[key];
+  std::vector<double> t;
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  correct = true;
+  for (int r = 0; r < reps; ++r) {
+    cudaMemset(a.counters, 0, sizeof(unsigned) * 3 * a.iters);
+    cudaMemset(a.ticket, 0, sizeof(unsigned) * kTiles);
+    cudaMemset(a.x, 0, sizeof(__nv_bfloat16) * kH * kW);
+    cudaMemset(a.hash_out, 0, sizeof(uint32_t) * blocks);
+    cudaEventRecord(e0);
+    k<<<blocks, kThreads, smem>>>(a);
+    cudaEventRecord(e1);
+    if (!ok(cudaEventSynchronize(e1), "launch")) return false;
+    float ms = 0;
+    cudaEventElapsedTime(&ms, e0, e1);
+    t.push_back(ms * 1e3);
+    std::vector<uint32_t> hs(blocks);
+    int err = 0;
+    cudaMemcpy(hs.data(), a.hash_out, sizeof(uint32_t) * blocks, cudaMemcpyDeviceToHost);
+    cudaMemcpy(&err, a.error, sizeof(int), cudaMemcpyDeviceToHost);
+    if (err) correct = false;
+    for (uint32_t v : hs) correct = correct && v == want;
+  }
+  std::sort(t.begin(), t.end());
+  p50 = t[t.size() / 2];
+  return true;
+}
+
+}  // namespace
+
+int main() {
+  int dev = 0, sms = 0, smem_max = 0;
+  cudaDeviceProp prop;
+  if (!ok(cudaGetDeviceProperties(&prop, dev), "properties")) return 1;
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  cudaDeviceGetAttribute(&smem_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+  const int smem = smem_max - 2048;  // one block per SM, as the persistent kernel
+  struct Case {
+    const char* protocol;
+    int S;
+    Kernel k;
+  };
+  // S = 4: O and down at 2 views h50 (splitk_scale 2); 8: at horizons <= 48 (scale 1)
+  const Case cases[] = {{"norm", 4, probe<false, 4>}, {"finish", 4, probe<true, 4>},
+                        {"norm", 8, probe<false, 8>}, {"finish", 8, probe<true, 8>}};
+  for (const Case& c : cases) cudaFuncSetAttribute(c.k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  const int blocks = sms;
+  if (blocks < kTiles * 8 || blocks < kH) {
+    std::printf("{\"error\": \"needs >= %d SMs\"}\n", kTiles * 8);
+    return 1;
+  }
+  const int short_iters = 8, long_iters = 72, reps = 21;
+  Args a{};
+  int* err = nullptr;
+  if (!ok(cudaMalloc(&a.part, sizeof(float) * 8 * kH * kW), "malloc") ||
+      !ok(cudaMalloc(&a.x, sizeof(__nv_bfloat16) * kH * kW), "malloc") ||
+      !ok(cudaMalloc(&a.out, kH * kW), "malloc") ||
+      !ok(cudaMalloc(&a.ss_part, sizeof(uint32_t) * kTiles * kH), "malloc") ||
+      !ok(cudaMalloc(&a.ticket, sizeof(unsigned) * kTiles), "malloc") ||
+      !ok(cudaMalloc(&a.counters, sizeof(unsigned) * 3 * long_iters), "malloc") ||
+      !ok(cudaMalloc(&a.hash_out, sizeof(uint32_t) * blocks), "malloc") ||
+      !ok(cudaMalloc(&err, sizeof(int)), "malloc"))
+    return 1;
+  cudaMemset(err, 0, sizeof(int));
+  a.error = err;
+  std::printf("{\"device\": \"%s\", \"sms\": %d, \"threads\": %d, \"reps\": %d, \"iterations\": [%d, %d], "
+              "\"width\": %d, \"tokens\": %d, \"runs\": [",
+              prop.name, sms, kThreads, reps, short_iters, long_iters, kW, kH);
+  bool first = true;
+  for (const Case& c : cases) {
+    double t_short = 0, t_long = 0;
+    bool c1 = false, c2 = false;
+    a.iters = short_iters;
+    if (!time_launch(c.k, c.S, a, blocks, smem, reps, t_short, c1)) return 1;
+    a.iters = long_iters;
+    if (!time_launch(c.k, c.S, a, blocks, smem, reps, t_long, c2)) return 1;
+    std::printf("%s{\"protocol\": \"%s\", \"splits\": %d, \"us_per_iteration\": %.4f, "
+                "\"launch_us\": [%.2f, %.2f], \"correct\": %s}",
+                first ? "" : ", ", c.protocol, c.S, (t_long - t_short) / (long_iters - short_iters),
+                t_short, t_long, c1 && c2 ? "true" : "false");
+    first = false;
+  }
+  std::printf("]}\n");
+  return 0;
+}
