@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "../../csrc/megakernel/gpu_scope_sync.cuh"
+#include "probe_common.cuh"
 
 namespace {
 
@@ -44,10 +45,7 @@ constexpr int kNumProtocols = 5;
 constexpr int kMaxVecs = 16;  // 16-byte loads a thread holds at once (per pass)
 constexpr unsigned long long kSpinLimitNs = 2ull * 1000 * 1000 * 1000;
 
-__host__ __device__ inline uint32_t mix(uint32_t x) {
-  x ^= x >> 16; x *= 0x7feb352dU; x ^= x >> 15; x *= 0x846ca68bU; x ^= x >> 16;
-  return x;
-}
+using probe_common::mix;
 // The value of word i (of the whole buffer) in phase p, from the previous phase's reduction.
 __host__ __device__ inline uint32_t word_value(uint32_t prev, int i, int p) {
   return mix(prev ^ (static_cast<uint32_t>(i) * 0x9e3779b9U) ^ static_cast<uint32_t>(p));
@@ -81,14 +79,7 @@ __device__ inline bool pair_ready(unsigned long long x, unsigned long long y, un
 
 // The block's xor of every thread's value (all threads get it).
 __device__ inline uint32_t block_xor(uint32_t v, uint32_t* red) {
-  for (int o = 16; o; o >>= 1) v ^= __shfl_xor_sync(0xffffffffu, v, o);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  __syncthreads();  // red is free (its last readers are past this barrier)
-  if (lane == 0) red[warp] = v;
-  __syncthreads();
-  uint32_t s = 0;
-  for (int w = 0; w < kThreads / 32; ++w) s ^= red[w];
-  return s;
+  return probe_common::block_reduce<probe_common::XorOp, kThreads>(v, red);
 }
 
 struct Args {
@@ -230,62 +221,35 @@ uint32_t expected_hash(int phases, int words) {
   return hash;
 }
 
-bool ok(cudaError_t e, const char* what) {
-  if (e == cudaSuccess) return true;
-  std::printf("{\"error\": \"%s: %s\"}\n", what, cudaGetErrorString(e));
-  return false;
-}
-
-struct Result {
-  double us_per_phase = 0, launch_short_us = 0, launch_long_us = 0;
-  bool correct = false;
-};
+using probe_common::ok;
 
 // p50 of `reps` launches of `phases` phases, in us; false on an error.
 bool time_launch(int proto, Args a, int blocks, int smem, int reps, double& p50, bool& correct) {
-  std::vector<double> t;
-  cudaEvent_t e0, e1;
-  cudaEventCreate(&e0);
-  cudaEventCreate(&e1);
   const uint32_t want = expected_hash(a.phases, a.words);
-  correct = true;
-  for (int r = 0; r < reps; ++r) {
+  auto reset = [&] {
     cudaMemset(a.counters, 0, sizeof(unsigned) * a.phases);
     cudaMemset(a.block_flag, 0, sizeof(unsigned) * blocks);
     cudaMemset(a.buf64, 0, sizeof(unsigned long long) * 2 * a.words);
     cudaMemset(a.hash_out, 0, sizeof(uint32_t) * blocks);
-    cudaEventRecord(e0);
+  };
+  auto launch = [&] {
     if (proto == 1) probe<1><<<blocks, kThreads, smem>>>(a);
     else if (proto == 2) probe<2><<<blocks, kThreads, smem>>>(a);
     else if (proto == 3) probe<3><<<blocks, kThreads, smem>>>(a);
     else if (proto == 4) probe<4><<<blocks, kThreads, smem>>>(a);
     else probe<0><<<blocks, kThreads, smem>>>(a);
-    cudaEventRecord(e1);
-    if (!ok(cudaEventSynchronize(e1), "launch")) return false;
-    float ms = 0;
-    cudaEventElapsedTime(&ms, e0, e1);
-    t.push_back(ms * 1e3);
-    std::vector<uint32_t> h(blocks);
-    int err = 0;
-    cudaMemcpy(h.data(), a.hash_out, sizeof(uint32_t) * blocks, cudaMemcpyDeviceToHost);
-    cudaMemcpy(&err, a.error, sizeof(int), cudaMemcpyDeviceToHost);
-    if (err) correct = false;
-    for (uint32_t x : h) correct = correct && x == want;
-  }
-  std::sort(t.begin(), t.end());
-  p50 = t[t.size() / 2];
-  return true;
+  };
+  auto check = [&] { return probe_common::hashes_match(a.hash_out, blocks, a.error, want); };
+  return probe_common::time_launches(reps, reset, launch, check, p50, correct);
 }
 
 }  // namespace
 
 int main() {
-  int dev = 0, sms = 0, smem_max = 0;
-  cudaDeviceProp prop;
-  if (!ok(cudaGetDeviceProperties(&prop, dev), "properties")) return 1;
-  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-  cudaDeviceGetAttribute(&smem_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
-  const int smem = smem_max - 1024;  // one block per SM, as the persistent kernel
+  probe_common::ResidentGrid g;
+  if (!probe_common::resident_grid(g, 1024)) return 1;
+  const cudaDeviceProp& prop = g.prop;
+  const int sms = g.blocks, smem = g.smem;
   cudaFuncSetAttribute(probe<0>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   cudaFuncSetAttribute(probe<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   cudaFuncSetAttribute(probe<2>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);

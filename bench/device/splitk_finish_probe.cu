@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "../../csrc/megakernel/gpu_scope_sync.cuh"
+#include "probe_common.cuh"
 
 namespace {
 
@@ -53,10 +54,7 @@ constexpr unsigned long long kSpinLimitNs = 2ull * 1000 * 1000 * 1000;
 static_assert(kH * kGroups <= kThreads, "a finishing thread per (token, 16 features)");
 static_assert(kWordsPerRow == kThreads, "a consumer thread reads one word of every row");
 
-__host__ __device__ inline uint32_t mix(uint32_t x) {
-  x ^= x >> 16; x *= 0x7feb352dU; x ^= x >> 15; x *= 0x846ca68bU; x ^= x >> 16;
-  return x;
-}
+using probe_common::mix;
 // Split ks's partial of (token t, feature f) in the iteration after consumer hash h: 0..15.
 __host__ __device__ inline uint32_t part_value(uint32_t h, int ks, int t, int f) {
   return mix(h ^ static_cast<uint32_t>((ks * kH + t) * kW + f)) & 15u;
@@ -101,24 +99,10 @@ __device__ inline void signal(unsigned* ctr) {
   if (threadIdx.x == 0) red_release_add(ctr, 1u);
 }
 __device__ inline uint32_t block_sum(uint32_t v, uint32_t* red) {
-  for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  __syncthreads();
-  if (lane == 0) red[warp] = v;
-  __syncthreads();
-  uint32_t s = 0;
-  for (int w = 0; w < kThreads / 32; ++w) s += red[w];
-  return s;
+  return probe_common::block_reduce<probe_common::SumOp, kThreads>(v, red);
 }
 __device__ inline uint32_t block_xor(uint32_t v, uint32_t* red) {
-  for (int o = 16; o; o >>= 1) v ^= __shfl_xor_sync(0xffffffffu, v, o);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  __syncthreads();
-  if (lane == 0) red[warp] = v;
-  __syncthreads();
-  uint32_t s = 0;
-  for (int w = 0; w < kThreads / 32; ++w) s ^= red[w];
-  return s;
+  return probe_common::block_reduce<probe_common::XorOp, kThreads>(v, red);
 }
 __device__ inline uint32_t bf16_int(__nv_bfloat16 v) { return static_cast<uint32_t>(__bfloat162float(v)); }
 
@@ -296,12 +280,7 @@ uint32_t expected_hash(int iters, int S) {
   return hash;
 }
 
-bool ok(cudaError_t e, const char* what) {
-  if (e == cudaSuccess) return true;
-  std::printf("{\"error\": \"%s: %s\"}\n", what, cudaGetErrorString(e));
-  return false;
-}
-
+using probe_common::ok;
 using Kernel = void (*)(Args);
 
 // p50 of `reps` launches of `iters` iterations, in us; false on an error.
@@ -310,44 +289,24 @@ bool time_launch(Kernel k, int S, Args a, int blocks, int smem, int reps, double
   const auto key = std::make_pair(a.iters, S);
   if (!want_of.count(key)) want_of[key] = expected_hash(a.iters, S);
   const uint32_t want = want_of[key];
-  std::vector<double> t;
-  cudaEvent_t e0, e1;
-  cudaEventCreate(&e0);
-  cudaEventCreate(&e1);
-  correct = true;
-  for (int r = 0; r < reps; ++r) {
+  auto reset = [&] {
     cudaMemset(a.counters, 0, sizeof(unsigned) * 3 * a.iters);
     cudaMemset(a.ticket, 0, sizeof(unsigned) * kTiles);
     cudaMemset(a.x, 0, sizeof(__nv_bfloat16) * kH * kW);
     cudaMemset(a.hash_out, 0, sizeof(uint32_t) * blocks);
-    cudaEventRecord(e0);
-    k<<<blocks, kThreads, smem>>>(a);
-    cudaEventRecord(e1);
-    if (!ok(cudaEventSynchronize(e1), "launch")) return false;
-    float ms = 0;
-    cudaEventElapsedTime(&ms, e0, e1);
-    t.push_back(ms * 1e3);
-    std::vector<uint32_t> hs(blocks);
-    int err = 0;
-    cudaMemcpy(hs.data(), a.hash_out, sizeof(uint32_t) * blocks, cudaMemcpyDeviceToHost);
-    cudaMemcpy(&err, a.error, sizeof(int), cudaMemcpyDeviceToHost);
-    if (err) correct = false;
-    for (uint32_t v : hs) correct = correct && v == want;
-  }
-  std::sort(t.begin(), t.end());
-  p50 = t[t.size() / 2];
-  return true;
+  };
+  auto launch = [&] { k<<<blocks, kThreads, smem>>>(a); };
+  auto check = [&] { return probe_common::hashes_match(a.hash_out, blocks, a.error, want); };
+  return probe_common::time_launches(reps, reset, launch, check, p50, correct);
 }
 
 }  // namespace
 
 int main() {
-  int dev = 0, sms = 0, smem_max = 0;
-  cudaDeviceProp prop;
-  if (!ok(cudaGetDeviceProperties(&prop, dev), "properties")) return 1;
-  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-  cudaDeviceGetAttribute(&smem_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
-  const int smem = smem_max - 2048;  // one block per SM, as the persistent kernel
+  probe_common::ResidentGrid g;
+  if (!probe_common::resident_grid(g, 2048)) return 1;
+  const cudaDeviceProp& prop = g.prop;
+  const int sms = g.blocks, smem = g.smem;
   struct Case {
     const char* protocol;
     int S;
