@@ -23,6 +23,9 @@
 //   consume: every block waits, loads the whole output (H x 1024 bytes, as a GEMM task
 //            reads its activation) and (finish) the 16 partial sums of squares a token,
 //            and hashes what the norm would have produced
+//   finish_x: (protocol "finish_x") the finisher stores v (bf16) instead of the one-byte
+//            outputs and the consumers read that: consumers that normalise their own input
+//            from the residual (the probe's finisher also keeps its bounded x: one store more)
 // Exact integer arithmetic stands in for the math (the costs measured are the loads,
 // stores and synchronisation), so both protocols' consumers must hash the same values;
 // the host replays the chain and checks every block's hash.
@@ -55,6 +58,12 @@ static_assert(kH * kGroups <= kThreads, "a finishing thread per (token, 16 featu
 static_assert(kWordsPerRow == kThreads, "a consumer thread reads one word of every row");
 
 using probe_common::mix;
+
+// norm: a norm phase; finish: the tile's last split finishes it, the consumer reads the
+// one-byte outputs; finish_x: the same finisher stores v (bf16) instead of the bytes and the
+// consumer reads those (twice the bytes: a consumer normalising from x itself, which keeps
+// the static scales of today's norm outputs)
+enum Protocol { kNorm = 0, kFinish = 1, kFinishX = 2 };
 // Split ks's partial of (token t, feature f) in the iteration after consumer hash h: 0..15.
 __host__ __device__ inline uint32_t part_value(uint32_t h, int ks, int t, int f) {
   return mix(h ^ static_cast<uint32_t>((ks * kH + t) * kW + f)) & 15u;
@@ -77,6 +86,7 @@ struct Args {
   float* part;         // [S][H][W]
   __nv_bfloat16* x;    // [H][W], zero at launch
   uint8_t* out;        // [H][W]
+  __nv_bfloat16* xv;   // [H][W] (finish_x): v as the finisher computed it
   uint32_t* ss_part;   // [tiles][H] (finish)
   unsigned* ticket;    // [tiles], zero at launch (each finisher resets its own)
   unsigned* counters;  // [3][iters]: split, norm, consume; zero at launch
@@ -109,7 +119,7 @@ __device__ inline uint32_t bf16_int(__nv_bfloat16 v) { return static_cast<uint32
 // The finisher: the tile's last split task. Thread (t, g) owns features f0 .. f0 + 15 of
 // token t: every load first (S partial rows of 16 floats, 16 bf16 of x), then x, the
 // outputs (one 16-byte store) and, from the token's 4 threads, its partial sum of squares.
-template <int S>
+template <int S, bool StoreV>
 __device__ inline void finish_tile(const Args& a, int tile) {
   const int tid = threadIdx.x;
   if (tid >= kH * kGroups) return;
@@ -135,16 +145,24 @@ __device__ inline void finish_tile(const Args& a, int tile) {
     ss += v[i] * v[i];
   }
   alignas(16) __nv_bfloat16 xn[kGroupF];
+  alignas(16) __nv_bfloat16 vb[kGroupF];
   alignas(16) uint8_t o[kGroupF];
 #pragma unroll
   for (int i = 0; i < kGroupF; ++i) {
     xn[i] = __float2bfloat16_rn(static_cast<float>(v[i] & 0x7fu));
+    vb[i] = __float2bfloat16_rn(static_cast<float>(v[i]));  // exact: v < 256
     o[i] = static_cast<uint8_t>(v[i] & 0xffu);
   }
-  uint4* xd = reinterpret_cast<uint4*>(a.x + static_cast<size_t>(t) * kW + f0);
+  const size_t row = static_cast<size_t>(t) * kW + f0;
+  uint4* xd = reinterpret_cast<uint4*>(a.x + row);
   __stcg(xd, reinterpret_cast<const uint4*>(xn)[0]);
   __stcg(xd + 1, reinterpret_cast<const uint4*>(xn)[1]);
-  __stcg(reinterpret_cast<uint4*>(a.out + static_cast<size_t>(t) * kW + f0), *reinterpret_cast<const uint4*>(o));
+  if (StoreV) {
+    __stcg(reinterpret_cast<uint4*>(a.xv + row), reinterpret_cast<const uint4*>(vb)[0]);
+    __stcg(reinterpret_cast<uint4*>(a.xv + row) + 1, reinterpret_cast<const uint4*>(vb)[1]);
+  } else {
+    __stcg(reinterpret_cast<uint4*>(a.out + row), *reinterpret_cast<const uint4*>(o));
+  }
   ss += __shfl_xor_sync(0xffffffffu, ss, 1);  // the token's 4 threads are lanes 4k .. 4k + 3
   ss += __shfl_xor_sync(0xffffffffu, ss, 2);
   if (g == 0) __stcg(a.ss_part + tile * kH + t, ss);
@@ -181,11 +199,12 @@ __device__ inline void norm_token(const Args& a, int t, uint32_t* red) {
   }
 }
 
-template <bool Finish, int S>
+template <int Proto, int S>
 __global__ void __launch_bounds__(kThreads, 1) probe(Args a) {
   __shared__ uint32_t red[kThreads / 32];
   __shared__ uint32_t ss_s[kH];
   __shared__ int last_s;
+  constexpr bool Finish = Proto != kNorm;
   const int tid = threadIdx.x, b = blockIdx.x, blocks = gridDim.x;
   unsigned* c_split = a.counters;
   unsigned* c_norm = a.counters + a.iters;
@@ -206,7 +225,7 @@ __global__ void __launch_bounds__(kThreads, 1) probe(Args a) {
         if (tid == 0) last_s = atom_add_acq_rel(a.ticket + tile, 1u) == S - 1;
         __syncthreads();
         if (last_s) {
-          finish_tile<S>(a, tile);
+          finish_tile<S, Proto == kFinishX>(a, tile);
           __syncthreads();
           if (tid == 0) a.ticket[tile] = 0;  // the next iteration's splits wait for this one's consumers
         }
@@ -225,8 +244,20 @@ __global__ void __launch_bounds__(kThreads, 1) probe(Args a) {
     // ---- the consumer: every block reads all outputs
     wait_counter(Finish ? c_split + it : c_norm + it, Finish ? kTiles * S : kH, a.error);
     uint32_t w[kH];
+    if (Proto == kFinishX) {  // 4 features = 8 bytes of v a row: the bytes they would be
+      uint2 vv[kH];
 #pragma unroll
-    for (int t = 0; t < kH; ++t) w[t] = __ldcg(reinterpret_cast<const uint32_t*>(a.out) + t * kWordsPerRow + tid);
+      for (int t = 0; t < kH; ++t) vv[t] = __ldcg(reinterpret_cast<const uint2*>(a.xv) + t * kWordsPerRow + tid);
+#pragma unroll
+      for (int t = 0; t < kH; ++t) {
+        const __nv_bfloat16* q = reinterpret_cast<const __nv_bfloat16*>(&vv[t]);
+        w[t] = (bf16_int(q[0]) & 0xffu) | (bf16_int(q[1]) & 0xffu) << 8 | (bf16_int(q[2]) & 0xffu) << 16 |
+               (bf16_int(q[3]) & 0xffu) << 24;
+      }
+    } else {
+#pragma unroll
+      for (int t = 0; t < kH; ++t) w[t] = __ldcg(reinterpret_cast<const uint32_t*>(a.out) + t * kWordsPerRow + tid);
+    }
     if (Finish) {
       if (tid < kH) {
         uint32_t s = 0;
@@ -313,8 +344,9 @@ int main() {
     Kernel k;
   };
   // S = 4: O and down at 2 views h50 (splitk_scale 2); 8: at horizons <= 48 (scale 1)
-  const Case cases[] = {{"norm", 4, probe<false, 4>}, {"finish", 4, probe<true, 4>},
-                        {"norm", 8, probe<false, 8>}, {"finish", 8, probe<true, 8>}};
+  const Case cases[] = {{"norm", 4, probe<kNorm, 4>}, {"finish", 4, probe<kFinish, 4>},
+                        {"finish_x", 4, probe<kFinishX, 4>}, {"norm", 8, probe<kNorm, 8>},
+                        {"finish", 8, probe<kFinish, 8>}, {"finish_x", 8, probe<kFinishX, 8>}};
   for (const Case& c : cases) cudaFuncSetAttribute(c.k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   const int blocks = sms;
   if (blocks < kTiles * 8 || blocks < kH) {
@@ -327,6 +359,7 @@ int main() {
   if (!ok(cudaMalloc(&a.part, sizeof(float) * 8 * kH * kW), "malloc") ||
       !ok(cudaMalloc(&a.x, sizeof(__nv_bfloat16) * kH * kW), "malloc") ||
       !ok(cudaMalloc(&a.out, kH * kW), "malloc") ||
+      !ok(cudaMalloc(&a.xv, sizeof(__nv_bfloat16) * kH * kW), "malloc") ||
       !ok(cudaMalloc(&a.ss_part, sizeof(uint32_t) * kTiles * kH), "malloc") ||
       !ok(cudaMalloc(&a.ticket, sizeof(unsigned) * kTiles), "malloc") ||
       !ok(cudaMalloc(&a.counters, sizeof(unsigned) * 3 * long_iters), "malloc") ||
