@@ -121,9 +121,11 @@ __device__ inline uint32_t bf16_int(__nv_bfloat16 v) { return static_cast<uint32
 // outputs (one 16-byte store) and, from the token's 4 threads, its partial sum of squares.
 template <int S, bool StoreV>
 __device__ inline void finish_tile(const Args& a, int tile) {
+  // (threads past the last token take token H - 1's loads and store nothing: every lane
+  // of a warp must reach the shuffles below)
   const int tid = threadIdx.x;
-  if (tid >= kH * kGroups) return;
-  const int t = tid / kGroups, g = tid % kGroups, f0 = tile * kTileF + g * kGroupF;
+  const bool active = tid < kH * kGroups;
+  const int t = active ? tid / kGroups : kH - 1, g = tid % kGroups, f0 = tile * kTileF + g * kGroupF;
   float4 p[S][kGroupF / 4];
 #pragma unroll
   for (int ks = 0; ks < S; ++ks)
@@ -153,6 +155,9 @@ __device__ inline void finish_tile(const Args& a, int tile) {
     vb[i] = __float2bfloat16_rn(static_cast<float>(v[i]));  // exact: v < 256
     o[i] = static_cast<uint8_t>(v[i] & 0xffu);
   }
+  ss += __shfl_xor_sync(0xffffffffu, ss, 1);  // the token's 4 threads are lanes 4k .. 4k + 3
+  ss += __shfl_xor_sync(0xffffffffu, ss, 2);
+  if (!active) return;
   const size_t row = static_cast<size_t>(t) * kW + f0;
   uint4* xd = reinterpret_cast<uint4*>(a.x + row);
   __stcg(xd, reinterpret_cast<const uint4*>(xn)[0]);
@@ -163,8 +168,6 @@ __device__ inline void finish_tile(const Args& a, int tile) {
   } else {
     __stcg(reinterpret_cast<uint4*>(a.out + row), *reinterpret_cast<const uint4*>(o));
   }
-  ss += __shfl_xor_sync(0xffffffffu, ss, 1);  // the token's 4 threads are lanes 4k .. 4k + 3
-  ss += __shfl_xor_sync(0xffffffffu, ss, 2);
   if (g == 0) __stcg(a.ss_part + tile * kH + t, ss);
 }
 
@@ -371,6 +374,7 @@ int main() {
   std::printf("{\"device\": \"%s\", \"sms\": %d, \"threads\": %d, \"reps\": %d, \"iterations\": [%d, %d], "
               "\"width\": %d, \"tokens\": %d, \"runs\": [",
               prop.name, sms, kThreads, reps, short_iters, long_iters, kW, kH);
+  std::fflush(stdout);
   bool first = true;
   for (const Case& c : cases) {
     double t_short = 0, t_long = 0;
@@ -383,6 +387,7 @@ int main() {
                 "\"launch_us\": [%.2f, %.2f], \"correct\": %s}",
                 first ? "" : ", ", c.protocol, c.S, (t_long - t_short) / (long_iters - short_iters),
                 t_short, t_long, c1 && c2 ? "true" : "false");
+    std::fflush(stdout);  // (a later case that hangs leaves the earlier ones)
     first = false;
   }
   std::printf("]}\n");

@@ -153,29 +153,36 @@ constexpr bool kBf16Partials = FLASH_RT_MK_ATTN_BF16_PARTIALS != 0;
 #define FLASH_RT_MK_ATTN_STAGED_STORE 0
 #endif
 constexpr bool kStagedStore = FLASH_RT_MK_ATTN_STAGED_STORE != 0;
-// FLASH_RT_MK_ATTN_Q_TMA=1 (build switch for an A/B): the tile's Q rows (64 packed rows x
-// 256 dims, written by this layer's QKV tasks, so loaded after the wait) arrive as four
-// TMA boxes of 64 rows x 64 dims, the map's 128-byte swizzle being Swizzled128's, issued by
-// thread 0 on the block's bulk-load barrier, instead of 8 cp.async of 16 bytes a thread.
-// Why: a cached split's inputs (its K/V tile prefetched before the wait, so mostly Q) are
-// 1.5 us of the attention task at 2 views h50 (run 15 on the H100), where a GEMM task's
-// 16-64 KB activation tile arrives by one bulk copy in 0.55-0.72 us. Swizzled layout only.
+// FLASH_RT_MK_ATTN_Q_TMA (build switch, default 1 since run 19; 0: cp.async after the
+// wait): the tile's Q rows (64 packed rows x 256 dims, written by this layer's QKV tasks,
+// so loaded after the wait) arrive as four TMA boxes of 64 rows x 64 dims, the map's
+// 128-byte swizzle being Swizzled128's, issued by thread 0 on the block's bulk-load
+// barrier, instead of 8 cp.async of 16 bytes a thread. Why: a cached split's inputs (its
+// K/V tile prefetched before the wait, so mostly Q) were 1.5 us of the attention task at 2
+// views h50 (run 15), where a GEMM task's 16-64 KB activation tile arrives by one bulk copy
+// in 0.55-0.72 us. Measured (H100, run 19, docs/performance.md): the attention phase 6.39
+// -> 5.29 us (inputs 1.58 -> 0.82), a step 613.6 -> 597.0 us at 2 views h50 and 503.6 ->
+// 492.7 at 1 view h10, outputs as the default's. The wgmma tile in the swizzled layout
+// only: with FLASH_RT_MK_ATTN_SWIZZLE=0 or FLASH_RT_MK_WGMMA_ATTENTION=0 Q goes by cp.async.
 #ifndef FLASH_RT_MK_ATTN_Q_TMA
-#define FLASH_RT_MK_ATTN_Q_TMA 0
+#define FLASH_RT_MK_ATTN_Q_TMA 1
 #endif
-constexpr bool kQTma = FLASH_RT_MK_ATTN_Q_TMA != 0;
+constexpr bool kQTma =
+    FLASH_RT_MK_ATTN_Q_TMA != 0 && FLASH_RT_MK_ATTN_SWIZZLE != 0 && FLASH_RT_MK_WGMMA_ATTENTION != 0;
 // FLASH_RT_MK_ATTN_KV_TMA=1 (build switch for an A/B): likewise the K and V tile of the
 // split holding the step's own rows (loaded after the wait: that split is the phase's
 // straggler, inputs 2.1 against 1.5 us, run 15), eight boxes on the same barrier. Rows past
 // the valid keys read what the cache holds there (finite: zeros or earlier keys) instead
 // of zeros; their logits are -inf either way. The prefix splits keep their cp.async
-// prefetch before the wait.
+// prefetch before the wait. Not kept (H100, run 19): 616.7 vs 613.6 us a step at 2 views
+// h50, 512.9 vs 503.6 at 1 view h10; with Q by TMA as well 603.1 / 504.4, slower than Q
+// alone (597.0 / 492.7).
 #ifndef FLASH_RT_MK_ATTN_KV_TMA
 #define FLASH_RT_MK_ATTN_KV_TMA 0
 #endif
 constexpr bool kKvTma = FLASH_RT_MK_ATTN_KV_TMA != 0;
-static_assert(!(kQTma || kKvTma) || FLASH_RT_MK_ATTN_SWIZZLE,
-              "the TMA boxes land in the swizzled layout");
+static_assert(!kKvTma || (FLASH_RT_MK_ATTN_SWIZZLE && FLASH_RT_MK_WGMMA_ATTENTION),
+              "the TMA boxes land in the wgmma tile's swizzled layout");
 static_assert(!(kKvTma && FLASH_RT_MK_ATTN_PARTIAL_PREFETCH),
               "the own split's K/V by TMA or by a partial prefetch, not both");
 constexpr int kQBoxDims = 64;  // a box's inner extent: 128 bytes of bf16, the swizzle span
