@@ -29,7 +29,6 @@
 //   /tmp/boundary_probe            (one JSON object on stdout)
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <vector>
@@ -43,7 +42,6 @@ constexpr int kThreads = 256;
 const char* const kProtocols[] = {"counter", "flags", "none", "block_flags", "counter_relaxed_poll"};
 constexpr int kNumProtocols = 5;
 constexpr int kMaxVecs = 16;  // 16-byte loads a thread holds at once (per pass)
-constexpr unsigned long long kSpinLimitNs = 2ull * 1000 * 1000 * 1000;
 
 using probe_common::mix;
 // The value of word i (of the whole buffer) in phase p, from the previous phase's reduction.
@@ -51,8 +49,9 @@ __host__ __device__ inline uint32_t word_value(uint32_t prev, int i, int p) {
   return mix(prev ^ (static_cast<uint32_t>(i) * 0x9e3779b9U) ^ static_cast<uint32_t>(p));
 }
 
-using flash_rt::mk::ld_acquire;  // the kernel's own primitives
-__device__ inline unsigned long long now_ns() { return flash_rt::mk::global_ns(); }
+using probe_common::now_ns;
+using probe_common::spin_expired;
+// the kernel's own primitives
 __device__ inline void red_release(unsigned* p) { flash_rt::mk::red_release_add(p, 1u); }
 using flash_rt::mk::fence_acq_rel;
 using flash_rt::mk::ld_relaxed;
@@ -65,13 +64,6 @@ __device__ inline void ld_relaxed_v2(const unsigned long long* p, unsigned long 
   asm volatile("ld.relaxed.gpu.global.v2.b64 {%0, %1}, [%2];" : "=l"(a), "=l"(b) : "l"(p) : "memory");
 }
 
-// A spin that started at t0 has waited too long: record it (the launch then reports a
-// failure instead of hanging the GPU) and tell the caller to stop waiting.
-__device__ inline bool spin_expired(unsigned long long t0, int* error) {
-  if (now_ns() - t0 <= kSpinLimitNs) return false;
-  atomicExch(error, 1);
-  return true;
-}
 // Both 8-byte words of a pair carry phase `want`'s flag (flags protocol).
 __device__ inline bool pair_ready(unsigned long long x, unsigned long long y, unsigned want) {
   return static_cast<unsigned>(x >> 32) == want && static_cast<unsigned>(y >> 32) == want;
@@ -134,12 +126,7 @@ __global__ void __launch_bounds__(kThreads, 1) probe(Args a) {
           } while (!__all_sync(0xffffffffu, seen));
           fence_acq_rel();
         }
-        if (Proto == 0 && tid == 0 && ld_acquire(a.counters + p - 1) < gridDim.x) {
-          const unsigned long long t0 = now_ns();
-          while (ld_acquire(a.counters + p - 1) < gridDim.x) {
-            if (spin_expired(t0, a.error)) break;
-          }
-        }
+        if (Proto == 0 && tid == 0) probe_common::spin_acquire(a.counters + p - 1, gridDim.x, a.error);
         if (Proto == 4 && tid == 0) {
           if (ld_relaxed(a.counters + p - 1) < gridDim.x) {
             const unsigned long long t0 = now_ns();

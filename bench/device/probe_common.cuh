@@ -1,9 +1,12 @@
 // What the synchronisation probes (boundary_probe.cu, splitk_finish_probe.cu) share: the
-// hash their chains fold values with, the block reductions, the resident grid (one block
-// per SM, as the persistent kernel) and the p50 of repeated, checked launches.
+// hash their chains fold values with, the bounded spin on a counter, the block reductions,
+// the resident grid (one block per SM, as the persistent kernel) and the p50 of repeated,
+// checked launches.
 #pragma once
 
 #include <cuda_runtime.h>
+
+#include "../../csrc/megakernel/gpu_scope_sync.cuh"
 
 #include <algorithm>
 #include <cstdint>
@@ -15,6 +18,29 @@ namespace probe_common {
 __host__ __device__ inline uint32_t mix(uint32_t x) {
   x ^= x >> 16; x *= 0x7feb352dU; x ^= x >> 15; x *= 0x846ca68bU; x ^= x >> 16;
   return x;
+}
+
+// A spin gives up after this long and flags the launch, instead of hanging the GPU.
+constexpr unsigned long long kSpinLimitNs = 2ull * 1000 * 1000 * 1000;
+
+__device__ inline unsigned long long now_ns() { return flash_rt::mk::global_ns(); }
+
+// A spin that started at t0 has waited too long: record it (the launch then reports a
+// failure instead of hanging the GPU) and tell the caller to stop waiting.
+__device__ inline bool spin_expired(unsigned long long t0, int* error) {
+  if (now_ns() - t0 <= kSpinLimitNs) return false;
+  atomicExch(error, 1);
+  return true;
+}
+
+// The calling thread polls *ctr with acquire loads until it reaches target (or the spin
+// expires): the persistent kernel's wait, without its block barrier.
+__device__ inline void spin_acquire(const unsigned* ctr, unsigned target, int* error) {
+  if (flash_rt::mk::ld_acquire(ctr) >= target) return;
+  const unsigned long long t0 = now_ns();
+  while (flash_rt::mk::ld_acquire(ctr) < target) {
+    if (spin_expired(t0, error)) break;
+  }
 }
 
 struct XorOp {

@@ -27,7 +27,7 @@
 //            outputs and the consumers read that: consumers that normalise their own input
 //            from the residual (the probe's finisher also keeps its bounded x: one store more)
 // Exact integer arithmetic stands in for the math (the costs measured are the loads,
-// stores and synchronisation), so both protocols' consumers must hash the same values;
+// stores and synchronisation), so every protocol's consumers must hash the same values;
 // the host replays the chain and checks every block's hash.
 // Per-iteration time = (time of N2 iterations - time of N1) / (N2 - N1): launch excluded.
 //   nvcc -O3 -std=c++17 -arch=sm_90a -o /tmp/splitk_finish_probe bench/device/splitk_finish_probe.cu
@@ -35,7 +35,6 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <map>
@@ -53,7 +52,6 @@ constexpr int kGroups = kTileF / kGroupF;      // threads a token in the finishe
 constexpr int kFeatPerThread = kW / kThreads;  // in a norm task
 constexpr int kWordsPerRow = kW / 4;           // 32-bit words of one token's outputs
 constexpr uint32_t kSeed = 0x1234u;
-constexpr unsigned long long kSpinLimitNs = 2ull * 1000 * 1000 * 1000;
 static_assert(kH * kGroups <= kThreads, "a finishing thread per (token, 16 features)");
 static_assert(kWordsPerRow == kThreads, "a consumer thread reads one word of every row");
 
@@ -72,9 +70,7 @@ __host__ __device__ inline uint32_t word_hash(uint32_t word, int index) {
   return mix(word ^ (static_cast<uint32_t>(index) * 0x9e3779b9U));
 }
 
-using flash_rt::mk::ld_acquire;
 using flash_rt::mk::red_release_add;
-__device__ inline unsigned long long now_ns() { return flash_rt::mk::global_ns(); }
 __device__ inline unsigned atom_add_acq_rel(unsigned* p, unsigned v) {
   unsigned old;
   asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], %2;\n" : "=r"(old) : "l"(p), "r"(v) : "memory");
@@ -96,12 +92,7 @@ struct Args {
 
 // Thread 0 waits until *ctr >= target (acquire), then the block's barrier.
 __device__ inline void wait_counter(const unsigned* ctr, unsigned target, int* error) {
-  if (threadIdx.x == 0 && ld_acquire(ctr) < target) {
-    const unsigned long long t0 = now_ns();
-    while (ld_acquire(ctr) < target) {
-      if (now_ns() - t0 > kSpinLimitNs) { atomicExch(error, 1); break; }
-    }
-  }
+  if (threadIdx.x == 0) probe_common::spin_acquire(ctr, target, error);
   __syncthreads();
 }
 __device__ inline void signal(unsigned* ctr) {
